@@ -1,0 +1,164 @@
+"""A small CNN classifier whose penultimate activations serve as FID features on small datasets.
+
+Inception-v3 features (the standard FID) need 299x299 RGB input and weights that must be downloaded;
+for 28x28 grey images a classifier trained on the dataset itself gives a cheap, offline, in-domain
+feature space (as in e.g. the "FID on MNIST with a LeNet" practice). Its FIDs are only comparable
+between runs that use the SAME classifier checkpoint (same data, seed and config).
+
+Input convention (``forward`` and ``features``): images (B, C, H, W) either
+  * uint8 in 0..255  -> divided by 255 inside the model, or
+  * floating point already in [0, 1] -> used as is.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vaebench.data import iterate_minibatches, to_device_uint8
+from vaebench.io import atomic_path
+
+DEFAULT_CFG = {"epochs": 2, "batch_size": 256, "lr": 1e-3, "feature_dim": 128}
+
+
+class SmallCNN(nn.Module):
+    """Two conv blocks (3x3 conv, ReLU, 2x2 max-pool; 32 then 64 channels), Linear->feature_dim, ReLU,
+    Linear->n_classes.
+
+    Args:
+        in_channels: C of the input images. image_size: H = W of the input (any size >= 4).
+        n_classes: number of logits. feature_dim: width of the penultimate layer (FID feature size).
+    """
+
+    def __init__(self, in_channels: int, image_size: int, n_classes: int = 10, feature_dim: int = 128):
+        super().__init__()
+        self.kwargs = dict(in_channels=in_channels, image_size=image_size, n_classes=n_classes,
+                           feature_dim=feature_dim)
+        self.conv1 = nn.Conv2d(in_channels, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        side = image_size // 2 // 2
+        self.fc1 = nn.Linear(64 * side * side, feature_dim)
+        self.fc2 = nn.Linear(feature_dim, n_classes)
+
+    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 0..255 -> float32 [0,1]; floating input is assumed to be in [0,1] already."""
+        expected = (self.kwargs["in_channels"], self.kwargs["image_size"], self.kwargs["image_size"])
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"SmallCNN expects images (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+        if x.dtype == torch.uint8:
+            return x.float() / 255.0
+        if not x.is_floating_point():
+            raise TypeError(f"SmallCNN expects uint8 or floating images, got {x.dtype}")
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate activations (after ReLU): (B, C, H, W) images -> (B, feature_dim) float32."""
+        x = self._scale(x)
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return F.relu(self.fc1(x.flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits: (B, C, H, W) images -> (B, n_classes) float32."""
+        return self.fc2(self.features(x))
+
+
+@torch.no_grad()
+def accuracy(model: SmallCNN, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Fraction of correct argmax predictions of ``model`` on images ``x`` (uint8) with labels ``y``."""
+    model.eval()
+    correct = 0
+    for idx in iterate_minibatches(len(x), batch_size, shuffle=False, device=x.device):
+        correct += (model(x[idx]).argmax(1) == y[idx]).sum().item()
+    return correct / max(len(x), 1)
+
+
+def train_classifier(data: dict, cfg: dict | None, device: str | torch.device, seed: int
+                     ) -> tuple[SmallCNN, dict]:
+    """Train a SmallCNN on ``data["x_train"]``/``y_train`` with Adam and cross-entropy.
+
+    Args:
+        data: output of ``vaebench.data.load_prepared`` (uint8 (N,C,H,W) images, int64 labels).
+        cfg: ``{epochs: 2, batch_size: 256, lr: 1e-3, feature_dim: 128}`` (missing keys take these defaults).
+        device: where the whole dataset (uint8) and the model live. seed: sets init and batch order.
+    Returns:
+        (model in eval mode, metrics ``{test_accuracy, val_accuracy, epochs, train_seconds}``);
+        accuracies are fractions in [0, 1] (``val_accuracy`` is NaN if the validation split is empty).
+    Raises:
+        ValueError: unknown cfg key (named), or non-square images.
+    """
+    cfg = dict(cfg or {})
+    unknown = set(cfg) - set(DEFAULT_CFG)
+    if unknown:
+        raise ValueError(f"unknown classifier config key(s) {sorted(unknown)}; allowed: {sorted(DEFAULT_CFG)}")
+    cfg = {**DEFAULT_CFG, **cfg}
+    _, c, h, w = data["x_train"].shape
+    if h != w:
+        raise ValueError(f"SmallCNN needs square images, got {h}x{w}")
+    n_classes = int(data["meta"].get("n_classes", 0)) if isinstance(data.get("meta"), dict) else 0
+    n_classes = max(n_classes, int(data["y_train"].max()) + 1)
+
+    torch.manual_seed(seed)
+    model = SmallCNN(c, h, n_classes=n_classes, feature_dim=cfg["feature_dim"]).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    x = to_device_uint8(data["x_train"], device)
+    y = torch.as_tensor(data["y_train"], dtype=torch.long, device=device)
+    gen = torch.Generator().manual_seed(seed)  # CPU generator: same batch order on every machine
+
+    t0 = time.perf_counter()
+    for _ in range(cfg["epochs"]):
+        model.train()
+        for idx in iterate_minibatches(len(x), cfg["batch_size"], gen, device=device):
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+    train_seconds = time.perf_counter() - t0
+
+    def split_acc(split: str) -> float:
+        if len(data[f"x_{split}"]) == 0:
+            return float("nan")
+        return accuracy(model, to_device_uint8(data[f"x_{split}"], device),
+                        torch.as_tensor(data[f"y_{split}"], dtype=torch.long, device=device))
+
+    model.eval()
+    metrics = {"test_accuracy": split_acc("test"), "val_accuracy": split_acc("val"),
+               "epochs": int(cfg["epochs"]), "train_seconds": float(train_seconds)}
+    return model, metrics
+
+
+def save_classifier(path: str | os.PathLike, model: SmallCNN, metrics: dict) -> None:
+    """Atomically ``torch.save`` ``{state_dict, kwargs, metrics}`` to ``path`` (loadable with weights_only=True).
+
+    ``metrics`` must hold plain numbers/strings (it is stored as is).
+    """
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save({"state_dict": state, "kwargs": dict(model.kwargs), "metrics": dict(metrics)}, f)
+
+
+def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[SmallCNN, dict]:
+    """Load a checkpoint written by ``save_classifier`` onto ``device``.
+
+    Returns:
+        (SmallCNN in eval mode, metrics dict)
+    Raises:
+        FileNotFoundError: ``path`` missing. KeyError: a checkpoint entry missing (names it and the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"classifier checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    for key in ("state_dict", "kwargs", "metrics"):
+        if key not in ckpt:
+            raise KeyError(f"{path}: checkpoint has no {key!r} entry")
+    model = SmallCNN(**ckpt["kwargs"]).to(device)
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return model, ckpt["metrics"]

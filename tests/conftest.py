@@ -1,0 +1,80 @@
+"""Shared fixtures: the offline MNIST mirror and tiny real-MNIST study workspaces."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+MIRROR = Path(os.environ.get("VAEBENCH_DATA_MIRROR", REPO.parent / "shared" / "datasets")).resolve()
+BIN = Path(sys.executable).parent
+
+# The models of the tiny end-to-end study: one per posterior/decoder family exercised by the pipeline.
+TINY_MODELS = ["vae_bernoulli", "sigma_vae_optimal"]
+
+
+def tiny_params(models=TINY_MODELS, seeds=(0,)) -> dict:
+    """The default study shrunk to seconds: a real-MNIST subset, one epoch, small k and N."""
+    with open(REPO / "params.yaml") as f:
+        params = yaml.safe_load(f)
+    params["study"] = "tiny"
+    params["grid"] = {"datasets": ["mnist"], "models": list(models), "seeds": list(seeds)}
+    params["datasets"]["mnist"].update({"max_train": 2000, "max_validation": 500, "max_test": 500})
+    params["train"].update({"epochs": 1, "batch_size": 100})
+    params["classifier"].update({"epochs": 1})
+    params["evaluate"].update({"iwae_k": 8, "iwae_n": 50, "iwae_chunk": 4, "fid_n": 200, "grid_n": 16, "batch_size": 100})
+    return params
+
+
+def make_workspace(root: Path, params: dict, git: bool = False) -> Path:
+    """A copy of the pipeline definition (Snakefile, dvc.yaml, workflow/, profiles/, src/) with ``params``."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "dvc.yaml"):
+        shutil.copy2(REPO / name, root / name)
+    for name in ("workflow", "profiles"):
+        shutil.copytree(REPO / name, root / name)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if git:
+        run(["git", "init", "-q"], root)
+        run(["git", "config", "user.email", "ci@example.invalid"], root)
+        run(["git", "config", "user.name", "ci"], root)
+        shutil.copy2(REPO / ".gitignore", root / ".gitignore")
+        run([str(BIN / "dvc"), "init", "-q"], root)
+        run([str(BIN / "dvc"), "config", "core.analytics", "false"], root)
+        run(["git", "add", "-A"], root)
+        run(["git", "commit", "-q", "-m", "workspace"], root)
+    return root
+
+
+def env(tmp: Path, **extra) -> dict:
+    e = dict(os.environ)
+    e.update({
+        "VAEBENCH_DATA_MIRROR": str(MIRROR),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": f"{BIN}{os.pathsep}{e.get('PATH', '')}",
+        "PYTHONWARNINGS": "ignore::DeprecationWarning",
+    })
+    e.update(extra)
+    return e
+
+
+def run(cmd, cwd, check=True, **kw) -> subprocess.CompletedProcess:
+    """Run a command; on failure show its output in the assertion message."""
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\nSTDOUT:\n{proc.stdout[-5000:]}\nSTDERR:\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    if not (MIRROR / "mnist").is_dir():
+        pytest.skip(f"MNIST mirror not found at {MIRROR}/mnist (set VAEBENCH_DATA_MIRROR)")
+    return MIRROR

@@ -1,0 +1,176 @@
+"""VAE assembly: every named model config builds, trains one step with finite gradients, and the public API
+returns the documented shapes; config errors name their key."""
+import copy
+import math
+
+import pytest
+import torch
+
+from vaebench.vae import VAE, build_model, iwae_bound
+
+MLP = {"architecture": "mlp", "latent_dim": 8, "hidden_dims": [32, 16]}
+GAUSS = lambda sigma, **kw: {"family": "gaussian", "sigma": sigma, **kw}
+
+NAMED = {
+    "vae_bernoulli": {**MLP, "likelihood": {"family": "bernoulli"}, "objective": {"name": "elbo"}},
+    "vae_gaussian": {**MLP, "likelihood": GAUSS("fixed", sigma_value=1.0), "objective": {"name": "elbo"}},
+    "beta_vae": {**MLP, "likelihood": GAUSS("fixed", sigma_value=1.0), "objective": {"name": "elbo", "beta": 0.01}},
+    "sigma_vae": {**MLP, "likelihood": GAUSS("learned_shared"), "objective": {"name": "elbo"}},
+    "sigma_vae_optimal": {**MLP, "likelihood": GAUSS("optimal_shared"), "objective": {"name": "elbo"}},
+    "sigma_vae_per_image": {**MLP, "likelihood": GAUSS("optimal_per_image"), "objective": {"name": "elbo"}},
+    "sigma_vae_per_pixel": {**MLP, "likelihood": GAUSS("per_pixel"), "objective": {"name": "elbo"}},
+    "vae_categorical": {"architecture": "conv28", "latent_dim": 8, "likelihood": {"family": "categorical"},
+                        "objective": {"name": "elbo"}},
+    "rho_vae": {**MLP, "posterior": "ar1", "likelihood": {"family": "bernoulli"}, "objective": {"name": "elbo"}},
+    "rho_sigma_vae": {"architecture": "conv28", "latent_dim": 8, "posterior": "ar1",
+                      "likelihood": GAUSS("optimal_shared"), "objective": {"name": "elbo"}},
+    "geco": {**MLP, "likelihood": GAUSS("optimal_shared"),
+             "objective": {"name": "geco", "constraint": "sse", "kappa": 4.0}},
+    "iwae": {**MLP, "likelihood": {"family": "bernoulli"}, "objective": {"name": "iwae", "k": 5}},
+    "geco_iwae": {**MLP, "likelihood": GAUSS("fixed", sigma_value=0.5),
+                  "objective": {"name": "geco_iwae", "k": 5, "constraint": "nll", "kappa": 10.0}},
+}
+SHAPE = (1, 28, 28)
+
+
+def uint8_batch(B=4, shape=SHAPE, seed=0):
+    return torch.randint(0, 256, (B, *shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", sorted(NAMED))
+def test_named_config_smoke(name):
+    torch.manual_seed(0)
+    model = build_model(copy.deepcopy(NAMED[name]), SHAPE)
+    assert isinstance(model, VAE) and model.latent_dim == 8 and model.image_shape == SHAPE
+    x = model.preprocess(uint8_batch(), generator=torch.Generator().manual_seed(1))
+    assert x.shape == (4, *SHAPE)
+    model.train()
+    loss, logs = model.training_loss(x)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    assert {"loss", "elbo", "recon", "kl"} <= set(logs) and all(isinstance(v, float) for v in logs.values())
+    assert logs["elbo"] == pytest.approx(-(logs["recon"] + logs["kl"]))
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    model.end_epoch()
+    model.eval()
+    with torch.no_grad():
+        terms = model.elbo_terms(x)
+        assert set(terms) == {"elbo", "recon", "kl"} and all(v.shape == (4,) for v in terms.values())
+        torch.testing.assert_close(terms["elbo"], -(terms["recon"] + terms["kl"]))
+        assert (terms["kl"] >= 0).all()
+        assert model.log_weights(x, 3).shape == (3, 4)
+        assert iwae_bound(model, x, 6, chunk_size=4).shape == (4,)
+    s = model.sample(5, generator=torch.Generator().manual_seed(0))
+    r = model.reconstruct(x)
+    for img, n in ((s, 5), (r, 4)):
+        assert img.shape == (n, *SHAPE) and img.dtype == torch.float32 and 0 <= img.min() and img.max() <= 1
+    scalars = model.tracked_scalars()
+    assert all(isinstance(v, float) for v in scalars.values())
+    if name.startswith("geco"):
+        assert "lambda" in scalars
+    if name in ("sigma_vae", "sigma_vae_optimal", "vae_gaussian"):
+        assert {"log_sigma", "effective_beta"} <= set(scalars)
+
+
+def test_data_kinds():
+    kinds = {n: build_model(copy.deepcopy(NAMED[n]), SHAPE).data_kind for n in ("vae_bernoulli", "sigma_vae", "vae_categorical")}
+    assert kinds == {"vae_bernoulli": "binary", "sigma_vae": "dequantized", "vae_categorical": "discrete"}
+
+
+def test_categorical_model_with_uniform_decoder_gives_exactly_8_bits_per_dim():
+    model = build_model(copy.deepcopy(NAMED["vae_categorical"]), (3, 28, 28))
+    last = model.decoder.net[-1]
+    torch.nn.init.zeros_(last.weight), torch.nn.init.zeros_(last.bias)
+    x = model.preprocess(uint8_batch(B=2, shape=(3, 28, 28)))
+    recon = model.elbo_terms(x)["recon"]
+    D = 3 * 28 * 28
+    torch.testing.assert_close(recon / (D * math.log(2)), torch.full((2,), 8.0), rtol=1e-6, atol=0)
+
+
+def test_beta_and_effective_beta():
+    m = build_model(copy.deepcopy(NAMED["beta_vae"]), SHAPE)
+    assert m.tracked_scalars()["effective_beta"] == pytest.approx(2 * 1.0 * 0.01)
+    x = m.preprocess(uint8_batch())
+    torch.manual_seed(3)
+    loss, logs = m.training_loss(x)
+    assert loss.item() == pytest.approx(logs["recon"] + 0.01 * logs["kl"], rel=1e-5)
+
+
+def test_optimal_sigma_eval_uses_frozen_training_mse_and_state_dict_roundtrip():
+    cfg = copy.deepcopy(NAMED["sigma_vae_optimal"])
+    model = build_model(cfg, SHAPE)
+    x = model.preprocess(uint8_batch())
+    model.train()
+    model.training_loss(x)
+    model.end_epoch()
+    frozen = model.likelihood.eval_mse.item()
+    assert frozen > 0
+    clone = build_model(cfg, SHAPE)
+    clone.load_state_dict(model.state_dict())
+    assert clone.likelihood.eval_mse.item() == frozen
+    model.eval(), clone.eval()
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    torch.testing.assert_close(model.elbo_terms(x, generator=g1)["recon"], clone.elbo_terms(x, generator=g2)["recon"])
+    # elbo_terms in eval mode does not touch the running statistics
+    model.elbo_terms(x)
+    assert model.likelihood.mse_count.item() == 0
+
+
+def test_geco_state_saved_and_updated_only_in_training():
+    cfg = copy.deepcopy(NAMED["geco"])
+    model = build_model(cfg, SHAPE)
+    x = model.preprocess(uint8_batch())
+    model.eval()
+    model.training_loss(x)
+    assert model.tracked_scalars()["lambda"] == 1.0
+    model.train()
+    _, logs = model.training_loss(x)
+    assert logs["constraint"] > 0 and model.tracked_scalars()["lambda"] > 1.0    # untrained: SSE >> kappa^2
+    clone = build_model(cfg, SHAPE)
+    clone.load_state_dict(model.state_dict())
+    for key in ("lambda", "constraint"):
+        assert clone.tracked_scalars()[key] == model.tracked_scalars()[key]
+
+
+def test_rho_vae_log_weights_use_ar1_density():
+    model = build_model(copy.deepcopy(NAMED["rho_vae"]), SHAPE)
+    x = model.preprocess(uint8_batch(), generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    lw = model.log_weights(x, 2, generator=g)
+    q = model.encode(x)
+    z = q.rsample(2, generator=torch.Generator().manual_seed(1))
+    cov = q.covariance().double()
+    ref_q = torch.distributions.MultivariateNormal(q.mean.double(), covariance_matrix=cov).log_prob(z.double())
+    log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z.double()).sum(-1)
+    log_px = model.likelihood.log_prob(x, model.decode(z)).double()
+    torch.testing.assert_close(lw.double(), log_px + log_pz - ref_q, atol=1e-3, rtol=1e-5)
+
+
+def test_preprocess_reproducible_and_on_input_device():
+    model = build_model(copy.deepcopy(NAMED["sigma_vae"]), SHAPE)
+    xb = uint8_batch()
+    a = model.preprocess(xb, generator=torch.Generator().manual_seed(7))
+    b = model.preprocess(xb, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b) and a.device == xb.device and a.dtype == torch.float32
+
+
+@pytest.mark.parametrize("patch, key", [
+    ({"architecture": "resnet"}, "architecture"),
+    ({"posterior": "flow"}, "posterior"),
+    ({"likelihood": {"family": "laplace"}}, "likelihood.family"),
+    ({"likelihood": {"family": "gaussian", "sigma": "auto"}}, "likelihood.sigma"),
+    ({"objective": {"name": "vr"}}, "objective.name"),
+    ({"objective": {"name": "geco", "constraint": "ssim"}}, "objective.constraint"),
+])
+def test_unknown_values_raise_naming_the_key(patch, key):
+    cfg = {**copy.deepcopy(NAMED["vae_gaussian"]), **patch}
+    with pytest.raises(ValueError, match=key):
+        build_model(cfg, SHAPE)
+
+
+def test_conv28_requires_28x28():
+    with pytest.raises(ValueError, match="architecture"):
+        build_model(copy.deepcopy(NAMED["vae_categorical"]), (3, 32, 32))
+    m = build_model({"latent_dim": 4, "hidden_dims": [8]}, (3, 32, 32))          # defaults: mlp, diagonal, gaussian, elbo
+    assert m.sample(2).shape == (2, 3, 32, 32)
