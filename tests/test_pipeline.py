@@ -44,7 +44,7 @@ def dry_run_jobs(ws, tmp_path) -> dict[str, int]:
     if m:
         for line in m.group(1).splitlines():
             parts = line.split()
-            if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("job", "total"):
+            if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("job", "total", "all"):
                 jobs[parts[0]] = int(parts[1])
     return jobs
 

@@ -125,7 +125,7 @@ def train_cell(params: dict, dataset: str, model_name: str, seed: int, threads: 
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                last_finite = float(loss)
+                last_finite = loss.item()
                 step += 1
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + float(v) * len(idx)

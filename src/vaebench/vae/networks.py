@@ -35,21 +35,41 @@ class MLPEncoder(nn.Module):
 
 class MLPDecoder(nn.Module):
     """Linear/ReLU for each width in reversed(hidden_dims) -> Linear(out_ch*C*H*W) -> reshape.
-    (N, d) -> (N, out_ch*C, H, W)."""
+    (N, d) -> (N, out_ch*C, H, W).
 
-    def __init__(self, latent_dim: int, hidden_dims: list[int], image_shape: tuple[int, int, int], out_ch: int):
+    For many output channels per sub-pixel (the 256-way categorical decoder) a dense last layer would
+    need hidden*256*D weights (80M for MNIST); instead the MLP emits ``pixel_features`` features per
+    sub-pixel and one Linear(pixel_features -> out_ch), shared by all sub-pixels, maps them to logits,
+    plus a learned bias per (value, sub-pixel) so each sub-pixel keeps its own marginal. Used when
+    out_ch > ``factorise_above``.
+    """
+
+    def __init__(self, latent_dim: int, hidden_dims: list[int], image_shape: tuple[int, int, int], out_ch: int,
+                 pixel_features: int = 16, factorise_above: int = 8):
         super().__init__()
         c, h, w = image_shape
         self.out_shape = (out_ch * c, h, w)
+        self.factorised = out_ch > factorise_above
         layers, width = [], latent_dim
         for hd in reversed(hidden_dims):
             layers += [nn.Linear(width, hd), nn.ReLU()]
             width = hd
-        layers.append(nn.Linear(width, math.prod(self.out_shape)))
+        if self.factorised:
+            self.pixels, self.pixel_features, self.out_ch = c * h * w, pixel_features, out_ch
+            layers += [nn.Linear(width, pixel_features * self.pixels), nn.ReLU()]
+            self.to_logits = nn.Linear(pixel_features, out_ch)
+            self.logit_bias = nn.Parameter(torch.zeros(out_ch, self.pixels))
+        else:
+            layers.append(nn.Linear(width, math.prod(self.out_shape)))
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).view(z.shape[0], *self.out_shape)
+        h = self.net(z)
+        if self.factorised:
+            feats = h.view(z.shape[0], self.pixel_features, self.pixels)
+            logits = torch.einsum("nfp,of->nop", feats, self.to_logits.weight)
+            h = logits + self.to_logits.bias[:, None] + self.logit_bias
+        return h.reshape(z.shape[0], *self.out_shape)
 
 
 class Conv28Encoder(nn.Module):
