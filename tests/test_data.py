@@ -157,3 +157,28 @@ def test_to_device_uint8():
     assert t.dtype == torch.uint8 and t.shape == (2, 1, 3, 3)
     with pytest.raises(TypeError, match="float32"):
         to_device_uint8(x.astype(np.float32), "cpu")
+
+
+@needs_mirror
+def test_cli_corrupted_mirror_fails_cleanly(tmp_path):
+    """Through the CLI: exit 1, an error naming the file, and no prepared file on disk."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import tiny_params
+
+    folder = _copy_mirror(tmp_path)
+    name = "train-images-idx3-ubyte"
+    raw = bytearray(gzip.decompress((MIRROR / "mnist" / f"{name}.gz").read_bytes()))
+    raw[5000] ^= 0xFF
+    (folder / f"{name}.gz").unlink()
+    (folder / f"{name}.gz").write_bytes(gzip.compress(bytes(raw), compresslevel=1))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    proc = subprocess.run([sys.executable, "-m", "vaebench", "prepare", "--dataset", "mnist", "--mirror", str(folder.parent)],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert "DataIntegrityError" in proc.stderr and name in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "data" / "prepared" / "mnist.npz").exists()

@@ -138,6 +138,7 @@ def resolve_cell(params: dict, dataset: str, model: str, seed: int) -> dict:
         raise ConfigError(f"dataset '{dataset}' is not defined under 'datasets'")
     model_cfg = copy.deepcopy(params["models"][model])
     train = {**params["train"], **model_cfg.pop("train", {})}
+    evaluate = {**params["evaluate"], **model_cfg.pop("evaluate", {})}
     return {
         "study": params["study"],
         "dataset": dataset,
@@ -145,5 +146,6 @@ def resolve_cell(params: dict, dataset: str, model: str, seed: int) -> dict:
         "seed": int(seed),
         "model_cfg": model_cfg,
         "train": train,
+        "evaluate": evaluate,
         "data": copy.deepcopy(params["datasets"][dataset]),
     }

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from vaebench import paths
+from vaebench.config import resolve_cell
 from vaebench.data import load_prepared
 from vaebench.io import atomic_path, write_json
 from vaebench.tracking import Tracker
@@ -77,7 +78,7 @@ def evaluate_cell(params: dict, dataset: str, model_name: str, seed: int, thread
 
     if threads:
         torch.set_num_threads(threads)
-    ecfg = params["evaluate"]
+    ecfg = resolve_cell(params, dataset, model_name, seed)["evaluate"]  # study defaults + model overrides
     out = paths.cell_paths(dataset, model_name, seed)
     device = pick_device(params["train"]["device"])
     t0 = time.perf_counter()

@@ -11,6 +11,7 @@ rule evaluate:
         recon=paths.RECON_PNG,
     params:
         cfg=lambda w: STUDY["evaluate"],
+        model=lambda w: STUDY["models"][w.model],
     threads: 1
     resources:
         gpu=1,

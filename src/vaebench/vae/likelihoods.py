@@ -134,14 +134,17 @@ class CategoricalLikelihood(Likelihood):
         return x.float() / 255.0
 
     def log_prob(self, x, out, accumulate=False):
-        logp = F.log_softmax(_split(out, 256), dim=-4)                   # (*S, 256, C, H, W)
-        index = x.long().unsqueeze(-4).expand(*logp.shape[:-4], 1, *x.shape[-3:])
-        return logp.gather(-4, index).squeeze(-4).sum((-3, -2, -1))
+        # classes moved last: a view of the MLP decoder's class-last storage, for which log_softmax over
+        # the innermost dimension is ~2x faster on a CPU than over a strided class dimension
+        logits = _split(out, 256).movedim(-4, -1)                        # (*S, C, H, W, 256)
+        logp = F.log_softmax(logits, dim=-1)
+        index = x.long().expand(*logp.shape[:-1]).unsqueeze(-1)
+        return logp.gather(-1, index).squeeze(-1).sum((-3, -2, -1))
 
     def mean(self, out):
-        probs = F.softmax(_split(out, 256), dim=-4)
-        levels = torch.arange(256, device=out.device, dtype=probs.dtype).view(256, 1, 1, 1) / 255.0
-        return (probs * levels).sum(-4)
+        probs = F.softmax(_split(out, 256).movedim(-4, -1), dim=-1)      # (*S, C, H, W, 256)
+        levels = torch.arange(256, device=out.device, dtype=probs.dtype) / 255.0
+        return probs @ levels
 
 
 class GaussianLikelihood(Likelihood):

@@ -55,10 +55,10 @@ class MLPDecoder(nn.Module):
             layers += [nn.Linear(width, hd), nn.ReLU()]
             width = hd
         if self.factorised:
-            self.pixels, self.pixel_features, self.out_ch = c * h * w, pixel_features, out_ch
-            layers += [nn.Linear(width, pixel_features * self.pixels), nn.ReLU()]
+            self.image_shape, self.pixel_features, self.out_ch = (c, h, w), pixel_features, out_ch
+            layers += [nn.Linear(width, pixel_features * c * h * w), nn.ReLU()]
             self.to_logits = nn.Linear(pixel_features, out_ch)
-            self.logit_bias = nn.Parameter(torch.zeros(out_ch, self.pixels))
+            self.logit_bias = nn.Parameter(torch.zeros(c * h * w, out_ch))
         else:
             layers.append(nn.Linear(width, math.prod(self.out_shape)))
         self.net = nn.Sequential(*layers)
@@ -66,9 +66,11 @@ class MLPDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.net(z)
         if self.factorised:
-            feats = h.view(z.shape[0], self.pixel_features, self.pixels)
-            logits = torch.einsum("nfp,of->nop", feats, self.to_logits.weight)
-            h = logits + self.to_logits.bias[:, None] + self.logit_bias
+            n, (c, hh, ww) = z.shape[0], self.image_shape
+            feats = h.view(n, c * hh * ww, self.pixel_features)
+            logits = self.to_logits(feats) + self.logit_bias            # (N, C*H*W, out_ch), classes last in memory
+            # (N, out_ch*C, H, W) as a view for C = 1 (the likelihood moves the classes back last for free)
+            return logits.view(n, c, hh, ww, self.out_ch).permute(0, 4, 1, 2, 3).reshape(n, *self.out_shape)
         return h.reshape(z.shape[0], *self.out_shape)
 
 

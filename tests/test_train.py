@@ -1,0 +1,63 @@
+"""Training-loop behaviour that the maths tests cannot see: divergence handling and checkpoints."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_params
+from vaebench import paths
+from vaebench.config import validate_params
+from vaebench.train import DivergenceError, load_checkpoint, train_cell
+
+
+@pytest.fixture()
+def workspace(tmp_path, monkeypatch):
+    """A prepared dataset of random uint8 'images' in tmp_path, the tiny study, MLflow off."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VAEBENCH_MLFLOW", "0")
+    rng = np.random.default_rng(0)
+    arrays = {f"x_{s}": rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8) for s, n in (("train", 64), ("val", 16), ("test", 16))}
+    arrays.update({f"y_{s}": np.zeros(len(arrays[f"x_{s}"]), dtype=np.int64) for s in ("train", "val", "test")})
+    out = tmp_path / paths.PREPARED.format(dataset="mnist")
+    out.parent.mkdir(parents=True)
+    np.savez(out, meta=np.array(json.dumps({"dataset": "mnist"})), **arrays)
+    params = tiny_params(models=["vae_bernoulli", "sigma_vae"])
+    params["train"].update(epochs=2, batch_size=16)
+    return validate_params(params)
+
+
+def test_checkpoint_roundtrip_weights_only(workspace):
+    meta = train_cell(workspace, "mnist", "sigma_vae", 0)
+    cell = paths.cell_paths("mnist", "sigma_vae", 0)
+    ckpt = torch.load(cell["checkpoint"], weights_only=True)
+    assert ckpt["cell"]["model_cfg"]["likelihood"]["sigma"] == "learned_shared"
+    assert len(ckpt["history"]) == 2 and "log_sigma" in ckpt["history"][-1]
+    model, _ = load_checkpoint(cell["checkpoint"])
+    assert not model.training
+    log = cell["train_log"].read_text().splitlines()
+    assert log[0].startswith("epoch,seconds,train_loss") and len(log) == 3
+    assert meta["mlflow_run_id"] is None
+
+
+def test_divergence_stops_with_step_and_last_finite_loss(workspace, monkeypatch):
+    from vaebench.vae.model import VAE
+
+    original = VAE.training_loss
+    calls = {"n": 0}
+
+    def poisoned(self, x):
+        loss, logs = original(self, x)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] == 4 else loss), logs
+
+    monkeypatch.setattr(VAE, "training_loss", poisoned)
+    with pytest.raises(DivergenceError) as err:
+        train_cell(workspace, "mnist", "vae_bernoulli", 0)
+    msg = str(err.value)
+    assert "step 3" in msg and "last finite loss" in msg and "vae_bernoulli" in msg
+    # nothing that looks finished
+    cell = paths.cell_paths("mnist", "vae_bernoulli", 0)
+    assert not cell["checkpoint"].exists() and not cell["train_log"].exists()
