@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q uv
-	$(UV) pip install -q --python $(VENV)/bin/python -r requirements.lock -e '.[test]'
+	$(UV) pip install -q --compile-bytecode --python $(VENV)/bin/python -r requirements.lock -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -124,16 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vaebench: missing file: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        from vaebench.train import DivergenceError
-
-        known = [DivergenceError]
-        try:
-            from vaebench.data import DataIntegrityError
-
-            known.append(DataIntegrityError)
-        except ImportError:
-            pass
-        if isinstance(exc, tuple(known)):
+        # stage failures with a complete message of their own (data checksum, diverging loss) are
+        # reported without a traceback; anything else is a bug and keeps its traceback
+        if type(exc).__name__ in ("DataIntegrityError", "DivergenceError"):
             print(f"vaebench: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
         raise
