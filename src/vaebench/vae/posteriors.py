@@ -51,7 +51,22 @@ def log1m_tanh_sq(a: torch.Tensor) -> torch.Tensor:
     return 2.0 * (LOG_2 - a - F.softplus(-2.0 * a))
 
 
-class DiagonalGaussian:
+class _Posterior:
+    """What both posterior families share: the mean ``mu`` (B, d) and d."""
+
+    mu: torch.Tensor
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Posterior mean mu, (B, d)."""
+        return self.mu
+
+    @property
+    def latent_dim(self) -> int:
+        return self.mu.shape[-1]
+
+
+class DiagonalGaussian(_Posterior):
     """q(z|x) = N(mu, diag sigma^2), sigma^2 = exp(logvar) (methods.md section 1).
 
     Args:
@@ -73,15 +88,6 @@ class DiagonalGaussian:
         mu, logvar = h.chunk(2, dim=-1)
         return cls(mu, logvar)
 
-    @property
-    def mean(self) -> torch.Tensor:
-        """Posterior mean mu, (B, d)."""
-        return self.mu
-
-    @property
-    def latent_dim(self) -> int:
-        return self.mu.shape[-1]
-
     def rsample(self, k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Reparameterised sample: (B, d) if k is None, else (k, B, d) (k i.i.d. draws per image)."""
         shape = tuple(self.mu.shape) if k is None else (k, *self.mu.shape)
@@ -97,7 +103,7 @@ class DiagonalGaussian:
         return 0.5 * (torch.exp(self.logvar) + self.mu.pow(2) - 1.0 - self.logvar).sum(-1)
 
 
-class AR1Gaussian:
+class AR1Gaussian(_Posterior):
     """rho-VAE posterior q(z|x) = N(mu, C), C_ij = s * rho^|i-j| (AR(1) / Kac-Murdock-Szego Toeplitz).
 
     Ferdowsi et al. 2019 (arXiv 1909.06236), with the corrected maths of methods.md 3.1 (NOT the reference
@@ -130,15 +136,6 @@ class AR1Gaussian:
             raise ValueError(f"ar1 posterior head must have latent_dim+2={latent_dim + 2} units, got {h.shape[-1]}")
         d = latent_dim
         return cls(h[:, :d], h[:, d:d + 1], h[:, d + 1:d + 2])
-
-    @property
-    def mean(self) -> torch.Tensor:
-        """Posterior mean mu, (B, d)."""
-        return self.mu
-
-    @property
-    def latent_dim(self) -> int:
-        return self.mu.shape[-1]
 
     def cholesky(self) -> torch.Tensor:
         """Lower-triangular factor L of C = s rho^|i-j|, shape (B, d, d) (methods.md 3.1)."""
