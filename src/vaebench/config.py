@@ -7,6 +7,7 @@ starts, with a message naming the key (e.g. ``models.beta_vae.objective.beta``).
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -32,15 +33,20 @@ def _schema_path() -> Path:
     raise FileNotFoundError(f"config schema not found at {SCHEMA_PATH} (run vaebench from the repository root)")
 
 
-def load_schema() -> dict:
-    """The study JSON schema as a dict."""
+@functools.lru_cache(maxsize=1)
+def _load_schema_cached() -> dict:
     with open(_schema_path(), encoding="utf-8") as f:
         return yaml.safe_load(f)
 
 
+def load_schema() -> dict:
+    """The study JSON schema as a dict (read once per process; a copy, safe to modify)."""
+    return copy.deepcopy(_load_schema_cached())
+
+
 def _extend_with_defaults(validator_class):
-    # The documented jsonschema recipe: fill "default" values while validating, so the CLI and
-    # Snakemake (whose validate(set_default=True) does the same) see identical resolved configs.
+    # The documented jsonschema recipe: fill "default" values while validating, so the CLI and the
+    # Snakefile (common.smk calls validate_params at workflow load) see identical resolved configs.
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):
@@ -98,10 +104,11 @@ def check_grid(params: dict, source: str = DEFAULT_PARAMS) -> None:
             known = ", ".join(sorted(params["models"]))
             raise ConfigError(f"{source}: grid.models[{i}] = '{name}' is not defined under 'models' (defined: {known})")
     datasets = params.setdefault("datasets", {})
+    dataset_defaults = {k: sub.get("default") for k, sub in load_schema()["$defs"]["dataset"]["properties"].items()}
     for name in params["grid"]["datasets"]:
         entry = datasets.setdefault(name, {})
-        for key, sub in load_schema()["$defs"]["dataset"]["properties"].items():
-            entry.setdefault(key, sub.get("default"))
+        for key, default in dataset_defaults.items():
+            entry.setdefault(key, default)
 
 
 def load_params(path: str | os.PathLike = DEFAULT_PARAMS) -> dict:
