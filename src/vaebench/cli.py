@@ -11,6 +11,7 @@ import os
 import sys
 
 from vaebench.config import DEFAULT_PARAMS, ConfigError, cells, load_params
+from vaebench.errors import StageError
 
 
 def _add_params(p: argparse.ArgumentParser) -> None:
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         # stage failures with a complete message of their own (data checksum, diverging loss) are
         # reported without a traceback; anything else is a bug and keeps its traceback
-        if type(exc).__name__ in ("DataIntegrityError", "DivergenceError"):
+        if isinstance(exc, StageError):
             print(f"vaebench: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
         raise

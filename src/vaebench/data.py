@@ -33,9 +33,10 @@ import numpy as np
 import torch
 
 from vaebench.io import atomic_path
+from vaebench.errors import StageError
 
 
-class DataIntegrityError(RuntimeError):
+class DataIntegrityError(StageError):
     """A dataset file's content does not match its recorded checksum (or is not valid IDX)."""
 
 

@@ -22,9 +22,10 @@ from vaebench.data import iterate_minibatches, load_prepared
 from vaebench.io import atomic_path
 from vaebench.tracking import Tracker
 from vaebench.vae import build_model
+from vaebench.errors import StageError
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(StageError):
     """Training produced a non-finite loss; the message gives the step and the last finite loss."""
 
 
