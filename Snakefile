@@ -1,14 +1,11 @@
 # vaebench workflow: prepare -> classifier -> train -> evaluate -> report.
-# Helpers, config validation and path templates are in workflow/rules/common.smk; the study file is
-# params.yaml (or the one given with --configfile). The same DAG is defined for DVC in dvc.yaml.
+# workflow/rules/common.smk validates the study (params.yaml, or the file given with --configfile) and the
+# model catalogue before any job runs; workflow/rules/stages.smk declares one rule per stage of
+# vaebench.paths.STAGES, from which dvc.yaml is generated too.
 include: "workflow/rules/common.smk"
-include: "workflow/rules/prepare.smk"
-include: "workflow/rules/classifier.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/report.smk"
+include: "workflow/rules/stages.smk"
 
 
 rule all:
     input:
-        REPORT_OUTPUTS,
+        paths.REPORT_OUTPUTS,

@@ -19,11 +19,13 @@ TINY_MODELS = ["vae_bernoulli", "sigma_vae_optimal"]
 
 
 def tiny_params(models=TINY_MODELS, seeds=(0,)) -> dict:
-    """The default study shrunk to seconds: a real-MNIST subset, one epoch, small k and N."""
+    """The default study shrunk to seconds: a real-MNIST subset, one epoch, small k and N. ``models`` is a
+    list of catalogue names (no overrides) or a mapping name -> override."""
     with open(REPO / "params.yaml") as f:
         params = yaml.safe_load(f)
     params["study"] = "tiny"
-    params["grid"] = {"datasets": ["mnist"], "models": list(models), "seeds": list(seeds)}
+    params["models"] = dict(models) if isinstance(models, dict) else {m: {} for m in models}
+    params["seeds"] = list(seeds)
     params["datasets"]["mnist"].update({"max_train": 2000, "max_validation": 500, "max_test": 500})
     params["train"].update({"epochs": 1, "batch_size": 100})
     params["classifier"].update({"epochs": 1})
@@ -32,9 +34,10 @@ def tiny_params(models=TINY_MODELS, seeds=(0,)) -> dict:
 
 
 def make_workspace(root: Path, params: dict, git: bool = False) -> Path:
-    """A copy of the pipeline definition (Snakefile, dvc.yaml, workflow/, profiles/, src/) with ``params``."""
+    """A copy of the pipeline definition (Snakefile, dvc.yaml, catalogue, workflow/, profiles/, src/) with
+    ``params``. Commands run in it import the package from the copy (see ``env``)."""
     root.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "dvc.yaml"):
+    for name in ("Snakefile", "dvc.yaml", "catalogue.yaml", ".dvcignore"):
         shutil.copy2(REPO / name, root / name)
     for name in ("workflow", "profiles"):
         shutil.copytree(REPO / name, root / name)
@@ -52,8 +55,12 @@ def make_workspace(root: Path, params: dict, git: bool = False) -> Path:
     return root
 
 
-def env(tmp: Path, **extra) -> dict:
+def env(tmp: Path, workspace: Path | None = None, **extra) -> dict:
+    """Environment of a pipeline command: the mirror, an MLflow sqlite store in ``tmp``, the venv's tools;
+    with ``workspace``, the package is imported from the workspace's own src/ copy."""
     e = dict(os.environ)
+    if workspace is not None:
+        e["PYTHONPATH"] = str(workspace / "src")
     e.update({
         "VAEBENCH_DATA_MIRROR": str(MIRROR),
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from vaebench.classifier import SmallCNN, load_classifier, save_classifier, train_classifier
-from vaebench.data import load_prepared, prepare_dataset
+from vaebench.data.prepare import prepare_dataset
+from vaebench.data.prepared import load_prepared
+from vaebench.metrics.classifier import ClassifierConfig, SmallCNN, load_classifier, save_classifier, train_classifier
 
 MIRROR = Path(__file__).parents[1].parent / "shared" / "datasets"
 pytestmark = pytest.mark.skipif(not (MIRROR / "mnist").is_dir(),
@@ -23,7 +24,7 @@ def small_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(small_data):
     # 100 Adam steps (5000 images, batch 50): a few seconds on 2 CPU cores.
-    return train_classifier(small_data, {"epochs": 1, "batch_size": 50, "lr": 2e-3}, "cpu", seed=0)
+    return train_classifier(small_data, ClassifierConfig(epochs=1, batch_size=50, lr=2e-3, seed=0), "cpu")
 
 
 def test_trains_to_high_accuracy(trained):
@@ -72,14 +73,14 @@ def test_load_errors(tmp_path):
 
 def test_unknown_config_key(small_data):
     with pytest.raises(ValueError, match="epoch"):
-        train_classifier(small_data, {"epoch": 1}, "cpu", seed=0)
+        ClassifierConfig(epoch=1)
 
 
 def test_deterministic_given_seed(small_data):
     tiny = {k: (v[:300] if isinstance(v, np.ndarray) else v) for k, v in small_data.items()}
-    cfg = {"epochs": 1, "batch_size": 100, "feature_dim": 16}
-    a, _ = train_classifier(tiny, cfg, "cpu", seed=3)
-    b, _ = train_classifier(tiny, cfg, "cpu", seed=3)
+    cfg = ClassifierConfig(epochs=1, batch_size=100, feature_dim=16, seed=3)
+    a, _ = train_classifier(tiny, cfg, "cpu")
+    b, _ = train_classifier(tiny, cfg, "cpu")
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(va, vb), ka
     assert isinstance(a, SmallCNN)

@@ -1,4 +1,5 @@
-"""Config validation: the schema, the grid cross-checks, and errors that name the bad key."""
+"""Studies and the catalogue: typed validation, layered model resolution, and errors that name the file,
+the key, the bad value and the allowed values."""
 from __future__ import annotations
 
 import copy
@@ -7,76 +8,139 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO, env, make_workspace, run, tiny_params
-from vaebench.config import ConfigError, cells, load_params, resolve_cell, validate_params
+from vaebench.config import ConfigError, deep_merge, load_catalogue, load_study, validate_study
+
+CATALOGUE = REPO / "catalogue.yaml"
 
 
 @pytest.fixture()
-def params():
+def raw():
     with open(REPO / "params.yaml") as f:
         return yaml.safe_load(f)
 
 
-def test_default_study_is_valid_and_fills_defaults(params):
-    p = validate_params(params)
-    assert p["evaluate"]["iwae_chunk"] >= 1
-    assert len(cells(p)) == len(p["grid"]["models"]) * len(p["grid"]["seeds"])
-    cell = resolve_cell(p, "mnist", "beta_vae", 0)
-    assert cell["model_cfg"]["objective"]["beta"] == params["models"]["beta_vae"]["objective"]["beta"]
-    assert cell["train"]["epochs"] == params["train"]["epochs"]
+def validate(raw, **kw):
+    return validate_study(raw, source="bad.yaml", catalogue=CATALOGUE, **kw)
 
 
-@pytest.mark.parametrize(
-    "mutate, key",
-    [
-        (lambda p: p["train"].update(epochz=3), "epochz"),
-        (lambda p: p["grid"]["models"].append("no_such_model"), "no_such_model"),
-        (lambda p: p["grid"]["datasets"].append("imagenet"), "grid.datasets.1"),
-        (lambda p: p["train"].update(lr=-1.0), "train.lr"),
-        (lambda p: p["models"]["beta_vae"]["objective"].update(beta=-0.5), "models.beta_vae.objective.beta"),
-        (lambda p: p["models"]["vae_bernoulli"].update(latent_dim=0), "models.vae_bernoulli.latent_dim"),
-        (lambda p: p["models"]["vae_gaussian"]["likelihood"].pop("sigma"), "models.vae_gaussian.likelihood"),
-        (lambda p: p["evaluate"].update(iwae_k=0), "evaluate.iwae_k"),
-    ],
-)
-def test_bad_params_name_the_key(params, mutate, key):
-    bad = copy.deepcopy(params)
+def test_default_and_paper_studies_are_valid():
+    study = load_study(REPO / "params.yaml", catalogue=CATALOGUE)
+    assert len(study.cells()) == len(study.model_names) * len(study.seeds) * len(study.dataset_names)
+    paper = load_study(REPO / "studies/paper.yaml", catalogue=CATALOGUE)
+    assert set(study.model_names) <= set(paper.model_names)
+    assert set(load_catalogue(CATALOGUE)) == set(paper.model_names)      # the paper study runs every model
+
+
+def test_layers_resolve_in_order(raw):
+    """typed default < study components < catalogue entry < study override; train/evaluate overrides merge."""
+    study = validate(raw)
+    cat = yaml.safe_load(CATALOGUE.read_text())["models"]
+    beta = study.cell("mnist", "beta_vae", 0)
+    assert beta.model_config.objective.beta == cat["beta_vae"]["objective"]["beta"]       # catalogue
+    assert beta.model_config.likelihood.sigma == 1.0
+    assert beta.model_config.architecture.hidden_dims == [384, 192]                     # study components
+    assert beta.train.epochs == raw["train"]["epochs"]
+    categorical = study.cell("mnist", "vae_categorical", 0)
+    assert categorical.train.epochs == 1 and categorical.train.lr == raw["train"]["lr"]  # override merges
+    assert (categorical.evaluate.iwae_k, categorical.evaluate.iwae_chunk) == (50, raw["evaluate"]["iwae_chunk"])
+    # without components, the typed default applies
+    paper = load_study(REPO / "studies/paper.yaml", catalogue=CATALOGUE)
+    assert paper.cell("mnist", "beta_vae", 0).model_config.architecture.hidden_dims == [512, 256]
+    # an override that names another component replaces it (conv28 has no hidden_dims)
+    assert paper.cell("mnist", "vae_categorical", 0).model_config.architecture.name == "conv28"
+    # a model's own setting wins over the study's components
+    raw = copy.deepcopy(raw)
+    raw["models"]["vae_bernoulli"] = {"architecture": {"hidden_dims": [16]}, "latent_dim": 4}
+    cell = validate(raw).cell("mnist", "vae_bernoulli", 0)
+    assert cell.model_config.architecture.hidden_dims == [16] and cell.model_config.latent_dim == 4
+
+
+def test_deep_merge():
+    assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {"a": {"b": 1, "c": 3}}
+    assert deep_merge({"name": "mlp", "hidden_dims": [1]}, {"name": "conv28"}) == {"name": "conv28"}
+    assert deep_merge({"hidden_dims": [1]}, {"name": "mlp"}) == {"hidden_dims": [1], "name": "mlp"}
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda p: p["train"].update(epochz=3), "bad.yaml: unknown key 'train.epochz' (allowed: epochs, batch_size, lr)"),
+    (lambda p: p["models"].update(no_such={}), "model 'no_such' at 'models' is not in the catalogue"),
+    (lambda p: p["datasets"].update(imagenet={}), "invalid key 'imagenet' at 'datasets': Input should be 'mnist'"),
+    (lambda p: p["train"].update(lr=-1.0), "invalid value at 'train.lr': -1.0: Input should be greater than 0"),
+    (lambda p: p["models"].update(beta_vae={"objective": {"beta": -0.5}}),
+     "invalid value at 'models.beta_vae.objective.beta': -0.5: Input should be greater than or equal to 0"),
+    (lambda p: p["models"].update(vae_bernoulli={"latent_dim": 0}), "'models.vae_bernoulli.latent_dim': 0"),
+    (lambda p: p["models"].update(vae_gaussian={"likelihood": {"name": "gaussian_auto"}}),
+     "invalid value at 'models.vae_gaussian.likelihood': {'name': 'gaussian_auto'}: Input tag 'gaussian_auto' "
+     "found using 'name' does not match any of the expected tags: 'bernoulli', 'categorical', 'gaussian_fixed'"),
+    (lambda p: p["models"].update(vae_bernoulli={"likelihood": {"sigma": 0.5}}),
+     "unknown key 'models.vae_bernoulli.likelihood.sigma' (allowed: name)"),
+    (lambda p: p["models"].update(iwae={"objective": {"beta": 2.0}}),
+     "unknown key 'models.iwae.objective.beta' (allowed: name, k)"),
+    (lambda p: p["components"]["architecture"]["mlp"].update(hidden_dims=[0]),
+     "'components.architecture.mlp.hidden_dims.0': 0: Input should be greater than 0"),
+    (lambda p: p["components"]["architecture"].update(resnet={}),
+     "unknown key 'components.architecture.resnet' (allowed: conv28, mlp)"),
+    (lambda p: p.update(device="tpu"), "'device': 'tpu': Input should be 'auto', 'cpu' or 'cuda'"),
+    (lambda p: p["evaluate"].update(iwae_k=0), "'evaluate.iwae_k': 0"),
+    (lambda p: p["models"].update(vae_categorical={"train": {"epochs": 0}}), "'models.vae_categorical.train.epochs': 0"),
+    (lambda p: p.update(seeds=[]), "'seeds': []: List should have at least 1 item"),
+    (lambda p: p.pop("components"), "missing required key 'components'"),
+])
+def test_bad_study_names_file_key_value_and_allowed(raw, mutate, expected):
+    bad = copy.deepcopy(raw)
     mutate(bad)
     with pytest.raises(ConfigError) as err:
-        validate_params(bad, source="bad.yaml")
-    assert key in str(err.value) and "bad.yaml" in str(err.value)
+        validate(bad)
+    assert str(err.value).startswith("bad.yaml: ") and expected in str(err.value), str(err.value)
 
 
-def test_nonsense_combinations_are_rejected(params):
-    bad = copy.deepcopy(params)
-    bad["models"]["vae_categorical"]["objective"] = {"name": "geco", "constraint": "sse", "kappa": 4.0}
-    with pytest.raises(ConfigError, match="models.vae_categorical.objective"):
-        validate_params(bad)
-    bad = copy.deepcopy(params)
-    bad["models"]["vae_bernoulli"]["likelihood"]["sigma"] = "learned_shared"
-    with pytest.raises(ConfigError, match="models.vae_bernoulli.likelihood"):
-        validate_params(bad)
-    bad = copy.deepcopy(params)
-    bad["models"]["iwae"]["objective"]["beta"] = 2.0
-    with pytest.raises(ConfigError, match="models.iwae.objective"):
-        validate_params(bad)
+def test_nonsense_combination_is_rejected(raw):
+    bad = copy.deepcopy(raw)
+    bad["models"]["vae_categorical"] = {"objective": {"name": "geco", "constraint": "sse"}}
+    with pytest.raises(ConfigError, match="bad.yaml: invalid combination at "
+                                          "'models.vae_categorical.objective.constraint'.*categorical.*nll"):
+        validate(bad)
+    bad["models"]["vae_categorical"] = {"objective": {"name": "geco", "constraint": "nll", "kappa": 900.0}}
+    assert validate(bad).cell("mnist", "vae_categorical", 0).model_config.objective.constraint == "nll"
+
+
+def test_catalogue_errors_name_the_catalogue(tmp_path, raw):
+    cat = yaml.safe_load(CATALOGUE.read_text())
+    cat["models"]["beta_vae"]["objective"]["beta"] = -1.0
+    (tmp_path / "catalogue.yaml").write_text(yaml.safe_dump(cat))
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'catalogue.yaml'}: invalid value at "
+                                          "'models.beta_vae.objective.beta': -1.0"):
+        validate_study(raw, catalogue=tmp_path / "catalogue.yaml")
+    (tmp_path / "catalogue.yaml").write_text("vae: {}\n")
+    with pytest.raises(ConfigError, match="one top-level key 'models'"):
+        load_catalogue(tmp_path / "catalogue.yaml")
 
 
 def test_yaml_syntax_error_names_file(tmp_path):
     f = tmp_path / "broken.yaml"
     f.write_text("study: [unclosed\n")
     with pytest.raises(ConfigError, match="broken.yaml"):
-        load_params(f)
+        load_study(f, catalogue=CATALOGUE)
+
+
+def test_cells_outside_the_grid_are_refused(raw):
+    study = validate(raw)
+    with pytest.raises(ConfigError, match="seed 7 is not in the study's seeds"):
+        study.cell("mnist", "vae_bernoulli", 7)
+    with pytest.raises(ConfigError, match="model 'sigma_vae_conv' is not in the study's models"):
+        study.cell("mnist", "sigma_vae_conv", 0)
 
 
 def test_bad_params_stop_both_engines_before_any_job(tmp_path, mirror):
-    """A bad study stops the CLI (exit 2) and Snakemake before anything is written."""
+    """A bad study stops the CLI (exit 2) and Snakemake before anything is written, naming the key."""
     p = tiny_params()
-    p["models"]["vae_bernoulli"]["latent_dim"] = -3
+    p["models"]["vae_bernoulli"] = {"latent_dim": -3}
     ws = make_workspace(tmp_path / "ws", p)
-    cli = run([str(BIN / "python"), "-m", "vaebench", "prepare", "--dataset", "mnist"], ws, check=False, env=env(tmp_path))
+    cli = run([str(BIN / "python"), "-m", "vaebench", "prepare", "--dataset", "mnist"], ws, check=False,
+              env=env(tmp_path, ws))
     assert cli.returncode == 2
-    assert "models.vae_bernoulli.latent_dim" in cli.stderr
-    smk = run([str(BIN / "snakemake"), "--cores", "1"], ws, check=False, env=env(tmp_path))
+    assert "params.yaml: invalid value at 'models.vae_bernoulli.latent_dim': -3" in cli.stderr
+    smk = run([str(BIN / "snakemake"), "--cores", "1"], ws, check=False, env=env(tmp_path, ws))
     assert smk.returncode != 0
     assert "models.vae_bernoulli.latent_dim" in smk.stdout + smk.stderr
     assert not (ws / "data").exists() or not any((ws / "data").rglob("*.*"))

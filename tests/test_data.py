@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from vaebench.data import (DATASETS, DataIntegrityError, iterate_minibatches, load_prepared, parse_idx,
-                           prepare_dataset, to_device_uint8)
+from vaebench.data.prepare import DATASETS, DataIntegrityError, parse_idx, prepare_dataset
+from vaebench.data.prepared import iterate_minibatches, load_prepared, to_device_uint8
 
 MIRROR = Path(__file__).parents[1].parent / "shared" / "datasets"
 needs_mirror = pytest.mark.skipif(not (MIRROR / "mnist").is_dir(),
@@ -167,7 +167,7 @@ def test_cli_corrupted_mirror_fails_cleanly(tmp_path):
 
     import yaml
 
-    from conftest import tiny_params
+    from conftest import REPO, tiny_params
 
     folder = _copy_mirror(tmp_path)
     name = "train-images-idx3-ubyte"
@@ -176,6 +176,7 @@ def test_cli_corrupted_mirror_fails_cleanly(tmp_path):
     (folder / f"{name}.gz").unlink()
     (folder / f"{name}.gz").write_bytes(gzip.compress(bytes(raw), compresslevel=1))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    (tmp_path / "catalogue.yaml").write_text((REPO / "catalogue.yaml").read_text())
     proc = subprocess.run([sys.executable, "-m", "vaebench", "prepare", "--dataset", "mnist", "--mirror", str(folder.parent)],
                           cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 1, proc.stderr

@@ -6,9 +6,10 @@ import pytest
 import scipy.linalg
 import torch
 
-from vaebench.classifier import train_classifier
-from vaebench.data import load_prepared, prepare_dataset
-from vaebench.fid import (ClassifierFeatures, feature_statistics, fid_classifier, fid_inception,
+from vaebench.data.prepare import prepare_dataset
+from vaebench.data.prepared import load_prepared
+from vaebench.metrics.classifier import ClassifierConfig, train_classifier
+from vaebench.metrics.fid import (ClassifierFeatures, feature_statistics, fid_classifier, fid_inception,
                           frechet_distance, quantize_uint8)
 
 MIRROR = Path(__file__).parents[1].parent / "shared" / "datasets"
@@ -77,7 +78,7 @@ def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "m.npz"
     prepare_dataset("mnist", {"max_train": 2000, "max_validation": 10, "max_test": 1000}, out, mirror=MIRROR)
     data = load_prepared(out)
-    model, _ = train_classifier(data, {"epochs": 1, "batch_size": 50, "feature_dim": 32}, "cpu", seed=0)
+    model, _ = train_classifier(data, ClassifierConfig(epochs=1, batch_size=50, feature_dim=32, seed=0), "cpu")
     return data, model
 
 

@@ -6,8 +6,17 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Bernoulli, Categorical, Normal
 
-from vaebench.vae.likelihoods import (BernoulliLikelihood, CategoricalLikelihood, GaussianLikelihood,
-                                      build_likelihood, softclip)
+from vaebench.registry import LIKELIHOODS, UnknownComponentError
+from vaebench.vae.functional import softclip
+from vaebench.vae.likelihoods.bernoulli import Bernoulli as BernoulliLikelihood
+from vaebench.vae.likelihoods.categorical import Categorical as CategoricalLikelihood
+
+
+def GaussianLikelihood(sigma="fixed", sigma_value=None, **kw):
+    """The Gaussian likelihood of a sigma mode, looked up by its registered name."""
+    if sigma == "fixed" and sigma_value is not None:
+        kw["sigma"] = sigma_value
+    return LIKELIHOODS.get(f"gaussian_{sigma}")(**kw)
 
 D64 = torch.float64
 
@@ -21,7 +30,7 @@ def randn(*shape, seed=0):
 
 
 def test_softclip_vectors():
-    # methods.md 6.4
+    # closed forms: 0.002476 = -6 + log(1 + e^6), -5.98185 = -6 + log(1 + e^-4)
     assert softclip(torch.tensor(0.0, dtype=D64), -6.0).item() == pytest.approx(0.002476, abs=1e-6)
     assert softclip(torch.tensor(-10.0, dtype=D64), -6.0).item() == pytest.approx(-5.98185, abs=1e-5)
     x = torch.linspace(-50, 50, 201, dtype=D64)
@@ -49,15 +58,16 @@ def test_gaussian_fixed_matches_normal(sigma_value):
 
 def test_gaussian_learned_shared_parameter():
     lik = GaussianLikelihood("learned_shared")
-    assert lik.log_sigma.dtype == torch.float32 and lik.log_sigma.requires_grad and lik.log_sigma.item() == 0.0
+    raw = lik.raw_log_sigma
+    assert raw.dtype == torch.float32 and raw.requires_grad and raw.item() == 0.0
     with torch.no_grad():
-        lik.log_sigma.fill_(-1.3)
+        raw.fill_(-1.3)
     x, out = rand(4, 1, 6, 6).float(), randn(4, 1, 6, 6).float()
     sigma = math.exp(softclip(torch.tensor(-1.3), -6.0).item())
     ref = Normal(torch.sigmoid(out), sigma).log_prob(x).sum((-3, -2, -1))
     torch.testing.assert_close(lik.log_prob(x, out), ref)
     lik.log_prob(x, out).sum().backward()
-    assert lik.log_sigma.grad is not None
+    assert raw.grad is not None
 
 
 def _nll_grid(x, mean, log_sigmas, dims):
@@ -75,11 +85,12 @@ def test_optimal_shared_sigma_is_the_numerical_minimiser():
     assert nll.item() == pytest.approx(nll_grid.min().item(), abs=1e-3)
     assert nll.item() <= nll_grid.min().item() + 1e-9
     best = grid[nll_grid.argmin()].item()
-    assert lik.tracked_scalars()["log_sigma"] == pytest.approx(best, abs=2e-3)
+    assert lik.log_sigma(x, torch.sigmoid(out), out).item() == pytest.approx(best, abs=2e-3)
+    assert lik.tracked_scalars() == {}              # nothing to report before an epoch has been frozen
 
 
-def test_optimal_shared_methods_md_vector():
-    # methods.md 6.4: D = 2352, batch MSE 0.01 -> (D/2) ln 0.01 + D/2 + (D/2) ln 2 pi = -2078.34 nats/image
+def test_optimal_shared_closed_form_vector():
+    # Rybkin et al. 2021: L = (D/2) ln MSE + D/2 + (D/2) ln 2 pi; D = 2352, batch MSE 0.01 -> (D/2) ln 0.01 + D/2 + (D/2) ln 2 pi = -2078.34 nats/image
     sign = torch.where(torch.arange(2352) % 2 == 0, 1.0, -1.0).to(D64).view(1, 3, 28, 28)
     x, out = 0.5 + 0.1 * sign, torch.zeros(1, 3, 28, 28, dtype=D64)         # sigmoid(0) = 0.5, MSE = 0.01
     lik = GaussianLikelihood("optimal_shared", log_sigma_min=-100.0)
@@ -125,7 +136,7 @@ def test_per_pixel_sigma_is_soft_clipped():
     out[:, 1] = -1000.0                                                      # network asks for sigma -> 0
     lik = GaussianLikelihood("per_pixel", log_sigma_min=-6.0)
     assert lik.out_channels == 2
-    ls = lik.current_log_sigma(x, out)
+    ls = lik.log_sigma(x, lik.mean(out), out)
     assert ls.shape == (2, 1, 4, 4) and (ls >= -6.0).all()
     assert torch.isfinite(lik.log_prob(x, out)).all()
     out2 = randn(2, 2, 4, 4, seed=3)
@@ -174,7 +185,23 @@ def test_discrete_offsets_and_config_errors():
     assert GaussianLikelihood().discrete_offset_nats(784) == pytest.approx(784 * math.log(256))
     assert BernoulliLikelihood().discrete_offset_nats(784) == 0.0
     assert CategoricalLikelihood().discrete_offset_nats(784) == 0.0
-    with pytest.raises(ValueError, match="likelihood.family"):
-        build_likelihood({"family": "poisson"})
+    with pytest.raises(UnknownComponentError, match="likelihood.name: unknown value 'poisson'.*gaussian_fixed"):
+        LIKELIHOODS.build({"name": "poisson"})
     with pytest.raises(ValueError, match="likelihood.sigma"):
-        build_likelihood({"family": "gaussian", "sigma": "huge"})
+        GaussianLikelihood("fixed", sigma_value=0.0)
+
+
+def test_metadata_of_every_likelihood():
+    """What the pipeline reports with each number is declared on the class, consistently."""
+    meta = {cls.name: cls.metadata() for cls in LIKELIHOODS}
+    assert {m["data_space"] for m in meta.values()} == {"binarised", "dequantised", "discrete"}
+    gaussians = [n for n, m in meta.items() if m["likelihood_family"] == "gaussian"]
+    assert sorted(meta[n]["sigma_mode"] for n in gaussians) == sorted(
+        ["fixed", "learned_shared", "optimal_shared", "optimal_per_image", "per_pixel"])
+    assert [n for n, m in meta.items() if not m["valid_density"]] == ["gaussian_optimal_per_image"]
+    for name, m in meta.items():
+        cls = LIKELIHOODS.get(name)
+        assert m["likelihood"] == name and m["likelihood_description"]
+        # the offset to a discrete bound is D ln 256 exactly for the dequantised data space
+        assert cls.discrete_offset_nats(cls.__new__(cls), 10) == pytest.approx(
+            10 * math.log(256) if m["data_space"] == "dequantised" else 0.0)

@@ -6,28 +6,31 @@ import math
 import pytest
 import torch
 
-from vaebench.vae import VAE, build_model, iwae_bound
+from vaebench.config import ConfigError
+from vaebench.metrics.bounds import iwae_bound
+from vaebench.vae import VAE, build_model
 
-MLP = {"architecture": "mlp", "latent_dim": 8, "hidden_dims": [32, 16]}
-GAUSS = lambda sigma, **kw: {"family": "gaussian", "sigma": sigma, **kw}
+MLP = {"architecture": {"name": "mlp", "hidden_dims": [32, 16]}, "latent_dim": 8, "posterior": {"name": "diagonal"}}
+CONV = {"architecture": {"name": "conv28"}, "latent_dim": 8, "posterior": {"name": "diagonal"}}
+AR1 = {"posterior": {"name": "ar1"}}
+GAUSS = lambda mode, **kw: {"name": f"gaussian_{mode}", **kw}
+ELBO = {"name": "elbo"}
 
 NAMED = {
-    "vae_bernoulli": {**MLP, "likelihood": {"family": "bernoulli"}, "objective": {"name": "elbo"}},
-    "vae_gaussian": {**MLP, "likelihood": GAUSS("fixed", sigma_value=1.0), "objective": {"name": "elbo"}},
-    "beta_vae": {**MLP, "likelihood": GAUSS("fixed", sigma_value=1.0), "objective": {"name": "elbo", "beta": 0.01}},
-    "sigma_vae": {**MLP, "likelihood": GAUSS("learned_shared"), "objective": {"name": "elbo"}},
-    "sigma_vae_optimal": {**MLP, "likelihood": GAUSS("optimal_shared"), "objective": {"name": "elbo"}},
-    "sigma_vae_per_image": {**MLP, "likelihood": GAUSS("optimal_per_image"), "objective": {"name": "elbo"}},
-    "sigma_vae_per_pixel": {**MLP, "likelihood": GAUSS("per_pixel"), "objective": {"name": "elbo"}},
-    "vae_categorical": {"architecture": "conv28", "latent_dim": 8, "likelihood": {"family": "categorical"},
-                        "objective": {"name": "elbo"}},
-    "rho_vae": {**MLP, "posterior": "ar1", "likelihood": {"family": "bernoulli"}, "objective": {"name": "elbo"}},
-    "rho_sigma_vae": {"architecture": "conv28", "latent_dim": 8, "posterior": "ar1",
-                      "likelihood": GAUSS("optimal_shared"), "objective": {"name": "elbo"}},
+    "vae_bernoulli": {**MLP, "likelihood": {"name": "bernoulli"}, "objective": ELBO},
+    "vae_gaussian": {**MLP, "likelihood": GAUSS("fixed", sigma=1.0), "objective": ELBO},
+    "beta_vae": {**MLP, "likelihood": GAUSS("fixed", sigma=1.0), "objective": {"name": "elbo", "beta": 0.01}},
+    "sigma_vae": {**MLP, "likelihood": GAUSS("learned_shared"), "objective": ELBO},
+    "sigma_vae_optimal": {**MLP, "likelihood": GAUSS("optimal_shared"), "objective": ELBO},
+    "sigma_vae_per_image": {**MLP, "likelihood": GAUSS("optimal_per_image"), "objective": ELBO},
+    "sigma_vae_per_pixel": {**MLP, "likelihood": GAUSS("per_pixel"), "objective": ELBO},
+    "vae_categorical": {**CONV, "likelihood": {"name": "categorical"}, "objective": ELBO},
+    "rho_vae": {**MLP, **AR1, "likelihood": {"name": "bernoulli"}, "objective": ELBO},
+    "rho_sigma_vae": {**CONV, **AR1, "likelihood": GAUSS("optimal_shared"), "objective": ELBO},
     "geco": {**MLP, "likelihood": GAUSS("optimal_shared"),
              "objective": {"name": "geco", "constraint": "sse", "kappa": 4.0}},
-    "iwae": {**MLP, "likelihood": {"family": "bernoulli"}, "objective": {"name": "iwae", "k": 5}},
-    "geco_iwae": {**MLP, "likelihood": GAUSS("fixed", sigma_value=0.5),
+    "iwae": {**MLP, "likelihood": {"name": "bernoulli"}, "objective": {"name": "iwae", "k": 5}},
+    "geco_iwae": {**MLP, "likelihood": GAUSS("fixed", sigma=0.5),
                   "objective": {"name": "geco_iwae", "k": 5, "constraint": "nll", "kappa": 10.0}},
 }
 SHAPE = (1, 28, 28)
@@ -73,14 +76,15 @@ def test_named_config_smoke(name):
         assert {"log_sigma", "effective_beta"} <= set(scalars)
 
 
-def test_data_kinds():
-    kinds = {n: build_model(copy.deepcopy(NAMED[n]), SHAPE).data_kind for n in ("vae_bernoulli", "sigma_vae", "vae_categorical")}
-    assert kinds == {"vae_bernoulli": "binary", "sigma_vae": "dequantized", "vae_categorical": "discrete"}
+def test_data_spaces():
+    spaces = {n: build_model(copy.deepcopy(NAMED[n]), SHAPE).likelihood.data_space
+              for n in ("vae_bernoulli", "sigma_vae", "vae_categorical")}
+    assert spaces == {"vae_bernoulli": "binarised", "sigma_vae": "dequantised", "vae_categorical": "discrete"}
 
 
 def test_categorical_model_with_uniform_decoder_gives_exactly_8_bits_per_dim():
     model = build_model(copy.deepcopy(NAMED["vae_categorical"]), (3, 28, 28))
-    last = model.decoder.net[-1]
+    last = model.decoder.net[-1]                     # conv28's last ConvTranspose2d
     torch.nn.init.zeros_(last.weight), torch.nn.init.zeros_(last.bias)
     x = model.preprocess(uint8_batch(B=2, shape=(3, 28, 28)))
     recon = model.elbo_terms(x)["recon"]
@@ -155,22 +159,24 @@ def test_preprocess_reproducible_and_on_input_device():
     assert torch.equal(a, b) and a.device == xb.device and a.dtype == torch.float32
 
 
-@pytest.mark.parametrize("patch, key", [
-    ({"architecture": "resnet"}, "architecture"),
-    ({"posterior": "flow"}, "posterior"),
-    ({"likelihood": {"family": "laplace"}}, "likelihood.family"),
-    ({"likelihood": {"family": "gaussian", "sigma": "auto"}}, "likelihood.sigma"),
-    ({"objective": {"name": "vr"}}, "objective.name"),
-    ({"objective": {"name": "geco", "constraint": "ssim"}}, "objective.constraint"),
+@pytest.mark.parametrize("patch, key, allowed", [
+    ({"architecture": {"name": "resnet"}}, "architecture", "'conv28', 'mlp'"),
+    ({"posterior": {"name": "flow"}}, "posterior", "'ar1', 'diagonal'"),
+    ({"likelihood": {"name": "laplace"}}, "likelihood", "'bernoulli'"),
+    ({"likelihood": {"name": "gaussian_fixed", "sigma": -1.0}}, "likelihood.sigma", "greater than 0"),
+    ({"objective": {"name": "vr"}}, "objective", "'elbo'"),
+    ({"objective": {"name": "geco", "constraint": "ssim"}}, "objective.constraint", "'sse' or 'nll'"),
+    ({"objective": {"name": "elbo", "k": 3}}, "objective.k", "allowed: name, beta"),
 ])
-def test_unknown_values_raise_naming_the_key(patch, key):
+def test_unknown_values_raise_naming_the_key(patch, key, allowed):
     cfg = {**copy.deepcopy(NAMED["vae_gaussian"]), **patch}
-    with pytest.raises(ValueError, match=key):
+    with pytest.raises(ConfigError, match=f"'{key}'") as err:
         build_model(cfg, SHAPE)
+    assert allowed in str(err.value)
 
 
 def test_conv28_requires_28x28():
     with pytest.raises(ValueError, match="architecture"):
         build_model(copy.deepcopy(NAMED["vae_categorical"]), (3, 32, 32))
-    m = build_model({"latent_dim": 4, "hidden_dims": [8]}, (3, 32, 32))          # defaults: mlp, diagonal, gaussian, elbo
-    assert m.sample(2).shape == (2, 3, 32, 32)
+    cfg = {**copy.deepcopy(NAMED["vae_gaussian"]), "architecture": {"name": "mlp", "hidden_dims": [8]}}
+    assert build_model(cfg, (3, 32, 32)).sample(2).shape == (2, 3, 32, 32)

@@ -4,15 +4,21 @@ import math
 import pytest
 import torch
 
-from vaebench.vae import build_model, iwae_bound
-from vaebench.vae.objectives import ELBO, GECO, GECOIWAE, IWAE, build_objective, iwae_log_mean_exp, stop_gradient_ma
+from vaebench.config import ConfigError
+from vaebench.metrics.bounds import iwae_bound
+from vaebench.registry import OBJECTIVES, UnknownComponentError
+from vaebench.vae import build_model
+from vaebench.vae.functional import log_mean_exp as iwae_log_mean_exp
+from vaebench.vae.objectives.elbo import ELBO
+from vaebench.vae.objectives.geco import GECO, GECOIWAE, stop_gradient_ma
+from vaebench.vae.objectives.iwae import IWAE
 
 D64 = torch.float64
 
 
 def small_model(**objective):
-    cfg = {"architecture": "mlp", "latent_dim": 4, "hidden_dims": [16], "posterior": "diagonal",
-           "likelihood": {"family": "bernoulli"}, "objective": objective or {"name": "elbo"}}
+    cfg = {"architecture": {"name": "mlp", "hidden_dims": [16]}, "latent_dim": 4, "posterior": {"name": "diagonal"},
+           "likelihood": {"name": "bernoulli"}, "objective": objective or {"name": "elbo"}}
     torch.manual_seed(0)
     return build_model(cfg, (1, 6, 6))
 
@@ -190,9 +196,11 @@ def test_geco_iwae_sse_constraint_is_self_normalised():
 
 
 def test_objective_config_errors():
-    with pytest.raises(ValueError, match="objective.name"):
-        build_objective({"name": "wake_sleep"})
+    with pytest.raises(UnknownComponentError, match="objective.name: unknown value 'wake_sleep'.*elbo"):
+        OBJECTIVES.build({"name": "wake_sleep"})
     with pytest.raises(ValueError, match="objective.constraint"):
-        build_objective({"name": "geco", "constraint": "l1"})
-    assert build_objective({"name": "iwae"}).k == 5
+        GECO(constraint="l1")
+    with pytest.raises(ConfigError, match="objective.constraint.*'l1'.*'sse' or 'nll'"):
+        small_model(name="geco", constraint="l1")
+    assert OBJECTIVES.build({"name": "iwae"}).k == 5
     assert stop_gradient_ma(torch.tensor(1.0), torch.tensor(4.0)).item() == 4.0

@@ -1,11 +1,14 @@
 """End to end on real MNIST (a subset from the mirror): real Snakemake, real `dvc repro` in a fresh git
-repo, a real MLflow sqlite store. Each engine builds the report, then reruns as a no-op, then reruns
-only the cells of a model whose params changed."""
+repo, a real MLflow sqlite store. Each engine builds the report, reruns as a no-op, and reruns only the
+cells of a model whose definition changed; both engines record the same inputs and params for every job."""
 from __future__ import annotations
 
+import ast
+import base64
 import json
 import math
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -19,10 +22,17 @@ SUMMARY_COLUMNS = [
 ]
 
 
+def study() -> dict:
+    """The tiny study with one per-model override, so that override slices are tracked too."""
+    params = tiny_params()
+    params["models"]["sigma_vae_optimal"] = {"train": {"lr": 0.002}}
+    return params
+
+
 def check_report(ws, params):
     summary = pd.read_csv(ws / "reports/summary.csv")
     assert list(summary.columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
-    assert sorted(summary["model"]) == sorted(params["grid"]["models"])
+    assert sorted(summary["model"]) == sorted(params["models"])
     for col in ("test_elbo_nats", "test_nll_iwae_nats", "fid_classifier"):
         assert summary[col].map(math.isfinite).all(), col
     # L_k is a tighter bound than the single-sample ELBO (allow Monte Carlo noise)
@@ -32,13 +42,42 @@ def check_report(ws, params):
     assert 50 < bern["test_nll_iwae_nats"] < 300  # binarised MNIST after one tiny epoch
     json.loads((ws / "reports/metrics.json").read_text())
     html = (ws / "reports/index.html").read_text()
-    assert all(m in html for m in params["grid"]["models"])
+    assert all(m in html for m in params["models"])
     assert (ws / "reports/index.md").is_file()
+
+
+def snapshot(ws: Path) -> dict:
+    """What each engine recorded about its jobs: Snakemake's metadata per output, DVC's lock file."""
+    meta_dir = ws / ".snakemake" / "metadata"
+    smk = {}
+    if meta_dir.is_dir():
+        for f in meta_dir.iterdir():
+            smk[base64.b64decode(f.name).decode()] = json.loads(f.read_text())
+    lock = ws / "dvc.lock"
+    return {"snakemake": smk, "dvc": yaml.safe_load(lock.read_text()) if lock.is_file() else None}
+
+
+@pytest.fixture(scope="module")
+def snakemake_run(tmp_path_factory, mirror):
+    tmp = tmp_path_factory.mktemp("smk")
+    params = study()
+    ws = make_workspace(tmp / "ws", params)
+    run([str(BIN / "snakemake"), "--cores", "2"], ws, env=env(tmp, ws), timeout=900)
+    return ws, tmp, params, snapshot(ws)
+
+
+@pytest.fixture(scope="module")
+def dvc_run(tmp_path_factory, mirror):
+    tmp = tmp_path_factory.mktemp("dvc")
+    params = study()
+    ws = make_workspace(tmp / "ws", params, git=True)
+    run([str(BIN / "dvc"), "repro"], ws, env=env(tmp, ws), timeout=900)
+    return ws, tmp, params, snapshot(ws)
 
 
 def dry_run_jobs(ws, tmp_path) -> dict[str, int]:
     """Snakemake's planned jobs per rule (empty when there is nothing to do)."""
-    out = run([str(BIN / "snakemake"), "--cores", "2", "--dry-run"], ws, env=env(tmp_path)).stdout
+    out = run([str(BIN / "snakemake"), "--cores", "2", "--dry-run"], ws, env=env(tmp_path, ws)).stdout
     jobs = {}
     m = re.search(r"Job stats:\n(.*?)\n\n", out + "\n\n", re.S)
     if m:
@@ -49,53 +88,84 @@ def dry_run_jobs(ws, tmp_path) -> dict[str, int]:
     return jobs
 
 
-def test_snakemake_end_to_end(tmp_path, mirror):
-    params = tiny_params()
-    ws = make_workspace(tmp_path / "ws", params)
-    run([str(BIN / "snakemake"), "--cores", "2"], ws, env=env(tmp_path), timeout=900)
+def edit_yaml(path: Path, fn) -> None:
+    data = yaml.safe_load(path.read_text())
+    fn(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_engines_record_the_same_inputs_and_params(snakemake_run, dvc_run):
+    """For every job, the inputs and the params slices (file, key, value) Snakemake recorded equal those in
+    dvc.lock: the two DAGs come from one declaration and track the same things."""
+    smk, lock = snakemake_run[3]["snakemake"], dvc_run[3]["dvc"]["stages"]
+    compared = 0
+    for name, entry in lock.items():
+        first_out = entry["outs"][0]["path"] if "outs" in entry else next(iter(entry["metrics"]))
+        meta = smk[first_out]
+        assert meta["rule"] == name.split("@")[0]
+        # params: Snakemake's values are (file, key, value) tuples; DVC's are {file: {key: value}}
+        smk_params = {}
+        for text in meta["params"]:
+            file, key, value = ast.literal_eval(text)
+            smk_params.setdefault({"study": "params.yaml", "catalogue": "catalogue.yaml"}[file], {})[key] = value
+        assert smk_params == entry.get("params", {}), name
+        # inputs: DVC folders stand for the files below them
+        dvc_deps = {d["path"] for d in entry.get("deps", [])}
+        smk_inputs = set(meta["input"])
+        for dep in dvc_deps:
+            below = {f for f in smk_inputs if f.startswith(dep + "/")}
+            smk_inputs = (smk_inputs - below) | ({dep} if below else set())
+        assert smk_inputs == dvc_deps, name
+        compared += 1
+    assert compared == 3 + 2 * len(TINY_MODELS)        # prepare, classifier, report + train/evaluate per model
+
+
+def test_snakemake_end_to_end(snakemake_run):
+    ws, tmp, params, _ = snakemake_run
     check_report(ws, params)
 
     # MLflow: one run per cell, tagged, with training curves and evaluation metrics
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
     exp = client.get_experiment_by_name("tiny")
     runs = client.search_runs([exp.experiment_id])
     assert sorted(r.data.tags["model"] for r in runs) == sorted(TINY_MODELS)
     for r in runs:
         assert {"val_loss", "test_nll_iwae_nats", "fid_classifier"} <= set(r.data.metrics)
-        assert r.data.params["model_cfg.latent_dim"] == "20"
+        assert r.data.params["model_config.latent_dim"] == "20"
 
     # second run: nothing to do
-    assert dry_run_jobs(ws, tmp_path) == {}
-    # change one model's params: only that model's cells and the report rerun
-    params["models"]["vae_bernoulli"]["latent_dim"] = 8
-    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert dry_run_jobs(ws, tmp_path) == {"train": 1, "evaluate": 1, "report": 1}
+    assert dry_run_jobs(ws, tmp) == {}
+    # a model's catalogue entry changes: only its cells and the report rerun
+    edit_yaml(ws / "catalogue.yaml", lambda c: c["models"]["vae_bernoulli"].update(latent_dim=8))
+    assert dry_run_jobs(ws, tmp) == {"train": 1, "evaluate": 1, "report": 1}
+    # so does a study override of one model
+    edit_yaml(ws / "catalogue.yaml", lambda c: c["models"]["vae_bernoulli"].update(latent_dim=20))
+    assert dry_run_jobs(ws, tmp) == {}
+    edit_yaml(ws / "params.yaml", lambda p: p["models"]["sigma_vae_optimal"]["train"].update(lr=0.003))
+    assert dry_run_jobs(ws, tmp) == {"train": 1, "evaluate": 1, "report": 1}
 
 
-def test_dvc_end_to_end(tmp_path, mirror):
-    params = tiny_params()
-    ws = make_workspace(tmp_path / "ws", params, git=True)
+def test_dvc_end_to_end(dvc_run):
+    ws, tmp, params, _ = dvc_run
     dvc = str(BIN / "dvc")
-    run([dvc, "repro"], ws, env=env(tmp_path), timeout=900)
     check_report(ws, params)
 
-    second = run([dvc, "repro"], ws, env=env(tmp_path)).stdout
+    second = run([dvc, "repro"], ws, env=env(tmp, ws)).stdout
     assert "Running stage" not in second
-    assert run([dvc, "status"], ws, env=env(tmp_path)).stdout.strip().startswith("Data and pipelines are up to date")
+    assert run([dvc, "status"], ws, env=env(tmp, ws)).stdout.strip().startswith("Data and pipelines are up to date")
 
-    params["models"]["vae_bernoulli"]["latent_dim"] = 8
-    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    third = run([dvc, "repro"], ws, env=env(tmp_path), timeout=900).stdout
+    edit_yaml(ws / "catalogue.yaml", lambda c: c["models"]["vae_bernoulli"].update(latent_dim=8))
+    third = run([dvc, "repro"], ws, env=env(tmp, ws), timeout=900).stdout
     ran = sorted(re.findall(r"Running stage '([^']+)'", third))
     assert ran == ["evaluate@mnist-vae_bernoulli-0", "report", "train@mnist-vae_bernoulli-0"]
 
     # MLflow unreachable: the job warns, finishes, and loses no result
     ckpt = ws / "data/train/mnist/sigma_vae_optimal/seed0/model.pt"
     before = ckpt.stat().st_mtime_ns
-    proc = run([str(BIN / "python"), "-m", "vaebench", "train", "--dataset", "mnist", "--model", "sigma_vae_optimal", "--seed", "0"],
-               ws, env=env(tmp_path, MLFLOW_TRACKING_URI="http://127.0.0.1:9"), timeout=300)
+    proc = run([str(BIN / "python"), "-m", "vaebench", "train", "--dataset", "mnist", "--model", "sigma_vae_optimal",
+                "--seed", "0"], ws, env=env(tmp, ws, MLFLOW_TRACKING_URI="http://127.0.0.1:9"), timeout=300)
     assert "MLflow unavailable" in proc.stderr
     assert ckpt.stat().st_mtime_ns > before
     import torch

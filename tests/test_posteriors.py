@@ -1,11 +1,18 @@
-"""Posterior maths vs independent references (torch.distributions, dense covariances, methods.md 6.4 vectors)."""
+"""Posterior maths vs independent references (torch.distributions, dense covariances, closed-form test vectors)."""
 import math
 
 import pytest
 import torch
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
-from vaebench.vae.posteriors import AR1Gaussian, DiagonalGaussian, log1m_tanh_sq, make_posterior
+from vaebench.registry import POSTERIORS, UnknownComponentError
+from vaebench.vae.functional import log1m_tanh_sq
+from vaebench.vae.posteriors.ar1 import AR1Gaussian
+from vaebench.vae.posteriors.diagonal import DiagonalGaussian
+
+
+def make_posterior(name, h, latent_dim):
+    return POSTERIORS.get(name).from_head(h, latent_dim)
 
 D64 = torch.float64
 
@@ -88,8 +95,8 @@ def test_ar1_empirical_covariance_matches_toeplitz():
         torch.testing.assert_close(emp, dense_cov(rho[b], s[b], d), atol=0.03, rtol=0.0)
 
 
-def test_ar1_methods_md_vectors():
-    # methods.md 6.4: mu = 0, d = 6, s = 0.7, rho = 0.6
+def test_ar1_closed_form_vectors():
+    # eq. 6 of Ferdowsi et al. 2019 evaluated by hand: mu = 0, d = 6, s = 0.7, rho = 0.6
     q = ar1(torch.zeros(1, 6, dtype=D64), torch.tensor([0.6]), torch.tensor([0.7]))
     assert q.kl().item() == pytest.approx(1.285743, abs=1e-6)
     assert q.log_prob(q.mean).item() == pytest.approx(-3.327889, abs=1e-6)
@@ -125,5 +132,6 @@ def test_head_sizes_are_checked():
         make_posterior("diagonal", torch.zeros(2, 5), 3)
     with pytest.raises(ValueError):
         make_posterior("ar1", torch.zeros(2, 6), 3)
-    with pytest.raises(ValueError, match="posterior"):
+    with pytest.raises(UnknownComponentError, match="posterior.name: unknown value 'full'.*diagonal"):
         make_posterior("full", torch.zeros(2, 6), 3)
+    assert POSTERIORS.get("diagonal").head_dim(3) == 6 and POSTERIORS.get("ar1").head_dim(3) == 5

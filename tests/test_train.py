@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_params
+from conftest import REPO, tiny_params
 from vaebench import paths
-from vaebench.config import validate_params
-from vaebench.train import DivergenceError, load_checkpoint, train_cell
+from vaebench.checkpoint import load_checkpoint
+from vaebench.config import validate_study
+from vaebench.stages.train import DivergenceError
+from vaebench.stages.train import run as train_cell
 
 
 @pytest.fixture()
@@ -26,14 +28,14 @@ def workspace(tmp_path, monkeypatch):
     np.savez(out, meta=np.array(json.dumps({"dataset": "mnist"})), **arrays)
     params = tiny_params(models=["vae_bernoulli", "sigma_vae"])
     params["train"].update(epochs=2, batch_size=16)
-    return validate_params(params)
+    return validate_study(params, catalogue=REPO / paths.CATALOGUE)
 
 
 def test_checkpoint_roundtrip_weights_only(workspace):
     meta = train_cell(workspace, "mnist", "sigma_vae", 0)
     cell = paths.cell_paths("mnist", "sigma_vae", 0)
     ckpt = torch.load(cell["checkpoint"], weights_only=True)
-    assert ckpt["cell"]["model_cfg"]["likelihood"]["sigma"] == "learned_shared"
+    assert ckpt["cell"]["model_config"]["likelihood"]["name"] == "gaussian_learned_shared"
     assert len(ckpt["history"]) == 2 and "log_sigma" in ckpt["history"][-1]
     model, _ = load_checkpoint(cell["checkpoint"])
     assert not model.training

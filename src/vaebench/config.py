@@ -1,158 +1,523 @@
-"""Study configuration: load a params file, validate it against the one JSON schema, resolve cells.
+"""Studies: load a study file, merge the model catalogue into it, validate everything, resolve cells.
 
-The schema lives in ``workflow/schemas/config.schema.yaml``; Snakemake (``workflow/rules/common.smk``)
-and the Python CLI both call :func:`validate_params`, so a bad key stops everything before any job
-starts, with a message naming the key (e.g. ``models.beta_vae.objective.beta``).
+Two files define what runs:
+
+* the **catalogue** (``catalogue.yaml``, :data:`vaebench.paths.CATALOGUE`): every model once, by name,
+  as a complete model config (architecture, posterior, likelihood, objective, latent_dim);
+* a **study** (``params.yaml``, the default study that ``dvc repro`` reads, or ``studies/*.yaml``): the
+  grid (``datasets`` x ``models`` x ``seeds``) and the settings of every stage. Its ``models`` maps each
+  model of the grid to what differs in this study (``{}`` for nothing), deep-merged onto the catalogue
+  entry; ``components`` sets a component's settings for every model of the study that uses it (a
+  model's own entry wins).
+
+Every setting is typed (pydantic v2): the components' configs come from the registry
+(:mod:`vaebench.registry`), the stages' configs are defined here and beside their code
+(``DatasetConfig``, ``ClassifierConfig``). Those typed configs are the one layer of defaults.
+Snakemake (``workflow/rules/common.smk``) and the CLI both call :func:`load_study` before any job runs;
+an error names the file, the key, the bad value and the allowed values. ``python -m vaebench schema``
+writes the JSON schemas of both files (``workflow/schemas/``) from the same typed configs.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import jsonschema
 import yaml
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError,
+                      create_model)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
-DEFAULT_PARAMS = "params.yaml"
+from vaebench import paths
+from vaebench.data.prepare import DATASETS, DatasetConfig
+from vaebench.metrics.classifier import ClassifierConfig
+from vaebench.registry import AXES, StrictConfig
+
+DEFAULT_STUDY = paths.DEFAULT_STUDY
+NAME_PATTERN = r"^[A-Za-z0-9_]+$"
 
 
 class ConfigError(ValueError):
-    """A study file is invalid; the message names the file and the offending key."""
+    """A study or the catalogue is invalid; the message names the file, the key and the bad value."""
 
 
-def _schema_path() -> Path:
-    # Editable installs find the schema beside the package; a plain install run from a checkout finds
-    # it in the working directory.
-    for candidate in (SCHEMA_PATH, Path.cwd() / "workflow" / "schemas" / "config.schema.yaml"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"config schema not found at {SCHEMA_PATH} (run vaebench from the repository root)")
+# ------------------------------------------------------------------------------------------------
+# Typed configs of the stages
+
+class TrainConfig(StrictConfig):
+    """Training settings (Adam; per-epoch validation)."""
+
+    epochs: PositiveInt = Field(10, description="Passes over the training split.")
+    batch_size: PositiveInt = Field(128, description="Images per step.")
+    lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate.")
 
 
-@functools.lru_cache(maxsize=1)
-def _load_schema_cached() -> dict:
-    with open(_schema_path(), encoding="utf-8") as f:
-        return yaml.safe_load(f)
+class EvaluateConfig(StrictConfig):
+    """Evaluation settings: sizes of the test-set estimates, FID and grids."""
+
+    elbo_n: PositiveInt | None = Field(None, description="Test images for the ELBO (null = the whole test split).")
+    iwae_k: PositiveInt = Field(1000, description="Importance samples k of the L_k estimate of log p(x).")
+    iwae_n: PositiveInt | None = Field(1000, description="Test images for L_k (null = the whole test split).")
+    iwae_chunk: PositiveInt = Field(250, description="Samples per forward pass when computing L_k (memory bound).")
+    fid_n: int = Field(10000, ge=2, description="Prior samples and test images for FID.")
+    grid_n: int = Field(64, ge=1, le=400, description="Images in the sample and reconstruction grids.")
+    batch_size: PositiveInt = Field(500, description="Images per forward pass.")
+    seed: NonNegativeInt = Field(1234, description="Seed of the test-set binarisation/dequantisation and of the samples.")
 
 
-def load_schema() -> dict:
-    """The study JSON schema as a dict (read once per process; a copy, safe to modify)."""
-    return copy.deepcopy(_load_schema_cached())
+def partial(cls: type[BaseModel], name: str, doc: str) -> type[BaseModel]:
+    """A model with the fields of ``cls``, each optional (default None) with the same constraints: an
+    override layer whose unset keys leave the underlying value alone."""
+    fields = {}
+    for fname, f in cls.model_fields.items():
+        if fname == "name":
+            continue
+        info = copy.copy(f)
+        info.default = None
+        info.default_factory = None
+        fields[fname] = (f.annotation | None, info)
+    return create_model(name, __base__=StrictConfig, __doc__=doc, **fields)
 
 
-def _extend_with_defaults(validator_class):
-    # The documented jsonschema recipe: fill "default" values while validating, so the CLI and the
-    # Snakefile (common.smk calls validate_params at workflow load) see identical resolved configs.
-    validate_properties = validator_class.VALIDATORS["properties"]
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for name, sub in properties.items():
-                if isinstance(sub, dict) and "default" in sub:
-                    instance.setdefault(name, copy.deepcopy(sub["default"]))
-        yield from validate_properties(validator, properties, instance, schema)
-
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+TrainOverride = partial(TrainConfig, "TrainOverride", "Per-model overrides of the study's train section.")
+EvaluateOverride = partial(EvaluateConfig, "EvaluateOverride",
+                           "Per-model overrides of the study's evaluate section (e.g. for costly decoders).")
 
 
-_Validator = _extend_with_defaults(jsonschema.Draft202012Validator)
+# ------------------------------------------------------------------------------------------------
+# Model configs, built from the registries
 
+class ModelConfig(BaseModel):
+    """A model: latent_dim plus one component of each axis, each ``{name: ..., <its settings>}``.
 
-def _key_path(error: jsonschema.ValidationError) -> str:
-    path = ".".join(str(p) for p in error.absolute_path)
-    return path or "<top level>"
-
-
-def validate_params(params: Any, source: str = DEFAULT_PARAMS) -> dict:
-    """Validate a study dict against the schema, fill defaults, and check the grid.
-
-    Args:
-        params: the parsed study file.
-        source: file name used in error messages.
-    Returns:
-        A deep copy of ``params`` with schema defaults filled in.
-    Raises:
-        ConfigError: naming ``source`` and the dotted key of the first (most specific) violation.
+    The concrete class (:func:`model_config_class`) adds the fields ``architecture``, ``posterior``,
+    ``likelihood`` and ``objective`` as discriminated unions over the registered components.
     """
-    if not isinstance(params, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(params).__name__}")
-    params = copy.deepcopy(params)
-    # the empty sections a study may omit are filled before validation so their defaults apply
-    for section in ("classifier", "evaluate", "train"):
-        params.setdefault(section, {})
-    validator = _Validator(load_schema())
-    errors = sorted(validator.iter_errors(params), key=lambda e: (-len(e.absolute_path), str(e.message)))
-    if errors:
-        best = jsonschema.exceptions.best_match(errors)
-        raise ConfigError(f"{source}: invalid value at '{_key_path(best)}': {best.message}")
-    check_grid(params, source)
-    return params
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = Field("", description="One line for the report and MLflow.")
+    latent_dim: int = Field(..., ge=1, le=1024, description="Dimension d of the latent z.")
 
 
-def check_grid(params: dict, source: str = DEFAULT_PARAMS) -> None:
-    """Cross-field rules JSON Schema cannot express: every grid name must be defined.
+def _axis_union(axis: str):
+    configs = [cls.Config for cls in AXES[axis]]
+    if len(configs) == 1:
+        return configs[0]
+    return Annotated[Union[tuple(configs)], Field(discriminator="name")]
+
+
+@functools.lru_cache(maxsize=None)
+def _model_classes(names: tuple) -> tuple[type[ModelConfig], type[ModelConfig]]:
+    fields = {axis: (_axis_union(axis), Field(..., description=f"The {axis}: {{name: ..., settings}}."))
+              for axis in AXES}
+    model = create_model("ModelConfig", __base__=ModelConfig, __doc__=ModelConfig.__doc__, **fields)
+    entry = create_model(
+        "ModelEntry", __base__=model,
+        __doc__="A catalogue entry (or a study's merged entry): a model config plus per-model stage overrides.",
+        train=(TrainOverride | None, None), evaluate=(EvaluateOverride | None, None))
+    return model, entry
+
+
+def _registered() -> tuple:
+    return tuple((axis, tuple(reg.names())) for axis, reg in AXES.items())
+
+
+def model_config_class() -> type[ModelConfig]:
+    """The concrete ModelConfig over every component registered now (rebuilt when a component is added)."""
+    return _model_classes(_registered())[0]
+
+
+def model_entry_class() -> type[ModelConfig]:
+    """ModelConfig plus the optional per-model ``train`` and ``evaluate`` overrides."""
+    return _model_classes(_registered())[1]
+
+
+def check_combination(model: ModelConfig) -> list[tuple[str, str]]:
+    """Cross-component rules a single component's config cannot express: each component class may
+    reject a combination (``check_model``), e.g. GECO's squared-error constraint on a categorical
+    decoder. Returns (dotted key inside the model, message) pairs."""
+    problems = []
+    for axis, reg in AXES.items():
+        problems += reg.get(getattr(model, axis).name).check_model(model)
+    return problems
+
+
+def validate_model(entry: dict, source: str = "<model>", prefix: str = "") -> ModelConfig:
+    """Validate one complete model config dict (no train/evaluate overrides) into a ModelConfig.
 
     Raises:
-        ConfigError: naming the undefined model or dataset and the key where it is used.
+        ConfigError: naming ``source``, the key (under ``prefix``), the bad value and what is allowed.
     """
-    for i, name in enumerate(params["grid"]["models"]):
-        if name not in params["models"]:
-            known = ", ".join(sorted(params["models"]))
-            raise ConfigError(f"{source}: grid.models[{i}] = '{name}' is not defined under 'models' (defined: {known})")
-    datasets = params.setdefault("datasets", {})
-    dataset_defaults = {k: sub.get("default") for k, sub in load_schema()["$defs"]["dataset"]["properties"].items()}
-    for name in params["grid"]["datasets"]:
-        entry = datasets.setdefault(name, {})
-        for key, default in dataset_defaults.items():
-            entry.setdefault(key, default)
+    cls = model_config_class()
+    try:
+        model = cls.model_validate(entry)
+    except ValidationError as exc:
+        raise _config_error(exc, source, prefix, cls, entry) from None
+    for key, msg in check_combination(model):
+        raise ConfigError(f"{source}: invalid combination at '{_join(prefix, key)}': {msg}")
+    return model
 
 
-def load_params(path: str | os.PathLike = DEFAULT_PARAMS) -> dict:
-    """Read and validate a study file.
+# ------------------------------------------------------------------------------------------------
+# The study
 
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ConfigError: YAML syntax error or schema violation, naming the file and key.
+def _components_class() -> type[BaseModel]:
+    fields = {}
+    for axis, reg in AXES.items():
+        per_name = {cls.name: (partial(cls.Config, f"{cls.__name__}Settings", f"Settings of {axis} {cls.name!r}.")
+                               | None, None) for cls in reg}
+        fields[axis] = (create_model(f"{axis.capitalize()}Settings", __base__=StrictConfig, **per_name) | None, None)
+    return create_model("ComponentSettings", __base__=StrictConfig,
+                        __doc__="Settings of components for every model of the study that uses them.", **fields)
+
+
+class ModelOverride(BaseModel):
+    """What a study changes in a catalogue entry: any model key (deep-merged onto the entry, then the
+    whole entry is validated) and the per-model stage overrides."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    train: TrainOverride | None = None
+    evaluate: EvaluateOverride | None = None
+
+
+@functools.lru_cache(maxsize=None)
+def _study_classes(names: tuple) -> type[BaseModel]:
+    dataset_names = Literal[tuple(DATASETS)]
+    model_name = Annotated[str, Field(pattern=NAME_PATTERN)]
+    return create_model(
+        "StudyConfig", __base__=StrictConfig,
+        __doc__="A study: the grid datasets x models x seeds and the settings of every stage.",
+        study=(str, Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Study name; the MLflow experiment name.")),
+        device=(Literal["auto", "cpu", "cuda"], Field(..., description="auto = CUDA when available, else CPU.")),
+        seeds=(list[NonNegativeInt], Field(..., min_length=1, description="Training seeds of every model.")),
+        datasets=(dict[dataset_names, DatasetConfig], Field(
+            ..., min_length=1, description="The grid's datasets, each with its preparation settings.")),
+        models=(dict[model_name, ModelOverride | None], Field(
+            ..., min_length=1, description=f"The grid's models: names from the catalogue ({paths.CATALOGUE}), each "
+                                           "with what this study changes ({} or null for nothing).")),
+        components=(_components_class(), Field(..., description=(
+            "Settings of a component for every model of this study that uses it (a model's own entry wins), "
+            "e.g. architecture: {mlp: {hidden_dims: [384, 192]}}; {} for none). Every top-level key is required: DVC "
+            "tracks each as a params slice."))),
+        train=(TrainConfig, Field(..., description="Training settings ({} for the defaults).")),
+        classifier=(ClassifierConfig, Field(..., description="FID classifier settings ({} for the defaults).")),
+        evaluate=(EvaluateConfig, Field(..., description="Evaluation settings ({} for the defaults).")),
+    )
+
+
+def study_config_class() -> type[BaseModel]:
+    """The concrete StudyConfig over every component and dataset registered now."""
+    return _study_classes(_registered())
+
+
+class Study:
+    """A validated study: ``config`` (the typed study), ``models`` (each grid model's merged catalogue
+    entry, a ModelEntry) and the files it came from.
+
+    Attributes mirror the study: ``name``, ``device``, ``datasets`` (names), ``models`` (names -> entry),
+    ``seeds``; ``raw`` is the study file as written (the slices Snakemake and DVC track).
     """
-    path = Path(path)
+
+    def __init__(self, config: BaseModel, models: dict[str, ModelConfig], source: str, catalogue: str,
+                 raw: dict):
+        self.config, self.models, self.source, self.catalogue, self.raw = config, models, source, catalogue, raw
+
+    name = property(lambda self: self.config.study)
+    device = property(lambda self: self.config.device)
+    seeds = property(lambda self: list(self.config.seeds))
+    dataset_names = property(lambda self: list(self.config.datasets))
+    model_names = property(lambda self: list(self.config.models))
+
+    def cells(self) -> list[tuple[str, str, int]]:
+        """The grid as (dataset, model, seed) triples, in the order of the study file."""
+        return [(d, m, s) for d in self.dataset_names for m in self.model_names for s in self.seeds]
+
+    def check_cell(self, dataset: str, model: str | None = None, seed: int | None = None) -> None:
+        """Raise ConfigError unless the dataset (and model, seed) belong to the grid."""
+        if dataset not in self.dataset_names:
+            raise ConfigError(f"{self.source}: dataset '{dataset}' is not in the study's datasets {self.dataset_names}")
+        if model is not None and model not in self.model_names:
+            raise ConfigError(f"{self.source}: model '{model}' is not in the study's models {self.model_names}")
+        if seed is not None and seed not in self.seeds:
+            raise ConfigError(f"{self.source}: seed {seed} is not in the study's seeds {self.seeds}")
+
+    def cell(self, dataset: str, model: str, seed: int) -> "Cell":
+        """The complete configuration of one cell: what the checkpoint, the metrics and MLflow record."""
+        self.check_cell(dataset, model, seed)
+        entry = self.models[model]
+        train = {**self.config.train.model_dump(), **_set_fields(entry.train)}
+        evaluate = {**self.config.evaluate.model_dump(), **_set_fields(entry.evaluate)}
+        return Cell(
+            study=self.name, dataset=dataset, model=model, seed=int(seed), device=self.device,
+            model_config=model_config_class().model_validate(entry.model_dump(exclude={"train", "evaluate"})),
+            train=TrainConfig(**train), evaluate=EvaluateConfig(**evaluate),
+            data=self.config.datasets[dataset],
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One grid cell (dataset x model x seed) with every setting resolved."""
+
+    study: str
+    dataset: str
+    model: str
+    seed: int
+    device: str
+    model_config: ModelConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+    data: DatasetConfig
+
+    def record(self) -> dict:
+        """Plain nested dict (lists, numbers, strings) for checkpoints, metrics files and MLflow params."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v.model_dump(mode="json", by_alias=True) if isinstance(v, BaseModel) else v
+        return out
+
+
+def _set_fields(override: BaseModel | None) -> dict:
+    return {} if override is None else override.model_dump(exclude_none=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading, merging, errors
+
+def _read_yaml(path: str | os.PathLike) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
+            return yaml.safe_load(f)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return validate_params(raw, source=str(path))
 
 
-def cells(params: dict) -> list[tuple[str, str, int]]:
-    """The grid as (dataset, model, seed) triples, in grid order."""
-    g = params["grid"]
-    return [(d, m, s) for d in g["datasets"] for m in g["models"] for s in g["seeds"]]
+def deep_merge(base: Any, over: Any) -> Any:
+    """``over`` laid onto ``base``: mappings merge key by key (recursively), anything else replaces, and so
+    does a mapping that names another component (``{name: conv28}`` over ``{name: mlp, hidden_dims: ...}``)."""
+    if isinstance(base, dict) and isinstance(over, dict) and base.get("name", over.get("name")) == over.get("name", base.get("name")):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = deep_merge(base[k], v) if k in base else copy.deepcopy(v)
+        return out
+    return copy.deepcopy(over)
 
 
-def resolve_cell(params: dict, dataset: str, model: str, seed: int) -> dict:
-    """The complete configuration of one training cell: what the checkpoint and MLflow record.
+def _has_path(d: Any, path: tuple) -> bool:
+    for part in path:
+        if not isinstance(d, dict) or part not in d:
+            return False
+        d = d[part]
+    return True
+
+
+def load_catalogue(path: str | os.PathLike = paths.CATALOGUE) -> dict[str, dict]:
+    """The catalogue's raw entries by model name, each checked to be a valid ModelEntry.
 
     Raises:
-        ConfigError: the dataset or model is not part of the study.
+        FileNotFoundError: no catalogue file. ConfigError: naming the catalogue file and the key.
     """
-    if model not in params["models"]:
-        raise ConfigError(f"model '{model}' is not defined under 'models'")
-    if dataset not in params["datasets"]:
-        raise ConfigError(f"dataset '{dataset}' is not defined under 'datasets'")
-    model_cfg = copy.deepcopy(params["models"][model])
-    train = {**params["train"], **model_cfg.pop("train", {})}
-    evaluate = {**params["evaluate"], **model_cfg.pop("evaluate", {})}
-    return {
-        "study": params["study"],
-        "dataset": dataset,
-        "model": model,
-        "seed": int(seed),
-        "model_cfg": model_cfg,
-        "train": train,
-        "evaluate": evaluate,
-        "data": copy.deepcopy(params["datasets"][dataset]),
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model catalogue not found: {path} (run from the repository root)")
+    raw = _read_yaml(path)
+    if not isinstance(raw, dict) or not isinstance(raw.get("models"), dict) or set(raw) != {"models"}:
+        raise ConfigError(f"{path}: expected one top-level key 'models' mapping model names to model configs")
+    cls = model_entry_class()
+    for name, entry in raw["models"].items():
+        if not isinstance(name, str) or not re.match(NAME_PATTERN, name):
+            raise ConfigError(f"{path}: invalid model name {name!r} at 'models' (letters, digits and _ only)")
+        try:
+            cls.model_validate(entry)
+        except ValidationError as exc:
+            raise _config_error(exc, str(path), f"models.{name}", cls, entry) from None
+    return raw["models"]
+
+
+def resolve_model(name: str, catalogue_entry: dict, override: dict | None, components: dict,
+                  study_source: str, catalogue_source: str) -> ModelConfig:
+    """Merge one model's layers and validate the result.
+
+    Layers, lowest first: the study's ``components`` settings of the components the entry names, the
+    catalogue entry, the study's override. An error names the layer (file and key) that supplied the bad
+    value.
+    """
+    override = override or {}
+    merged = deep_merge(catalogue_entry, override)
+    component_layers = {}                # axis -> key of the components setting merged under the entry
+    for axis, per_name in (components or {}).items():
+        comp = merged.get(axis)
+        if isinstance(comp, dict) and comp.get("name") in (per_name or {}):
+            merged[axis] = deep_merge(per_name[comp["name"]], comp)
+            component_layers[axis] = f"components.{axis}.{comp['name']}"
+    cls = model_entry_class()
+    try:
+        model = cls.model_validate(merged)
+    except ValidationError as exc:
+        loc = _normalise_loc(exc.errors()[0]["loc"], merged)
+        source, prefix = catalogue_source, f"models.{name}"       # default: the entry should define it
+        if _has_path(override, loc[:1]) and (_has_path(override, loc) or not _has_path(catalogue_entry, loc)):
+            source = study_source
+        elif not _has_path(catalogue_entry, loc) and loc[0] in component_layers:
+            source, prefix, loc = study_source, component_layers[loc[0]], loc[1:]
+        raise _config_error(exc, source, prefix, cls, merged, loc=loc) from None
+    for key, msg in check_combination(model):
+        src = study_source if _has_path(override, tuple(key.split("."))) else catalogue_source
+        raise ConfigError(f"{src}: invalid combination at 'models.{name}.{key}': {msg}")
+    return model
+
+
+def validate_study(raw: Any, source: str = DEFAULT_STUDY, catalogue: str | os.PathLike = paths.CATALOGUE) -> Study:
+    """Validate a parsed study and resolve every model of its grid against the catalogue.
+
+    Raises:
+        ConfigError: naming the file (study or catalogue), the dotted key, the bad value and the allowed
+        values; a model of the grid that is not in the catalogue lists the catalogue's names.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    cls = study_config_class()
+    try:
+        config = cls.model_validate(raw)
+    except ValidationError as exc:
+        raise _config_error(exc, source, "", cls, raw) from None
+    entries = load_catalogue(catalogue)
+    models = {}
+    for name in config.models:
+        if name not in entries:
+            raise ConfigError(f"{source}: model '{name}' at 'models' is not in the catalogue {catalogue} "
+                              f"(defined: {', '.join(sorted(entries))})")
+        models[name] = resolve_model(name, entries[name], (raw["models"] or {}).get(name), raw.get("components"),
+                                     source, str(catalogue))
+    return Study(config, models, source, str(catalogue), copy.deepcopy(raw))
+
+
+def load_study(path: str | os.PathLike = DEFAULT_STUDY, catalogue: str | os.PathLike = paths.CATALOGUE) -> Study:
+    """Read and validate a study file (see :func:`validate_study`).
+
+    Raises:
+        FileNotFoundError: the study or the catalogue file does not exist.
+        ConfigError: YAML syntax error or an invalid value, naming the file and key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"study file not found: {path}")
+    return validate_study(_read_yaml(path), source=str(path), catalogue=catalogue)
+
+
+def _join(prefix: str, key: str) -> str:
+    return ".".join(p for p in (prefix, key) if p)
+
+
+def _normalise_loc(loc: tuple, data: Any) -> tuple[str, ...]:
+    """A pydantic error location as the keys of the input: drop the tags pydantic inserts after a
+    discriminated union (``objective.elbo.beta`` -> ``objective.beta``)."""
+    out, node = [], data
+    for part in loc:
+        part = str(part)
+        if isinstance(node, dict) and part not in node and node.get("name") == part:
+            continue                                   # the union tag, not a key of the input
+        out.append(part)
+        node = node.get(part) if isinstance(node, dict) else (
+            node[int(part)] if isinstance(node, list) and part.isdigit() and int(part) < len(node) else None)
+    return tuple(out)
+
+
+def _config_error(exc: ValidationError, source: str, prefix: str, cls: type[BaseModel], data: Any,
+                  loc: tuple | None = None) -> ConfigError:
+    """The first error of a pydantic ValidationError as one sentence: file, key, bad value, allowed values.
+
+    ``loc`` (already normalised) replaces the error's own location in the message, e.g. to name the
+    layer of a merged model entry that supplied the value.
+    """
+    err = exc.errors()[0]
+    data_loc = _normalise_loc(err["loc"], data)
+    shown = data_loc if loc is None else _normalise_loc(loc, data) if loc else loc
+    value, msg = err.get("input"), err["msg"]
+    if shown and shown[-1] == "[key]":                 # a bad key of a mapping (e.g. an unknown dataset)
+        parent = _join(prefix, ".".join(shown[:-2]))
+        return ConfigError(f"{source}: invalid key {value!r} at '{parent}': {msg}")
+    key = _join(prefix, ".".join(shown)) or "<top level>"
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(cls, data_loc[:-1], data)
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return ConfigError(f"{source}: unknown key '{key}'{hint}")
+    if err["type"] == "missing":
+        return ConfigError(f"{source}: missing required key '{key}'")
+    return ConfigError(f"{source}: invalid value at '{key}': {value!r}: {msg}")
+
+
+def _strip(annotation):
+    """Unwrap Annotated[...] and Optional[...] to the underlying type (None when it is not one model)."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    args = [a for a in get_args(annotation) if a is not type(None)] if get_origin(annotation) in (Union, type(int | None)) else None
+    if args is not None and len(args) == 1:
+        return _strip(args[0])
+    return annotation
+
+
+def _allowed_keys(cls: Any, loc: tuple, data: Any) -> list[str]:
+    """The keys the model at ``loc`` (inside ``cls`` validating ``data``) accepts, for an error message."""
+    node, value = cls, data
+    for part in loc:
+        node = _strip(node)
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(part) or next(
+                (f for f in node.model_fields.values() if f.alias == part), None)
+            if field is None:
+                return []
+            node, value = field.annotation, value.get(part) if isinstance(value, dict) else None
+        elif get_origin(node) is dict:
+            node, value = get_args(node)[1], value.get(part) if isinstance(value, dict) else None
+        else:
+            return []
+        node = _strip(node)
+        if get_origin(node) is Union and isinstance(value, dict):   # a discriminated union: pick by name
+            node = next((m for m in get_args(node) if isinstance(m, type) and issubclass(m, BaseModel)
+                         and m.model_fields.get("name") is not None
+                         and get_args(m.model_fields["name"].annotation) == (value.get("name"),)), node)
+    node = _strip(node)
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return [f.alias or n for n, f in node.model_fields.items()]
+    return []
+
+
+# ------------------------------------------------------------------------------------------------
+# JSON schemas
+
+def json_schemas() -> dict[str, dict]:
+    """{path: JSON schema} of the study file and of the catalogue, generated from the typed configs."""
+    study = study_config_class().model_json_schema(by_alias=True)
+    entry = model_entry_class().model_json_schema(by_alias=True)
+    catalogue = {
+        "title": "vaebench model catalogue",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["models"],
+        "properties": {"models": {
+            "type": "object",
+            "propertyNames": {"pattern": NAME_PATTERN},
+            "additionalProperties": {"$ref": "#/$defs/ModelEntry"},
+        }},
+        "$defs": {**entry.pop("$defs", {}), "ModelEntry": entry},
     }
+    study["title"] = "vaebench study"
+    header = {"$schema": "https://json-schema.org/draft/2020-12/schema"}
+    return {paths.STUDY_SCHEMA: {**header, **study}, paths.CATALOGUE_SCHEMA: {**header, **catalogue}}
+
+
+def schema_texts() -> dict[str, str]:
+    """{path: file text} of the generated schemas (YAML with a do-not-edit header)."""
+    out = {}
+    for path, schema in json_schemas().items():
+        out[path] = ("# Generated by `python -m vaebench schema` from the typed configs of vaebench and its\n"
+                     "# registered components. Do not edit: change the code and regenerate.\n"
+                     + yaml.safe_dump(schema, sort_keys=False, width=110, allow_unicode=True))
+    return out

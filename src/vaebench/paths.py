@@ -1,19 +1,33 @@
-"""The one source of truth for every file the pipeline reads or writes.
+"""The one source of truth for every file the pipeline reads or writes and for the DAG's stages.
 
-Snakemake (``workflow/rules/common.smk``) formats these templates to name its outputs, the Python CLI
-uses them to find its inputs, and ``dvc.yaml`` spells the same paths with ``${item.*}``; the test
-``tests/test_dag_consistency.py`` proves that both engines name the same files for the same params.
-All paths are relative to the repository root (the working directory of every stage).
+Each stage is declared once in :data:`STAGES`: the grid axes it runs over, the source code it runs, the
+files it reads and writes, the params slices it tracks and its resources. Snakemake builds its rules from
+these declarations (``workflow/rules/*.smk`` through ``workflow/rules/common.smk``), the CLI finds its
+files through the templates, and ``dvc.yaml`` is generated from them (``python -m vaebench dvc-yaml``;
+a test checks the committed file is current and that both engines record the same inputs, outputs and
+params for every job). All paths are relative to the repository root (every stage's working directory).
 """
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
+# Configuration files
+DEFAULT_STUDY = "params.yaml"          # the default study; DVC always reads this one
+CATALOGUE = "catalogue.yaml"           # every model definition, once
+STUDY_SCHEMA = "workflow/schemas/config.schema.yaml"
+CATALOGUE_SCHEMA = "workflow/schemas/catalogue.schema.yaml"
+DVC_YAML = "dvc.yaml"
+
+# Stage outputs
 PREPARED = "data/prepared/{dataset}.npz"
 CLASSIFIER = "data/classifier/{dataset}.pt"
 CLASSIFIER_METRICS = "data/classifier/{dataset}.json"
 CHECKPOINT = "data/train/{dataset}/{model}/seed{seed}/model.pt"
-TRAIN_LOG = "data/train/{dataset}/{model}/seed{seed}/log.csv"
+# The per-epoch log lives apart from the checkpoint so that the report, which reads logs but never
+# checkpoints, depends on a folder that holds nothing else (DVC tracks the report's inputs by folder).
+TRAIN_LOG = "data/history/{dataset}/{model}/seed{seed}/log.csv"
 METRICS = "data/eval/{dataset}/{model}/seed{seed}/metrics.json"
 SAMPLES_PNG = "data/eval/{dataset}/{model}/seed{seed}/samples.png"
 RECON_PNG = "data/eval/{dataset}/{model}/seed{seed}/recon.png"
@@ -25,15 +39,105 @@ REPORT_HTML = "reports/index.html"
 REPORT_MD = "reports/index.md"
 REPORT_FIGURES = "reports/figures"
 
-# Source files each stage runs: declared as inputs (Snakemake) and deps (DVC) so that editing the
-# code of a stage reruns that stage and nothing else.
-STAGE_SOURCES = {
-    "prepare": ["src/vaebench/data.py"],
-    "classifier": ["src/vaebench/classifier.py"],
-    "train": ["src/vaebench/train.py", "src/vaebench/vae"],
-    "evaluate": ["src/vaebench/evaluate.py", "src/vaebench/fid.py", "src/vaebench/vae"],
-    "report": ["src/vaebench/report.py", "src/vaebench/published.py"],
-}
+STUDY, CAT = "study", "catalogue"      # the two params files a stage can track (see Stage.params)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One stage of the DAG.
+
+    Attributes:
+        name: the stage, the CLI subcommand and the Snakemake rule.
+        over: the grid axes it runs once per value of (subset of dataset, model, seed, in that order).
+        sources: the code it runs (files, or package folders meaning every .py file below them).
+        deps: files it reads, by role: templates over ``over``.
+        grid_deps: files it reads for every cell of the study (templates over dataset, model, seed).
+        outs: files it writes, by role; ``dirs`` names the roles that are folders.
+        metrics: roles of ``outs`` that are DVC metrics (kept in git, not in the DVC cache).
+        params: (file, key) slices whose change reruns it; file is STUDY (the study file) or CAT (the
+            catalogue); the key may use the ``over`` placeholders.
+        threads: torch intra-op threads, passed as ``--threads`` by both engines (fixed, because float
+            results can depend on the thread count).
+        gpu: whether a job may use the GPU (Snakemake resource ``gpu=1``).
+    """
+
+    name: str
+    help: str
+    over: tuple[str, ...]
+    sources: tuple[str, ...]
+    outs: dict[str, str]
+    deps: dict[str, str] = dataclasses.field(default_factory=dict)
+    grid_deps: dict[str, str] = dataclasses.field(default_factory=dict)
+    dirs: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    params: tuple[tuple[str, str], ...] = ()
+    threads: int = 1
+    gpu: bool = False
+
+    def command(self, **values) -> list[str]:
+        """The CLI words of one job: ``vaebench <name> --<axis> <value> ... --threads <n>``."""
+        words = [self.name]
+        for axis in self.over:
+            words += [f"--{axis}", str(values[axis])]
+        return words + ["--threads", str(self.threads)]
+
+    def log(self) -> str:
+        """Snakemake's log file template of a job."""
+        parts = [f"{{{a}}}" if a != "seed" else "seed{seed}" for a in self.over]
+        return f"logs/{self.name}/" + ("/".join(parts) if parts else self.name) + ".log"
+
+
+SRC = "src/vaebench"
+STAGES: dict[str, Stage] = {s.name: s for s in (
+    Stage(
+        name="prepare", help="download (or read from a mirror), verify and split a dataset",
+        over=("dataset",),
+        sources=(f"{SRC}/stages/prepare.py", f"{SRC}/data/prepare.py"),
+        outs={"data": PREPARED},
+        params=((STUDY, "datasets.{dataset}"),),
+    ),
+    Stage(
+        name="classifier", help="train the FID feature classifier of a dataset",
+        over=("dataset",),
+        sources=(f"{SRC}/stages/classifier.py", f"{SRC}/metrics/classifier.py", f"{SRC}/data/prepared.py"),
+        deps={"data": PREPARED},
+        outs={"model": CLASSIFIER, "metrics": CLASSIFIER_METRICS},
+        params=((STUDY, "classifier"), (STUDY, "device")),
+        gpu=True,
+    ),
+    Stage(
+        name="train", help="train one cell (dataset x model x seed)",
+        over=("dataset", "model", "seed"),
+        sources=(f"{SRC}/stages/train.py", f"{SRC}/vae", f"{SRC}/checkpoint.py", f"{SRC}/data/prepared.py"),
+        deps={"data": PREPARED},
+        outs={"checkpoint": CHECKPOINT, "log": TRAIN_LOG},
+        params=((CAT, "models.{model}"), (STUDY, "models.{model}"), (STUDY, "components"),
+                (STUDY, "train"), (STUDY, "device")),
+        gpu=True,
+    ),
+    Stage(
+        name="evaluate", help="evaluate one cell: ELBO, L_k, bits/dim, FID, image grids",
+        over=("dataset", "model", "seed"),
+        sources=(f"{SRC}/stages/evaluate.py", f"{SRC}/vae", f"{SRC}/metrics", f"{SRC}/checkpoint.py",
+                 f"{SRC}/data/prepared.py"),
+        deps={"data": PREPARED, "checkpoint": CHECKPOINT, "classifier": CLASSIFIER},
+        outs={"metrics": METRICS, "samples": SAMPLES_PNG, "recon": RECON_PNG},
+        params=((STUDY, "models.{model}"), (STUDY, "evaluate"), (STUDY, "device")),
+        gpu=True,
+    ),
+    Stage(
+        name="report", help="render reports/ from every cell of the study",
+        over=(),
+        sources=(f"{SRC}/stages/report.py", f"{SRC}/report"),
+        grid_deps={"metrics": METRICS, "samples": SAMPLES_PNG, "recon": RECON_PNG, "log": TRAIN_LOG},
+        outs={"summary": SUMMARY_CSV, "html": REPORT_HTML, "markdown": REPORT_MD, "figures": REPORT_FIGURES,
+              "metrics": REPORT_METRICS},
+        dirs=("figures",),
+        metrics=("metrics",),
+        params=((STUDY, "study"), (STUDY, "datasets"), (STUDY, "models"), (STUDY, "seeds")),
+    ),
+)}
+REPORT_OUTPUTS = list(STAGES["report"].outs.values())
 
 
 def cell_paths(dataset: str, model: str, seed: int) -> dict[str, Path]:
@@ -46,3 +150,74 @@ def cell_paths(dataset: str, model: str, seed: int) -> dict[str, Path]:
         "samples_png": Path(SAMPLES_PNG.format(**fmt)),
         "recon_png": Path(RECON_PNG.format(**fmt)),
     }
+
+
+def grid_folder(template: str) -> str:
+    """The folder of a per-cell template above its first placeholder ('data/eval' for METRICS): DVC
+    tracks a stage's grid inputs by these folders, which hold nothing but such files."""
+    head = template.split("{", 1)[0]
+    return head.rstrip("/") if head.endswith("/") else str(Path(head).parent)
+
+
+def source_files(stage: str, root: str | Path = ".") -> list[str]:
+    """The source files of a stage, folders expanded to every file below them (templates too) except
+    Python bytecode, sorted: exactly what DVC hashes for a folder dependency (see .dvcignore)."""
+    root = Path(root)
+    files = []
+    for p in STAGES[stage].sources:
+        if (root / p).is_dir():
+            files += sorted(f.relative_to(root).as_posix() for f in (root / p).rglob("*")
+                            if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc")
+        else:
+            files.append(p)
+    return files
+
+
+# ------------------------------------------------------------------------------------------------
+# dvc.yaml, generated
+
+def _dvc(template: str) -> str:
+    """A path/key template with DVC's matrix placeholders: {model} -> ${item.model}."""
+    return re.sub(r"\{(\w+)\}", r"${item.\1}", template)
+
+
+def dvc_stages(study_file: str = DEFAULT_STUDY, catalogue: str = CATALOGUE) -> dict:
+    """The ``stages`` of dvc.yaml: one matrix stage per Stage over the study's ``datasets``, ``models``
+    (mappings: DVC iterates their keys) and ``seeds``."""
+    stages = {}
+    for s in STAGES.values():
+        entry: dict = {}
+        if s.over:
+            entry["matrix"] = {axis: "${%ss}" % axis for axis in s.over}
+        entry["cmd"] = " ".join(["python -m vaebench"] + s.command(**{a: f"{{{a}}}" for a in s.over}))
+        entry["cmd"] = _dvc(entry["cmd"])
+        deps = list(s.sources) + [_dvc(t) for t in s.deps.values()]
+        deps += list(dict.fromkeys(grid_folder(t) for t in s.grid_deps.values()))
+        entry["deps"] = deps
+        params: list = []
+        for file, key in s.params:
+            if file == STUDY:
+                params.append(_dvc(key))
+            else:
+                params.append({catalogue: [_dvc(key)]})
+        entry["params"] = params
+        entry["outs"] = [_dvc(t) for role, t in s.outs.items() if role not in s.metrics]
+        if s.metrics:
+            entry["metrics"] = [{_dvc(s.outs[role]): {"cache": False}} for role in s.metrics]
+        stages[s.name] = entry
+    return stages
+
+
+def dvc_yaml_text() -> str:
+    """The text of dvc.yaml (a header saying how it is generated, then the stages)."""
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    # block lists: DVC cannot parse ${item.*} inside flow lists
+    _Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=False))
+    body = yaml.dump({"stages": dvc_stages()}, Dumper=_Dumper, sort_keys=False, width=120)
+    return ("# Generated by `python -m vaebench dvc-yaml` from src/vaebench/paths.py (STAGES). Do not edit:\n"
+            "# change the stage declarations and regenerate. The matrices iterate the study's datasets and models\n"
+            "# (their keys) and seeds in params.yaml; each stage tracks only its own params slices.\n" + body)

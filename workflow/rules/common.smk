@@ -1,39 +1,79 @@
-# Shared helpers: load and validate the study, name every file through vaebench.paths.
-import glob
+# Shared helpers: load and validate the study, and build every rule's input, output, params, resources
+# and command from the stage declarations of vaebench.paths.STAGES (the source dvc.yaml is generated from).
 import sys
 
+import yaml
+
 from vaebench import paths
-from vaebench.config import cells, validate_params
+from vaebench.config import load_study
 
 # A study given with --configfile replaces params.yaml instead of being deep-merged into it.
 if not workflow.overwrite_configfiles:
 
-    configfile: "params.yaml"
+    configfile: paths.DEFAULT_STUDY
 
 
-STUDY_FILE = str(workflow.overwrite_configfiles[-1]) if workflow.overwrite_configfiles else "params.yaml"
+STUDY_FILE = str(workflow.overwrite_configfiles[-1]) if workflow.overwrite_configfiles else paths.DEFAULT_STUDY
 # Validate before any job runs: a bad key stops the whole workflow with a message naming it.
-STUDY = validate_params(dict(config), source=STUDY_FILE)
-CELLS = cells(STUDY)
+STUDY = load_study(STUDY_FILE)
+with open(paths.CATALOGUE, encoding="utf-8") as _f:
+    PARAMS_FILES = {paths.STUDY: dict(config), paths.CAT: yaml.safe_load(_f)}
 # The interpreter running Snakemake has vaebench installed (works without activating the venv).
 VAEBENCH = f"{sys.executable} -m vaebench"
+STAGES = paths.STAGES
+
+
 wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
     model="[A-Za-z0-9_]+",
     seed="[0-9]+",
 
 
-def sources(stage):
-    """Source files a stage runs (directories expanded, so editing any file reruns the stage)."""
-    files = []
-    for p in paths.STAGE_SOURCES[stage]:
-        files += sorted(glob.glob(f"{p}/*.py")) if not p.endswith(".py") else [p]
-    return files
+def stage_inputs(stage):
+    """Input function: the stage's source files, its per-job inputs and its inputs over the whole grid."""
+    s = STAGES[stage]
+
+    def inputs(wildcards):
+        out = {"sources": paths.source_files(stage)}
+        out.update({role: t.format(**wildcards) for role, t in s.deps.items()})
+        for role, t in s.grid_deps.items():
+            out[role] = [t.format(dataset=d, model=m, seed=sd) for d, m, sd in STUDY.cells()]
+        return out
+
+    return inputs
 
 
+def stage_outputs(stage):
+    s = STAGES[stage]
+    return {role: directory(t) if role in s.dirs else t for role, t in s.outs.items()}
 
 
-REPORT_OUTPUTS = [paths.SUMMARY_CSV, paths.REPORT_METRICS, paths.REPORT_HTML, paths.REPORT_MD]
+def _lookup(file, key):
+    value = PARAMS_FILES[file]
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def stage_params(stage):
+    """One param per tracked slice, named after it; its value records (file, key, value), so a change of
+    the slice reruns the job (Snakemake's params trigger) and the metadata names what was tracked."""
+    s = STAGES[stage]
+    params = {}
+    for i, (file, key) in enumerate(s.params):
+        params[f"slice{i}"] = (lambda w, file=file, key=key:
+                               (file, key.format(**w), _lookup(file, key.format(**w))))
+    return params
+
+
+def stage_shell(stage):
+    s = STAGES[stage]
+    words = s.command(**{a: f"{{wildcards.{a}}}" for a in s.over})
+    return f"{VAEBENCH} {' '.join(words)} --params {STUDY_FILE} 2> {{log}}"
+
+
+def stage_resources(stage):
+    return {"gpu": 1} if STAGES[stage].gpu else {}
 
 
 onstart:

@@ -1,11 +1,9 @@
-"""Mathematical core of vaebench: posteriors, likelihoods, objectives, networks, the VAE and the L_k estimator.
+"""Mathematical core of vaebench: the components of a VAE (networks/, posteriors/, likelihoods/,
+objectives/, each a folder of registered classes) and the model that composes them (model.py).
 
-    model = build_model(cfg, image_shape)      # see model.py for the API the pipeline uses
-    L = iwae_bound(model, x, k=5000)           # (B,) float64, nats/image
+    model = build_model(model_config, image_shape)
+    loss, logs = model.training_loss(model.preprocess(x_uint8))
 """
-from .estimators import iwae_bound
-from .likelihoods import softclip
-from .model import VAE, build_model
-from .posteriors import log1m_tanh_sq
+from vaebench.vae.model import VAE, build_model
 
-__all__ = ["VAE", "build_model", "iwae_bound", "softclip", "log1m_tanh_sq"]
+__all__ = ["VAE", "build_model"]

@@ -1,9 +1,11 @@
-"""The VAE: one encoder/decoder pair composed with three independent choices (the benchmark's axes):
+"""The VAE: an encoder/decoder pair composed with one component of each axis (the benchmark's axes):
 
-    posterior   q(z|x):   diagonal | ar1 (rho-VAE)                      -> posteriors.py
-    likelihood  p(x|z):   bernoulli | gaussian(sigma mode) | categorical -> likelihoods.py
-    objective   loss:     elbo(beta) | iwae(k) | geco | geco_iwae        -> objectives.py
+    architecture  encoder/decoder networks       -> networks/     (mlp, conv28, ...)
+    posterior     q(z|x)                         -> posteriors/   (diagonal, ar1, ...)
+    likelihood    p(x|z), owns the data space     -> likelihoods/  (bernoulli, gaussian_*, categorical, ...)
+    objective     the training loss               -> objectives/   (elbo, iwae, geco, geco_iwae, ...)
 
+Components are looked up by name in ``vaebench.registry``; this module never branches on a name.
 Prior p(z) = N(0, I_d). All per-image quantities are in nats per image (reconstruction summed over every
 sub-pixel, KL summed over latent dims); the training loss is the batch mean of a per-image quantity.
 """
@@ -12,51 +14,53 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .likelihoods import Likelihood, build_likelihood
-from .networks import build_networks
-from .objectives import ELBO, build_objective
-from .posteriors import _randn, make_posterior, posterior_head_dim, standard_normal_log_prob
+from vaebench.registry import ARCHITECTURES, LIKELIHOODS, OBJECTIVES, POSTERIORS
+from vaebench.vae.functional import randn, standard_normal_log_prob
+from vaebench.vae.likelihoods import Likelihood
+from vaebench.vae.objectives import Objective
 
 
 class VAE(nn.Module):
     """Variational autoencoder (Kingma & Welling 2014) with pluggable posterior, likelihood and objective.
 
     Args:
-        encoder:    (B, C, H, W) float in [0, 1] -> (B, head_dim)
-        decoder:    (N, latent_dim) -> (N, out_channels*C, H, W)
-        posterior:  'diagonal' | 'ar1'
-        likelihood: a ``Likelihood`` (owns the data space, see ``data_kind``)
-        objective:  an objective module from objectives.py
+        encoder:    (B, C, H, W) float in [0, 1] -> (B, posterior.head_dim(latent_dim))
+        decoder:    (N, latent_dim) -> (N, likelihood.out_channels*C, H, W)
+        posterior:  a posterior class (``from_head``, see posteriors/)
+        likelihood: a ``Likelihood`` (owns the data space)
+        objective:  an ``Objective``
         latent_dim: d
         image_shape: (C, H, W)
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, posterior: str, likelihood: Likelihood,
-                 objective: nn.Module, latent_dim: int, image_shape: tuple[int, int, int]):
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, posterior: type, likelihood: Likelihood,
+                 objective: Objective, latent_dim: int, image_shape: tuple[int, int, int]):
         super().__init__()
         self.encoder, self.decoder = encoder, decoder
-        self.posterior_kind = posterior
+        self.posterior = posterior
         self.likelihood, self.objective = likelihood, objective
         self.latent_dim = int(latent_dim)
         self.image_shape = tuple(int(s) for s in image_shape)
 
     # --- data -------------------------------------------------------------------------------------------
-    @property
-    def data_kind(self) -> str:
-        """'binary' (dynamic binarisation, float {0,1}), 'dequantized' ((x + u)/256, float) or 'discrete'
-        (integer intensities 0..255, long)."""
-        return self.likelihood.data_kind
-
     def preprocess(self, x_uint8: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """uint8 (B, C, H, W) on any device -> model data space on the same device (see ``data_kind``).
+        """uint8 (B, C, H, W) on any device -> the likelihood's data space on the same device.
         ``generator`` makes binarisation/dequantisation reproducible (may live on another device).
         Raises ValueError for a non-uint8 or non-4D input."""
         return self.likelihood.preprocess(x_uint8, generator)
 
+    def preprocess_fixed(self, x_uint8: torch.Tensor, seed: int, batch_size: int) -> torch.Tensor:
+        """A whole split mapped into the data space once with a seeded generator on the data's device, in
+        batches of ``batch_size`` (so validation and test sets are the same every epoch and every model of
+        a likelihood family sees the same test data)."""
+        gen = torch.Generator(device=x_uint8.device).manual_seed(seed)
+        return torch.cat([self.preprocess(x_uint8[i: i + batch_size], generator=gen)
+                          for i in range(0, len(x_uint8), batch_size)])
+
     # --- building blocks --------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor):
-        """q(z|x) for data-space x (B, C, H, W); returns a posterior object (posteriors.py)."""
-        return make_posterior(self.posterior_kind, self.encoder(self.likelihood.to_unit(x)), self.latent_dim)
+        """q(z|x) for data-space x (B, C, H, W); returns a posterior object (posteriors/)."""
+        return self.posterior.from_head(self.encoder(self.likelihood.to_unit(x)), self.latent_dim)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Raw decoder output for z of shape (*S, d) -> (*S, out_channels*C, H, W)."""
@@ -64,10 +68,10 @@ class VAE(nn.Module):
         out = self.decoder(z.reshape(-1, self.latent_dim))
         return out.view(*lead, *out.shape[1:])
 
-    def forward_terms(self, x: torch.Tensor, k: int | None = None, need_sse: bool = False,
+    def forward_terms(self, x: torch.Tensor, k: int | None = None, need_sse: bool = False, need_z: bool = False,
                       accumulate: bool = False, generator: torch.Generator | None = None) -> dict:
-        """Per-image terms for the objectives (objectives.py docstring), S = (B,) if k is None else (k, B):
-        'log_px' S, 'kl' (B,), 'log_w' (k, B) when k is given, 'sse' S when need_sse.
+        """Per-image terms for the objectives (objectives/ docstring), S = (B,) if k is None else (k, B):
+        'log_px' S, 'kl' (B,), 'log_w' (k, B) when k is given, 'sse' S when need_sse, 'z' (*S, d) when need_z.
         accumulate=True lets the likelihood update running statistics (optimal-sigma training MSE)."""
         q = self.encode(x)
         z = q.rsample(k, generator=generator)
@@ -77,6 +81,8 @@ class VAE(nn.Module):
             terms["log_w"] = terms["log_px"] + standard_normal_log_prob(z) - q.log_prob(z)
         if need_sse:
             terms["sse"] = (self.likelihood.to_unit(x) - self.likelihood.mean(out)).pow(2).sum((-3, -2, -1))
+        if need_z:
+            terms["z"] = z
         return terms
 
     # --- public API used by the pipeline ------------------------------------------------------------------
@@ -84,9 +90,9 @@ class VAE(nn.Module):
         """Loss (scalar tensor, batch mean, to minimise) and logs (dict of floats, nats/image) of the configured
         objective on data-space x (B, C, H, W). In training mode also updates running state (GECO lambda and
         C_ma, the optimal-sigma running MSE)."""
-        terms = self.forward_terms(x, k=self.objective.k, need_sse=self.objective.needs_sse,
-                                   accumulate=self.training)
-        return self.objective(terms)
+        obj = self.objective
+        terms = self.forward_terms(x, k=obj.k, need_sse=obj.needs_sse, need_z=obj.needs_z, accumulate=self.training)
+        return obj(terms)
 
     def end_epoch(self) -> None:
         """Call at the end of each training epoch: freezes the optimal-sigma running MSE for evaluation."""
@@ -101,15 +107,15 @@ class VAE(nn.Module):
         return {"elbo": -(recon + terms["kl"]), "recon": recon, "kl": terms["kl"]}
 
     def log_weights(self, x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x), z_i ~ q(z|x) i.i.d.: (k, B), nats (methods.md 5.1).
-        Uses the posterior's full log-density (AR(1) for rho-VAE)."""
+        """log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x), z_i ~ q(z|x) i.i.d.: (k, B), nats (Burda et al.
+        2016, eq. 8). Uses the posterior's full log-density (AR(1) for the rho-VAE)."""
         return self.forward_terms(x, k=int(k), generator=generator)["log_w"]
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decoder mean at z ~ N(0, I): (n, C, H, W) float in [0, 1] (categorical: expected intensity / 255)."""
         ref = next(self.parameters())
-        z = _randn((int(n), self.latent_dim), ref, generator)
+        z = randn((int(n), self.latent_dim), ref, generator)
         return self.likelihood.mean(self.decode(z))
 
     @torch.no_grad()
@@ -118,28 +124,32 @@ class VAE(nn.Module):
         return self.likelihood.mean(self.decode(self.encode(x).mean))
 
     def tracked_scalars(self) -> dict[str, float]:
-        """log_sigma / effective_beta (Gaussian shared sigma; for the elbo objective effective_beta = 2 sigma^2 beta,
-        the KL weight in the "SSE + beta KL" convention) / lambda, constraint (GECO*) where they exist, else {}."""
+        """The likelihood's and the objective's scalars (log_sigma, lambda, constraint, ...). A shared sigma's
+        effective_beta = 2 sigma^2 is multiplied by the objective's KL weight (beta of a beta-VAE)."""
         scalars = dict(self.likelihood.tracked_scalars())
-        if isinstance(self.objective, ELBO) and "effective_beta" in scalars:
-            scalars["effective_beta"] *= self.objective.beta
+        if "effective_beta" in scalars:
+            scalars["effective_beta"] *= self.objective.kl_weight
         scalars.update(self.objective.tracked_scalars())
         return scalars
 
 
-def build_model(cfg: dict, image_shape: tuple[int, int, int]) -> VAE:
-    """Build a VAE from a model config dict (see the package docs; keys architecture, latent_dim, hidden_dims,
-    posterior, likelihood{...}, objective{...}; missing optional keys take their defaults) for images of
-    shape (C, H, W). Raises ValueError naming the key for unknown values or conv28 on non-28x28 images."""
+def build_model(cfg, image_shape: tuple[int, int, int]) -> VAE:
+    """Build a VAE from a model config (a ``vaebench.config.ModelConfig``, or a dict validated into one) for
+    images of shape (C, H, W).
+
+    Raises:
+        vaebench.config.ConfigError: the dict is not a valid model config (names the key).
+        ValueError: ``image_shape`` is not (C, H, W), or the architecture cannot take that size.
+    """
+    from vaebench.config import ModelConfig, validate_model
+
+    if not isinstance(cfg, ModelConfig):
+        cfg = validate_model(cfg)
     if len(image_shape) != 3:
         raise ValueError(f"image_shape: expected (C, H, W), got {image_shape!r}")
-    latent_dim = cfg.get("latent_dim", 20)
-    if not isinstance(latent_dim, int) or latent_dim < 1:
-        raise ValueError(f"latent_dim: must be a positive int, got {latent_dim!r}")
-    posterior = cfg.get("posterior", "diagonal")
-    head_dim = posterior_head_dim(posterior, latent_dim)
-    likelihood = build_likelihood(cfg.get("likelihood", {}) or {})
-    objective = build_objective(cfg.get("objective", {}) or {})
-    encoder, decoder = build_networks(cfg.get("architecture", "mlp"), tuple(image_shape), latent_dim, head_dim,
-                                      likelihood.out_channels, cfg.get("hidden_dims"))
-    return VAE(encoder, decoder, posterior, likelihood, objective, latent_dim, image_shape)
+    posterior = POSTERIORS.get(cfg.posterior.name)
+    likelihood = LIKELIHOODS.build(cfg.likelihood)
+    objective = OBJECTIVES.build(cfg.objective)
+    encoder, decoder = ARCHITECTURES.build(cfg.architecture).build(
+        tuple(image_shape), cfg.latent_dim, posterior.head_dim(cfg.latent_dim), likelihood.out_channels)
+    return VAE(encoder, decoder, posterior, likelihood, objective, cfg.latent_dim, image_shape)

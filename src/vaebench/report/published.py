@@ -1,7 +1,7 @@
 """Published reference numbers that the report puts next to ours, as plain data.
 
-Every number below is restated from ``docs/methods.md`` §2.5, §3.4, §5.4, §5.5 and §7, which in turn
-cite the paper table or figure it came from (``SOURCES``). Only datasets this project can run are
+Every number below is restated from the paper table or figure named in its ``source`` (``SOURCES`` spells
+out the references). Only datasets this project can run are
 listed (MNIST first, then Fashion-MNIST and SVHN); the CelebA / CIFAR-10 / BAIR rows of SVAE-ICLR
 Table 2 come from hierarchical or sequence VAEs this project does not implement and are left out.
 
@@ -10,8 +10,8 @@ One entry = one published number:
 ``dataset``
     the study's dataset key it concerns (compared after ``normalise_dataset``).
 ``model``
-    the name of *our* model (a key of ``params['models']``) it corresponds to; the report shows the
-    entry only when that model is in the study.
+    the name of *our* model (a model of the catalogue, ``study.model_names``) it corresponds to; the
+    report shows the entry only when that model is in the study.
 ``metric``
     a key of ``METRICS``, which says which column of our metrics it is compared with.
 ``value``, ``bound``
@@ -21,7 +21,8 @@ One entry = one published number:
     the published configuration in a few words (architecture, k, ...).
 ``train_k``
     for IWAE-style rows, the number of importance samples used in *training*; the report keeps the
-    row whose ``train_k`` equals our model's ``objective.k`` (all rows when none matches).
+    row whose ``train_k`` equals our model's training k (``objective_params["k"]`` of its metrics, 1
+    when the objective has none; all rows when none matches).
 ``source``
     paper + table/figure; ``SOURCES`` spells out the reference.
 ``protocol``
@@ -123,7 +124,7 @@ _T2 = "SVAE-ICLR Table 2"
 _B1 = "IWAE Table 1"
 
 PUBLISHED: list[dict[str, Any]] = [
-    # --- MNIST: sigma-VAE ablation (methods.md §2.5 Table 3) ---------------------------------
+    # --- MNIST: sigma-VAE ablation (SVAE-ICLR Table 3) ---------------------------------
     _e("mnist", "vae_gaussian", "neg_elbo_nats", 740.5, _T3, "Gaussian VAE, sigma = 1", _SVAE_MNIST, "<"),
     _e("mnist", "vae_gaussian", "fid", 59.9, _T3, "Gaussian VAE, sigma = 1", _SVAE_MNIST),
     _e("mnist", "beta_vae", "neg_elbo_nats", -796.2, _T3, "beta-VAE (sigma = 1, beta tuned)", _SVAE_MNIST, "<"),
@@ -136,14 +137,14 @@ PUBLISHED: list[dict[str, Any]] = [
     _e("mnist", "sigma_vae_conv", "neg_elbo_nats", -896.1, _T3, "shared (learned) sigma-VAE", _SVAE_MNIST, "<"),
     _e("mnist", "sigma_vae_conv", "fid", 32.18, _T3, "shared (learned) sigma-VAE", _SVAE_MNIST),
     _e("mnist", "vae_bernoulli", "fid", 32.22, _T3, "Bernoulli VAE (no -log p reported)", _SVAE_MNIST),
-    # --- MNIST: IWAE Table 1, 1 stochastic layer, L_5000 (methods.md §5.4) -------------------
+    # --- MNIST: IWAE Table 1, 1 stochastic layer, L_5000 (Burda et al. 2016, Table 1) -------------------
     _e("mnist", "vae_bernoulli", "nll_nats", 86.76, _B1, "VAE, 1 layer, k = 1", _IWAE, train_k=1),
     _e("mnist", "vae_bernoulli", "nll_nats", 86.47, _B1, "VAE, 1 layer, k = 5 (k-sample ELBO average)", _IWAE, train_k=5),
     _e("mnist", "vae_bernoulli", "nll_nats", 86.35, _B1, "VAE, 1 layer, k = 50 (k-sample ELBO average)", _IWAE, train_k=50),
     _e("mnist", "iwae", "nll_nats", 86.76, _B1, "IWAE, 1 layer, k = 1", _IWAE, train_k=1),
     _e("mnist", "iwae", "nll_nats", 85.54, _B1, "IWAE, 1 layer, k = 5", _IWAE, train_k=5),
     _e("mnist", "iwae", "nll_nats", 84.78, _B1, "IWAE, 1 layer, k = 50", _IWAE, train_k=50),
-    # --- MNIST / Fashion: rho-VAE digitised final test losses (methods.md §3.4) --------------
+    # --- MNIST / Fashion: rho-VAE digitised final test losses (rho-VAE paper, Figs. 1, 4) --------------
     _e("mnist", "vae_bernoulli", "reported_loss_nats", 107.7, "rho-VAE Fig. 1", "vanilla MLP VAE (784-400-10)", _RHO_BASE),
     _e("mnist", "rho_vae", "reported_loss_nats", 86.6, "rho-VAE Fig. 1", "rho MLP VAE (784-400-10)", _RHO_RHO),
     _e("mnist", "vae_bernoulli", "reported_loss_nats", 98.7, "rho-VAE Fig. 4", "CNN-VAE", _RHO_BASE),
@@ -156,10 +157,10 @@ PUBLISHED: list[dict[str, Any]] = [
     _e("fashion_mnist", "rho_vae", "reported_loss_nats", 217.3, "rho-VAE Fig. 4", "rho CNN-VAE", _RHO_RHO),
     _e("fashion_mnist", "vae_bernoulli", "reported_loss_nats", 231.1, "rho-VAE Fig. 5", "DCGAN ('info-VAE') arch.", _RHO_BASE),
     _e("fashion_mnist", "rho_vae", "reported_loss_nats", 222.1, "rho-VAE Fig. 5", "rho DCGAN ('info-VAE') arch.", _RHO_RHO),
-    # --- MNIST: GECO student project (optional, methods.md §5.5) ------------------------------
+    # --- MNIST: GECO student project (Taming-VAEs student report, Table 1) ------------------------------
     _e("mnist", "geco", "mean_kl_nats", 10.4975, "Taming-VAEs (student) Table 1", "GECO, MLP, tol 4", _TV),
     _e("mnist", "geco_iwae", "mean_kl_nats", 1.3640, "Taming-VAEs (student) Table 1", "GECO+IWAE, MLP, tol 4, k = 5", _TV, train_k=5),
-    # --- SVHN 28x28: SVAE-ICLR Table 2 small conv VAE column (methods.md §2.5) ----------------
+    # --- SVHN 28x28: SVAE-ICLR Table 2 small conv VAE column (SVAE-ICLR Table 2) ----------------
     _e("svhn", "vae_gaussian", "neg_elbo_nats", 2184.0, _T2, "Gaussian VAE, sigma = 1", _SVAE_SVHN, "<"),
     _e("svhn", "vae_gaussian", "fid", 112.5, _T2, "Gaussian VAE, sigma = 1", _SVAE_SVHN),
     _e("svhn", "beta_vae", "neg_elbo_nats", -3186.0, _T2, "beta-VAE, beta = 0.01 (best of sweep)", _SVAE_SVHN, "<"),

@@ -19,10 +19,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vaebench.data import iterate_minibatches, to_device_uint8
-from vaebench.io import atomic_path
+from pydantic import Field, NonNegativeInt, PositiveInt
 
-DEFAULT_CFG = {"epochs": 2, "batch_size": 256, "lr": 1e-3, "feature_dim": 128}
+from vaebench.atomic import atomic_path
+from vaebench.data.prepared import iterate_minibatches, to_device_uint8
+from vaebench.registry import StrictConfig
+
+
+class ClassifierConfig(StrictConfig):
+    """Training settings of the FID feature classifier."""
+
+    epochs: PositiveInt = Field(2, description="Passes over the training split.")
+    batch_size: PositiveInt = Field(256, description="Images per step.")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    feature_dim: int = Field(128, ge=2, description="Width of the penultimate layer (the FID feature size).")
+    seed: NonNegativeInt = Field(0, description="Initialisation and batch-order seed.")
 
 
 class SmallCNN(nn.Module):
@@ -77,42 +88,36 @@ def accuracy(model: SmallCNN, x: torch.Tensor, y: torch.Tensor, batch_size: int 
     return correct / max(len(x), 1)
 
 
-def train_classifier(data: dict, cfg: dict | None, device: str | torch.device, seed: int
-                     ) -> tuple[SmallCNN, dict]:
+def train_classifier(data: dict, cfg: ClassifierConfig, device: str | torch.device) -> tuple[SmallCNN, dict]:
     """Train a SmallCNN on ``data["x_train"]``/``y_train`` with Adam and cross-entropy.
 
     Args:
-        data: output of ``vaebench.data.load_prepared`` (uint8 (N,C,H,W) images, int64 labels).
-        cfg: ``{epochs: 2, batch_size: 256, lr: 1e-3, feature_dim: 128}`` (missing keys take these defaults).
-        device: where the whole dataset (uint8) and the model live. seed: sets init and batch order.
+        data: output of ``vaebench.data.prepared.load_prepared`` (uint8 (N,C,H,W) images, int64 labels).
+        cfg: epochs, batch size, learning rate, feature size and the seed (init and batch order).
+        device: where the whole dataset (uint8) and the model live.
     Returns:
         (model in eval mode, metrics ``{test_accuracy, val_accuracy, epochs, train_seconds}``);
         accuracies are fractions in [0, 1] (``val_accuracy`` is NaN if the validation split is empty).
     Raises:
-        ValueError: unknown cfg key (named), or non-square images.
+        ValueError: non-square images.
     """
-    cfg = dict(cfg or {})
-    unknown = set(cfg) - set(DEFAULT_CFG)
-    if unknown:
-        raise ValueError(f"unknown classifier config key(s) {sorted(unknown)}; allowed: {sorted(DEFAULT_CFG)}")
-    cfg = {**DEFAULT_CFG, **cfg}
     _, c, h, w = data["x_train"].shape
     if h != w:
         raise ValueError(f"SmallCNN needs square images, got {h}x{w}")
     n_classes = int(data["meta"].get("n_classes", 0)) if isinstance(data.get("meta"), dict) else 0
     n_classes = max(n_classes, int(data["y_train"].max()) + 1)
 
-    torch.manual_seed(seed)
-    model = SmallCNN(c, h, n_classes=n_classes, feature_dim=cfg["feature_dim"]).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    torch.manual_seed(cfg.seed)
+    model = SmallCNN(c, h, n_classes=n_classes, feature_dim=cfg.feature_dim).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     x = to_device_uint8(data["x_train"], device)
     y = torch.as_tensor(data["y_train"], dtype=torch.long, device=device)
-    gen = torch.Generator().manual_seed(seed)  # CPU generator: same batch order on every machine
+    gen = torch.Generator().manual_seed(cfg.seed)  # CPU generator: same batch order on every machine
 
     t0 = time.perf_counter()
-    for _ in range(cfg["epochs"]):
+    for _ in range(cfg.epochs):
         model.train()
-        for idx in iterate_minibatches(len(x), cfg["batch_size"], gen, device=device):
+        for idx in iterate_minibatches(len(x), cfg.batch_size, gen, device=device):
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -129,7 +134,7 @@ def train_classifier(data: dict, cfg: dict | None, device: str | torch.device, s
 
     model.eval()
     metrics = {"test_accuracy": split_acc("test"), "val_accuracy": split_acc("val"),
-               "epochs": int(cfg["epochs"]), "train_seconds": float(train_seconds)}
+               "epochs": cfg.epochs, "train_seconds": float(train_seconds)}
     return model, metrics
 
 

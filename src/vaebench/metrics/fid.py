@@ -1,4 +1,5 @@
-"""Fréchet distances between real images and VAE samples (methods.md §6.1).
+"""Fréchet distances between real images and VAE samples (Heusel et al. 2017, "GANs Trained by a Two
+Time-Scale Update Rule Converge to a Local Nash Equilibrium").
 
     FID = ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^{1/2})          (Heusel et al. 2017)
 
@@ -26,7 +27,7 @@ import scipy.linalg
 import torch
 import torch.nn as nn
 
-from vaebench.classifier import SmallCNN
+from vaebench.metrics.classifier import SmallCNN
 
 WEIGHTS_ENV = "VAEBENCH_FID_WEIGHTS"
 INCEPTION_WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"

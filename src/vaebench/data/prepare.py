@@ -14,8 +14,7 @@ Split (fixed, documented in ``meta``): validation = the LAST ``n_validation`` im
 training set, train = the images before them, test = the official test set; then ``max_*`` keeps the
 first N images of a split (for quick runs).
 
-Training code keeps a whole split on the device as uint8 (``to_device_uint8``) and draws batches by
-index (``iterate_minibatches``); there are no per-sample Python transforms anywhere.
+Reading the file back and batching by index: :mod:`vaebench.data.prepared`.
 
 IDX format (LeCun & Cortes, http://yann.lecun.com/exdb/mnist/): 2 zero bytes, 1 type byte, 1 byte
 giving the number of dimensions ``k``, ``k`` big-endian int32 sizes, then the data in C order.
@@ -27,13 +26,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
-import torch
+from pydantic import Field, NonNegativeInt, PositiveInt
 
-from vaebench.io import atomic_path
+from vaebench.atomic import atomic_path
 from vaebench.errors import StageError
+from vaebench.registry import StrictConfig
 
 
 class DataIntegrityError(StageError):
@@ -67,7 +67,15 @@ DATASETS: dict[str, dict[str, Any]] = {
     },
 }
 
-DEFAULT_CFG: dict[str, Any] = {"n_validation": 10000, "max_train": None, "max_validation": None, "max_test": None}
+
+
+class DatasetConfig(StrictConfig):
+    """How a dataset is split and (for quick runs) truncated."""
+
+    n_validation: PositiveInt = Field(10000, description="The last N official training images, held out as validation.")
+    max_train: PositiveInt | None = Field(None, description="Keep the first N training images (null = all).")
+    max_validation: PositiveInt | None = Field(None, description="Keep the first N validation images (null = all).")
+    max_test: PositiveInt | None = Field(None, description="Keep the first N test images (null = all).")
 
 # IDX type byte -> numpy dtype (multi-byte types are big-endian).
 _IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
@@ -181,32 +189,17 @@ def _spec(name: str) -> dict:
     return DATASETS[name]
 
 
-def _check_cfg(cfg: dict | None) -> dict:
-    """Merge ``cfg`` over DEFAULT_CFG; ValueError names an unknown key or bad value."""
-    cfg = dict(cfg or {})
-    unknown = set(cfg) - set(DEFAULT_CFG)
-    if unknown:
-        raise ValueError(f"unknown dataset config key(s) {sorted(unknown)}; allowed: {sorted(DEFAULT_CFG)}")
-    cfg = {**DEFAULT_CFG, **cfg}
-    for key, value in cfg.items():
-        if key == "n_validation" or value is not None:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"dataset config {key}={value!r}: expected a non-negative integer"
-                                 + ("" if key == "n_validation" else " or null"))
-    return cfg
-
-
 # -----------------------------------------------------------------------------
 # Preparation
 
-def prepare_dataset(name: str, cfg: dict | None, out_path: str | os.PathLike,
+def prepare_dataset(name: str, cfg: DatasetConfig | dict | None, out_path: str | os.PathLike,
                     mirror: str | os.PathLike | None = None, raw_dir: str | os.PathLike = "data/raw") -> dict:
     """Fetch, verify, split and save dataset ``name`` as one ``.npz`` (written atomically).
 
     Args:
         name: registry key in ``DATASETS`` (e.g. ``"mnist"``).
-        cfg: the dataset's params slice ``{n_validation: 10000, max_train: null, max_validation: null,
-            max_test: null}`` (missing keys take these defaults; ``max_*`` keeps the first N of a split).
+        cfg: the dataset's settings (``max_*`` keeps the first N of a split); a dict is validated into a
+            DatasetConfig; None = the defaults.
         out_path: destination ``.npz`` (see the module docstring for its arrays).
         mirror: root of an offline mirror holding ``<mirror>/<name>/<idx files>[.gz]``; ``None``
             downloads with torchvision into ``raw_dir``.
@@ -215,12 +208,12 @@ def prepare_dataset(name: str, cfg: dict | None, out_path: str | os.PathLike,
         summary dict: ``dataset``, ``out_path``, ``source``, ``counts`` {train, val, test},
         ``image_shape`` [C, H, W], ``sha256`` {file: digest}.
     Raises:
-        KeyError (unknown dataset), ValueError (bad cfg key/value, n_validation too large),
+        KeyError (unknown dataset), ValueError (an invalid setting, named; n_validation too large),
         FileNotFoundError (mirror folder/file missing), DataIntegrityError (checksum mismatch).
         On any error no output file is written.
     """
     spec = _spec(name)
-    cfg = _check_cfg(cfg)
+    cfg = (cfg if isinstance(cfg, DatasetConfig) else DatasetConfig.model_validate(cfg or {})).model_dump()
     folder, source = _resolve_source(name, spec, mirror, raw_dir)
     arrays, sums = read_idx_files(name, folder)
 
@@ -271,62 +264,3 @@ def prepare_dataset(name: str, cfg: dict | None, out_path: str | os.PathLike,
         np.savez(f, **out, meta=np.array(json.dumps(meta, sort_keys=True)))
     return {"dataset": name, "out_path": str(out_path), "source": source, "counts": counts,
             "image_shape": image_shape, "sha256": sums}
-
-
-def load_prepared(path: str | os.PathLike) -> dict:
-    """Load a file written by ``prepare_dataset``.
-
-    Returns:
-        dict with ``x_train, x_val, x_test`` (uint8 (N,C,H,W)), ``y_*`` (int64 (N,)) as numpy arrays
-        and ``meta`` (the parsed JSON dict).
-    Raises:
-        FileNotFoundError: ``path`` missing. KeyError: an expected array is absent (names it and the file).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prepared dataset not found: {path}")
-    with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "meta") if k not in z]
-        if missing:
-            raise KeyError(f"{path}: missing array(s) {missing}")
-        data = {k: z[k] for k in z.files if k != "meta"}
-        data["meta"] = json.loads(str(z["meta"]))
-    return data
-
-
-# -----------------------------------------------------------------------------
-# Device-resident data
-
-def to_device_uint8(x: np.ndarray, device: str | torch.device) -> torch.Tensor:
-    """Copy a uint8 image array (N,C,H,W) to ``device`` as a uint8 tensor (no scaling: 0..255).
-
-    Raises:
-        TypeError: ``x`` is not uint8 (scaling belongs to the model, not to data loading).
-    """
-    if x.dtype != np.uint8:
-        raise TypeError(f"to_device_uint8 expects a uint8 array, got {x.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(x)).to(device)
-
-
-def iterate_minibatches(n: int, batch_size: int, generator: torch.Generator | None = None,
-                        shuffle: bool = True, device: str | torch.device | None = None) -> Iterator[torch.Tensor]:
-    """Yield int64 index tensors covering ``range(n)`` once, ``batch_size`` at a time (last batch partial).
-
-    With ``shuffle`` the order is ``torch.randperm(n, generator=generator)`` drawn on the generator's
-    device (use a CPU generator for the same order on every machine); without it, 0..n-1 in order.
-    ``device`` moves the indices (e.g. to the device holding the data); default: where they were drawn.
-
-    Raises:
-        ValueError: ``batch_size`` < 1 or ``n`` < 0.
-    """
-    if batch_size < 1 or n < 0:
-        raise ValueError(f"iterate_minibatches: need batch_size >= 1 and n >= 0, got {batch_size=}, {n=}")
-    if shuffle:
-        gen_device = generator.device if generator is not None else "cpu"
-        order = torch.randperm(n, generator=generator, device=gen_device)
-    else:
-        order = torch.arange(n)
-    if device is not None:
-        order = order.to(device)
-    for start in range(0, n, batch_size):
-        yield order[start:start + batch_size]

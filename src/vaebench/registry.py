@@ -1,0 +1,174 @@
+"""Name -> class tables for every pluggable component, and the decorator that fills them.
+
+A component is one class with a ``name`` and a typed ``Config`` (a pydantic v2 model holding its
+settings, their defaults and ranges), registered where it is defined::
+
+    @OBJECTIVES.register
+    class ELBO(Objective):
+        name = "elbo"
+
+        class Config(ComponentConfig):
+            beta: float = Field(1.0, ge=0)
+
+The registry adds the discriminator field ``name: Literal["elbo"]`` to the config, so a study writes
+``objective: {name: elbo, beta: 0.01}`` and the configuration layer (:mod:`vaebench.config`) builds a
+discriminated union over every registered config of an axis. Builders look classes up by name with
+:meth:`Registry.get`; nothing else in the package branches on component names.
+
+Discovery: each axis is a package (``vaebench/vae/objectives/`` ...) whose ``__init__`` imports all of
+its modules (:func:`import_submodules`), so a new component is one new module in that folder.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any, ClassVar, Generic, Iterator, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, create_model
+
+T = TypeVar("T")
+
+
+class StrictConfig(BaseModel):
+    """Base of every typed config: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ComponentConfig(StrictConfig):
+    """Base of a component's typed config. ``name`` (first field) is set to the component's literal name
+    when the class is registered: it is the discriminator that selects the component in a model config."""
+
+    name: str
+
+
+class UnknownComponentError(KeyError):
+    """A name that no component of the axis is registered under (the message lists the known names)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; this one is a sentence
+        return str(self.args[0])
+
+
+class Registry(Generic[T]):
+    """The components of one axis (``kind``: 'posterior', 'likelihood', ...).
+
+    Args:
+        kind: the axis name; it is also the key of the component in a model config.
+        package: the package whose modules define the components (imported on first look-up).
+    """
+
+    def __init__(self, kind: str, package: str):
+        self.kind = kind
+        self.package = package
+        self._classes: dict[str, type[T]] = {}
+        self._loaded = False
+
+    def register(self, cls: type[T]) -> type[T]:
+        """Class decorator: add ``cls`` under ``cls.name`` and give it ``cls.Config`` with the ``name`` literal.
+
+        Raises:
+            TypeError: ``cls`` has no string ``name`` or its ``Config`` is not a ComponentConfig.
+            ValueError: another class is already registered under that name.
+        """
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{cls.__qualname__}: a registered {self.kind} needs a class attribute 'name'")
+        base = getattr(cls, "Config", ComponentConfig)
+        if not (isinstance(base, type) and issubclass(base, ComponentConfig)):
+            raise TypeError(f"{cls.__qualname__}.Config must subclass vaebench.registry.ComponentConfig")
+        if name in self._classes and self._classes[name] is not cls:
+            other = self._classes[name]
+            raise ValueError(f"{self.kind} {name!r} is registered twice: {other.__module__}.{other.__qualname__} "
+                             f"and {cls.__module__}.{cls.__qualname__}")
+        # The discriminator: the config of `name` accepts exactly name: <name>.
+        cls.Config = create_model(
+            f"{cls.__name__}Config", __base__=base, __module__=cls.__module__,
+            __doc__=base.__doc__ or cls.__doc__,
+            name=(Literal[name], ...),
+        )
+        cls.kind = self.kind
+        self._classes[name] = cls
+        return cls
+
+    def load(self) -> None:
+        """Import every module of ``package`` so that all components are registered (idempotent)."""
+        if not self._loaded:
+            self._loaded = True
+            import_submodules(self.package)
+
+    def get(self, name: str) -> type[T]:
+        """The class registered under ``name``.
+
+        Raises:
+            UnknownComponentError: no such name; the message names the axis and lists the known names.
+        """
+        self.load()
+        if name not in self._classes:
+            raise UnknownComponentError(
+                f"{self.kind}.name: unknown value {name!r} (registered: {', '.join(self.names())})")
+        return self._classes[name]
+
+    def names(self) -> list[str]:
+        """Registered names, sorted (so schemas and tables do not depend on the order modules were imported)."""
+        self.load()
+        return sorted(self._classes)
+
+    def classes(self) -> list[type[T]]:
+        """Registered classes, sorted by name."""
+        return [self._classes[n] for n in self.names()]
+
+    def __iter__(self) -> Iterator[type[T]]:
+        return iter(self.classes())
+
+    def build(self, config: ComponentConfig | dict, **context: Any) -> T:
+        """Instantiate the component a config names: ``cls(**settings, **context)``.
+
+        ``settings`` are the config's fields except ``name``; ``context`` passes what the pipeline
+        knows at build time (e.g. image shape for an architecture).
+        """
+        cfg = config if isinstance(config, ComponentConfig) else None
+        name = cfg.name if cfg is not None else dict(config).get("name")
+        cls = self.get(name)
+        if cfg is None:
+            cfg = cls.Config.model_validate(config)
+        return cls(**settings(cfg), **context)
+
+
+def settings(config: ComponentConfig) -> dict[str, Any]:
+    """A component config's fields except the ``name`` discriminator, as constructor keyword arguments."""
+    return {k: getattr(config, k) for k in type(config).model_fields if k != "name"}
+
+
+def import_submodules(package: str) -> None:
+    """Import every module (not starting with '_') of ``package``; each registers what it defines."""
+    pkg = importlib.import_module(package)
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
+
+
+# The axes of a VAE (one component of each per model) and the order they appear in a model config.
+POSTERIORS: Registry = Registry("posterior", "vaebench.vae.posteriors")
+LIKELIHOODS: Registry = Registry("likelihood", "vaebench.vae.likelihoods")
+OBJECTIVES: Registry = Registry("objective", "vaebench.vae.objectives")
+ARCHITECTURES: Registry = Registry("architecture", "vaebench.vae.networks")
+AXES: dict[str, Registry] = {r.kind: r for r in (ARCHITECTURES, POSTERIORS, LIKELIHOODS, OBJECTIVES)}
+
+
+class Component:
+    """Base of the component base classes (posterior, likelihood, objective, architecture): the class
+    attributes every registered component has, and the hook for rules across components."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    class Config(ComponentConfig):
+        """No settings."""
+
+    @classmethod
+    def check_model(cls, model) -> list[tuple[str, str]]:
+        """Problems of combining this component with the rest of a model config (a ``ModelConfig``), as
+        (dotted key inside the model, message) pairs, e.g. an objective that needs what the likelihood
+        cannot give. Default: none."""
+        return []

@@ -1,0 +1,102 @@
+"""Report stage: gather every cell of a study into tables, figures and a self-contained report.
+
+Inputs (one set per cell = dataset x model x seed, at the :func:`vaebench.paths.cell_paths` locations): the
+evaluation metrics JSON, the training log CSV and the sample / reconstruction grids (PNG). Outputs (all
+written atomically, under ``out_dir`` at the same relative places as under :data:`vaebench.paths.REPORT_DIR`):
+
+* ``summary.csv``   one row per cell (every metrics field as stored, nested dicts flattened, nothing averaged);
+* ``metrics.json``  mean and sample standard deviation (ddof = 1) over seeds per dataset x model for every
+  numeric result; ``std`` is ``null`` when only one seed has a value;
+* ``figures/``      validation curves, log sigma / GECO lambda per epoch, copies of the image grids;
+* ``index.html``    the report with every image embedded as a base64 data URI (opens offline);
+* ``index.md``      the same report in Markdown, referencing ``figures/...``.
+
+Modules: :mod:`~vaebench.report.collect` (reading and checking the inputs, summary and aggregates),
+:mod:`~vaebench.report.tables` (tables and protocol text), :mod:`~vaebench.report.figures` (matplotlib),
+:mod:`~vaebench.report.render` (the document and its Jinja2 templates), :mod:`~vaebench.report.published`
+(published reference numbers). Importing this package imports none of them (pandas, matplotlib and Jinja2
+load when :func:`build_report` runs).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vaebench import paths
+
+if TYPE_CHECKING:
+    from vaebench.config import Study
+
+__all__ = ["build_report", "output_paths"]
+
+
+def output_paths(out_dir: str | Path = paths.REPORT_DIR) -> dict[str, Path]:
+    """The report's files under ``out_dir``, at the same relative places as under ``paths.REPORT_DIR``.
+
+    Keys: ``dir``, ``summary_csv``, ``metrics_json``, ``index_html``, ``index_md``, ``figures`` (a folder).
+    """
+    out_dir = Path(out_dir)
+
+    def rel(p: str) -> Path:
+        return out_dir / Path(p).relative_to(paths.REPORT_DIR)
+
+    return {
+        "dir": out_dir,
+        "summary_csv": rel(paths.SUMMARY_CSV),
+        "metrics_json": rel(paths.REPORT_METRICS),
+        "index_html": rel(paths.REPORT_HTML),
+        "index_md": rel(paths.REPORT_MD),
+        "figures": rel(paths.REPORT_FIGURES),
+    }
+
+
+def build_report(study: "Study", out_dir: str | Path = paths.REPORT_DIR) -> dict:
+    """Read every cell of ``study`` and write the report files under ``out_dir``.
+
+    ``study`` needs ``name``, ``dataset_names``, ``model_names``, ``seeds`` and ``cells()`` (a
+    :class:`vaebench.config.Study`). Input paths are relative to the working directory (the repository root).
+
+    Returns:
+        ``{"n_cells", "datasets", "models", "seeds", "summary_csv", "metrics_json", "index_html", "index_md",
+        "figures"}``: counts, the grid and the paths written (``figures``: every figure file, sorted).
+    Raises:
+        FileNotFoundError: an input of some cell is missing (the message names the file); raised before
+            anything is written, so the previous report (or none) stays in place.
+        ValueError: a metrics file is invalid or describes another cell (also before writing anything).
+    """
+    from vaebench.atomic import atomic_path, write_json, write_text
+    from vaebench.report import collect, figures, render
+
+    datasets, models, seeds = list(study.dataset_names), list(study.model_names), list(study.seeds)
+    cells = [(str(d), str(m), int(s)) for d, m, s in study.cells()]
+
+    inputs = collect.read_cells(cells)            # every input checked and read before any output
+    records = [c.record for c in inputs]
+    logs = {c.cell: c.log for c in inputs}
+    summary = collect.summary_frame(records)
+    frame = collect.summary_frame(records, include_cell=True)
+    aggregate = collect.aggregate_over_seeds(records)
+
+    out = output_paths(out_dir)
+    figs = figures.write_figures(out["figures"], datasets, models, seeds, records, logs)
+    doc = render.build_document(f"vaebench report: study {study.name}", datasets, models, seeds, frame,
+                                aggregate, figs)
+    html, markdown = render.render_html(doc), render.render_markdown(doc, out["dir"])
+
+    write_json(out["metrics_json"], aggregate)
+    write_text(out["index_md"], markdown)
+    write_text(out["index_html"], html)
+    with atomic_path(out["summary_csv"]) as tmp:
+        summary.to_csv(tmp, index=False)
+
+    return {
+        "n_cells": len(cells),
+        "datasets": datasets,
+        "models": models,
+        "seeds": seeds,
+        "summary_csv": str(out["summary_csv"]),
+        "metrics_json": str(out["metrics_json"]),
+        "index_html": str(out["index_html"]),
+        "index_md": str(out["index_md"]),
+        "figures": sorted(str(p) for f in figs.values() for p in f.files()),
+    }

@@ -1,0 +1,201 @@
+"""Reading the report's inputs: every cell's metrics file and training log, checked before anything is written.
+
+Per cell (dataset x model x seed) the report reads, at the :func:`vaebench.paths.cell_paths` locations,
+the evaluation metrics JSON (``metrics``), the per-epoch training log CSV (``train_log``) and the sample /
+reconstruction grids (``samples_png``, ``recon_png``; only their existence is checked here, the figures
+module copies them). From the metrics records it builds
+
+* :func:`summary_frame`: one row per cell, every field as stored (nested dicts flattened), nothing averaged;
+* :func:`aggregate_over_seeds`: mean and sample standard deviation over seeds of every numeric result.
+
+Units (fixed by the evaluate stage): every likelihood-type number is in nats per image (summed over the
+D = C*H*W dimensions of one image, averaged over the test images used), ``bits_per_dim`` in bits per
+dimension, ``fid_classifier`` a Frechet distance in the project's classifier features, times in seconds.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vaebench import paths
+
+Cell = tuple[str, str, int]
+
+ID_COLUMNS = ["dataset", "model", "seed"]
+# Leading columns of summary.csv; every other field follows, sorted by name.
+SUMMARY_COLUMNS = ID_COLUMNS + [
+    "test_elbo_nats", "test_recon_nats", "test_kl_nats", "test_nll_iwae_nats", "iwae_k",
+    "bits_per_dim", "fid_classifier", "train_seconds",
+    "effective_beta", "log_sigma", "lambda", "posterior", "likelihood", "objective", "likelihood_of",
+]
+# Numeric fields that say how a cell was run rather than how well it did: never averaged.
+SETTING_KEYS = frozenset({
+    "seed", "latent_dim", "iwae_k", "elbo_n_images", "iwae_n_images", "fid_n", "epochs",
+    "classifier_epochs", "classifier_feature_dim",
+})
+# The resolved configuration of the cell, stored whole in every metrics file: kept out of summary.csv.
+CELL_KEY = "cell"
+# Fields the report reads from every metrics file (structured fields, never parsed from text).
+REQUIRED_FIELDS = (
+    "dataset", "model", "seed", "likelihood", "likelihood_family", "sigma_mode", "data_space",
+    "data_treatment", "likelihood_of", "valid_density", "objective_params", "iwae_k", CELL_KEY,
+)
+INPUT_ROLES = ("metrics", "train_log", "samples_png", "recon_png")
+
+
+@dataclass(frozen=True)
+class CellData:
+    """The inputs of one cell: ``record`` (the metrics file), ``log`` (the training log, one row per
+    epoch) and ``files`` (the cell's input paths by role, see :data:`INPUT_ROLES`)."""
+
+    cell: Cell
+    record: dict
+    log: pd.DataFrame
+    files: dict[str, Path]
+
+
+def check_inputs(cells: list[Cell]) -> None:
+    """Raise ``FileNotFoundError`` naming the first missing input file of ``cells`` (nothing is read)."""
+    for cell in cells:
+        files = paths.cell_paths(*cell)
+        for role in INPUT_ROLES:
+            if not files[role].is_file():
+                raise FileNotFoundError(f"report input missing for cell {cell} ({role}): {files[role]}")
+
+
+def read_metrics(path: Path, cell: Cell) -> dict:
+    """The metrics record of ``cell`` read from ``path``.
+
+    Raises:
+        ValueError: the file is not a JSON object, lacks a field of :data:`REQUIRED_FIELDS`, or its
+            dataset / model / seed disagree with ``cell``.
+    """
+    dataset, model, seed = cell
+    try:
+        rec = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(rec, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(rec).__name__}")
+    found = (rec.get("dataset"), rec.get("model"), rec.get("seed"))
+    same_seed = isinstance(found[2], int) and not isinstance(found[2], bool) and found[2] == int(seed)
+    if (str(found[0]), str(found[1])) != (dataset, model) or not same_seed:
+        raise ValueError(f"{path} describes cell {found}, expected {(dataset, model, seed)}")
+    missing = [k for k in REQUIRED_FIELDS if k not in rec]
+    if missing:
+        raise ValueError(f"{path} lacks the field(s) {', '.join(missing)} (written by an older evaluate "
+                         "stage? rerun evaluate for this cell)")
+    return rec
+
+
+def read_cells(cells: list[Cell]) -> list[CellData]:
+    """Every input of ``cells``, in the given order; all files are checked to exist before any is read.
+
+    Raises:
+        FileNotFoundError: an input file is missing (the message names it).
+        ValueError: a metrics file is invalid or names another cell (see :func:`read_metrics`).
+    """
+    check_inputs(cells)
+    out = []
+    for cell in cells:
+        files = paths.cell_paths(*cell)
+        record = read_metrics(files["metrics"], cell)
+        out.append(CellData(cell, record, pd.read_csv(files["train_log"]), {r: files[r] for r in INPUT_ROLES}))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# One row per cell
+
+def flatten(record: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts flattened to dotted keys (``{"objective_params": {"beta": 1}}`` ->
+    ``{"objective_params.beta": 1}``); lists become JSON text (one CSV cell); an empty dict vanishes."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        elif isinstance(value, (list, tuple)):
+            out[name] = json.dumps(list(value))
+        else:
+            out[name] = value
+    return out
+
+
+def summary_frame(records: list[dict], include_cell: bool = False) -> pd.DataFrame:
+    """One row per metrics record: :data:`SUMMARY_COLUMNS` first, then every other (flattened) field, sorted.
+
+    The ``cell`` record (the cell's whole resolved configuration) is left out unless ``include_cell``, in
+    which case it is flattened to ``cell.train.epochs``, ``cell.evaluate.iwae_k``, ... (what the report's
+    protocol reads). Missing values are ``None``.
+    """
+    rows = []
+    for rec in records:
+        rec = dict(rec)
+        cell = rec.pop(CELL_KEY, None)
+        row = flatten(rec)
+        if include_cell and isinstance(cell, dict):
+            row.update(flatten(cell, CELL_KEY + "."))
+        rows.append(row)
+    extra = sorted({k for r in rows for k in r} - set(SUMMARY_COLUMNS))
+    columns = SUMMARY_COLUMNS + extra
+    return pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
+
+
+# ------------------------------------------------------------------------------------------------
+# Mean and std over seeds
+
+def is_number(v: Any) -> bool:
+    """True for ints and floats (numpy ones included), False for booleans and anything else."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def numeric_metric_keys(records: list[dict]) -> list[str]:
+    """Top-level keys whose non-null values are all numbers (at least one), minus ids and
+    :data:`SETTING_KEYS`, sorted. Booleans, strings, dicts (``cell``, ``*_params``) never qualify."""
+    keys = []
+    for k in sorted({k for r in records for k in r} - set(ID_COLUMNS) - SETTING_KEYS):
+        values = [r.get(k) for r in records if r.get(k) is not None]
+        if values and all(is_number(v) for v in values):
+            keys.append(k)
+    return keys
+
+
+def aggregate_over_seeds(records: list[dict]) -> dict:
+    """``{dataset: {model: {metric: {mean, std, n_seeds[, n_excluded]}}}}`` over the seeds of each dataset x model.
+
+    Metrics are the keys of :func:`numeric_metric_keys` (same units as the records). ``std`` is the sample
+    standard deviation (ddof = 1) and ``None`` with a single seed (a spread cannot be estimated from one run,
+    and 0 would claim it was); seeds whose value is null or non-finite are left out (``n_seeds`` counts the
+    ones used, ``n_excluded`` appears when a value was non-finite; ``mean`` is ``None`` when none is finite).
+    Metrics without any value for a dataset x model are omitted.
+    """
+    keys = numeric_metric_keys(records)
+    out: dict = {}
+    for rec in records:
+        out.setdefault(str(rec["dataset"]), {}).setdefault(str(rec["model"]), [])
+    for dataset, by_model in out.items():
+        for model in list(by_model):
+            cell_records = [r for r in records if r["dataset"] == dataset and r["model"] == model]
+            stats = {}
+            for k in keys:
+                values = [float(r[k]) for r in cell_records if r.get(k) is not None]
+                finite = [v for v in values if math.isfinite(v)]
+                if not values:
+                    continue
+                entry = {
+                    "mean": float(np.mean(finite)) if finite else None,
+                    "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else None,
+                    "n_seeds": len(finite),
+                }
+                if len(finite) < len(values):
+                    entry["n_excluded"] = len(values) - len(finite)
+                stats[k] = entry
+            by_model[model] = stats
+    return out

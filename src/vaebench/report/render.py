@@ -1,0 +1,198 @@
+"""The report as one document (a list of blocks) rendered twice with Jinja2: HTML and Markdown.
+
+:func:`build_document` assembles the blocks (headings, paragraphs, bullet lists, images, tables) from the
+tables and figures; ``templates/index.html.j2`` renders them to a self-contained HTML page (every image
+embedded as a base64 data URI, all text escaped by Jinja2's autoescape) and ``templates/index.md.j2`` to
+Markdown whose images link ``figures/...`` relative to the report folder. Both templates walk the same
+blocks, so the two files say the same thing.
+"""
+from __future__ import annotations
+
+import base64
+import mimetypes
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vaebench.report import tables
+from vaebench.report.figures import DatasetFigures
+
+TEMPLATE_HTML = "index.html.j2"
+TEMPLATE_MD = "index.md.j2"
+
+
+@dataclass(frozen=True)
+class Img:
+    """An image of the report: ``path`` (a file on disk), shown with ``alt`` text."""
+
+    path: Path
+    alt: str
+
+
+@dataclass
+class Block:
+    """One block of the document. ``kind`` is 'heading' (``level``, ``text``), 'paragraph' (``text``),
+    'list' (``items``), 'image' (``image``) or 'table' (``columns``, ``rows``: lists of str or :class:`Img`)."""
+
+    kind: str
+    text: str = ""
+    level: int = 1
+    items: list[str] = field(default_factory=list)
+    image: Img | None = None
+    columns: list[str] = field(default_factory=list)
+    rows: list[list[Any]] = field(default_factory=list)
+
+
+@dataclass
+class Document:
+    """The report: a ``title`` and its ``blocks`` in order."""
+
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+
+    def heading(self, level: int, text: str) -> None:
+        """Append a heading of ``level`` (1 = the title)."""
+        self.blocks.append(Block("heading", text=text, level=level))
+
+    def paragraph(self, text: str) -> None:
+        """Append a paragraph of plain text."""
+        self.blocks.append(Block("paragraph", text=text))
+
+    def bullets(self, items: list[str]) -> None:
+        """Append a bullet list."""
+        self.blocks.append(Block("list", items=list(items)))
+
+    def image(self, img: Img) -> None:
+        """Append a figure."""
+        self.blocks.append(Block("image", image=img))
+
+    def table(self, df: pd.DataFrame) -> None:
+        """Append ``df`` as a table (header = its columns); cells are text ('n/a' for None) or :class:`Img`."""
+        rows = [[_cell(v) for v in row] for row in df.itertuples(index=False)]
+        self.blocks.append(Block("table", columns=[str(c) for c in df.columns], rows=rows))
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, Img):
+        return v
+    return "n/a" if v is None else str(v)
+
+
+# ------------------------------------------------------------------------------------------------
+# Assembling the document
+
+def build_document(title: str, datasets: list[str], models: list[str], seeds: list, frame: pd.DataFrame,
+                   aggregate: dict, figures: dict[str, DatasetFigures]) -> Document:
+    """The report's blocks: an introduction, per dataset the models, results, published comparison, curves,
+    traces and image grids (first seed), then the protocol.
+
+    ``frame`` is :func:`vaebench.report.collect.summary_frame` with ``include_cell=True``; ``aggregate`` the
+    result of :func:`vaebench.report.collect.aggregate_over_seeds`; ``figures`` the written figures.
+    """
+    doc = Document(title)
+    doc.heading(1, title)
+    doc.paragraph(tables.intro_text(datasets, models, seeds, len(frame)))
+    for d in datasets:
+        fig = figures[d]
+        doc.heading(2, f"Dataset: {d}")
+        doc.heading(3, "Models")
+        doc.table(tables.models_table(d, models, frame))
+        doc.heading(3, "Results (test set)")
+        doc.table(tables.results_table(d, models, aggregate, frame))
+        invalid = tables.invalid_density_models(d, models, frame)
+        if invalid:
+            doc.paragraph(tables.density_note(invalid, frame[frame["dataset"] == d]))
+        _comparison(doc, d, models, aggregate, frame)
+        doc.heading(3, "Training curves")
+        doc.image(Img(fig.curves, f"{d} validation curves"))
+        doc.heading(3, "Decoder log sigma / GECO lambda")
+        if fig.traces is not None:
+            doc.image(Img(fig.traces, f"{d} log sigma and lambda per epoch"))
+        else:
+            doc.paragraph("No model of this dataset logs log_sigma or lambda.")
+        doc.heading(3, f"Samples and reconstructions (seed {seeds[0]})")
+        doc.paragraph("Samples: decoder means of z ~ p(z). Reconstructions: rows of test images, each followed "
+                      "by a row of their reconstructions. Grids of the other seeds are in figures/.")
+        rows = []
+        for m in models:
+            samples, recon = fig.grids[(m, seeds[0])]
+            rows.append({"model": m, "samples": Img(samples, f"{d} {m} samples"),
+                         "reconstructions": Img(recon, f"{d} {m} reconstructions")})
+        doc.table(pd.DataFrame(rows, columns=["model", "samples", "reconstructions"]))
+    _protocol(doc, datasets, models, seeds, frame)
+    return doc
+
+
+def _comparison(doc: Document, dataset: str, models: list[str], aggregate: dict, frame: pd.DataFrame) -> None:
+    doc.heading(3, "Comparison with published numbers")
+    table = tables.comparison_table(dataset, models, aggregate, frame)
+    if table.empty:
+        doc.paragraph("No published number in vaebench.report.published concerns a model of this study on "
+                      "this dataset.")
+        return
+    doc.paragraph("Published values as printed ('<' = a negative ELBO, an upper bound on -log p). The protocols "
+                  "differ as stated in the last column: where they differ materially, check the ranking of "
+                  "models, not the absolute values.")
+    table, notes, sources = tables.comparison_notes(table)
+    doc.table(table)
+    doc.paragraph("Protocol differences:")
+    doc.bullets([f"note {i}: {n}" for i, n in enumerate(notes, 1)])
+    doc.paragraph("Sources:")
+    doc.bullets(sources)
+
+
+def _protocol(doc: Document, datasets: list[str], models: list[str], seeds: list, frame: pd.DataFrame) -> None:
+    doc.heading(2, "Protocol")
+    doc.bullets(tables.protocol_items(frame, datasets, models, seeds))
+    differences = tables.setting_differences(frame, models)
+    if differences:
+        doc.paragraph("Per-model settings that differ from the other models' (from the cells' configuration):")
+        doc.bullets(differences)
+    doc.heading(3, "Evaluation settings per dataset and model (from the metrics files)")
+    doc.table(tables.evaluation_settings_table(frame, datasets, models))
+
+
+# ------------------------------------------------------------------------------------------------
+# Rendering
+
+def data_uri(path: str | os.PathLike) -> str:
+    """The file at ``path`` as a ``data:<mime>;base64,...`` URI (PNG unless the suffix says otherwise)."""
+    mime = mimetypes.guess_type(str(path))[0] or "image/png"
+    return f"data:{mime};base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def md_cell(v: Any) -> str:
+    """Text for one Markdown table cell: pipes escaped, line breaks flattened."""
+    return ("n/a" if v is None else str(v)).replace("|", "\\|").replace("\n", " ")
+
+
+def _environment(base: Path | None = None):
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("vaebench.report", "templates"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=False,
+                                            default=False),
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
+    )
+    env.filters["data_uri"] = data_uri
+    env.filters["md_cell"] = md_cell
+    env.filters["relative"] = lambda p: Path(os.path.relpath(Path(p), base)).as_posix() if base else str(p)
+    env.tests["image"] = lambda v: isinstance(v, Img)
+    return env
+
+
+def render_html(doc: Document) -> str:
+    """Self-contained HTML of ``doc``: every image embedded as a base64 data URI, text autoescaped.
+
+    Raises ``FileNotFoundError`` if an image file of the document does not exist.
+    """
+    return _environment().get_template(TEMPLATE_HTML).render(title=doc.title, blocks=doc.blocks)
+
+
+def render_markdown(doc: Document, base: str | os.PathLike) -> str:
+    """Markdown of ``doc``; images are linked by their path relative to ``base`` (the report folder)."""
+    return _environment(Path(base)).get_template(TEMPLATE_MD).render(title=doc.title, blocks=doc.blocks)

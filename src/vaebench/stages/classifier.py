@@ -1,0 +1,19 @@
+"""Stage ``classifier``: train the small CNN whose features define ``fid_classifier`` on one dataset."""
+from __future__ import annotations
+
+from vaebench import paths
+from vaebench.atomic import write_json
+from vaebench.checkpoint import pick_device
+from vaebench.config import Study
+from vaebench.data.prepared import load_prepared
+from vaebench.metrics.classifier import save_classifier, train_classifier
+
+
+def run(study: Study, dataset: str) -> dict:
+    """Write ``paths.CLASSIFIER`` and ``paths.CLASSIFIER_METRICS``; returns the classifier's metrics."""
+    study.check_cell(dataset)
+    data = load_prepared(paths.PREPARED.format(dataset=dataset))
+    model, metrics = train_classifier(data, study.config.classifier, pick_device(study.device))
+    save_classifier(paths.CLASSIFIER.format(dataset=dataset), model, metrics)
+    write_json(paths.CLASSIFIER_METRICS.format(dataset=dataset), metrics)
+    return metrics

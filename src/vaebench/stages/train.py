@@ -1,0 +1,144 @@
+"""Stage ``train``: train one grid cell (dataset x model x seed), write its checkpoint and per-epoch log.
+
+Protocol (stated again in the report): Adam with the cell's learning rate, epochs and batch size; the
+whole prepared training split lives on the training device as uint8 and minibatches are drawn by index
+(no per-sample Python transforms); each batch is mapped into the model's data space by
+``model.preprocess`` (the likelihood's: dynamic binarisation, uniform dequantisation (x + u)/256 or
+integer intensities) with a seeded generator. Validation uses the last ``n_validation`` official training
+images, mapped once with a fixed seed so epochs are comparable. ``device: auto`` uses CUDA when available.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import torch
+
+from vaebench import paths
+from vaebench.atomic import atomic_path
+from vaebench.checkpoint import pick_device, save_checkpoint
+from vaebench.config import Study
+from vaebench.data.prepared import iterate_minibatches, load_prepared
+from vaebench.errors import StageError
+from vaebench.tracking import Tracker
+from vaebench.vae import build_model
+
+
+class DivergenceError(StageError):
+    """Training produced a non-finite loss; the message gives the step and the last finite loss."""
+
+
+@torch.no_grad()
+def evaluate_loss(model, x: torch.Tensor, batch_size: int) -> dict[str, float]:
+    """Image-weighted mean of ``model.training_loss`` logs over data-space ``x`` (model in eval mode)."""
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size]
+        _, logs = model.training_loss(xb)
+        for k, v in logs.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * len(xb)
+    model.train(was_training)
+    return {k: v / len(x) for k, v in sums.items()}
+
+
+def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
+    """Train one cell; writes ``paths.CHECKPOINT`` and ``paths.TRAIN_LOG`` atomically.
+
+    The checkpoint is a dict loadable with ``torch.load(path, weights_only=True)``: ``state_dict``,
+    ``cell`` (the resolved cell, ``vaebench.config.Cell.record()``), ``image_shape``, ``epochs``,
+    ``train_seconds``, ``device``, ``mlflow_run_id`` and ``history`` (the per-epoch log rows).
+
+    Returns:
+        The checkpoint's metadata (everything but the weights).
+    Raises:
+        DivergenceError: a non-finite loss, naming the epoch, step and last finite loss.
+    """
+    import pandas as pd
+    from tqdm import tqdm
+
+    cell = study.cell(dataset, model_name, seed)
+    tcfg = cell.train
+    torch.manual_seed(seed)
+    device = pick_device(cell.device)
+    out = paths.cell_paths(dataset, model_name, seed)
+    tag = f"{dataset}/{model_name}/seed{seed}"
+
+    data = load_prepared(paths.PREPARED.format(dataset=dataset))
+    x_train = torch.from_numpy(data["x_train"]).to(device)  # uint8, (N, C, H, W)
+    x_val_u8 = torch.from_numpy(data["x_val"]).to(device)
+    image_shape = tuple(x_train.shape[1:])
+    model = build_model(cell.model_config, image_shape).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
+    x_val = model.preprocess_fixed(x_val_u8, seed=10_000 + seed, batch_size=1000)
+
+    record = cell.record()
+    tracker = Tracker(cell.study)
+    tracker.start_run(run_name=tag, params=record,
+                      tags={"dataset": dataset, "model": model_name, "seed": str(seed), "study": cell.study})
+
+    batch_gen = torch.Generator().manual_seed(seed)  # CPU: minibatch order
+    data_gen = torch.Generator(device=device).manual_seed(seed + 1)  # binarisation / dequantisation noise
+    history: list[dict] = []
+    step, last_finite = 0, float("nan")
+    t0 = time.perf_counter()
+    try:
+        for epoch in range(1, tcfg.epochs + 1):
+            model.train()
+            sums: dict[str, float] = {}
+            n_seen = 0
+            batches = iterate_minibatches(len(x_train), tcfg.batch_size, batch_gen, shuffle=True)
+            bar = tqdm(batches, total=math.ceil(len(x_train) / tcfg.batch_size),
+                       desc=f"{tag} epoch {epoch}/{tcfg.epochs}", disable=not sys.stderr.isatty(), leave=False)
+            for idx in bar:
+                xb = model.preprocess(x_train[idx.to(device)], generator=data_gen)
+                loss, logs = model.training_loss(xb)
+                if not torch.isfinite(loss):
+                    raise DivergenceError(
+                        f"{tag}: loss became {loss.item()} at epoch {epoch}, step {step}; "
+                        f"last finite loss {last_finite:.4f} nats/image at step {step - 1}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                last_finite = loss.item()
+                step += 1
+                for k, v in logs.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
+                n_seen += len(idx)
+                bar.set_postfix(loss=f"{last_finite:.2f}")
+            model.end_epoch()
+            val = evaluate_loss(model, x_val, batch_size=1000)
+            row = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 3)}
+            kept = model.objective.batch_terms
+            row.update({f"train_{k}": v / n_seen for k, v in sums.items() if k in kept})
+            row.update({f"val_{k}": v for k, v in val.items() if k in kept})
+            row.update(model.tracked_scalars())
+            history.append(row)
+            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            if not sys.stderr.isatty():
+                print(f"[train] {tag} epoch {epoch}: train loss {row.get('train_loss', float('nan')):.2f}, "
+                      f"val loss {row.get('val_loss', float('nan')):.2f}", file=sys.stderr, flush=True)
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    train_seconds = time.perf_counter() - t0
+
+    meta = {
+        "cell": record,
+        "image_shape": list(image_shape),
+        "epochs": tcfg.epochs,
+        "train_seconds": train_seconds,
+        "device": str(device),
+        "mlflow_run_id": tracker.run_id,
+        "history": history,
+    }
+    with atomic_path(out["train_log"]) as tmp:
+        pd.DataFrame(history).to_csv(tmp, index=False)
+    save_checkpoint(out["checkpoint"], model, meta)
+    tracker.log_metrics({"train_seconds": train_seconds}, step=tcfg.epochs)
+    tracker.log_artifact(str(out["train_log"]))
+    tracker.log_artifact(str(out["checkpoint"]), "checkpoint")
+    tracker.end("FINISHED")
+    return meta

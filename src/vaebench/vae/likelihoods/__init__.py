@@ -1,0 +1,125 @@
+"""Decoder likelihoods p(x|z), one module per family, each class registered in
+``vaebench.registry.LIKELIHOODS``: ``bernoulli``, ``categorical`` and one small class per sigma mode of
+the Gaussian decoder (``gaussian_fixed``, ``gaussian_learned_shared``, ``gaussian_optimal_shared``,
+``gaussian_optimal_per_image``, ``gaussian_per_pixel``; Rybkin et al. 2021, "Simple and Effective VAE
+Training with Calibrated Decoders").
+
+Each likelihood owns three things that must agree with each other:
+
+* the data space it models (``data_space`` and ``preprocess``: uint8 images -> model input),
+* how the decoder's raw output is read (``out_channels`` per image channel, ``mean``),
+* the per-image log-likelihood ``log_prob(x, out)`` in nats, summed over all C*H*W sub-pixels,
+
+and the metadata the pipeline reports with its numbers (class attributes, see :class:`Likelihood`).
+
+Shapes. ``x`` is (B, C, H, W) in the model's data space. The decoder output ``out`` is
+(*S, out_channels*C, H, W) where S is (B,) or (k, B) (k importance samples per image, decoded in one
+pass); channel layout is (out_channels, C), i.e. ``out.view(*S, out_channels, C, H, W)``. Every
+per-image quantity comes back with shape S. Units: nats per image.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn as nn
+
+from vaebench.registry import Component
+
+# The data spaces a likelihood can model: how uint8 images are mapped into it and what its number is.
+DATA_SPACES: dict[str, dict[str, str]] = {
+    "binarised": {
+        "treatment": "dynamically binarised: x ~ Bernoulli(pixel/255) (test set binarised once, fixed seed)",
+        "likelihood_of": "binarised test images (a likelihood of the binarised data, not of the 8-bit images)",
+    },
+    "dequantised": {
+        "treatment": "uniformly dequantised: (pixel + u)/256, u ~ U[0,1) (test set dequantised once, fixed seed)",
+        "likelihood_of": "8-bit test images (upper bound on -log P via dequantisation: continuous NLL + D ln 256)",
+    },
+    "discrete": {
+        "treatment": "integer intensities 0..255 (no dequantisation)",
+        "likelihood_of": "8-bit test images (exact discrete likelihood)",
+    },
+}
+
+
+def check_uint8(x_uint8: torch.Tensor) -> None:
+    """Raise ValueError unless ``x_uint8`` is a (B, C, H, W) uint8 tensor."""
+    if x_uint8.dtype != torch.uint8 or x_uint8.dim() != 4:
+        raise ValueError(f"preprocess expects a (B, C, H, W) uint8 tensor, got {x_uint8.dtype} {tuple(x_uint8.shape)}")
+
+
+def split_channels(out: torch.Tensor, out_channels: int) -> torch.Tensor:
+    """(*S, out_channels*C, H, W) -> (*S, out_channels, C, H, W). Raises ValueError on a channel mismatch."""
+    *lead, oc, h, w = out.shape
+    if oc % out_channels:
+        raise ValueError(f"decoder output has {oc} channels, not a multiple of out_channels={out_channels}")
+    return out.reshape(*lead, out_channels, oc // out_channels, h, w)
+
+
+class Likelihood(nn.Module, Component):
+    """Base class of every decoder likelihood.
+
+    Metadata (class attributes) the pipeline reads instead of branching on names:
+        name            registry key
+        family          'bernoulli' | 'gaussian' | 'categorical' | ...
+        sigma_mode      how a Gaussian decoder's sigma is obtained (None for other families)
+        data_space      a key of ``DATA_SPACES``
+        valid_density   False when the test number is not a normalised density of the test image
+                        (e.g. a sigma computed from the test image itself)
+        supports_sse    whether a squared-error reconstruction constraint (GECO) is meaningful
+        description     one line for the report
+        out_channels    decoder output channels per image channel
+    """
+
+    family: ClassVar[str]
+    sigma_mode: ClassVar[str | None] = None
+    data_space: ClassVar[str]
+    valid_density: ClassVar[bool] = True
+    supports_sse: ClassVar[bool] = True
+    out_channels: int = 1
+
+    @classmethod
+    def metadata(cls) -> dict:
+        """The class's metadata as plain fields (what metrics.json records next to the numbers)."""
+        space = DATA_SPACES[cls.data_space]
+        return {
+            "likelihood": cls.name,
+            "likelihood_family": cls.family,
+            "sigma_mode": cls.sigma_mode,
+            "data_space": cls.data_space,
+            "data_treatment": space["treatment"],
+            "likelihood_of": space["likelihood_of"],
+            "valid_density": cls.valid_density,
+            "likelihood_description": cls.description,
+        }
+
+    def preprocess(self, x_uint8: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> the model's data space (same device)."""
+        raise NotImplementedError
+
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Data-space x -> float intensities in [0, 1] (encoder input, SSE constraint), shape (B, C, H, W)."""
+        return x.float()
+
+    def log_prob(self, x: torch.Tensor, out: torch.Tensor, accumulate: bool = False) -> torch.Tensor:
+        """log p(x|z) summed over C, H, W: x (B,C,H,W), out (*S, out_channels*C, H, W) -> (*S,), nats/image.
+
+        ``accumulate=True`` (a training step) lets the likelihood update running statistics.
+        """
+        raise NotImplementedError
+
+    def mean(self, out: torch.Tensor) -> torch.Tensor:
+        """Decoder mean in [0, 1]: (*S, out_channels*C, H, W) -> (*S, C, H, W)."""
+        raise NotImplementedError
+
+    def discrete_offset_nats(self, D: int) -> float:
+        """Nats to add to -log p(x) to get a bound on the NLL of the 8-bit data (0 unless dequantised)."""
+        return 0.0
+
+    def tracked_scalars(self) -> dict[str, float]:
+        """Scalars worth logging every epoch (e.g. log_sigma). Default: none."""
+        return {}
+
+    def end_epoch(self) -> None:
+        """Called once at the end of every training epoch. Default: nothing."""

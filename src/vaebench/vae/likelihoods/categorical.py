@@ -1,0 +1,46 @@
+"""256-way categorical decoder per sub-pixel, a true discrete likelihood (one of the discrete baselines of
+Rybkin et al. 2021, Section 5 / Table 2)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from vaebench.registry import LIKELIHOODS
+from vaebench.vae.likelihoods import Likelihood, check_uint8, split_channels
+
+
+@LIKELIHOODS.register
+class Categorical(Likelihood):
+    """256 logits per sub-pixel (layout (256, C)); log p = -cross-entropy, summed over C, H, W.
+
+    Data: integer intensities 0..255 as a **long** tensor (B, C, H, W) (``preprocess`` just casts).
+    bits/dim = -log p / (D ln 2) directly, so ``discrete_offset_nats`` is 0. ``mean`` is E[x] / 255.
+    A squared-error GECO constraint is not offered: state its constraint as the NLL.
+    """
+
+    name = "categorical"
+    family = "categorical"
+    data_space = "discrete"
+    supports_sse = False
+    description = "256-way categorical per sub-pixel (exact discrete likelihood)"
+    out_channels = 256
+
+    def preprocess(self, x_uint8, generator=None):
+        check_uint8(x_uint8)
+        return x_uint8.long()
+
+    def to_unit(self, x):
+        return x.float() / 255.0
+
+    def log_prob(self, x, out, accumulate=False):
+        # classes moved last: a view of the MLP decoder's class-last storage, for which log_softmax over
+        # the innermost dimension is ~2x faster on a CPU than over a strided class dimension
+        logits = split_channels(out, 256).movedim(-4, -1)                # (*S, C, H, W, 256)
+        logp = F.log_softmax(logits, dim=-1)
+        index = x.long().expand(*logp.shape[:-1]).unsqueeze(-1)
+        return logp.gather(-1, index).squeeze(-1).sum((-3, -2, -1))
+
+    def mean(self, out):
+        probs = F.softmax(split_channels(out, 256).movedim(-4, -1), dim=-1)      # (*S, C, H, W, 256)
+        levels = torch.arange(256, device=out.device, dtype=probs.dtype) / 255.0
+        return probs @ levels

@@ -1,0 +1,152 @@
+"""GECO, constrained VAE training (Rezende & Viola 2018, "Taming VAEs", arXiv 1810.00597, Algorithm 1),
+alone and on top of the IWAE bound."""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from vaebench.registry import LIKELIHOODS, OBJECTIVES, ComponentConfig
+from vaebench.vae.functional import log_mean_exp
+from vaebench.vae.objectives import Objective, batch_logs
+
+
+def stop_gradient_ma(c_hat: torch.Tensor, c_ma: torch.Tensor) -> torch.Tensor:
+    """C_t = C_hat + sg(C_ma - C_hat): value of the moving average C_ma, gradient of the batch C_hat
+    (Rezende & Viola 2018, Algorithm 1). Scalars."""
+    return c_hat + (c_ma - c_hat).detach()
+
+
+class GecoConfig(ComponentConfig):
+    constraint: Literal["sse", "nll"] = Field(
+        "sse", description="C = SSE - kappa^2 (sse, summed over pixels on the [0,1] scale) or NLL - kappa (nll, nats).")
+    kappa: float = Field(4.0, description="Tolerance per image (kappa^2 for sse).")
+    alpha: float = Field(0.99, ge=0, lt=1, description="Decay of the constraint's moving average C_ma.")
+    lambda_init: float = Field(1.0, gt=0, description="Initial Lagrange multiplier lambda.")
+    lambda_lr: float = Field(1e-4, gt=0, description="Step of log lambda per training step, times C_ma.")
+
+
+class GecoState(Objective):
+    """The Lagrange multiplier and the constraint's moving average shared by GECO and GECO+IWAE.
+
+    Buffers: log_lambda (init log lambda_init), c_ma (C_ma), initialized (0/1).
+    Updates (training mode only), with C_hat the batch-mean constraint:
+        C_ma <- C_hat (first step) else alpha C_ma + (1 - alpha) C_hat   (no gradient)
+        log lambda <- log lambda + lambda_lr * C_ma                       (after computing the loss)
+    so lambda grows while the constraint is violated (C_ma > 0) and shrinks once it holds.
+    Raises ValueError naming the key for an unknown constraint or out-of-range settings.
+    """
+
+    Config = GecoConfig
+
+    def __init__(self, constraint="sse", kappa=4.0, alpha=0.99, lambda_init=1.0, lambda_lr=1e-4):
+        super().__init__()
+        if constraint not in ("sse", "nll"):
+            raise ValueError(f"objective.constraint: unknown value {constraint!r} (expected 'sse' or 'nll')")
+        if not lambda_init > 0:
+            raise ValueError(f"objective.lambda_init: must be > 0, got {lambda_init!r}")
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"objective.alpha: must be in [0, 1), got {alpha!r}")
+        self.constraint, self.kappa = constraint, float(kappa)
+        self.alpha, self.lambda_lr = float(alpha), float(lambda_lr)
+        self.needs_sse = constraint == "sse"
+        self.register_buffer("log_lambda", torch.tensor(math.log(lambda_init), dtype=torch.float64))
+        self.register_buffer("c_ma", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.float64))
+
+    @classmethod
+    def check_model(cls, model):
+        likelihood = LIKELIHOODS.get(model.likelihood.name)
+        if model.objective.constraint == "sse" and not likelihood.supports_sse:
+            return [("objective.constraint",
+                     f"'sse' needs a decoder whose mean is an image on the [0,1] scale; likelihood "
+                     f"{likelihood.name!r} does not offer it: use constraint: nll")]
+        return []
+
+    def constraint_per_image(self, nll: torch.Tensor, sse: torch.Tensor | None) -> torch.Tensor:
+        """C per image: 'sse' SSE - kappa^2, 'nll' NLL - kappa (nats). Shapes (B,)."""
+        if self.constraint == "sse":
+            return sse - self.kappa ** 2
+        return nll - self.kappa
+
+    def step(self, c_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Given the batch-mean constraint C_hat (scalar, with gradient), return (lambda, C_t) for the loss and,
+        in training mode, update C_ma now and log lambda with the new C_ma (applied to the next step)."""
+        lam = torch.exp(self.log_lambda).to(c_hat.dtype)          # value used in this step's loss
+        if self.training:
+            with torch.no_grad():
+                c = c_hat.detach().double()
+                new_ma = c if self.initialized < 0.5 else self.alpha * self.c_ma + (1.0 - self.alpha) * c
+                self.c_ma.copy_(new_ma)
+                self.initialized.fill_(1.0)
+                self.log_lambda.add_(self.lambda_lr * self.c_ma)
+        c_ma = self.c_ma.to(c_hat.dtype) if self.initialized > 0.5 else c_hat.detach()
+        return lam, stop_gradient_ma(c_hat, c_ma)
+
+    def tracked_scalars(self):
+        return {"lambda": float(torch.exp(self.log_lambda)), "constraint": float(self.c_ma)}
+
+
+@OBJECTIVES.register
+class GECO(GecoState):
+    """Minimise the rate subject to a reconstruction constraint E[C] <= 0, with the Lagrangian loss
+
+        loss = mean_B KL + lambda * C_t,   C_t = C_hat + sg(C_ma - C_hat),   C_hat = mean_B C(x, z)
+
+    C = SSE(x, decoder mean) - kappa^2 ('sse') or -log p(x|z) - kappa ('nll'). Single posterior sample.
+    """
+
+    name = "geco"
+    description = "GECO: minimise KL subject to a reconstruction constraint (Lagrange multiplier lambda)"
+
+    def forward(self, terms):
+        recon, kl = -terms["log_px"], terms["kl"]
+        c_hat = self.constraint_per_image(recon, terms.get("sse")).mean()
+        lam, c_t = self.step(c_hat)
+        loss = kl.mean() + lam * c_t
+        logs = batch_logs(loss, recon, kl)
+        logs.update(self.tracked_scalars())
+        logs["lambda"] = float(lam)
+        return loss, logs
+
+
+@OBJECTIVES.register
+class GECOIWAE(GecoState):
+    """GECO on top of the IWAE bound, loss to minimise:
+
+        loss = mean_B[ -L_k ] + (lambda - 1) * C_t,   C_t = C_hat + sg(C_ma - C_hat)
+        C_hat = mean_B[ R - kappa ]   ('nll'),  R   = -sum_i sg(w~_i) log p(x|z_i)       (self-normalised NLL)
+        C_hat = mean_B[ SSE - kappa^2 ] ('sse'), SSE = sum_i sg(w~_i) ||x - mean(z_i)||^2
+        w~_i = softmax_i(log w_i)   (importance weights normalised over the k samples of each image)
+
+    lambda = 1 recovers plain IWAE; lambda > 1 (constraint violated) adds reconstruction pressure,
+    lambda < 1 (constraint satisfied) removes some. lambda follows the GECO update of ``GecoState``.
+    """
+
+    name = "geco_iwae"
+    description = "GECO on the IWAE bound L_k"
+
+    class Config(GecoConfig):
+        k: int = Field(5, ge=1, le=5000, description="Importance samples per image in training.")
+
+    def __init__(self, k=5, **kw):
+        super().__init__(**kw)
+        if int(k) < 1:
+            raise ValueError(f"objective.k: must be >= 1, got {k!r}")
+        self.k = int(k)
+
+    def forward(self, terms):
+        log_w, log_px = terms["log_w"], terms["log_px"]
+        w_tilde = torch.softmax(log_w.detach(), dim=0)                    # (k, B), sums to 1 over k
+        nll_sn = -(w_tilde * log_px).sum(0)                               # (B,)
+        sse_sn = (w_tilde * terms["sse"]).sum(0) if "sse" in terms else None
+        c_hat = self.constraint_per_image(nll_sn, sse_sn).mean()
+        lam, c_t = self.step(c_hat)
+        L_k = log_mean_exp(log_w)
+        loss = -L_k.mean() + (lam - 1.0) * c_t
+        logs = batch_logs(loss, -log_px.mean(0), terms["kl"])
+        logs.update(self.tracked_scalars())
+        logs["lambda"] = float(lam)
+        return loss, logs

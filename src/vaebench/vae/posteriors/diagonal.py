@@ -1,0 +1,56 @@
+"""Diagonal Gaussian posterior q(z|x) = N(mu, diag sigma^2) (Kingma & Welling 2014, "Auto-Encoding
+Variational Bayes", Section 3 and Appendix B)."""
+from __future__ import annotations
+
+import torch
+
+from vaebench.registry import POSTERIORS
+from vaebench.vae.functional import LOG_2PI, randn
+from vaebench.vae.posteriors import Posterior
+
+
+@POSTERIORS.register
+class DiagonalGaussian(Posterior):
+    """q(z|x) = N(mu, diag sigma^2), sigma^2 = exp(logvar); encoder head (B, 2d) = [mu, logvar].
+
+    Args:
+        mu:     (B, d)
+        logvar: (B, d), log sigma^2
+    Sampling z = mu + exp(logvar / 2) * eps, eps ~ N(0, I) (the reparameterisation trick).
+    Raises ValueError for mismatched or non-2D shapes.
+    """
+
+    name = "diagonal"
+    description = "diagonal Gaussian N(mu, diag sigma^2)"
+
+    def __init__(self, mu: torch.Tensor, logvar: torch.Tensor):
+        if mu.shape != logvar.shape or mu.dim() != 2:
+            raise ValueError(f"mu and logvar must both be (B, d); got {tuple(mu.shape)} and {tuple(logvar.shape)}")
+        self.mu, self.logvar = mu, logvar
+
+    @classmethod
+    def head_dim(cls, latent_dim: int) -> int:
+        return 2 * latent_dim
+
+    @classmethod
+    def from_head(cls, h: torch.Tensor, latent_dim: int) -> "DiagonalGaussian":
+        """Split an encoder head output h of shape (B, 2*d) into (mu, logvar). Raises ValueError on a wrong size."""
+        if h.shape[-1] != 2 * latent_dim:
+            raise ValueError(f"diagonal posterior head must have 2*latent_dim={2 * latent_dim} units, got {h.shape[-1]}")
+        mu, logvar = h.chunk(2, dim=-1)
+        return cls(mu, logvar)
+
+    def rsample(self, k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Reparameterised sample: (B, d) if k is None, else (k, B, d) (k i.i.d. draws per image)."""
+        shape = tuple(self.mu.shape) if k is None else (k, *self.mu.shape)
+        eps = randn(shape, self.mu, generator)
+        return self.mu + torch.exp(0.5 * self.logvar) * eps
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log q(z|x) summed over d: z (B, d) -> (B,), or (k, B, d) -> (k, B); nats."""
+        return -0.5 * ((z - self.mu).pow(2) * torch.exp(-self.logvar) + self.logvar + LOG_2PI).sum(-1)
+
+    def kl(self) -> torch.Tensor:
+        """KL(q || N(0, I)) = 1/2 sum_j (sigma_j^2 + mu_j^2 - 1 - log sigma_j^2) (Kingma & Welling 2014,
+        Appendix B), shape (B,), nats."""
+        return 0.5 * (torch.exp(self.logvar) + self.mu.pow(2) - 1.0 - self.logvar).sum(-1)

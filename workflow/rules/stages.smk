@@ -1,0 +1,23 @@
+# One rule per stage of vaebench.paths.STAGES (prepare -> classifier -> train -> evaluate -> report):
+# inputs, outputs, tracked params slices, threads, resources and command all come from the declaration,
+# the same one dvc.yaml is generated from, so the two engines cannot drift apart.
+for _stage in STAGES.values():
+
+    rule:
+        name:
+            _stage.name
+        input:
+            unpack(stage_inputs(_stage.name)),
+        output:
+            **stage_outputs(_stage.name),
+        params:
+            **stage_params(_stage.name),
+        threads: _stage.threads
+        resources:
+            **stage_resources(_stage.name),
+        log:
+            _stage.log(),
+        shell:
+            # Evaluated twice: when the rule is defined (the printed command) and when a job runs, after
+            # the loop has moved on; then the job's own rule name is in scope and picks the stage.
+            stage_shell(locals().get("rule", _stage.name))
