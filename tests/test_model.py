@@ -32,6 +32,9 @@ NAMED = {
     "iwae": {**MLP, "likelihood": {"name": "bernoulli"}, "objective": {"name": "iwae", "k": 5}},
     "geco_iwae": {**MLP, "likelihood": GAUSS("fixed", sigma=0.5),
                   "objective": {"name": "geco_iwae", "k": 5, "constraint": "nll", "kappa": 10.0}},
+    "info_vae": {**MLP, "likelihood": {"name": "bernoulli"}, "objective": {"name": "info_vae", "lambda": 100.0}},
+    "rho_info_vae": {**MLP, **AR1, "likelihood": GAUSS("optimal_shared"),
+                     "objective": {"name": "info_vae", "alpha": 0.5, "kernel": "rbf"}},
 }
 SHAPE = (1, 28, 28)
 
