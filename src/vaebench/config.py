@@ -138,7 +138,7 @@ def model_entry_class() -> type[ModelConfig]:
 
 def check_combination(model: ModelConfig) -> list[tuple[str, str]]:
     """Cross-component rules a single component's config cannot express: each component class may
-    reject a combination (``check_model``), e.g. GECO's squared-error constraint on a categorical
+    reject a combination (``check_model``), e.g. GECO's squared-error constraint on a 256-way discrete
     decoder. Returns (dotted key inside the model, message) pairs."""
     problems = []
     for axis, reg in AXES.items():
@@ -202,7 +202,7 @@ def _study_classes(names: tuple) -> type[BaseModel]:
                                            "with what this study changes ({} or null for nothing).")),
         components=(_components_class(), Field(..., description=(
             "Settings of a component for every model of this study that uses it (a model's own entry wins), "
-            "e.g. architecture: {mlp: {hidden_dims: [384, 192]}}; {} for none). Every top-level key is required: DVC "
+            "e.g. the hidden widths of an architecture for every model; {} for none). Every top-level key is required: DVC "
             "tracks each as a params slice."))),
         train=(TrainConfig, Field(..., description="Training settings ({} for the defaults).")),
         classifier=(ClassifierConfig, Field(..., description="FID classifier settings ({} for the defaults).")),
@@ -300,7 +300,7 @@ def _read_yaml(path: str | os.PathLike) -> Any:
 
 def deep_merge(base: Any, over: Any) -> Any:
     """``over`` laid onto ``base``: mappings merge key by key (recursively), anything else replaces, and so
-    does a mapping that names another component (``{name: conv28}`` over ``{name: mlp, hidden_dims: ...}``)."""
+    does a mapping that names another component (``{name: b}`` over ``{name: a, width: 3}`` gives ``{name: b}``)."""
     if isinstance(base, dict) and isinstance(over, dict) and base.get("name", over.get("name")) == over.get("name", base.get("name")):
         out = dict(base)
         for k, v in over.items():
@@ -417,7 +417,7 @@ def _join(prefix: str, key: str) -> str:
 
 def _normalise_loc(loc: tuple, data: Any) -> tuple[str, ...]:
     """A pydantic error location as the keys of the input: drop the tags pydantic inserts after a
-    discriminated union (``objective.elbo.beta`` -> ``objective.beta``)."""
+    discriminated union (``objective.<name>.beta`` -> ``objective.beta``)."""
     out, node = [], data
     for part in loc:
         part = str(part)

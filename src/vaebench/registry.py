@@ -4,14 +4,14 @@ A component is one class with a ``name`` and a typed ``Config`` (a pydantic v2 m
 settings, their defaults and ranges), registered where it is defined::
 
     @OBJECTIVES.register
-    class ELBO(Objective):
-        name = "elbo"
+    class Tempered(Objective):
+        name = "tempered"
 
         class Config(ComponentConfig):
             beta: float = Field(1.0, ge=0)
 
 The registry adds the discriminator field ``name: Literal["elbo"]`` to the config, so a study writes
-``objective: {name: elbo, beta: 0.01}`` and the configuration layer (:mod:`vaebench.config`) builds a
+``objective: {name: tempered, beta: 0.01}`` and the configuration layer (:mod:`vaebench.config`) builds a
 discriminated union over every registered config of an axis. Builders look classes up by name with
 :meth:`Registry.get`; nothing else in the package branches on component names.
 

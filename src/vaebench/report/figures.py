@@ -97,7 +97,7 @@ def plot_validation_curves(dataset: str, groups: dict[str, list[str]], seeds: li
     """Validation -ELBO and validation training loss (nats/image) per epoch, mean over ``seeds``.
 
     ``groups`` maps a likelihood family to its models: one row of panels per family, because continuous
-    (Gaussian) and discrete (Bernoulli, categorical) likelihoods live on different scales and would flatten
+    and discrete likelihoods live on different scales and would flatten
     each other on a shared axis. ``logs`` maps (dataset, model, seed) to a training log with columns
     ``epoch``, ``val_elbo``, ``val_loss``. Returns ``path``.
     """

@@ -1,9 +1,9 @@
 """The VAE: an encoder/decoder pair composed with one component of each axis (the benchmark's axes):
 
-    architecture  encoder/decoder networks       -> networks/     (mlp, conv28, ...)
-    posterior     q(z|x)                         -> posteriors/   (diagonal, ar1, ...)
-    likelihood    p(x|z), owns the data space     -> likelihoods/  (bernoulli, gaussian_*, categorical, ...)
-    objective     the training loss               -> objectives/   (elbo, iwae, geco, geco_iwae, ...)
+    architecture  encoder/decoder networks       -> networks/
+    posterior     q(z|x)                         -> posteriors/
+    likelihood    p(x|z), owns the data space     -> likelihoods/
+    objective     the training loss               -> objectives/      (one module per component in each)
 
 Components are looked up by name in ``vaebench.registry``; this module never branches on a name.
 Prior p(z) = N(0, I_d). All per-image quantities are in nats per image (reconstruction summed over every
@@ -113,7 +113,7 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Decoder mean at z ~ N(0, I): (n, C, H, W) float in [0, 1] (categorical: expected intensity / 255)."""
+        """Decoder mean at z ~ N(0, I): (n, C, H, W) float in [0, 1] (a discrete decoder: its expected intensity / 255)."""
         ref = next(self.parameters())
         z = randn((int(n), self.latent_dim), ref, generator)
         return self.likelihood.mean(self.decode(z))

@@ -1,8 +1,6 @@
 """Decoder likelihoods p(x|z), one module per family, each class registered in
-``vaebench.registry.LIKELIHOODS``: ``bernoulli``, ``categorical`` and one small class per sigma mode of
-the Gaussian decoder (``gaussian_fixed``, ``gaussian_learned_shared``, ``gaussian_optimal_shared``,
-``gaussian_optimal_per_image``, ``gaussian_per_pixel``; Rybkin et al. 2021, "Simple and Effective VAE
-Training with Calibrated Decoders").
+``vaebench.registry.LIKELIHOODS`` (the Gaussian decoder has one small class per sigma mode: Rybkin et al.
+2021, "Simple and Effective VAE Training with Calibrated Decoders").
 
 Each likelihood owns three things that must agree with each other:
 
@@ -62,7 +60,7 @@ class Likelihood(nn.Module, Component):
 
     Metadata (class attributes) the pipeline reads instead of branching on names:
         name            registry key
-        family          'bernoulli' | 'gaussian' | 'categorical' | ...
+        family          the distribution family, shared by its variants (e.g. every sigma mode)
         sigma_mode      how a Gaussian decoder's sigma is obtained (None for other families)
         data_space      a key of ``DATA_SPACES``
         valid_density   False when the test number is not a normalised density of the test image

@@ -31,7 +31,7 @@ class MLPDecoder(nn.Module):
     """Linear/ReLU for each width in reversed(hidden_dims) -> Linear(out_ch*C*H*W) -> reshape.
     (N, d) -> (N, out_ch*C, H, W).
 
-    For many output channels per sub-pixel (the 256-way categorical decoder) a dense last layer would
+    For many output channels per sub-pixel (a 256-way discrete decoder) a dense last layer would
     need hidden*256*D weights (80M for MNIST); instead the MLP emits ``pixel_features`` features per
     sub-pixel and one Linear(pixel_features -> out_ch), shared by all sub-pixels, maps them to logits,
     plus a learned bias per (value, sub-pixel) so each sub-pixel keeps its own marginal. Used when

@@ -1,6 +1,6 @@
 """Approximate posteriors q(z|x) over z in R^d, with the standard normal prior p(z) = N(0, I_d).
 
-One module per family (``diagonal.py``, ``ar1.py``), each registered in ``vaebench.registry.POSTERIORS``.
+One module per family, each registered in ``vaebench.registry.POSTERIORS``.
 A posterior class is built per batch from the encoder's head output ``h`` and offers:
 
     Cls.head_dim(latent_dim)    encoder head size for d latent dims
