@@ -25,7 +25,7 @@ from vaebench.vae.likelihoods import Likelihood, check_uint8, split_channels
 class Gaussian(Likelihood):
     """What every sigma mode shares: dequantised data, the sigmoid mean and the Gaussian NLL.
 
-    A subclass implements ``log_sigma(x, mean, out, accumulate)``, broadcastable to (*S, C, H, W).
+    A subclass implements ``log_sigma(x, out, accumulate)``, broadcastable to (*S, C, H, W).
     """
 
     family = "gaussian"
@@ -48,14 +48,13 @@ class Gaussian(Likelihood):
     def discrete_offset_nats(self, D):
         return D * LOG_256
 
-    def log_sigma(self, x: torch.Tensor, mean: torch.Tensor, out: torch.Tensor, accumulate: bool = False
-                  ) -> torch.Tensor:
+    def log_sigma(self, x: torch.Tensor, out: torch.Tensor, accumulate: bool = False) -> torch.Tensor:
         """log sigma used by ``log_prob``: shape (), (*S, 1, 1, 1) or (*S, C, H, W) (nats)."""
         raise NotImplementedError
 
     def log_prob(self, x, out, accumulate=False):
         mean = self.mean(out)
-        log_sigma = self.log_sigma(x, mean, out, accumulate)
+        log_sigma = self.log_sigma(x, out, accumulate)
         nll = (x - mean).pow(2) * torch.exp(-2.0 * log_sigma) / 2.0 + log_sigma + 0.5 * LOG_2PI
         return -nll.sum((-3, -2, -1))
 
@@ -83,7 +82,7 @@ class GaussianFixed(Gaussian):
             raise ValueError(f"likelihood.sigma: must be > 0, got {sigma!r}")
         self.sigma = float(sigma)
 
-    def log_sigma(self, x, mean, out, accumulate=False):
+    def log_sigma(self, x, out, accumulate=False):
         return torch.tensor(math.log(self.sigma), device=out.device, dtype=out.dtype)
 
     def tracked_scalars(self):
@@ -102,7 +101,7 @@ class GaussianLearnedShared(Gaussian):
         super().__init__(log_sigma_min)
         self.raw_log_sigma = nn.Parameter(torch.zeros((), dtype=torch.float32))
 
-    def log_sigma(self, x, mean, out, accumulate=False):
+    def log_sigma(self, x, out, accumulate=False):
         return softclip(self.raw_log_sigma, self.log_sigma_min)
 
     def tracked_scalars(self):
@@ -129,8 +128,10 @@ class GaussianOptimalShared(Gaussian):
         self.register_buffer("mse_count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("eval_mse", torch.full((), -1.0, dtype=torch.float64))  # < 0: not set yet
 
-    def log_sigma(self, x, mean, out, accumulate=False):
-        mse = (x - mean).pow(2).mean()
+    def log_sigma(self, x, out, accumulate=False):
+        # the mean is recomputed rather than passed in from log_prob: the same values, but a second graph
+        # node, which keeps the gradient's summation order (and every trained number) as it has been
+        mse = (x - self.mean(out)).pow(2).mean()
         if accumulate:
             with torch.no_grad():
                 self.mse_sum += mse.detach().double()
@@ -162,8 +163,8 @@ class GaussianOptimalPerImage(Gaussian):
     valid_density = False
     description = "Gaussian, sigma_i^2 = MSE of each image (analytic optimum per image)"
 
-    def log_sigma(self, x, mean, out, accumulate=False):
-        mse = (x - mean).pow(2).mean((-3, -2, -1), keepdim=True)
+    def log_sigma(self, x, out, accumulate=False):
+        mse = (x - self.mean(out)).pow(2).mean((-3, -2, -1), keepdim=True)      # a second node, as above
         return softclip(0.5 * torch.log(mse), self.log_sigma_min)
 
 
@@ -176,5 +177,5 @@ class GaussianPerPixel(Gaussian):
     description = "Gaussian, a sigma per pixel output by the decoder"
     out_channels = 2
 
-    def log_sigma(self, x, mean, out, accumulate=False):
+    def log_sigma(self, x, out, accumulate=False):
         return softclip(split_channels(out, 2)[..., 1, :, :, :], self.log_sigma_min)
