@@ -11,8 +11,9 @@ Two files define what runs:
   model's own entry wins).
 
 Every setting is typed (pydantic v2): the components' configs come from the registry
-(:mod:`vaebench.registry`), the stages' configs are defined here and beside their code
-(``DatasetConfig``, ``ClassifierConfig``). Those typed configs are the one layer of defaults.
+(:mod:`vaebench.registry`), the stages' configs are defined beside their code (``DatasetConfig``,
+``ClassifierConfig``, ``TrainConfig``, ``EvaluateConfig``), so a changed default reruns the stage that
+uses it. Those typed configs are the one layer of defaults.
 Snakemake (``workflow/rules/common.smk``) and the CLI both call :func:`load_study` before any job runs;
 an error names the file, the key, the bad value and the allowed values. ``python -m vaebench schema``
 writes the JSON schemas of both files (``workflow/schemas/``) from the same typed configs.
@@ -35,6 +36,8 @@ from vaebench import paths
 from vaebench.data.prepare import DATASETS, DatasetConfig
 from vaebench.metrics.classifier import ClassifierConfig
 from vaebench.registry import AXES, StrictConfig
+from vaebench.stages.evaluate import EvaluateConfig
+from vaebench.stages.train import TrainConfig
 
 DEFAULT_STUDY = paths.DEFAULT_STUDY
 NAME_PATTERN = r"^[A-Za-z0-9_]+$"
@@ -45,28 +48,7 @@ class ConfigError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------------
-# Typed configs of the stages
-
-class TrainConfig(StrictConfig):
-    """Training settings (Adam; per-epoch validation)."""
-
-    epochs: PositiveInt = Field(10, description="Passes over the training split.")
-    batch_size: PositiveInt = Field(128, description="Images per step.")
-    lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate.")
-
-
-class EvaluateConfig(StrictConfig):
-    """Evaluation settings: sizes of the test-set estimates, FID and grids."""
-
-    elbo_n: PositiveInt | None = Field(None, description="Test images for the ELBO (null = the whole test split).")
-    iwae_k: PositiveInt = Field(1000, description="Importance samples k of the L_k estimate of log p(x).")
-    iwae_n: PositiveInt | None = Field(1000, description="Test images for L_k (null = the whole test split).")
-    iwae_chunk: PositiveInt = Field(250, description="Samples per forward pass when computing L_k (memory bound).")
-    fid_n: int = Field(10000, ge=2, description="Prior samples and test images for FID.")
-    grid_n: int = Field(64, ge=1, le=400, description="Images in the sample and reconstruction grids.")
-    batch_size: PositiveInt = Field(500, description="Images per forward pass.")
-    seed: NonNegativeInt = Field(1234, description="Seed of the test-set binarisation/dequantisation and of the samples.")
-
+# Per-model overrides of the stages' typed configs (which live beside their stages)
 
 def partial(cls: type[BaseModel], name: str, doc: str) -> type[BaseModel]:
     """A model with the fields of ``cls``, each optional (default None) with the same constraints: an
@@ -112,6 +94,7 @@ def _axis_union(axis: str):
 
 @functools.lru_cache(maxsize=None)
 def _model_classes(names: tuple) -> tuple[type[ModelConfig], type[ModelConfig]]:
+    # ``names`` (every registered name per axis) only keys the cache: a new component rebuilds the classes
     fields = {axis: (_axis_union(axis), Field(..., description=f"The {axis}: {{name: ..., settings}}."))
               for axis in AXES}
     model = create_model("ModelConfig", __base__=ModelConfig, __doc__=ModelConfig.__doc__, **fields)
@@ -157,7 +140,9 @@ def validate_model(entry: dict, source: str = "<model>", prefix: str = "") -> Mo
         model = cls.model_validate(entry)
     except ValidationError as exc:
         raise _config_error(exc, source, prefix, cls, entry) from None
-    for key, msg in check_combination(model):
+    problems = check_combination(model)
+    if problems:
+        key, msg = problems[0]
         raise ConfigError(f"{source}: invalid combination at '{_join(prefix, key)}': {msg}")
     return model
 
@@ -216,11 +201,10 @@ def study_config_class() -> type[BaseModel]:
 
 
 class Study:
-    """A validated study: ``config`` (the typed study), ``models`` (each grid model's merged catalogue
-    entry, a ModelEntry) and the files it came from.
+    """A validated study: ``config`` (the typed study), ``models`` (model name -> its merged catalogue entry,
+    a ModelEntry), ``source`` and ``catalogue`` (the files), ``raw`` (the study as written).
 
-    Attributes mirror the study: ``name``, ``device``, ``datasets`` (names), ``models`` (names -> entry),
-    ``seeds``; ``raw`` is the study file as written (the slices Snakemake and DVC track).
+    Shortcuts: ``name``, ``device``, ``seeds``, ``dataset_names``, ``model_names`` (in the file's order).
     """
 
     def __init__(self, config: BaseModel, models: dict[str, ModelConfig], source: str, catalogue: str,
@@ -367,7 +351,9 @@ def resolve_model(name: str, catalogue_entry: dict, override: dict | None, compo
         elif not _has_path(catalogue_entry, loc) and loc[0] in component_layers:
             source, prefix, loc = study_source, component_layers[loc[0]], loc[1:]
         raise _config_error(exc, source, prefix, cls, merged, loc=loc) from None
-    for key, msg in check_combination(model):
+    problems = check_combination(model)
+    if problems:
+        key, msg = problems[0]
         src = study_source if _has_path(override, tuple(key.split("."))) else catalogue_source
         raise ConfigError(f"{src}: invalid combination at 'models.{name}.{key}': {msg}")
     return model

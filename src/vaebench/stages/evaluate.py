@@ -17,18 +17,35 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from pydantic import Field, NonNegativeInt, PositiveInt
 
 from vaebench import paths
 from vaebench.atomic import atomic_path, write_json
 from vaebench.checkpoint import load_checkpoint, pick_device
-from vaebench.config import Study
 from vaebench.data.prepared import load_prepared
 from vaebench.metrics.bounds import bits_per_dim, iwae_bound
-from vaebench.registry import AXES
+from vaebench.registry import AXES, StrictConfig
 from vaebench.tracking import Tracker
+
+if TYPE_CHECKING:
+    from vaebench.config import Study
+
+
+class EvaluateConfig(StrictConfig):
+    """Evaluation settings: sizes of the test-set estimates, FID and grids."""
+
+    elbo_n: PositiveInt | None = Field(None, description="Test images for the ELBO (null = the whole test split).")
+    iwae_k: PositiveInt = Field(1000, description="Importance samples k of the L_k estimate of log p(x).")
+    iwae_n: PositiveInt | None = Field(1000, description="Test images for L_k (null = the whole test split).")
+    iwae_chunk: PositiveInt = Field(250, description="Samples per forward pass when computing L_k (memory bound).")
+    fid_n: int = Field(10000, ge=2, description="Prior samples and test images for FID.")
+    grid_n: int = Field(64, ge=1, le=400, description="Images in the sample and reconstruction grids.")
+    batch_size: PositiveInt = Field(500, description="Images per forward pass.")
+    seed: NonNegativeInt = Field(1234, description="Seed of the test-set binarisation/dequantisation and of the samples.")
 
 
 def describe(model_config) -> dict:

@@ -12,17 +12,30 @@ from __future__ import annotations
 import math
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import torch
+from pydantic import Field, PositiveInt
 
 from vaebench import paths
 from vaebench.atomic import atomic_path
 from vaebench.checkpoint import pick_device, save_checkpoint
-from vaebench.config import Study
 from vaebench.data.prepared import iterate_minibatches, load_prepared
 from vaebench.errors import StageError
+from vaebench.registry import StrictConfig
 from vaebench.tracking import Tracker
 from vaebench.vae import build_model
+
+if TYPE_CHECKING:
+    from vaebench.config import Study
+
+
+class TrainConfig(StrictConfig):
+    """Training settings (Adam; per-epoch validation)."""
+
+    epochs: PositiveInt = Field(10, description="Passes over the training split.")
+    batch_size: PositiveInt = Field(128, description="Images per step.")
+    lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate.")
 
 
 class DivergenceError(StageError):
