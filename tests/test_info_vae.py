@@ -2,7 +2,6 @@
 objective's loss against its closed form; its config rules."""
 import math
 
-import numpy as np
 import pytest
 import torch
 

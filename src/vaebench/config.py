@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError,
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError,
                       create_model)
 
 from vaebench import paths
@@ -202,14 +202,13 @@ def study_config_class() -> type[BaseModel]:
 
 class Study:
     """A validated study: ``config`` (the typed study), ``models`` (model name -> its merged catalogue entry,
-    a ModelEntry), ``source`` and ``catalogue`` (the files), ``raw`` (the study as written).
+    a ModelEntry) and ``source`` (the study file, named in errors).
 
     Shortcuts: ``name``, ``device``, ``seeds``, ``dataset_names``, ``model_names`` (in the file's order).
     """
 
-    def __init__(self, config: BaseModel, models: dict[str, ModelConfig], source: str, catalogue: str,
-                 raw: dict):
-        self.config, self.models, self.source, self.catalogue, self.raw = config, models, source, catalogue, raw
+    def __init__(self, config: BaseModel, models: dict[str, ModelConfig], source: str):
+        self.config, self.models, self.source = config, models, source
 
     name = property(lambda self: self.config.study)
     device = property(lambda self: self.config.device)
@@ -381,7 +380,7 @@ def validate_study(raw: Any, source: str = DEFAULT_STUDY, catalogue: str | os.Pa
                               f"(defined: {', '.join(sorted(entries))})")
         models[name] = resolve_model(name, entries[name], (raw["models"] or {}).get(name), raw.get("components"),
                                      source, str(catalogue))
-    return Study(config, models, source, str(catalogue), copy.deepcopy(raw))
+    return Study(config, models, source)
 
 
 def load_study(path: str | os.PathLike = DEFAULT_STUDY, catalogue: str | os.PathLike = paths.CATALOGUE) -> Study:
