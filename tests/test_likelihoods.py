@@ -205,3 +205,39 @@ def test_metadata_of_every_likelihood():
         # the offset to a discrete bound is D ln 256 exactly for the dequantised data space
         assert cls.discrete_offset_nats(cls.__new__(cls), 10) == pytest.approx(
             10 * math.log(256) if m["data_space"] == "dequantised" else 0.0)
+
+
+def test_draws_follow_each_decoder():
+    """Draws x ~ p(x|z) on the [0, 1] scale: binary for Bernoulli, a 256-level intensity for the categorical
+    decoder, mean + sigma * eps (clamped) for Gaussians; none for per-image sigma (it needs the data)."""
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    logits = randn(4000, 1, 2, 2, seed=1)
+    d = BernoulliLikelihood().draw(logits, g())
+    assert set(d.unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(d.mean(0), torch.sigmoid(logits).mean(0), atol=0.03, rtol=0)
+    cat = CategoricalLikelihood()
+    out = randn(2000, 256, 1, 1, seed=2)
+    d = cat.draw(out, g())
+    assert torch.equal(d * 255, (d * 255).round()) and d.min() >= 0 and d.max() <= 1
+    torch.testing.assert_close(d.mean(0), cat.mean(out).mean(0), atol=0.03, rtol=0)
+    lik = GaussianLikelihood("fixed", sigma_value=0.05)
+    out = torch.zeros(20000, 1, 1, 1, dtype=D64)                   # mean sigmoid(0) = 0.5, far from the clamp
+    d = lik.draw(out, g())
+    assert d.mean().item() == pytest.approx(0.5, abs=0.002) and d.std().item() == pytest.approx(0.05, rel=0.03)
+    assert GaussianLikelihood("optimal_per_image").draw(out, g()) is None
+    per_pixel = GaussianLikelihood("per_pixel")
+    out2 = torch.cat([torch.zeros(20000, 1, 1, 1, dtype=D64), torch.full((20000, 1, 1, 1), -3.0, dtype=D64)], 1)
+    assert per_pixel.draw(out2, g()).std().item() == pytest.approx(softclip(torch.tensor(-3.0), -6.0).exp().item(),
+                                                                   rel=0.03)
+
+
+def test_discretised_column_is_a_distribution_over_8bit_images():
+    """The Gaussian decoders' discretised column sums to 1 over the 256 values of a pixel (for the sigma the
+    decoder uses) and is tighter than the dequantised bound's per-pixel density times the bin width at
+    saturated pixels (open edge bins)."""
+    lik = GaussianLikelihood("fixed", sigma_value=0.1)
+    out = randn(1, 1, 1, 1, seed=4)
+    levels = torch.arange(256, dtype=torch.uint8).view(256, 1, 1, 1)
+    x = (levels.double() + 0.5) / 256
+    logp = torch.stack([lik.extra_log_probs(x[i : i + 1], levels[i : i + 1], out)["discretised"] for i in range(256)])
+    assert torch.logsumexp(logp.flatten(), 0).item() == pytest.approx(0.0, abs=1e-9)

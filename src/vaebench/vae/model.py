@@ -69,16 +69,25 @@ class VAE(nn.Module):
         return out.view(*lead, *out.shape[1:])
 
     def forward_terms(self, x: torch.Tensor, k: int | None = None, need_sse: bool = False, need_z: bool = False,
-                      accumulate: bool = False, generator: torch.Generator | None = None) -> dict:
+                      accumulate: bool = False, generator: torch.Generator | None = None,
+                      x_uint8: torch.Tensor | None = None) -> dict:
         """Per-image terms for the objectives (objectives/ docstring), S = (B,) if k is None else (k, B):
         'log_px' S, 'kl' (B,), 'log_w' (k, B) when k is given, 'sse' S when need_sse, 'z' (*S, d) when need_z.
-        accumulate=True lets the likelihood update running statistics (optimal-sigma training MSE)."""
+        accumulate=True lets the likelihood update running statistics (optimal-sigma training MSE).
+        With the 8-bit images ``x_uint8`` (B, C, H, W) of which ``x`` is the data-space version, also
+        'extra_log_px' {column: S} and, when k is given, 'extra_log_w' {column: (k, B)}: the likelihood's
+        further columns (``Likelihood.extra_log_probs``) of the same decoder output and samples."""
         q = self.encode(x)
         z = q.rsample(k, generator=generator)
         out = self.decode(z)
         terms = {"log_px": self.likelihood.log_prob(x, out, accumulate=accumulate), "kl": q.kl()}
+        if x_uint8 is not None:
+            terms["extra_log_px"] = self.likelihood.extra_log_probs(x, x_uint8, out)
         if k is not None:
-            terms["log_w"] = terms["log_px"] + standard_normal_log_prob(z) - q.log_prob(z)
+            log_prior_ratio = standard_normal_log_prob(z) - q.log_prob(z)
+            terms["log_w"] = terms["log_px"] + log_prior_ratio
+            if x_uint8 is not None:
+                terms["extra_log_w"] = {c: v + log_prior_ratio for c, v in terms["extra_log_px"].items()}
         if need_sse:
             terms["sse"] = (self.likelihood.to_unit(x) - self.likelihood.mean(out)).pow(2).sum((-3, -2, -1))
         if need_z:
@@ -112,11 +121,14 @@ class VAE(nn.Module):
         return self.forward_terms(x, k=int(k), generator=generator)["log_w"]
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Decoder mean at z ~ N(0, I): (n, C, H, W) float in [0, 1] (a discrete decoder: its expected intensity / 255)."""
+    def sample(self, n: int, generator: torch.Generator | None = None, draw: bool = False) -> torch.Tensor | None:
+        """Images at z ~ N(0, I): (n, C, H, W) float in [0, 1]. ``draw=False``: the decoder mean (a discrete
+        decoder: its expected intensity / 255); ``draw=True``: x ~ p(x|z) (``Likelihood.draw``), None when the
+        likelihood cannot be sampled without data. The same generator state gives the same z either way."""
         ref = next(self.parameters())
         z = randn((int(n), self.latent_dim), ref, generator)
-        return self.likelihood.mean(self.decode(z))
+        out = self.decode(z)
+        return self.likelihood.draw(out, generator) if draw else self.likelihood.mean(out)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,11 +136,13 @@ class VAE(nn.Module):
         return self.likelihood.mean(self.decode(self.encode(x).mean))
 
     def tracked_scalars(self) -> dict[str, float]:
-        """The likelihood's and the objective's scalars (log_sigma, lambda, constraint, ...). A shared sigma's
-        effective_beta = 2 sigma^2 is multiplied by the objective's KL weight (beta of a beta-VAE)."""
+        """The likelihood's and the objective's scalars (log_sigma, lambda, constraint, ...) and
+        ``effective_beta``, the objective's KL weight in the "SSE + beta KL" convention given the decoder's
+        2 sigma^2 (``Objective.effective_beta``; 1/lambda for GECO), absent when none applies."""
         scalars = dict(self.likelihood.tracked_scalars())
-        if "effective_beta" in scalars:
-            scalars["effective_beta"] *= self.objective.kl_weight
+        beta = self.objective.effective_beta(scalars.pop("effective_beta", None))
+        if beta is not None:
+            scalars["effective_beta"] = beta
         scalars.update(self.objective.tracked_scalars())
         return scalars
 

@@ -111,6 +111,17 @@ class Likelihood(nn.Module, Component):
         """Decoder mean in [0, 1]: (*S, out_channels*C, H, W) -> (*S, C, H, W)."""
         raise NotImplementedError
 
+    def draw(self, out: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """A draw x ~ p(x|z) on the [0, 1] scale: (*S, out_channels*C, H, W) -> (*S, C, H, W), or None
+        when the likelihood cannot be sampled from a latent alone (e.g. a sigma taken from the data)."""
+        return None
+
+    def extra_log_probs(self, x: torch.Tensor, x_uint8: torch.Tensor, out: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Further likelihoods of the same decoder output, by column name: {name: (*S,) nats per image},
+        e.g. a Gaussian decoder's discretised likelihood of the 8-bit image ``x_uint8`` (B, C, H, W) next
+        to its density of the dequantised ``x``. Default: none."""
+        return {}
+
     def discrete_offset_nats(self, D: int) -> float:
         """Nats to add to -log p(x) to get a bound on the NLL of the 8-bit data (0 unless dequantised)."""
         return 0.0

@@ -34,3 +34,7 @@ class Bernoulli(Likelihood):
 
     def mean(self, out):
         return torch.sigmoid(out)
+
+    def draw(self, out, generator=None):
+        p = torch.sigmoid(out)
+        return (rand_like(p, generator) < p).to(p.dtype)

@@ -40,6 +40,14 @@ class Categorical(Likelihood):
         index = x.long().expand(*logp.shape[:-1]).unsqueeze(-1)
         return logp.gather(-1, index).squeeze(-1).sum((-3, -2, -1))
 
+    def draw(self, out, generator=None):
+        probs = F.softmax(split_channels(out, 256).movedim(-4, -1), dim=-1)      # (*S, C, H, W, 256)
+        flat = probs.reshape(-1, 256)
+        if generator is not None:
+            flat = flat.to(generator.device)      # multinomial draws on the generator's device
+        idx = torch.multinomial(flat, 1, generator=generator).to(out.device)
+        return idx.view(probs.shape[:-1]).to(probs.dtype) / 255.0
+
     def mean(self, out):
         probs = F.softmax(split_channels(out, 256).movedim(-4, -1), dim=-1)      # (*S, C, H, W, 256)
         levels = torch.arange(256, device=out.device, dtype=probs.dtype) / 255.0

@@ -18,7 +18,7 @@ import torch.nn as nn
 from pydantic import Field
 
 from vaebench.registry import LIKELIHOODS, ComponentConfig
-from vaebench.vae.functional import LOG_256, LOG_2PI, rand_like, softclip
+from vaebench.vae.functional import LOG_256, LOG_2PI, log_discretised_normal, rand_like, randn, softclip
 from vaebench.vae.likelihoods import Likelihood, check_uint8, split_channels
 
 
@@ -51,6 +51,28 @@ class Gaussian(Likelihood):
     def log_sigma(self, x: torch.Tensor, out: torch.Tensor, accumulate: bool = False) -> torch.Tensor:
         """log sigma used by ``log_prob``: shape (), (*S, 1, 1, 1) or (*S, C, H, W) (nats)."""
         raise NotImplementedError
+
+    def sample_log_sigma(self, out: torch.Tensor) -> torch.Tensor | None:
+        """log sigma of p(x|z) without data (for draws), broadcastable to (*S, C, H, W); None if it needs x."""
+        return None
+
+    def draw(self, out, generator=None):
+        log_sigma = self.sample_log_sigma(out)
+        if log_sigma is None:
+            return None
+        mean = self.mean(out)
+        eps = randn(tuple(mean.shape), mean, generator)
+        return (mean + torch.exp(log_sigma) * eps).clamp(0.0, 1.0)   # the 8-bit image's range
+
+    def extra_log_probs(self, x, x_uint8, out):
+        """{'discretised': sum over C, H, W of log P(x_uint8 | z)}: the probability of each 8-bit bin
+        [x/256, (x+1)/256) under N(mean, sigma^2), edge bins open (Salimans et al. 2017, eq. 2), with the
+        sigma ``log_prob`` uses for the dequantised ``x``. A true discrete likelihood of the 8-bit image.
+        None for a subclass of another family (one that replaces the Gaussian ``log_prob``)."""
+        if self.family != Gaussian.family:
+            return {}
+        log_p = log_discretised_normal(x_uint8, self.mean(out), self.log_sigma(x, out))
+        return {"discretised": log_p.sum((-3, -2, -1))}
 
     def log_prob(self, x, out, accumulate=False):
         mean = self.mean(out)
@@ -85,6 +107,9 @@ class GaussianFixed(Gaussian):
     def log_sigma(self, x, out, accumulate=False):
         return torch.tensor(math.log(self.sigma), device=out.device, dtype=out.dtype)
 
+    def sample_log_sigma(self, out):
+        return self.log_sigma(None, out)
+
     def tracked_scalars(self):
         return self.shared_scalars(math.log(self.sigma))
 
@@ -103,6 +128,9 @@ class GaussianLearnedShared(Gaussian):
 
     def log_sigma(self, x, out, accumulate=False):
         return softclip(self.raw_log_sigma, self.log_sigma_min)
+
+    def sample_log_sigma(self, out):
+        return self.log_sigma(None, out)
 
     def tracked_scalars(self):
         return self.shared_scalars(float(softclip(self.raw_log_sigma.detach(), self.log_sigma_min)))
@@ -139,6 +167,11 @@ class GaussianOptimalShared(Gaussian):
         if not self.training and self.eval_mse > 0:
             mse = self.eval_mse.to(out.dtype)
         return softclip(0.5 * torch.log(mse), self.log_sigma_min)
+
+    def sample_log_sigma(self, out):
+        if self.eval_mse <= 0:
+            return None
+        return softclip(0.5 * torch.log(self.eval_mse.to(out.dtype)), self.log_sigma_min)
 
     def end_epoch(self):
         """Freeze the mean of this epoch's training batch MSEs as ``eval_mse`` and reset the sums."""
@@ -179,3 +212,6 @@ class GaussianPerPixel(Gaussian):
 
     def log_sigma(self, x, out, accumulate=False):
         return softclip(split_channels(out, 2)[..., 1, :, :, :], self.log_sigma_min)
+
+    def sample_log_sigma(self, out):
+        return self.log_sigma(None, out)

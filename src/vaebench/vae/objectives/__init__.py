@@ -50,6 +50,17 @@ class Objective(nn.Module, Component):
         """Scalars worth logging every epoch. Default: none."""
         return {}
 
+    def effective_beta(self, likelihood_beta: float | None) -> float | None:
+        """The KL weight this objective amounts to in the "SSE + beta KL" convention (sigma = 1/sqrt(2)
+        reference, beta = 2 sigma^2; Rybkin et al. 2021, Section 4), or None when no such weight exists.
+
+        Args:
+            likelihood_beta: the decoder's own 2 sigma^2 (a Gaussian decoder with one shared sigma), None
+                for decoders without a shared sigma.
+        Default: ``kl_weight * likelihood_beta`` (a beta-VAE on a shared-sigma Gaussian decoder).
+        """
+        return None if likelihood_beta is None else self.kl_weight * likelihood_beta
+
 
 def batch_logs(loss: torch.Tensor, recon: torch.Tensor, kl: torch.Tensor) -> dict[str, float]:
     """Batch means (nats/image) as Python floats: loss, recon, kl, elbo = -(recon + kl)."""

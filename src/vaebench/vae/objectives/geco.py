@@ -101,6 +101,13 @@ class GECO(GecoState):
     name = "geco"
     description = "GECO: minimise KL subject to a reconstruction constraint (Lagrange multiplier lambda)"
 
+    def effective_beta(self, likelihood_beta):
+        """1/lambda for the SSE constraint: KL + lambda (SSE - kappa^2) = lambda (SSE + KL/lambda) + const,
+        a beta-VAE with beta = 1/lambda in the "SSE + beta KL" convention (Rezende & Viola 2018, Section 3;
+        the evaluation decoder's sigma plays no part in training). None for the NLL constraint, where
+        lambda weighs an NLL whose own sigma already sets the trade-off."""
+        return 1.0 / float(torch.exp(self.log_lambda)) if self.constraint == "sse" else None
+
     def forward(self, terms):
         recon, kl = -terms["log_px"], terms["kl"]
         c_hat = self.constraint_per_image(recon, terms.get("sse")).mean()
@@ -127,6 +134,11 @@ class GECOIWAE(GecoState):
 
     name = "geco_iwae"
     description = "GECO on the IWAE bound L_k"
+
+    def effective_beta(self, likelihood_beta):
+        """None: the loss -L_k + (lambda - 1) C does not weigh a KL term, so no beta describes it (lambda is
+        reported instead)."""
+        return None
 
     class Config(GecoConfig):
         k: int = Field(5, ge=1, le=5000, description="Importance samples per image in training.")
