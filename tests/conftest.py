@@ -29,7 +29,8 @@ def tiny_params(models=TINY_MODELS, seeds=(0,)) -> dict:
     params["datasets"]["mnist"].update({"max_train": 2000, "max_validation": 500, "max_test": 500})
     params["train"].update({"epochs": 1, "batch_size": 100})
     params["classifier"].update({"epochs": 1})
-    params["evaluate"].update({"iwae_k": 8, "iwae_n": 50, "iwae_chunk": 4, "fid_n": 200, "grid_n": 16, "batch_size": 100})
+    params["evaluate"].update({"n_images": 50, "iwae_k": 20, "latent_n": 50, "fid_n": 200, "fid_seeds": 2,
+                               "grid_n": 16, "batch_size": 100})
     return params
 
 
@@ -85,3 +86,29 @@ def mirror() -> Path:
     if not (MIRROR / "mnist").is_dir():
         pytest.skip(f"MNIST mirror not found at {MIRROR}/mnist (set VAEBENCH_DATA_MIRROR)")
     return MIRROR
+
+
+@pytest.fixture(scope="session")
+def inception_weights_file(tmp_path_factory) -> Path:
+    """A loadable stand-in for weights-inception-2015-12-05-6726825d.pth (the real file cannot be downloaded
+    here): torch-fidelity's ``FeatureExtractorInceptionV3`` built with its load step skipped (random init),
+    convolutions re-drawn with He init so that pool3 features are O(1) rather than ~1e-8, saved as its
+    state_dict. Its FIDs are meaningless; it exercises the whole loading and feature path."""
+    import torch
+
+    tfi = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
+    from vaebench.metrics.inception import WEIGHTS_FILE
+
+    class RandomInit(tfi.FeatureExtractorInceptionV3):
+        def load_state_dict(self, *args, **kwargs):  # keep the random init instead of the loaded dict
+            return None
+
+    d = tmp_path_factory.mktemp("inception")
+    torch.save({}, d / "empty.pth")
+    torch.manual_seed(0)
+    net = RandomInit("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(d / "empty.pth"))
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    torch.save(net.state_dict(), d / WEIGHTS_FILE)
+    return d / WEIGHTS_FILE

@@ -9,7 +9,7 @@ import torch
 from vaebench.data.prepare import prepare_dataset
 from vaebench.data.prepared import load_prepared
 from vaebench.metrics.classifier import ClassifierConfig, train_classifier
-from vaebench.metrics.fid import (ClassifierFeatures, feature_statistics, fid_classifier, fid_inception,
+from vaebench.metrics.fid import (ClassifierFeatures, feature_statistics, fid_classifier,
                           frechet_distance, quantize_uint8)
 
 MIRROR = Path(__file__).parents[1].parent / "shared" / "datasets"
@@ -108,46 +108,3 @@ def test_fid_classifier_same_path_for_both_sets(tiny):
         fid_classifier(model, real, fake[:1], "cpu")
     with pytest.raises(ValueError, match="C, H, W"):
         fid_classifier(model, real, np.zeros((5, 1, 27, 28), np.float32), "cpu")
-
-
-def test_fid_inception_missing_weights_message(monkeypatch, tmp_path):
-    monkeypatch.delenv("VAEBENCH_FID_WEIGHTS", raising=False)
-    real = np.zeros((4, 1, 28, 28), np.uint8)
-    with pytest.raises(FileNotFoundError, match="VAEBENCH_FID_WEIGHTS") as err:
-        fid_inception(real, real.astype(np.float32), None, "cpu")
-    assert "pt_inception-2015-12-05" in str(err.value)
-    monkeypatch.setenv("VAEBENCH_FID_WEIGHTS", str(tmp_path / "missing.pth"))
-    with pytest.raises(FileNotFoundError, match="missing.pth"):
-        fid_inception(real, real.astype(np.float32), None, "cpu")
-
-
-def _random_inception_weights(path):
-    """A random-init state_dict of torch-fidelity's Inception-v3 (the real FID weights cannot be
-    downloaded here): building the module is done with its download and load steps stubbed out."""
-    from unittest import mock
-
-    import torch
-    import torch_fidelity.feature_extractor_inceptionv3 as tfi
-
-    with mock.patch.object(tfi, "load_state_dict_from_url", return_value={}), \
-            mock.patch.object(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None):
-        net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    torch.save(net.state_dict(), path)
-    return path
-
-
-def test_fid_inception_loads_a_weights_file(tmp_path):
-    """The whole Inception path runs from a weights file (values are meaningless with random weights),
-    and a file of the wrong architecture is rejected, so the file is really what gets loaded."""
-    import torch
-
-    pytest.importorskip("torch_fidelity")
-    weights = _random_inception_weights(tmp_path / "inception-random.pth")
-    rng = np.random.default_rng(0)
-    real = rng.integers(0, 256, (8, 1, 28, 28), dtype=np.uint8)
-    fake = rng.random((8, 1, 28, 28), dtype=np.float32)
-    value = fid_inception(real, fake, weights, "cpu", batch_size=8)
-    assert np.isfinite(value)
-    torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "wrong.pth")
-    with pytest.raises(RuntimeError):
-        fid_inception(real, fake, tmp_path / "wrong.pth", "cpu", batch_size=8)

@@ -7,9 +7,8 @@ Two feature spaces:
   * ``fid_classifier``: penultimate activations of a ``SmallCNN`` trained on the dataset (offline,
     in-domain, cheap). Values are comparable only between runs scored with the same checkpoint,
     the same reference split and the same number of images N (FID is biased and falls as N grows).
-  * ``fid_inception``: the standard Inception-v3 pool3 (2048-d) features with the TF-ported
-    ``inception-2015-12-05`` weights, via torchmetrics + torch-fidelity (needs both the package and
-    the weight file, see ``INCEPTION_HELP``).
+  * Inception-v3 pool3 (2048-d) features with the TF-ported ``inception-2015-12-05`` weights, through
+    torch-fidelity: ``vaebench.metrics.inception`` (weights lookup, features, statistics).
 
 Protocol shared by both: real images are uint8; generated images (float in [0,1]) are clamped to
 [0,1] and QUANTISED with round(x*255) to uint8 first, so both sets take exactly the same path into the
@@ -19,9 +18,6 @@ feature extractor (clean-fid shows quantisation matters). torchmetrics is used w
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import scipy.linalg
 import torch
@@ -29,17 +25,6 @@ import torch.nn as nn
 
 from vaebench.metrics.classifier import SmallCNN
 
-WEIGHTS_ENV = "VAEBENCH_FID_WEIGHTS"
-INCEPTION_WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
-                         "weights-inception-2015-12-05-6726825d.pth")
-INCEPTION_HELP = (
-    "Inception FID needs the TF-ported FID Inception-v3 weights (pt_inception-2015-12-05, packaged for "
-    "torch-fidelity/torchmetrics as weights-inception-2015-12-05-6726825d.pth; pytorch-fid's "
-    "pt_inception-2015-12-05-6726825d.pth is the same network in another key layout and is not the file "
-    f"to use here). On a machine with internet: download {INCEPTION_WEIGHTS_URL} "
-    f"and point vaebench at it with the environment variable {WEIGHTS_ENV}=/path/to/"
-    "weights-inception-2015-12-05-6726825d.pth (or pass weights_path=...)."
-)
 
 
 # -----------------------------------------------------------------------------
@@ -182,58 +167,22 @@ def fid_classifier(classifier: SmallCNN, real_uint8: np.ndarray | torch.Tensor, 
     return _run_metric(metric, real, fake_q, device, batch_size)
 
 
-# -----------------------------------------------------------------------------
-# Inception FID (standard, needs torch-fidelity and the weight file)
-
-def resolve_inception_weights(weights_path: str | os.PathLike | None = None) -> Path:
-    """Return the Inception weight file: ``weights_path``, else ``$VAEBENCH_FID_WEIGHTS``.
+@torch.no_grad()
+def classifier_features(classifier: SmallCNN, images: np.ndarray | torch.Tensor, device: str | torch.device = "cpu",
+                        batch_size: int = 500) -> np.ndarray:
+    """Penultimate activations of ``classifier`` for images quantised like every FID input here:
+    (N, C, H, W) uint8, or float in [0, 1] (rounded to uint8 first, see ``quantize_uint8``) -> (N, d) float64.
 
     Raises:
-        FileNotFoundError: neither is set, or the file does not exist (message says where to get it).
+        ValueError: NaN/inf in float images, or a shape the classifier cannot take.
     """
-    path = weights_path if weights_path is not None else os.environ.get(WEIGHTS_ENV)
-    if not path:
-        raise FileNotFoundError(f"no Inception weights given (weights_path=None and {WEIGHTS_ENV} unset). "
-                                + INCEPTION_HELP)
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Inception weights not found at {path}. " + INCEPTION_HELP)
-    return path
+    x = quantize_uint8(images)
+    feats = [classifier.features(x[i : i + batch_size].to(device)).double().cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(feats).numpy()
 
 
-def fid_inception(real_uint8: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor,
-                  weights_path: str | os.PathLike | None, device: str | torch.device = "cpu",
-                  batch_size: int = 100) -> float:
-    """Standard FID: Inception-v3 pool3 (2048-d) features, TF-ported 2015-12-05 weights, via torchmetrics.
-
-    Images are quantised like in ``fid_classifier``; grey images are repeated to 3 channels; the
-    network resizes to 299x299 with torch-fidelity's TF1-compatible bilinear resize
-    (``antialias=False``, the path torch-fidelity reports as matching TTUR).
-
-    Args:
-        real_uint8: (N, C, H, W) uint8, C in {1, 3}. fake: (M, C, H, W) float in [0,1] (or uint8).
-        weights_path: weight file; None reads ``$VAEBENCH_FID_WEIGHTS``. Never downloads.
-        device, batch_size: where and how many images per forward pass.
-    Returns:
-        FID (float).
-    Raises:
-        FileNotFoundError: weights missing (says where to get them). ImportError: torch-fidelity missing.
-        ValueError/TypeError: as ``fid_classifier``, or C not in {1, 3}.
-    """
-    path = resolve_inception_weights(weights_path)
-    try:
-        import torch_fidelity  # noqa: F401  torchmetrics' Inception wrapper subclasses its extractor
-    except ImportError as e:
-        raise ImportError("fid_inception needs the torch-fidelity package (torchmetrics' Inception-v3 FID is "
-                          "built on it): `pip install torch-fidelity` (or `torchmetrics[image]`).") from e
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    real, fake_q = _as_tensor(real_uint8), quantize_uint8(fake)
-    _check_pair(real, fake_q)
-    if real.shape[1] not in (1, 3):
-        raise ValueError(f"Inception FID needs 1 or 3 channels, got C={real.shape[1]}")
-    if real.shape[1] == 1:
-        real, fake_q = real.expand(-1, 3, -1, -1), fake_q.expand(-1, 3, -1, -1)
-    metric = FrechetInceptionDistance(feature=2048, normalize=False, feature_extractor_weights_path=str(path),
-                                      antialias=False)
-    return _run_metric(metric, real, fake_q, device, batch_size)
+def fid_from_statistics(ref: tuple[np.ndarray, np.ndarray], features: np.ndarray) -> float:
+    """FID between reference statistics ``ref`` = (mu (d,), sigma (d, d)) and the statistics of ``features``
+    (N, d) (``feature_statistics`` then ``frechet_distance``). Raises ValueError for N < 2 or a d mismatch."""
+    mu, sigma = feature_statistics(features)
+    return frechet_distance(ref[0], ref[1], mu, sigma)
