@@ -1,13 +1,16 @@
-"""Report stage on a fake 1 dataset x 3 models x 2 seeds study written at the ``paths`` locations.
+"""Report stage on a fake 1 dataset x 5 models x 3 seeds study written at the ``paths`` locations.
 
 The metrics files use the structured fields of the evaluate stage (likelihood_family, data_space,
-valid_density, objective_params, the whole ``cell`` record, ...). Values that the report must take from the
+valid_density, objective_params, the whole ``cell`` record, ...) and every cell has its per_image.npz, whose
+arrays the metrics are computed from (as the evaluate stage does). Values that the report must take from the
 cells' configuration records are unusual on purpose, so that finding them in the text means something.
+The paired comparisons and flags are checked against numbers recomputed here with numpy / scipy.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import subprocess
 import sys
@@ -16,25 +19,34 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 
 from vaebench import paths
 from vaebench.atomic import write_json
 from vaebench.report import build_report, output_paths
 from vaebench.report import published
-from vaebench.report.collect import SUMMARY_COLUMNS, aggregate_over_seeds, summary_frame
+from vaebench.report.collect import SUMMARY_COLUMNS, CellData, aggregate_over_seeds, summary_frame
 from vaebench.report.figures import likelihood_groups
+from vaebench.report.flags import diagnose, geco_status, lk_status
+from vaebench.report.paired import LIKELIHOOD_METRICS, compare_pair, paired_comparisons
 from vaebench.report.tables import comparison_table, likelihood_items
 
 DATASET = "mnist"
-MODELS = ["vae_bernoulli", "sigma_vae", "sigma_vae_per_image"]
-SEEDS = [0, 1]
+MODELS = ["vae_bernoulli", "sigma_vae", "sigma_vae_per_image", "vae_gaussian", "geco"]
+SEEDS = [0, 1, 2]
+N_IMAGES = 40      # evaluate.n_images
+INDEX = np.sort(np.random.RandomState(5).choice(500, N_IMAGES, replace=False)).astype(np.int64)
 IWAE_K = 37        # evaluate.iwae_k
-IWAE_N = 211       # evaluate.iwae_n
+LK_TOL = 1.0       # evaluate.lk_tolerance_nats
+LATENT_N = 31      # evaluate.latent_n
 FID_N = 123        # evaluate.fid_n
+FID_SEEDS = 3      # evaluate.fid_seeds
+FID_FLOOR = 2.5
 GRID_N = 23        # evaluate.grid_n (only in the cell records)
 EVAL_SEED = 4321   # evaluate.seed (only in the cell records)
 N_VALIDATION = 1717
 SIGMA_LR = 0.0005  # sigma_vae's own learning rate; the others use 0.001
+KAPPA = 4.0        # geco's sse tolerance: |C_ma| threshold 0.1 kappa^2 = 1.6
 
 DATA_SPACES = {
     "binarised": ("dynamically binarised: x ~ Bernoulli(pixel/255) (test set binarised once, fixed seed)",
@@ -48,7 +60,19 @@ LIKELIHOODS = {  # model -> (likelihood, family, sigma_mode, data_space, valid_d
                   {"log_sigma_min": -6.0}),
     "sigma_vae_per_image": ("gaussian_optimal_per_image", "gaussian", "optimal_per_image", "dequantised", False,
                             {"log_sigma_min": -6.0}),
+    "vae_gaussian": ("gaussian_fixed", "gaussian", "fixed", "dequantised", True, {"sigma": 1.0}),
+    "geco": ("gaussian_learned_shared", "gaussian", "learned_shared", "dequantised", True, {"log_sigma_min": -6.0}),
 }
+GECO_PARAMS = {"constraint": "sse", "kappa": KAPPA, "alpha": 0.99, "lambda_init": 1.0, "lambda_lr": 0.0001}
+# per model: mean NLL (nats/image), L_k - L_{k/10} gap, FID offset
+BASE_NLL = {"vae_bernoulli": 100.0, "sigma_vae": -700.0, "sigma_vae_per_image": -900.0, "vae_gaussian": -650.0,
+            "geco": -690.0}
+LK_GAP = {"vae_gaussian": 1.5}         # above LK_TOL: flagged; the others 0.3
+FID_OFFSET = {"vae_bernoulli": 0.0, "sigma_vae": 5.0, "sigma_vae_per_image": 6.0, "vae_gaussian": 9.0, "geco": 2.0}
+FID_JITTER = [0.1, -0.05, 0.02]
+# geco's end of training per seed: (C_ma, lambda trace over the 3 epochs). Seed 0 settled, seed 1 |C_ma| too
+# large, seed 2 lambda still moving (10% over the last epoch).
+GECO_END = {0: (0.5, [3.0, 2.0, 2.02]), 1: (-2.0, [3.0, 2.0, 2.01]), 2: (0.1, [3.0, 2.0, 2.2])}
 
 
 @dataclasses.dataclass
@@ -68,28 +92,63 @@ def _study(models=MODELS, seeds=SEEDS) -> FakeStudy:
     return FakeStudy("fake", [DATASET], list(models), list(seeds))
 
 
-def _cell_record(model: str, seed: int, objective_params: dict) -> dict:
+def _objective(model: str, objective_params: dict | None) -> tuple[str, dict]:
+    if model == "geco":
+        return "geco", dict(GECO_PARAMS)
+    return "elbo", ({"beta": 1.0} if objective_params is None else objective_params)
+
+
+def _cell_record(model: str, seed: int, objective_params: dict | None = None) -> dict:
     lik, _, _, _, _, lik_params = LIKELIHOODS.get(model, LIKELIHOODS["vae_bernoulli"])
+    objective, params = _objective(model, objective_params)
     return {
         "study": "fake", "dataset": DATASET, "model": model, "seed": seed, "device": "auto",
         "model_config": {"description": f"{model} (fake)", "latent_dim": 8,
                          "architecture": {"name": "mlp", "hidden_dims": [64, 32]},
                          "posterior": {"name": "diagonal"}, "likelihood": {"name": lik, **lik_params},
-                         "objective": {"name": "elbo", **objective_params}},
+                         "objective": {"name": objective, **params}},
         "train": {"epochs": 3, "batch_size": 64, "lr": SIGMA_LR if model == "sigma_vae" else 0.001},
-        "evaluate": {"elbo_n": None, "iwae_k": IWAE_K, "iwae_n": IWAE_N, "iwae_chunk": 10, "fid_n": FID_N,
-                     "grid_n": GRID_N, "batch_size": 100, "seed": EVAL_SEED},
+        "evaluate": {"n_images": N_IMAGES, "iwae_k": IWAE_K, "lk_tolerance_nats": LK_TOL, "latent_n": LATENT_N,
+                     "fid_n": FID_N, "fid_seeds": FID_SEEDS, "grid_n": GRID_N, "batch_size": 100,
+                     "memory_mb": 256.0, "seed": EVAL_SEED},
         "data": {"n_validation": N_VALIDATION, "max_train": 5000, "max_validation": None, "max_test": 500},
     }
 
 
+def _per_image(model: str, seed: int) -> dict[str, np.ndarray]:
+    """Per-image arrays of one cell: image difficulty shared by every model (what pairing removes), a seed
+    effect, and per-cell noise; gaussian decoders also get the discretised column."""
+    difficulty = np.random.RandomState(99).normal(0.0, 10.0, N_IMAGES)
+    rng = np.random.RandomState(1000 * MODELS.index(model) + seed if model in MODELS else 7 + seed)
+    nll = BASE_NLL.get(model, 100.0) + difficulty + 0.7 * seed + rng.normal(0.0, 1.0, N_IMAGES)
+    lk = -nll
+    kl = 20.0 + seed + rng.uniform(0.0, 2.0, N_IMAGES)
+    recon = nll + 5.0 - kl + rng.normal(0.0, 0.5, N_IMAGES)
+    out = {"index": INDEX.copy(), "elbo": -(recon + kl), "recon": recon, "kl": kl, "L_k": lk,
+           "L_k10": lk - LK_GAP.get(model, 0.3) + rng.normal(0.0, 0.05, N_IMAGES),
+           "latent_rate": kl}
+    if LIKELIHOODS.get(model, LIKELIHOODS["vae_bernoulli"])[1] == "gaussian":
+        lkd = lk - 1500.0 + rng.normal(0.0, 0.3, N_IMAGES)
+        out.update({"L_k_discretised": lkd, "L_k10_discretised": lkd - 0.2, "elbo_discretised": out["elbo"] - 1510.0,
+                    "recon_discretised": recon + 1510.0})
+    return out
+
+
+def _se(v: np.ndarray) -> float:
+    return float(np.std(v, ddof=1) / math.sqrt(len(v)))
+
+
 def _metrics(model: str, seed: int, objective_params: dict | None = None) -> dict:
     lik, family, sigma_mode, space, valid, lik_params = LIKELIHOODS.get(model, LIKELIHOODS["vae_bernoulli"])
-    objective_params = {"beta": 1.0} if objective_params is None else objective_params
+    objective, params = _objective(model, objective_params)
     bern = family == "bernoulli"
-    base = {"vae_bernoulli": 100.0, "sigma_vae": -700.0}.get(model, -900.0)
     treatment, likelihood_of = DATA_SPACES[space]
-    return {
+    pi = _per_image(model, seed)
+    dim_ln2 = 784 * math.log(2)
+    offset = 0.0 if bern else 784 * math.log(256)
+    jitter = FID_JITTER[seed % 3] * (1 + MODELS.index(model) if model in MODELS else 1)
+    fids = [10.0 + seed + FID_OFFSET.get(model, 0.0) + jitter + j for j in (-0.2, 0.0, 0.2)]
+    rec = {
         "study": "fake", "dataset": DATASET, "model": model, "seed": seed,
         "architecture": "mlp", "architecture_params": {"hidden_dims": [64, 32]},
         "architecture_description": "fully connected encoder and decoder", "latent_dim": 8,
@@ -98,21 +157,44 @@ def _metrics(model: str, seed: int, objective_params: dict | None = None) -> dic
         "likelihood": lik, "likelihood_family": family, "sigma_mode": sigma_mode, "data_space": space,
         "data_treatment": treatment, "likelihood_of": likelihood_of, "valid_density": valid,
         "likelihood_description": f"{lik} decoder", "likelihood_params": lik_params,
-        "objective": "elbo", "objective_params": objective_params, "objective_description": "ELBO",
+        "objective": objective, "objective_params": params, "objective_description": objective,
         "cell": _cell_record(model, seed, objective_params),
-        "test_elbo_nats": -(base + 3.0 * seed + 0.25), "test_recon_nats": base + 2.0 * seed,
-        "test_kl_nats": 20.0 + seed, "elbo_n_images": 500,
-        "test_nll_iwae_nats": base - 5.0 + 1.5 * seed, "iwae_k": IWAE_K, "iwae_n_images": IWAE_N,
-        "bits_per_dim": 0.2 + 0.01 * seed if bern else 1.1 + 0.02 * seed,
-        "fid_classifier": 10.0 + seed + (0 if bern else 5), "fid_n": FID_N,
-        "fid_reference": f"first {FID_N} test images vs {FID_N} prior samples",
+        "n_images": N_IMAGES,
+        "test_elbo_nats": float(pi["elbo"].mean()), "test_elbo_se": _se(pi["elbo"]),
+        "test_recon_nats": float(pi["recon"].mean()), "test_kl_nats": float(pi["kl"].mean()),
+        "test_nll_iwae_nats": float(-pi["L_k"].mean()), "test_nll_iwae_se": _se(pi["L_k"]),
+        "iwae_k": IWAE_K, "lk_gap_nats": float((pi["L_k"] - pi["L_k10"]).mean()),
+        "lk_gap_se": _se(pi["L_k"] - pi["L_k10"]), "lk_tolerance_nats": LK_TOL,
+        "lk_converged": bool((pi["L_k"] - pi["L_k10"]).mean() <= LK_TOL),
+        "bits_per_dim": float((-pi["L_k"].mean() + offset) / dim_ln2),
+        "latent_rate_nats": float(pi["kl"].mean()), "latent_marginal_kl_nats": 3.0 + 0.1 * seed,
+        "latent_mutual_info_nats": float(pi["kl"].mean()) - 3.0 - 0.1 * seed,
+        "latent_log_n_nats": math.log(LATENT_N), "active_units": 6 + seed % 2, "latent_n": LATENT_N,
+        "fid_classifier": float(np.mean(fids)), "fid_classifier_std": float(np.std(fids, ddof=1)),
+        "fid_classifier_per_seed": fids, "fid_classifier_draws": None if bern else 30.0 + seed,
+        "fid_n": FID_N, "fid_seeds": FID_SEEDS, "fid_floor": FID_FLOOR, "fid_floor_n": FID_N,
+        "fid_reference": f"{FID_N} prior samples (decoder means, 8-bit; mean over {FID_SEEDS} sample seeds) vs "
+                         "the statistics of all 500 test images",
         "classifier_test_accuracy": 0.9876, "classifier_val_accuracy": None, "classifier_epochs": 2,
         "classifier_feature_dim": 128,
         "train_seconds": 60.0 + seed, "eval_seconds": 5.0, "epochs": 3, "device": "cpu",
         "effective_beta": None if bern else 0.02 + 0.01 * seed,
         "log_sigma": None if bern else -2.0 - 0.1 * seed,
-        "lambda": None, "mlflow_run_id": None,
+        "lambda": None, "geco_constraint_ma": None, "mlflow_run_id": None,
     }
+    if not bern:
+        lkd = pi["L_k_discretised"]
+        rec.update({
+            "test_elbo_discretised_nats": float(pi["elbo_discretised"].mean()),
+            "test_elbo_discretised_se": _se(pi["elbo_discretised"]),
+            "test_nll_iwae_discretised_nats": float(-lkd.mean()), "test_nll_iwae_discretised_se": _se(lkd),
+            "lk_gap_discretised_nats": float((lkd - pi["L_k10_discretised"]).mean()),
+            "bits_per_dim_discretised": float(-lkd.mean() / dim_ln2),
+        })
+    if model == "geco":
+        c_ma, trace = GECO_END[seed]
+        rec.update({"lambda": trace[-1], "geco_constraint_ma": c_ma, "effective_beta": 1.0 / trace[-1]})
+    return rec
 
 
 def _png(path: Path, value: float) -> None:
@@ -125,9 +207,7 @@ def _png(path: Path, value: float) -> None:
     plt.imsave(path, np.full((8, 8), value), cmap="gray", vmin=0, vmax=1)
 
 
-def _write_cell(model: str, seed: int) -> None:
-    files = paths.cell_paths(DATASET, model, seed)
-    write_json(files["metrics"], _metrics(model, seed))
+def _log(model: str, seed: int) -> pd.DataFrame:
     log = pd.DataFrame({
         "epoch": [1, 2, 3], "seconds": [1.0, 2.0, 3.0],
         "train_loss": [120.0, 110.0, 105.0], "train_elbo": [-120.0, -110.0, -105.0],
@@ -138,8 +218,25 @@ def _write_cell(model: str, seed: int) -> None:
     if model != "vae_bernoulli":
         log["log_sigma"] = [-1.0, -1.5, -2.0 - 0.1 * seed]
         log["effective_beta"] = [0.2, 0.1, 0.02]
+    if model == "geco":
+        c_ma, trace = GECO_END[seed]
+        log["lambda"] = trace
+        log["constraint"] = [30.0, 10.0, c_ma]
+    return log
+
+
+def _write_npz(path: Path, arrays: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def _write_cell(model: str, seed: int) -> None:
+    files = paths.cell_paths(DATASET, model, seed)
+    write_json(files["metrics"], _metrics(model, seed))
+    _write_npz(files["per_image"], _per_image(model, seed))
     files["train_log"].parent.mkdir(parents=True, exist_ok=True)
-    log.to_csv(files["train_log"], index=False)
+    _log(model, seed).to_csv(files["train_log"], index=False)
     _png(files["samples_png"], 0.3)
     _png(files["recon_png"], 0.7)
 
@@ -148,6 +245,16 @@ def _write_study() -> None:
     for m in MODELS:
         for s in SEEDS:
             _write_cell(m, s)
+
+
+def _cell_data(model: str, seed: int, per_image: dict | None = None, record: dict | None = None,
+               log: pd.DataFrame | None = None) -> CellData:
+    """An in-memory cell (no files) for the unit tests of comparisons and flags."""
+    return CellData((DATASET, model, seed), record or _metrics(model, seed),
+                    _log(model, seed) if log is None else log,
+                    {"metrics": Path(f"{model}/seed{seed}/metrics.json"),
+                     "per_image": Path(f"{model}/seed{seed}/per_image.npz")},
+                    _per_image(model, seed) if per_image is None else per_image)
 
 
 def _no_report_written() -> bool:
@@ -196,35 +303,309 @@ def test_summary_has_one_row_per_cell_with_flattened_fields(report):
     assert df.loc[df["model"] == "vae_bernoulli", "log_sigma"].isna().all()
 
 
-def test_metrics_json_mean_std_match_numpy(report):
+def _strict_json(text: str):
+    """json.loads that rejects NaN / Infinity (what allow_nan=False would have refused to write)."""
+    def refuse(token):
+        raise ValueError(f"non-standard JSON constant {token}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_metrics_json_is_strict_sorted_and_structured(report):
     root, _ = report
     text = (root / paths.REPORT_METRICS).read_text()
-    assert "NaN" not in text
-    agg = json.loads(text)
-    assert set(agg) == {DATASET} and set(agg[DATASET]) == set(MODELS)
+    metrics = _strict_json(text)
+    assert set(metrics) == {"models", "comparisons", "flags"}
+    json.dumps(metrics, allow_nan=False)
+    assert text == json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n"  # deterministic
+    assert set(metrics["models"]) == {DATASET} and set(metrics["models"][DATASET]) == set(MODELS)
+    assert set(metrics["flags"]) == {"rules", "lk_not_converged", "geco_not_settled", "classifier_accuracy_low",
+                                     "fid_floor"}
+
+
+def test_metrics_json_mean_std_ci_match_numpy_and_scipy(report):
+    root, _ = report
+    agg = json.loads((root / paths.REPORT_METRICS).read_text())["models"]
     for m in MODELS:
-        for key in ("test_elbo_nats", "test_nll_iwae_nats", "bits_per_dim", "fid_classifier", "train_seconds"):
-            values = np.array([_metrics(m, s)[key] for s in SEEDS])
+        for key in ("test_elbo_nats", "test_nll_iwae_nats", "bits_per_dim", "fid_classifier", "train_seconds",
+                    "latent_mutual_info_nats", "active_units"):
+            values = np.array([_metrics(m, s)[key] for s in SEEDS], dtype=float)
             got = agg[DATASET][m][key]
-            assert got["mean"] == pytest.approx(values.mean())
-            assert got["std"] == pytest.approx(values.std(ddof=1))
-            assert got["n_seeds"] == 2
-        # ids, settings, booleans, dicts and all-null fields are never aggregated
-        for key in ("seed", "latent_dim", "iwae_k", "elbo_n_images", "iwae_n_images", "fid_n", "epochs",
-                    "classifier_epochs", "classifier_feature_dim", "valid_density", "objective_params",
-                    "cell", "likelihood_params", "classifier_val_accuracy", "lambda", "mlflow_run_id"):
+            lo, hi = scipy.stats.t.interval(0.95, df=len(SEEDS) - 1, loc=values.mean(), scale=scipy.stats.sem(values))
+            assert got == pytest.approx({"mean": values.mean(), "std": values.std(ddof=1),
+                                         "se": values.std(ddof=1) / math.sqrt(len(SEEDS)),
+                                         "ci_low": lo, "ci_high": hi, "n_seeds": 3}, rel=1e-12), (m, key)
+        # ids, settings, booleans, lists, dicts and all-null fields are never aggregated
+        for key in ("seed", "latent_dim", "n_images", "iwae_k", "lk_tolerance_nats", "latent_n", "fid_n",
+                    "fid_seeds", "fid_floor_n", "latent_log_n_nats", "epochs", "classifier_epochs",
+                    "classifier_feature_dim", "valid_density", "lk_converged", "objective_params", "cell",
+                    "likelihood_params", "fid_classifier_per_seed", "classifier_val_accuracy", "mlflow_run_id"):
             assert key not in agg[DATASET][m], key
-    assert "log_sigma" in agg[DATASET]["sigma_vae"]
+    assert "log_sigma" in agg[DATASET]["sigma_vae"] and "test_nll_iwae_discretised_nats" in agg[DATASET]["sigma_vae"]
     assert "log_sigma" not in agg[DATASET]["vae_bernoulli"]  # no value at all -> omitted
+    assert "lambda" in agg[DATASET]["geco"] and "lambda" not in agg[DATASET]["sigma_vae"]
 
 
-def test_single_seed_std_is_null_and_nonfinite_values_are_left_out():
+def test_single_seed_has_no_spread_and_nonfinite_values_are_left_out():
     recs = [_metrics("sigma_vae", 0)]
     agg = aggregate_over_seeds(recs)["mnist"]["sigma_vae"]
-    assert agg["test_elbo_nats"] == {"mean": recs[0]["test_elbo_nats"], "std": None, "n_seeds": 1}
+    assert agg["test_elbo_nats"] == {"mean": recs[0]["test_elbo_nats"], "std": None, "se": None, "ci_low": None,
+                                     "ci_high": None, "n_seeds": 1}
     recs = [_metrics("sigma_vae", 0), {**_metrics("sigma_vae", 1), "fid_classifier": float("nan")}]
     fid = aggregate_over_seeds(recs)["mnist"]["sigma_vae"]["fid_classifier"]
-    assert fid == {"mean": recs[0]["fid_classifier"], "std": None, "n_seeds": 1, "n_excluded": 1}
+    assert fid == {"mean": recs[0]["fid_classifier"], "std": None, "se": None, "ci_low": None, "ci_high": None,
+                   "n_seeds": 1, "n_excluded": 1}
+    recs = [{**_metrics("sigma_vae", s), "fid_classifier": float("inf")} for s in (0, 1)]
+    fid = aggregate_over_seeds(recs)["mnist"]["sigma_vae"]["fid_classifier"]
+    assert fid["mean"] is None and fid["n_seeds"] == 0 and fid["n_excluded"] == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# Paired comparisons
+
+def _rows(metrics: dict, a: str, b: str) -> dict[str, dict]:
+    return {r["metric"]: r for r in metrics["comparisons"] if (r["model_a"], r["model_b"]) == (a, b)}
+
+
+def test_pairs_are_the_models_that_differ_in_one_axis(report):
+    root, _ = report
+    metrics = json.loads((root / paths.REPORT_METRICS).read_text())
+    pairs = list(dict.fromkeys((r["model_a"], r["model_b"], r["axis"]) for r in metrics["comparisons"]))
+    assert pairs == [  # study order; geco differs from vae_bernoulli / per_image / vae_gaussian in two axes
+        ("vae_bernoulli", "sigma_vae", "likelihood"), ("vae_bernoulli", "sigma_vae_per_image", "likelihood"),
+        ("vae_bernoulli", "vae_gaussian", "likelihood"), ("sigma_vae", "sigma_vae_per_image", "likelihood"),
+        ("sigma_vae", "vae_gaussian", "likelihood"), ("sigma_vae", "geco", "objective"),
+        ("sigma_vae_per_image", "vae_gaussian", "likelihood")]
+    row = _rows(metrics, "sigma_vae", "geco")["nll"]
+    assert row["value_a"] == "elbo (beta = 1.0)" and row["value_b"] == (
+        "geco (alpha = 0.99, constraint = sse, kappa = 4.0, lambda_init = 1.0, lambda_lr = 0.0001)")
+    assert row["other_differences"] == [f"train.lr: {SIGMA_LR} vs 0.001"]   # reported, not an axis
+    row = _rows(metrics, "sigma_vae", "vae_gaussian")["fid"]
+    assert (row["value_a"], row["value_b"]) == ("gaussian_learned_shared (log_sigma_min = -6.0)",
+                                                "gaussian_fixed (sigma = 1.0)")
+
+
+def test_per_image_comparison_in_the_report_matches_numpy(report):
+    root, _ = report
+    metrics = json.loads((root / paths.REPORT_METRICS).read_text())
+    rows = _rows(metrics, "sigma_vae", "vae_gaussian")
+    assert [m for m in rows] == ["nll", "elbo", "nll_discretised", "fid"]
+    columns = (("nll", "L_k", -1.0), ("elbo", "elbo", 1.0), ("nll_discretised", "L_k_discretised", -1.0))
+    for metric, key, sign in columns:
+        deltas = [sign * (_per_image("sigma_vae", s)[key] - _per_image("vae_gaussian", s)[key]) for s in SEEDS]
+        d = np.array([x.mean() for x in deltas])
+        se = np.array([x.std(ddof=1) / math.sqrt(N_IMAGES) for x in deltas])
+        r = rows[metric]
+        ci = scipy.stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+        assert r["compared"] and r["seeds"] == SEEDS and r["n_seeds"] == 3 and r["n_images"] == N_IMAGES
+        assert r["diff"] == pytest.approx(d.mean(), rel=1e-12)
+        assert r["se_seeds"] == pytest.approx(d.std(ddof=1) / math.sqrt(3), rel=1e-12)
+        assert r["se_images"] == pytest.approx(math.sqrt((se ** 2).sum()) / 3, rel=1e-12)
+        assert (r["ci_low"], r["ci_high"]) == pytest.approx((ci.low, ci.high), rel=1e-9)
+    # sigma_vae's NLL is 50 nats lower, far outside the noise; vae_gaussian's L_k is flagged (gap 1.5 > 1)
+    assert rows["nll"]["verdict"] == "A better" and rows["nll"]["better"] == "sigma_vae"
+    assert rows["nll"]["lk_not_converged"] == ["vae_gaussian"]
+    assert rows["elbo"]["lk_not_converged"] == []          # the ELBO does not depend on L_k
+    assert rows["nll_discretised"]["lk_not_converged"] == []  # discretised gaps are 0.2
+
+
+def test_fid_comparison_is_paired_over_seeds(report):
+    root, _ = report
+    row = _rows(json.loads((root / paths.REPORT_METRICS).read_text()), "sigma_vae", "geco")["fid"]
+    a = np.array([_metrics("sigma_vae", s)["fid_classifier"] for s in SEEDS])
+    b = np.array([_metrics("geco", s)["fid_classifier"] for s in SEEDS])
+    ci = scipy.stats.ttest_1samp(a - b, 0.0).confidence_interval(0.95)
+    assert row["diff"] == pytest.approx(np.mean(a - b)) and row["se_images"] is None and row["n_images"] is None
+    assert row["diff"] == pytest.approx(3.0, abs=0.1)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert row["verdict"] == "B better" and row["better"] == "geco"   # lower FID
+
+
+def test_known_difference_gets_the_right_diff_se_and_verdict():
+    """A's per-image NLL = B's - 2 exactly, plus noise of sd 0.5 per image: diff -2 inside its SE."""
+    rng = np.random.RandomState(0)
+    cells_a, cells_b, noise = {}, {}, {}
+    for s in range(5):
+        pb = _per_image("sigma_vae", s)
+        noise[s] = rng.normal(0.0, 0.5, N_IMAGES)
+        pa = {**pb, "L_k": pb["L_k"] + 2.0 + noise[s], "L_k10": pb["L_k10"] + 2.0 + noise[s]}
+        cells_a[s] = _cell_data("sigma_vae", s, per_image=pa)
+        cells_b[s] = _cell_data("vae_gaussian", s, per_image=pb)
+    row = {r["metric"]: r for r in compare_pair(DATASET, "sigma_vae", "vae_gaussian", "likelihood", cells_a,
+                                                 cells_b)}["nll"]
+    d = np.array([-(2.0 + noise[s]).mean() for s in range(5)])
+    assert row["diff"] == pytest.approx(d.mean(), rel=1e-12)
+    assert abs(row["diff"] + 2.0) < 3 * row["se_seeds"]           # the constructed difference, within noise
+    assert row["se_seeds"] == pytest.approx(d.std(ddof=1) / math.sqrt(5), rel=1e-12)
+    se_s = np.array([noise[s].std(ddof=1) / math.sqrt(N_IMAGES) for s in range(5)])
+    assert row["se_images"] == pytest.approx(math.sqrt((se_s ** 2).sum()) / 5, rel=1e-12)
+    half = scipy.stats.t.ppf(0.975, 4) * row["se_seeds"]
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half), rel=1e-12)
+    assert row["verdict"] == "A better" and row["better"] == "sigma_vae" and row["n_seeds"] == 5
+
+
+def test_identical_models_are_inconclusive():
+    cells = {s: _cell_data("sigma_vae", s) for s in SEEDS}
+    same_fid = {s: {**_metrics("vae_gaussian", s), "fid_classifier": _metrics("sigma_vae", s)["fid_classifier"]}
+                for s in SEEDS}
+    twin = {s: _cell_data("vae_gaussian", s, per_image=_per_image("sigma_vae", s), record=same_fid[s]) for s in SEEDS}
+    rows = compare_pair(DATASET, "sigma_vae", "vae_gaussian", "likelihood", cells, twin)
+    assert [r["metric"] for r in rows] == ["nll", "elbo", "nll_discretised", "fid"]
+    for r in rows:
+        assert r["compared"] and r["diff"] == 0.0 and r["verdict"] == "inconclusive" and r["better"] is None
+
+
+def test_seeds_are_paired_by_value():
+    """Only the seeds both models have are compared, seed s of A with seed s of B."""
+    cells_a = {s: _cell_data("sigma_vae", s) for s in (0, 1, 2)}
+    cells_b = {s: _cell_data("geco", s) for s in (1, 2)}
+    rows = {r["metric"]: r for r in compare_pair(DATASET, "sigma_vae", "geco", "objective", cells_a, cells_b)}
+    want = [float((_per_image("geco", s)["L_k"] - _per_image("sigma_vae", s)["L_k"]).mean()) for s in (1, 2)]
+    assert rows["nll"]["seeds"] == [1, 2] and rows["nll"]["diff_per_seed"] == pytest.approx(want)
+
+
+def test_pairs_across_data_spaces_or_invalid_densities_are_skipped_with_the_reason(report):
+    root, _ = report
+    metrics = json.loads((root / paths.REPORT_METRICS).read_text())
+    rows = _rows(metrics, "vae_bernoulli", "sigma_vae")
+    assert not rows["nll"]["compared"] and not rows["elbo"]["compared"]
+    assert rows["nll"]["verdict"] == "not compared" and rows["nll"]["diff"] is None
+    assert rows["nll"]["reason"] == ("different data spaces: vae_bernoulli is a likelihood of binarised images, "
+                                     "sigma_vae a density of dequantised 8-bit images")
+    assert "nll_discretised" not in rows          # a Bernoulli decoder has no discrete 8-bit column
+    assert rows["fid"]["compared"]                # FID compares every pair
+    rows = _rows(metrics, "sigma_vae", "sigma_vae_per_image")
+    for metric in ("nll", "elbo", "nll_discretised"):
+        assert not rows[metric]["compared"]
+        assert rows[metric]["reason"] == "not a normalised density: sigma_vae_per_image (valid_density = false)"
+    assert rows["fid"]["compared"]
+    both = _rows(metrics, "vae_bernoulli", "sigma_vae_per_image")["nll"]["reason"]
+    assert "not a normalised density" in both and "different data spaces" in both
+
+
+def test_per_image_sigma_model_is_in_no_likelihood_comparison(report):
+    root, _ = report
+    metrics = json.loads((root / paths.REPORT_METRICS).read_text())
+    likelihood_rows = [r for r in metrics["comparisons"] if r["metric"] in LIKELIHOOD_METRICS and r["compared"]]
+    assert likelihood_rows  # sigma_vae vs vae_gaussian and sigma_vae vs geco are
+    assert all("sigma_vae_per_image" not in (r["model_a"], r["model_b"]) for r in likelihood_rows)
+    for path in (paths.REPORT_MD, paths.REPORT_HTML):
+        text = (root / path).read_text()
+        table = text[text.index("Paired comparisons (models"):text.index("Not compared, with the reason")]
+        lines = [ln for ln in re.split(r"\n|<tr>", table) if "sigma_vae_per_image" in ln]
+        assert lines and all("FID (classifier features)" in ln for ln in lines), path
+
+
+def test_a_discrete_decoder_is_compared_with_the_discretised_gaussian():
+    """A categorical decoder (data space 'discrete') and a Gaussian one differ in data space for -L_k, but
+    both give a discrete likelihood of the 8-bit images: its -L_k against the Gaussian's -L_k_discretised."""
+    cat = {s: _cell_data("vae_categorical", s, record={**_metrics("vae_bernoulli", s), "model": "vae_categorical",
+                                                      "likelihood": "categorical", "data_space": "discrete"})
+           for s in SEEDS}
+    sig = {s: _cell_data("sigma_vae", s) for s in SEEDS}
+    rows = {r["metric"]: r for r in compare_pair(DATASET, "vae_categorical", "sigma_vae", "likelihood", cat, sig)}
+    assert rows["nll"]["reason"] == ("different data spaces: vae_categorical is a discrete likelihood of 8-bit "
+                                     "images, sigma_vae a density of dequantised 8-bit images")
+    want = [float((-_per_image("vae_categorical", s)["L_k"] + _per_image("sigma_vae", s)["L_k_discretised"]).mean())
+            for s in SEEDS]
+    assert rows["nll_discretised"]["compared"]
+    assert rows["nll_discretised"]["diff_per_seed"] == pytest.approx(want, rel=1e-12)
+
+
+def test_different_test_images_raise_before_anything_is_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write_study()
+    other = paths.cell_paths(DATASET, "vae_gaussian", 1)["per_image"]
+    _write_npz(other, {**_per_image("vae_gaussian", 1), "index": INDEX + 1})
+    with pytest.raises(ValueError, match="different test images"):
+        build_report(_study())
+    assert _no_report_written()
+
+
+# ------------------------------------------------------------------------------------------------
+# Flags
+
+def test_lk_flag_follows_the_mean_gap_over_seeds():
+    """Flagged exactly when the mean over seeds of the per-image mean gap exceeds the tolerance: not when one
+    seed alone exceeds it, and yes when one seed alone is below it."""
+    def cells(gaps):
+        out = []
+        for s, g in enumerate(gaps):
+            pi = _per_image("sigma_vae", s)
+            out.append(_cell_data("sigma_vae", s, per_image={**pi, "L_k10": pi["L_k"] - g}))
+        return out
+    for gaps, flagged in (([1.4, 0.2, 0.9], False), ([0.5, 1.5, 1.2], True), ([0.99, 0.99, 0.99], False),
+                          ([1.01, 1.01, 1.01], True)):
+        entry = lk_status(cells(gaps), [DATASET], ["sigma_vae"])[0]
+        assert entry["column"] == "L_k" and entry["gap_nats"] == pytest.approx(np.mean(gaps))
+        assert entry["converged"] is (not flagged), gaps
+        assert entry["tolerance_nats"] == LK_TOL and entry["iwae_k"] == IWAE_K
+    entry = lk_status(cells([0.5, 1.5, 1.2]), [DATASET], ["sigma_vae"])[1]
+    assert entry["column"] == "L_k_discretised" and entry["converged"]   # its own gap, 0.2
+
+
+def test_lk_flag_in_the_report(report):
+    root, _ = report
+    metrics = json.loads((root / paths.REPORT_METRICS).read_text())
+    flagged = metrics["flags"]["lk_not_converged"]
+    assert [(e["model"], e["column"]) for e in flagged] == [("vae_gaussian", "L_k")]
+    e = flagged[0]
+    gaps = [float((_per_image("vae_gaussian", s)["L_k"] - _per_image("vae_gaussian", s)["L_k10"]).mean())
+            for s in SEEDS]
+    assert e["gap_nats"] == pytest.approx(np.mean(gaps)) and e["gap_se_seeds"] == pytest.approx(scipy.stats.sem(gaps))
+    md = (root / paths.REPORT_MD).read_text()
+    flags = md[md.index("### Flags"):md.index("### Comparison with published numbers")]
+    assert "vae_gaussian (L_k): L_k - L_{k/10} = 1.5" in flags and f"k = {IWAE_K}" in flags
+    assert "sigma_vae (L_k)" not in flags
+    results = md[md.index("Results (test set): 8-bit"):md.index("### Latent analysis")]
+    assert results.count("NOT CONVERGED") == 1
+
+
+def _geco_cell(c_ma: float, trace: list[float], seed: int = 0) -> CellData:
+    log = _log("geco", seed)
+    log = log.iloc[: len(trace)].copy()
+    log["lambda"] = trace
+    record = {**_metrics("geco", seed), "geco_constraint_ma": c_ma, "lambda": trace[-1]}
+    return _cell_data("geco", seed, record=record, log=log)
+
+
+def test_geco_flag_follows_the_rule():
+    threshold = 0.1 * KAPPA ** 2
+    cases = [  # (C_ma, lambda trace, settled)
+        (threshold * 0.99, [2.0, 2.0 * 1.049], True),
+        (-threshold * 0.99, [2.0, 2.0 / 1.049], True),
+        (threshold * 1.01, [2.0, 2.0], False),         # constraint not met
+        (-threshold * 1.01, [2.0, 2.0], False),        # met with slack: lambda still falling
+        (0.0, [2.0, 2.0 * 1.051], False),              # lambda still moving
+        (0.0, [1.0 * 1.04], True),                     # one epoch: against lambda_init = 1
+        (0.0, [1.0 * 1.06], False),
+    ]
+    for c_ma, trace, settled in cases:
+        (entry,) = geco_status([_geco_cell(c_ma, trace)])
+        assert entry["settled"] is settled, (c_ma, trace, entry["reasons"])
+        assert entry["c_ma_threshold"] == pytest.approx(threshold) and entry["lambda"] == trace[-1]
+        assert entry["lambda_previous"] == (trace[-2] if len(trace) > 1 else 1.0)
+    nll = _geco_cell(0.5, [2.0, 2.0])
+    nll.record["objective_params"] = {**GECO_PARAMS, "constraint": "nll", "kappa": 4.0}
+    assert geco_status([nll])[0]["c_ma_threshold"] == pytest.approx(0.4) and not geco_status([nll])[0]["settled"]
+    assert geco_status([_cell_data("sigma_vae", 0)]) == []   # no lambda: not a GECO model
+
+
+def test_geco_and_classifier_flags_in_the_report(report):
+    root, _ = report
+    metrics = json.loads((root / paths.REPORT_METRICS).read_text())
+    geco = metrics["flags"]["geco_not_settled"]
+    assert [(e["model"], e["seed"]) for e in geco] == [("geco", 1), ("geco", 2)]
+    assert "|C_ma| = 2 > 0.1 kappa^2 = 1.6" in geco[0]["reasons"][0]
+    assert geco[1]["lambda_change"] == pytest.approx(0.1) and "lambda changed by 10.0%" in geco[1]["reasons"][0]
+    assert metrics["flags"]["classifier_accuracy_low"] == [
+        {"dataset": DATASET, "test_accuracy": 0.9876, "threshold": 0.99, "ok": False}]
+    assert metrics["flags"]["fid_floor"] == [{"dataset": DATASET, "floor": FID_FLOOR, "floor_n": FID_N, "fid_n": FID_N}]
+    for path in (paths.REPORT_MD, paths.REPORT_HTML):
+        text = (root / path).read_text()
+        flags = text[text.index("Flags"):text.index("Comparison with published numbers")]
+        assert "0.1 kappa^2 (constraint sse)" in flags           # the rule is stated
+        assert "test accuracy 0.9876 &lt; 0.99" in flags or "test accuracy 0.9876 < 0.99" in flags
+        assert "FID floor: 2.50" in flags
 
 
 # ------------------------------------------------------------------------------------------------
@@ -279,9 +660,14 @@ def test_protocol_is_built_from_the_cell_records(report):
     for path in (paths.REPORT_HTML, paths.REPORT_MD):
         protocol = _protocol((root / path).read_text(), "Protocol")
         assert f"k = {IWAE_K}" in protocol and f"evaluate.iwae_k = {IWAE_K}" in protocol
-        assert f"evaluate.iwae_n = {IWAE_N}" in protocol and f"first {IWAE_N} test images" in protocol
+        assert f"same {N_IMAGES} test images (evaluate.n_images = {N_IMAGES})" in protocol
+        assert "elbo_n" not in protocol and "iwae_n" not in protocol
+        assert f"evaluate.lk_tolerance_nats = {LK_TOL:g}" in protocol and "L_k - L_{k/10}" in protocol
+        assert f"first {LATENT_N} of the test images (evaluate.latent_n = {LATENT_N})" in protocol
         assert f"N = {FID_N}" in protocol and f"evaluate.fid_n = {FID_N}" in protocol
-        assert "evaluate.elbo_n = null (the whole test split)" in protocol
+        assert f"evaluate.fid_seeds = {FID_SEEDS}" in protocol and "statistics of the whole test split" in protocol
+        assert "decoder means" in protocol and "draws" in protocol
+        assert "95% CI" in protocol and "Student t" in protocol
         assert f"{GRID_N} images per grid" in protocol
         assert f"evaluate.seed = {EVAL_SEED}" in protocol
         assert "3 epoch(s), batch size 64, learning rate 0.001" in protocol
@@ -300,7 +686,7 @@ def test_bits_per_dim_convention_follows_the_data_space(report):
     protocol = _protocol(md, "## Protocol")
     items = {line.split("'")[1]: line for line in protocol.splitlines()
              if line.startswith("- '") and "' decoders (" in line}
-    assert set(items) == {"bernoulli", "gaussian_learned_shared", "gaussian_optimal_per_image"}
+    assert set(items) == {"bernoulli", "gaussian_learned_shared", "gaussian_optimal_per_image", "gaussian_fixed"}
     assert "(NLL + D ln 256) / (D ln 2)" in items["gaussian_learned_shared"]
     assert "(NLL + D ln 256) / (D ln 2)" not in items["bernoulli"]
     assert "likelihood of the binarised images" in items["bernoulli"]
@@ -324,19 +710,57 @@ def test_only_the_invalid_density_model_gets_the_note(report):
     root, _ = report
     for path in (paths.REPORT_MD, paths.REPORT_HTML):
         text = (root / path).read_text()
-        lines = [ln for ln in re.split(r"\n|<li>|<p>", text) if "not a normalised density" in ln.lower()]
-        assert len(lines) >= 2, path  # under the results table and in the protocol
+        lines = [ln for ln in re.split(r"\n|<li>|<p>|<tr>", text) if "not a normalised density" in ln.lower()]
+        assert len(lines) >= 3, path  # its row of the results table, the note under it, the protocol
         for ln in lines:
             assert "sigma_vae_per_image" in ln
-            assert "vae_bernoulli" not in ln and "sigma_vae," not in ln and "(sigma_vae)" not in ln
-        results = text[text.index("Results (test set)"):text.index("Comparison with published numbers")]
-        assert "not a normalised density" in results
+        for m in MODELS:   # the label sits on the invalid model only
+            assert (f"{m} (not a normalised density)" in text) is (m == "sigma_vae_per_image"), m
+        # every reason names the invalid model only
+        assert set(re.findall(r"not a normalised density: ([\w, ]+) \(valid_density", text)) == {"sigma_vae_per_image"}
+        results = text[text.index("Results (test set): 8-bit"):text.index("Latent analysis")]
+        assert "sigma_vae_per_image (not a normalised density)" in results
+        assert "left out of every likelihood comparison" in results
+
+
+def test_results_tables_are_split_by_data_space(report):
+    """A binarised-data number never shares a column with an 8-bit one; the Gaussian table has both the
+    dequantisation bound and the discretised likelihood with their bits/dim."""
+    root, _ = report
+    md = (root / paths.REPORT_MD).read_text()
+    binarised = md[md.index("### Results (test set): binarised"):md.index("### Results (test set): 8-bit")]
+    gaussian = md[md.index("### Results (test set): 8-bit"):md.index("### Latent analysis")]
+    def rows(section: str) -> list[str]:   # the table's body lines
+        return [ln for ln in section.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
+    assert [ln.split(" | ")[0][2:] for ln in rows(binarised)] == ["vae_bernoulli"]
+    assert [ln.split(" | ")[0][2:] for ln in rows(gaussian)] == [
+        "sigma_vae", "sigma_vae_per_image (not a normalised density)", "vae_gaussian", "geco"]
+    header = gaussian.splitlines()[[i for i, ln in enumerate(gaussian.splitlines()) if ln.startswith("| model")][0]]
+    for col in ("dequantised density", "discretised NLL = -L_k", "discretised bits/dim", "| bits/dim |",
+                "L_k - L_{k/10}", "95% CI"):
+        assert col in header, col
+    assert "discretised" not in binarised
+    nll = np.array([_metrics("vae_bernoulli", s)["test_nll_iwae_nats"] for s in SEEDS])
+    assert f"{nll.mean():.2f} ± {nll.std(ddof=1):.2f} [" in binarised
+
+
+def test_latent_fid_and_training_tables(report):
+    root, _ = report
+    md = (root / paths.REPORT_MD).read_text()
+    latent = md[md.index("### Latent analysis"):md.index("### FID")]
+    assert f"{math.log(LATENT_N):.2f} ({LATENT_N})" in latent and "active units" in latent
+    fid = md[md.index("### FID"):md.index("### Training: effective beta")]
+    assert f"{FID_FLOOR:.2f} ({FID_N})" in fid and "draws" in fid and f"({FID_SEEDS})" in fid
+    training = md[md.index("### Training: effective beta"):md.index("### Paired comparisons")]
+    assert "2 sigma^2 beta" in training and "1/lambda" in training
+    geco_row = [ln for ln in training.splitlines() if ln.startswith("| geco |")][0]
+    assert "1/lambda (GECO" in geco_row
 
 
 def test_validation_curves_grouped_by_likelihood_family():
     records = [_metrics(m, s) for m in MODELS for s in SEEDS]
     assert likelihood_groups(records, DATASET, MODELS) == {
-        "bernoulli": ["vae_bernoulli"], "gaussian": ["sigma_vae", "sigma_vae_per_image"]}
+        "bernoulli": ["vae_bernoulli"], "gaussian": ["sigma_vae", "sigma_vae_per_image", "vae_gaussian", "geco"]}
 
 
 def test_published_comparison_rows_for_models_in_study(report):
@@ -348,9 +772,10 @@ def test_published_comparison_rows_for_models_in_study(report):
     assert "32.22" in section and "32.18" in section and "<-896.1" in section
     assert "beta_vae" not in section and "53.23" not in section  # not in the study -> not shown
     assert "sigma_vae_per_image" not in section  # published only on SVHN
-    # ours next to it: the mean of -L_k over the two seeds
+    # ours next to it: the mean of -L_k over the seeds, and our protocol from the new fields
     mean_nll = np.mean([_metrics("vae_bernoulli", s)["test_nll_iwae_nats"] for s in SEEDS])
     assert f"{mean_nll:.2f}" in section
+    assert f"-L_k with k = {IWAE_K} on {N_IMAGES} fixed random test images" in section
     assert "IWAE: Burda" in section  # the source is spelled out
 
 
@@ -384,7 +809,7 @@ def test_missing_cell_file_raises_and_writes_nothing(tmp_path, monkeypatch):
     assert _no_report_written()
 
 
-@pytest.mark.parametrize("role", ["metrics", "samples_png", "recon_png"])
+@pytest.mark.parametrize("role", ["metrics", "per_image", "samples_png", "recon_png"])
 def test_any_missing_input_is_named(tmp_path, monkeypatch, role):
     monkeypatch.chdir(tmp_path)
     _write_study()
@@ -419,6 +844,31 @@ def test_metrics_without_structured_fields_raise(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="likelihood_family"):
         build_report(_study())
     assert _no_report_written()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: {k: v for k, v in a.items() if k != "L_k"}, "lacks the array"),
+    (lambda a: {**a, "elbo": a["elbo"][:-1]}, "one value per test image"),
+    (lambda a: {**a, "index": a["index"][:-1], **{k: v[:-1] for k, v in a.items() if k != "index"}},
+     f"holds {N_IMAGES - 1} images but the metrics file says n_images = {N_IMAGES}"),
+])
+def test_invalid_per_image_file_raises_and_writes_nothing(tmp_path, monkeypatch, change, message):
+    monkeypatch.chdir(tmp_path)
+    _write_study()
+    bad = paths.cell_paths(DATASET, "geco", 2)["per_image"]
+    _write_npz(bad, change(_per_image("geco", 2)))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_report(_study())
+    assert _no_report_written()
+
+
+def test_comparisons_need_no_files():
+    """paired_comparisons and diagnose work on in-memory cells (what build_report hands them)."""
+    inputs = [_cell_data(m, s) for m in MODELS for s in SEEDS]
+    diag = diagnose(inputs, [DATASET], MODELS)
+    rows = paired_comparisons(inputs, [DATASET], MODELS, diag)
+    assert {(r["model_a"], r["model_b"]) for r in rows} >= {("sigma_vae", "geco"), ("sigma_vae", "vae_gaussian")}
+    assert paired_comparisons(inputs, [DATASET], ["vae_bernoulli", "geco"], diag) == []   # two axes apart
 
 
 # ------------------------------------------------------------------------------------------------

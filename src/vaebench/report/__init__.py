@@ -1,17 +1,28 @@
 """Report stage: gather every cell of a study into tables, figures and a self-contained report.
 
 Inputs (one set per cell = dataset x model x seed, at the :func:`vaebench.paths.cell_paths` locations): the
-evaluation metrics JSON, the training log CSV and the sample / reconstruction grids (PNG). Outputs (all
-written atomically, under ``out_dir`` at the same relative places as under :data:`vaebench.paths.REPORT_DIR`):
+evaluation metrics JSON, the per-image estimates (npz), the training log CSV and the sample / reconstruction
+grids (PNG). Outputs (all written atomically, under ``out_dir`` at the same relative places as under
+:data:`vaebench.paths.REPORT_DIR`):
 
 * ``summary.csv``   one row per cell (every metrics field as stored, nested dicts flattened, nothing averaged);
-* ``metrics.json``  mean and sample standard deviation (ddof = 1) over seeds per dataset x model for every
-  numeric result; ``std`` is ``null`` when only one seed has a value;
+* ``metrics.json``  strict JSON (no NaN), keys sorted, a DVC metrics file::
+
+      {"models": {dataset: {model: {metric: {"mean", "std", "se", "ci_low", "ci_high", "n_seeds"
+                                             [, "n_excluded"]}}}},
+       "comparisons": [one row per pair x metric, :func:`vaebench.report.paired.paired_comparisons`],
+       "flags": {"rules", "lk_not_converged", "geco_not_settled", "classifier_accuracy_low", "fid_floor"}}
+
+  ``models``: every numeric result over training seeds (sample std ddof = 1, se = std / sqrt(S), 95%
+  Student-t interval; null with a single seed); ``comparisons``: paired differences A - B of the models that
+  differ in one component, with standard errors over images and seeds, interval and verdict; ``flags``: the
+  diagnostics of :mod:`vaebench.report.flags` that fired, with their rules;
 * ``figures/``      validation curves, log sigma / GECO lambda per epoch, copies of the image grids;
 * ``index.html``    the report with every image embedded as a base64 data URI (opens offline);
 * ``index.md``      the same report in Markdown, referencing ``figures/...``.
 
 Modules: :mod:`~vaebench.report.collect` (reading and checking the inputs, summary and aggregates),
+:mod:`~vaebench.report.paired` (paired comparisons), :mod:`~vaebench.report.flags` (diagnostics),
 :mod:`~vaebench.report.tables` (tables and protocol text), :mod:`~vaebench.report.figures` (matplotlib),
 :mod:`~vaebench.report.render` (the document and its Jinja2 templates), :mod:`~vaebench.report.published`
 (published reference numbers). Importing this package imports none of them (pandas, matplotlib and Jinja2
@@ -62,10 +73,11 @@ def build_report(study: "Study", out_dir: str | Path = paths.REPORT_DIR) -> dict
     Raises:
         FileNotFoundError: an input of some cell is missing (the message names the file); raised before
             anything is written, so the previous report (or none) stays in place.
-        ValueError: a metrics file is invalid or describes another cell (also before writing anything).
+        ValueError: a metrics or per-image file is invalid or describes another cell, or two models compared
+            image by image were evaluated on different test images (also before writing anything).
     """
     from vaebench.atomic import atomic_path, write_json, write_text
-    from vaebench.report import collect, figures, render
+    from vaebench.report import collect, figures, flags, paired, render
 
     datasets, models, seeds = list(study.dataset_names), list(study.model_names), list(study.seeds)
     cells = [(str(d), str(m), int(s)) for d, m, s in study.cells()]
@@ -76,14 +88,17 @@ def build_report(study: "Study", out_dir: str | Path = paths.REPORT_DIR) -> dict
     summary = collect.summary_frame(records)
     frame = collect.summary_frame(records, include_cell=True)
     aggregate = collect.aggregate_over_seeds(records)
+    diagnostics = flags.diagnose(inputs, datasets, models)
+    comparisons = paired.paired_comparisons(inputs, datasets, models, diagnostics)
+    metrics = {"models": aggregate, "comparisons": comparisons, "flags": flags.flags_json(diagnostics)}
 
     out = output_paths(out_dir)
     figs = figures.write_figures(out["figures"], datasets, models, seeds, records, logs)
     doc = render.build_document(f"vaebench report: study {study.name}", datasets, models, seeds, frame,
-                                aggregate, figs)
+                                aggregate, figs, comparisons, diagnostics)
     html, markdown = render.render_html(doc), render.render_markdown(doc, out["dir"])
 
-    write_json(out["metrics_json"], aggregate)
+    write_json(out["metrics_json"], metrics)
     write_text(out["index_md"], markdown)
     write_text(out["index_html"], html)
     with atomic_path(out["summary_csv"]) as tmp:

@@ -1,12 +1,15 @@
-"""Reading the report's inputs: every cell's metrics file and training log, checked before anything is written.
+"""Reading the report's inputs: every cell's metrics file, per-image estimates and training log, checked
+before anything is written.
 
 Per cell (dataset x model x seed) the report reads, at the :func:`vaebench.paths.cell_paths` locations,
-the evaluation metrics JSON (``metrics``), the per-epoch training log CSV (``train_log``) and the sample /
+the evaluation metrics JSON (``metrics``), the per-image estimates (``per_image``, an npz of (N,) arrays on
+the cell's fixed test images), the per-epoch training log CSV (``train_log``) and the sample /
 reconstruction grids (``samples_png``, ``recon_png``; only their existence is checked here, the figures
 module copies them). From the metrics records it builds
 
 * :func:`summary_frame`: one row per cell, every field as stored (nested dicts flattened), nothing averaged;
-* :func:`aggregate_over_seeds`: mean and sample standard deviation over seeds of every numeric result.
+* :func:`aggregate_over_seeds`: mean, sample standard deviation, standard error and 95% Student-t interval
+  over training seeds of every numeric result (:func:`vaebench.metrics.uncertainty.seed_summary`).
 
 Units (fixed by the evaluate stage): every likelihood-type number is in nats per image (summed over the
 D = C*H*W dimensions of one image, averaged over the test images used), ``bits_per_dim`` in bits per
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from vaebench import paths
+from vaebench.metrics.uncertainty import seed_summary
 
 Cell = tuple[str, str, int]
 
@@ -36,28 +41,37 @@ SUMMARY_COLUMNS = ID_COLUMNS + [
 ]
 # Numeric fields that say how a cell was run rather than how well it did: never averaged.
 SETTING_KEYS = frozenset({
-    "seed", "latent_dim", "iwae_k", "elbo_n_images", "iwae_n_images", "fid_n", "epochs",
-    "classifier_epochs", "classifier_feature_dim",
+    "seed", "latent_dim", "n_images", "iwae_k", "lk_tolerance_nats", "latent_n", "latent_log_n_nats",
+    "fid_n", "fid_seeds", "fid_floor_n", "fid_inception_n", "fid_inception_reference_n", "epochs", "classifier_epochs", "classifier_feature_dim",
 })
+# The summary of one metric over seeds in reports/metrics.json (n_excluded only when a seed was left out).
+SUMMARY_STATS = ("mean", "std", "se", "ci_low", "ci_high", "n_seeds")
+LEVEL = 0.95  # confidence level of every interval of the report
 # The resolved configuration of the cell, stored whole in every metrics file: kept out of summary.csv.
 CELL_KEY = "cell"
 # Fields the report reads from every metrics file (structured fields, never parsed from text).
 REQUIRED_FIELDS = (
-    "dataset", "model", "seed", "likelihood", "likelihood_family", "sigma_mode", "data_space",
-    "data_treatment", "likelihood_of", "valid_density", "objective_params", "iwae_k", CELL_KEY,
+    "dataset", "model", "seed", "architecture", "architecture_params", "latent_dim", "posterior",
+    "posterior_params", "likelihood", "likelihood_params", "likelihood_family", "sigma_mode", "data_space",
+    "data_treatment", "likelihood_of", "valid_density", "objective", "objective_params", "n_images", "iwae_k",
+    "lk_tolerance_nats", CELL_KEY,
 )
-INPUT_ROLES = ("metrics", "train_log", "samples_png", "recon_png")
+INPUT_ROLES = ("metrics", "per_image", "train_log", "samples_png", "recon_png")
+# Arrays every per_image.npz holds (evaluate stage): the test-image indices and the main likelihood column.
+PER_IMAGE_REQUIRED = ("index", "elbo", "recon", "kl", "L_k", "L_k10")
 
 
 @dataclass(frozen=True)
 class CellData:
-    """The inputs of one cell: ``record`` (the metrics file), ``log`` (the training log, one row per
-    epoch) and ``files`` (the cell's input paths by role, see :data:`INPUT_ROLES`)."""
+    """The inputs of one cell: ``record`` (the metrics file), ``per_image`` (the per-image estimates:
+    {name: (N,) array}, ``index`` int64, the rest float64 nats per image), ``log`` (the training log, one
+    row per epoch) and ``files`` (the cell's input paths by role, see :data:`INPUT_ROLES`)."""
 
     cell: Cell
     record: dict
     log: pd.DataFrame
     files: dict[str, Path]
+    per_image: dict[str, np.ndarray]
 
 
 def check_inputs(cells: list[Cell]) -> None:
@@ -94,19 +108,51 @@ def read_metrics(path: Path, cell: Cell) -> dict:
     return rec
 
 
+def read_per_image(path: Path, n_images: Any = None) -> dict[str, np.ndarray]:
+    """The per-image estimates of one cell: {name: (N,) array}, ``index`` as int64, every other array float64.
+
+    Args:
+        path: the cell's ``per_image.npz`` (evaluate stage).
+        n_images: the cell's ``n_images`` field; when given, N must equal it.
+    Raises:
+        ValueError: the file is not a readable npz, lacks an array of :data:`PER_IMAGE_REQUIRED`, holds an
+            array that is not 1-D or not of the length of ``index``, or N disagrees with ``n_images``.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a readable npz file: {exc}") from None
+    missing = [k for k in PER_IMAGE_REQUIRED if k not in arrays]
+    if missing:
+        raise ValueError(f"{path} lacks the array(s) {', '.join(missing)} (written by an older evaluate stage? "
+                         "rerun evaluate for this cell)")
+    n = arrays["index"].shape[0] if arrays["index"].ndim == 1 else -1
+    bad = [f"{k} {v.shape}" for k, v in arrays.items() if v.ndim != 1 or v.shape[0] != n]
+    if bad:
+        raise ValueError(f"{path}: every array must be 1-D with one value per test image like index; got "
+                         + ", ".join(bad))
+    if is_number(n_images) and int(n_images) != n:
+        raise ValueError(f"{path} holds {n} images but the metrics file says n_images = {n_images}")
+    return {k: (v.astype(np.int64) if k == "index" else v.astype(np.float64)) for k, v in arrays.items()}
+
+
 def read_cells(cells: list[Cell]) -> list[CellData]:
     """Every input of ``cells``, in the given order; all files are checked to exist before any is read.
 
     Raises:
         FileNotFoundError: an input file is missing (the message names it).
-        ValueError: a metrics file is invalid or names another cell (see :func:`read_metrics`).
+        ValueError: a metrics or per-image file is invalid or names another cell (see :func:`read_metrics`,
+            :func:`read_per_image`).
     """
     check_inputs(cells)
     out = []
     for cell in cells:
         files = paths.cell_paths(*cell)
         record = read_metrics(files["metrics"], cell)
-        out.append(CellData(cell, record, pd.read_csv(files["train_log"]), {r: files[r] for r in INPUT_ROLES}))
+        per_image = read_per_image(files["per_image"], record.get("n_images"))
+        out.append(CellData(cell, record, pd.read_csv(files["train_log"]), {r: files[r] for r in INPUT_ROLES},
+                            per_image))
     return out
 
 
@@ -149,7 +195,7 @@ def summary_frame(records: list[dict], include_cell: bool = False) -> pd.DataFra
 
 
 # ------------------------------------------------------------------------------------------------
-# Mean and std over seeds
+# Summaries over seeds
 
 def is_number(v: Any) -> bool:
     """True for ints and floats (numpy ones included), False for booleans and anything else."""
@@ -167,14 +213,34 @@ def numeric_metric_keys(records: list[dict]) -> list[str]:
     return keys
 
 
-def aggregate_over_seeds(records: list[dict]) -> dict:
-    """``{dataset: {model: {metric: {mean, std, n_seeds[, n_excluded]}}}}`` over the seeds of each dataset x model.
+def summarise_seeds(values: list[Any]) -> dict:
+    """The summary over seeds of one metric: {mean, std, se, ci_low, ci_high, n_seeds[, n_excluded]}.
 
-    Metrics are the keys of :func:`numeric_metric_keys` (same units as the records). ``std`` is the sample
-    standard deviation (ddof = 1) and ``None`` with a single seed (a spread cannot be estimated from one run,
-    and 0 would claim it was); seeds whose value is null or non-finite are left out (``n_seeds`` counts the
-    ones used, ``n_excluded`` appears when a value was non-finite; ``mean`` is ``None`` when none is finite).
-    Metrics without any value for a dataset x model are omitted.
+    ``values`` holds one value per seed; nulls are skipped, non-finite values are left out and counted in
+    ``n_excluded``. The statistics are those of :func:`vaebench.metrics.uncertainty.seed_summary` at
+    :data:`LEVEL` (sample std with ddof = 1, se = std / sqrt(S), Student-t interval); ``std``, ``se`` and
+    the interval are ``None`` with one usable seed, and everything but the counts is ``None`` with none.
+    """
+    given = [float(v) for v in values if v is not None]
+    finite = [v for v in given if math.isfinite(v)]
+    if finite:
+        summary = seed_summary(finite, level=LEVEL)
+        entry = {k: summary[k] for k in SUMMARY_STATS}
+    else:
+        entry = {k: None for k in SUMMARY_STATS} | {"n_seeds": 0}
+    if len(finite) < len(given):
+        entry["n_excluded"] = len(given) - len(finite)
+    return entry
+
+
+def aggregate_over_seeds(records: list[dict]) -> dict:
+    """``{dataset: {model: {metric: summary}}}`` over the seeds of each dataset x model, where summary is
+    :func:`summarise_seeds` (mean, std, se, ci_low, ci_high, n_seeds[, n_excluded]).
+
+    Metrics are the keys of :func:`numeric_metric_keys` (same units as the records); booleans, strings,
+    lists (e.g. ``fid_classifier_per_seed``) and settings are not aggregated. Seeds whose value is null are
+    left out, non-finite ones too (counted in ``n_excluded``). Metrics without any value for a dataset x
+    model are omitted.
     """
     keys = numeric_metric_keys(records)
     out: dict = {}
@@ -185,17 +251,8 @@ def aggregate_over_seeds(records: list[dict]) -> dict:
             cell_records = [r for r in records if r["dataset"] == dataset and r["model"] == model]
             stats = {}
             for k in keys:
-                values = [float(r[k]) for r in cell_records if r.get(k) is not None]
-                finite = [v for v in values if math.isfinite(v)]
-                if not values:
-                    continue
-                entry = {
-                    "mean": float(np.mean(finite)) if finite else None,
-                    "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else None,
-                    "n_seeds": len(finite),
-                }
-                if len(finite) < len(values):
-                    entry["n_excluded"] = len(values) - len(finite)
-                stats[k] = entry
+                values = [r[k] for r in cell_records if r.get(k) is not None]
+                if values:
+                    stats[k] = summarise_seeds(values)
             by_model[model] = stats
     return out

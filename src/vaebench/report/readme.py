@@ -43,36 +43,115 @@ def components_table() -> str:
     return "\n".join(lines)
 
 
-def _fmt(stat: dict | None, spec: str) -> str:
+def _fmt(stat: dict | None, spec: str, ci: bool = False) -> str:
+    """'mean ± std' of a summary over seeds ('' without a value), with ' [ci_low, ci_high]' when ``ci``."""
     if not stat or stat.get("mean") is None or not math.isfinite(stat["mean"]):
         return ""
     text = format(stat["mean"], spec)
-    return text + (f" ± {format(stat['std'], spec)}" if stat.get("std") is not None else "")
+    if stat.get("std") is not None:
+        text += f" ± {format(stat['std'], spec)}"
+    if ci and stat.get("ci_low") is not None and stat.get("ci_high") is not None:
+        text += f" [{format(stat['ci_low'], spec)}, {format(stat['ci_high'], spec)}]"
+    return text
+
+
+def _models(metrics: dict, path: str | Path = paths.REPORT_METRICS) -> dict:
+    """The ``models`` part of a reports/metrics.json.
+
+    Raises:
+        ValueError: the file has the structure of an older report stage (no ``models``).
+    """
+    if not isinstance(metrics.get("models"), dict):
+        raise ValueError(f"{path} has no 'models' section (written by an older report stage): rerun "
+                         "`python -m vaebench report`")
+    return metrics["models"]
+
+
+def _data_text(record: dict) -> str:
+    """The data space of a model's numbers, and 'not a density' when its likelihood is not one."""
+    space = record.get("data_space") or "?"
+    return space + (", not a density" if record.get("valid_density") is False else "")
 
 
 def results_table(study, metrics: dict) -> str:
-    """Markdown table of the study's results per dataset and model: mean (± std over seeds) of the test ELBO,
-    KL, -L_k with its k, bits/dim, classifier FID and training time, from an aggregated metrics.json."""
-    lines = ["| dataset | model | posterior | likelihood | objective | test ELBO | KL | test NLL = -L_k (k) "
-             "| bits/dim | FID (classifier) | train s |", "|---" * 11 + "|"]
+    """Markdown table of the study's results per dataset and model from a reports/metrics.json: the data
+    space of its likelihood numbers, the seeds, mean ± std over seeds [95% CI] of the test ELBO, -L_k (with
+    its k) and the classifier FID, mean ± std of the KL, bits/dim and training time."""
+    models_stats = _models(metrics)
+    header = ["dataset", "model", "posterior", "likelihood", "objective", "data", "seeds",
+              "test ELBO [95% CI]", "KL", "test NLL = -L_k (k) [95% CI]", "bits/dim", "FID (classifier) [95% CI]",
+              "train s"]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for dataset in study.dataset_names:
         for model in study.model_names:
-            m = metrics.get(dataset, {}).get(model, {})
+            m = models_stats.get(dataset, {}).get(model, {})
             cell = study.cell(dataset, model, study.seeds[0])
             cfg = cell.model_config
-            nll = _fmt(m.get("test_nll_iwae_nats"), ".1f")
+            record = _likelihood_metadata(cell)
+            nll = _fmt(m.get("test_nll_iwae_nats"), ".1f", ci=True)
+            seeds = max((s.get("n_seeds", 0) for s in m.values()), default=0)
             lines.append(" | ".join([
                 f"| {dataset}", model, cfg.posterior.name, cfg.likelihood.name, cfg.objective.name,
-                _fmt(m.get("test_elbo_nats"), ".1f"), _fmt(m.get("test_kl_nats"), ".1f"),
+                _data_text(record), str(seeds),
+                _fmt(m.get("test_elbo_nats"), ".1f", ci=True), _fmt(m.get("test_kl_nats"), ".1f"),
                 f"{nll} ({cell.evaluate.iwae_k})" if nll else "", _fmt(m.get("bits_per_dim"), ".3f"),
-                _fmt(m.get("fid_classifier"), ".1f"), _fmt(m.get("train_seconds"), ".0f")]) + " |")
+                _fmt(m.get("fid_classifier"), ".1f", ci=True), _fmt(m.get("train_seconds"), ".0f")]) + " |")
+    return "\n".join(lines)
+
+
+def _likelihood_metadata(cell) -> dict:
+    """The likelihood metadata of a cell's model (data_space, valid_density, ...), from the registry."""
+    return AXES["likelihood"].get(cell.model_config.likelihood.name).metadata()
+
+
+def _diff_text(row: dict | None) -> str:
+    """'A - B ± SE (verdict)' of a comparison row; the reason in a few words when it was not compared."""
+    if row is None:
+        return ""
+    if not row["compared"]:
+        reason = str(row.get("reason") or "")
+        return "not compared: " + ("not a density" if "normalised density" in reason else
+                                   "different data" if "data spaces" in reason else reason)
+    se = row["se_seeds"] if row["se_seeds"] is not None else row["se_images"]
+    text = f"{row['diff']:.2f}" + (f" ± {se:.2f}" if se is not None else "")
+    verdict = f"{row['better']} better" if row.get("better") else row["verdict"]
+    flag = " (L_k not converged)" if row.get("lk_not_converged") else ""
+    return f"{text} ({verdict}){flag}"
+
+
+def comparisons_table(metrics: dict) -> str:
+    """Markdown table of the paired comparisons of a reports/metrics.json, one line per pair: A, B, the
+    component that differs, A - B ± SE (over seeds; over images with one seed) and the verdict for the test
+    NLL and the FID. Empty string when there is none."""
+    pairs: dict[tuple, dict] = {}
+    for row in metrics.get("comparisons", []):
+        key = (row["dataset"], row["model_a"], row["model_b"], row["axis"])
+        pairs.setdefault(key, {})[row["metric"]] = row
+    if not pairs:
+        return ""
+    lines = ["| dataset | A | B | differs in | NLL: A - B | FID: A - B |", "|---" * 6 + "|"]
+    for (dataset, a, b, axis), rows in pairs.items():
+        lines.append(f"| {dataset} | {a} | {b} | {axis} | {_diff_text(rows.get('nll'))} | "
+                     f"{_diff_text(rows.get('fid'))} |")
     return "\n".join(lines)
 
 
 def sections(study, metrics_path: str | Path = paths.REPORT_METRICS) -> dict[str, str]:
-    """{section name: generated Markdown} for the README."""
+    """{section name: generated Markdown} for the README: the components, and the results table followed by
+    the paired comparisons (both in the 'results' section).
+
+    Raises:
+        ValueError: the metrics file has the structure of an older report stage.
+    """
     metrics = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
-    return {"components": components_table(), "results": results_table(study, metrics)}
+    _models(metrics, metrics_path)
+    results = results_table(study, metrics)
+    pairs = comparisons_table(metrics)
+    if pairs:
+        results += ("\n\nPaired comparisons of the models that differ in one component (A - B over the seeds "
+                    "both have and the same test images; ± SE over seeds; the verdict names a model only when "
+                    "the 95% CI excludes 0; lower NLL and FID are better):\n\n" + pairs)
+    return {"components": components_table(), "results": results}
 
 
 def render(text: str, generated: dict[str, str]) -> str:

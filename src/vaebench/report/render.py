@@ -19,6 +19,7 @@ import pandas as pd
 
 from vaebench.report import tables
 from vaebench.report.figures import DatasetFigures
+from vaebench.report.flags import RULES, Diagnostics
 
 TEMPLATE_HTML = "index.html.j2"
 TEMPLATE_MD = "index.md.j2"
@@ -85,13 +86,19 @@ def _cell(v: Any) -> Any:
 # Assembling the document
 
 def build_document(title: str, datasets: list[str], models: list[str], seeds: list, frame: pd.DataFrame,
-                   aggregate: dict, figures: dict[str, DatasetFigures]) -> Document:
-    """The report's blocks: an introduction, per dataset the models, results, published comparison, curves,
+                   aggregate: dict, figures: dict[str, DatasetFigures], comparisons: list[dict] | None = None,
+                   diagnostics: Diagnostics | None = None) -> Document:
+    """The report's blocks: an introduction, per dataset the models, the likelihood results per data space,
+    latent analysis, FID, training quantities, paired comparisons, flags, published comparison, curves,
     traces and image grids (first seed), then the protocol.
 
     ``frame`` is :func:`vaebench.report.collect.summary_frame` with ``include_cell=True``; ``aggregate`` the
-    result of :func:`vaebench.report.collect.aggregate_over_seeds`; ``figures`` the written figures.
+    result of :func:`vaebench.report.collect.aggregate_over_seeds`; ``figures`` the written figures;
+    ``comparisons`` the rows of :func:`vaebench.report.paired.paired_comparisons`; ``diagnostics`` the
+    study's :class:`vaebench.report.flags.Diagnostics` (None: no comparison, no flag).
     """
+    comparisons = comparisons or []
+    diagnostics = diagnostics or Diagnostics()
     doc = Document(title)
     doc.heading(1, title)
     doc.paragraph(tables.intro_text(datasets, models, seeds, len(frame)))
@@ -100,11 +107,9 @@ def build_document(title: str, datasets: list[str], models: list[str], seeds: li
         doc.heading(2, f"Dataset: {d}")
         doc.heading(3, "Models")
         doc.table(tables.models_table(d, models, frame))
-        doc.heading(3, "Results (test set)")
-        doc.table(tables.results_table(d, models, aggregate, frame))
-        invalid = tables.invalid_density_models(d, models, frame)
-        if invalid:
-            doc.paragraph(tables.density_note(invalid, frame[frame["dataset"] == d]))
+        _results(doc, d, models, aggregate, frame, diagnostics)
+        _paired(doc, d, comparisons)
+        _flags(doc, d, diagnostics)
         _comparison(doc, d, models, aggregate, frame)
         doc.heading(3, "Training curves")
         doc.image(Img(fig.curves, f"{d} validation curves"))
@@ -124,6 +129,66 @@ def build_document(title: str, datasets: list[str], models: list[str], seeds: li
         doc.table(pd.DataFrame(rows, columns=["model", "samples", "reconstructions"]))
     _protocol(doc, datasets, models, seeds, frame)
     return doc
+
+
+def _results(doc: Document, dataset: str, models: list[str], aggregate: dict, frame: pd.DataFrame,
+             diagnostics: Diagnostics) -> None:
+    sub = frame[frame["dataset"] == dataset]
+    for space, group in tables.space_groups(dataset, models, frame).items():
+        doc.heading(3, f"Results (test set): {tables.SPACE_TITLES.get(space, space)}")
+        rows = sub[sub["model"].isin(group)]
+        text = (f"Likelihood of {tables.unique(rows, 'likelihood_of')}; data {tables.unique(rows, 'data_treatment')}. "
+                + tables.BITS_CONVENTION.get(space, ""))
+        doc.paragraph(text.strip())
+        doc.table(tables.likelihood_table(dataset, space, group, aggregate, frame, diagnostics))
+        if tables.has_discretised(dataset, group, aggregate):
+            doc.paragraph(tables.DISCRETISED_NOTE)
+        invalid = tables.invalid_density_models(dataset, group, frame)
+        if invalid:
+            doc.paragraph(tables.density_note(invalid, sub))
+    doc.heading(3, "Latent analysis")
+    doc.table(tables.latent_table(dataset, models, aggregate, frame))
+    doc.heading(3, "FID")
+    doc.paragraph("FID of decoder means, mean ± std over training seeds [95% CI]; each training seed's value is "
+                  "the mean over its sample seeds, whose spread is the next column. The floor is what real "
+                  "held-out images score at this N: no model can be expected below it.")
+    doc.table(tables.fid_table(dataset, models, aggregate, frame))
+    doc.heading(3, "Training: effective beta, decoder sigma, GECO")
+    doc.paragraph("Effective beta is the KL weight in the common 'SSE + beta KL' convention: 2 sigma^2 beta "
+                  "for a Gaussian decoder with one shared sigma (its NLL is SSE / (2 sigma^2) + const), 1/lambda "
+                  "for GECO (KL + lambda SSE = lambda (SSE + KL / lambda)); none for GECO+IWAE, whose loss weighs "
+                  "no KL term. Values at the end of training.")
+    doc.table(tables.training_table(dataset, models, aggregate))
+
+
+def _paired(doc: Document, dataset: str, comparisons: list[dict]) -> None:
+    doc.heading(3, "Paired comparisons (models that differ in one component)")
+    table = tables.paired_table(dataset, comparisons)
+    if table.empty and not any(r["dataset"] == dataset for r in comparisons):
+        doc.paragraph("No two models of this dataset differ in exactly one component.")
+        return
+    doc.paragraph("A - B over the seeds both models have and, for NLL and ELBO, over the same test images; SE "
+                  "over seeds covers image sampling and training randomness, SE over images the image sampling "
+                  "alone. The verdict names the better model when the 95% CI excludes 0, else 'inconclusive': "
+                  "a difference inside the noise is not a ranking.")
+    if not table.empty:
+        doc.table(table)
+    skipped = tables.not_compared_table(dataset, comparisons)
+    if not skipped.empty:
+        doc.paragraph("Not compared, with the reason (NLL and ELBO need one data space and two normalised "
+                      "densities):")
+        doc.table(skipped)
+
+
+def _flags(doc: Document, dataset: str, diagnostics: Diagnostics) -> None:
+    doc.heading(3, "Flags")
+    doc.paragraph(f"L_k convergence, rule: {RULES['lk_not_converged']}")
+    doc.bullets(tables.lk_flag_items(dataset, diagnostics))
+    geco = tables.geco_table(dataset, diagnostics)
+    if not geco.empty:
+        doc.paragraph(f"GECO, rule: {RULES['geco_not_settled']}")
+        doc.table(geco)
+    doc.bullets(tables.other_flag_items(dataset, diagnostics))
 
 
 def _comparison(doc: Document, dataset: str, models: list[str], aggregate: dict, frame: pd.DataFrame) -> None:

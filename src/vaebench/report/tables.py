@@ -2,8 +2,14 @@
 
 Everything here reads structured fields of the metrics records, through the frame of
 :func:`vaebench.report.collect.summary_frame` with ``include_cell=True`` (one row per cell, the cell's
-resolved configuration as ``cell.train.*``, ``cell.evaluate.*``, ``cell.data.*`` columns), and the
-aggregate of :func:`vaebench.report.collect.aggregate_over_seeds`. No text is parsed.
+resolved configuration as ``cell.train.*``, ``cell.evaluate.*``, ``cell.data.*`` columns), the aggregate of
+:func:`vaebench.report.collect.aggregate_over_seeds` (mean, std, se, 95% interval over seeds), the rows of
+:func:`vaebench.report.paired.paired_comparisons` and the :class:`vaebench.report.flags.Diagnostics`.
+No text is parsed.
+
+Likelihood numbers are never put in one column across data spaces: the results tables are split by the
+``data_space`` field (binarised data, dequantised 8-bit data, discrete 8-bit data), and a model whose
+``valid_density`` is false is labelled "not a normalised density" wherever its likelihood appears.
 
 Units: likelihood-type numbers are nats per image, bits/dim bits per dimension, times seconds.
 """
@@ -15,21 +21,9 @@ from typing import Any
 import pandas as pd
 
 from vaebench.report import published
-from vaebench.report.collect import is_number
+from vaebench.report.collect import LEVEL, is_number
+from vaebench.report.flags import RULES, Diagnostics
 
-# (header, metric key, format) of the results table; units in the headers.
-RESULT_COLUMNS = [
-    ("ELBO (nats/image)", "test_elbo_nats", ".2f"),
-    ("recon. NLL (nats/image)", "test_recon_nats", ".2f"),
-    ("KL (nats/image)", "test_kl_nats", ".2f"),
-    ("test NLL = -L_k (nats/image)", "test_nll_iwae_nats", ".2f"),
-    ("bits/dim", "bits_per_dim", ".4f"),
-    ("FID (classifier features)", "fid_classifier", ".2f"),
-    ("effective beta", "effective_beta", ".3g"),
-    ("log sigma", "log_sigma", ".3f"),
-    ("GECO lambda", "lambda", ".3g"),
-    ("train time (s)", "train_seconds", ".0f"),
-]
 # Per data space: how bits/dim relate to the NLL (and what the NLL is a likelihood of).
 BITS_CONVENTION = {
     "dequantised": ("bits/dim = (NLL + D ln 256) / (D ln 2), a bound on the 8-bit data via uniform "
@@ -39,11 +33,24 @@ BITS_CONVENTION = {
                   "set binarised once with a fixed seed), not of the grey levels; bits/dim, where given, are per "
                   "binary pixel."),
 }
+# The results tables, one per data space, in this order (other spaces follow in order of appearance).
+SPACE_ORDER = ("binarised", "dequantised", "discrete")
+SPACE_TITLES = {
+    "binarised": "binarised data (Bernoulli-type decoders)",
+    "dequantised": "8-bit data through dequantisation (continuous decoders)",
+    "discrete": "8-bit data, discrete likelihood",
+}
+SPACE_SHORT = {"binarised": "binarised", "dequantised": "dequantised density", "discrete": "8-bit discrete"}
+DISCRETISED_NOTE = (
+    "Discretised columns: the same decoder scored as a discrete likelihood of the 8-bit test image, the "
+    "probability of each pixel's bin [v/256, (v+1)/256) under the decoder's Gaussian (edge bins open; Salimans "
+    "et al. 2017, eq. 2), from the same posterior samples; bits/dim = NLL / (D ln 2) with no offset. A true "
+    "likelihood of the 8-bit data, comparable with a categorical decoder's, unlike the dequantisation bound.")
 # Stage settings (keys of the cell record) compared between models; a model whose value differs from
 # the others' is listed under the protocol.
 CELL_SECTIONS = ("train", "evaluate")
 NOT_A_DENSITY = "not a normalised density"
-
+CI_TEXT = f"{LEVEL:.0%} CI"
 
 # ------------------------------------------------------------------------------------------------
 # Formatting helpers
@@ -96,6 +103,16 @@ def format_mean_std(stat: dict | None, spec: str, sign: float = 1.0) -> str:
     return text
 
 
+def format_ci(stat: dict | None, spec: str, sign: float = 1.0) -> str:
+    """'mean ± std [ci_low, ci_high]': :func:`format_mean_std` followed by the 95% interval over seeds
+    (left out when null, i.e. with one seed); ``sign`` = -1 negates the mean and flips the interval."""
+    text = format_mean_std(stat, spec, sign)
+    if text != "n/a" and stat.get("ci_low") is not None and stat.get("ci_high") is not None:
+        lo, hi = sorted((sign * stat["ci_low"], sign * stat["ci_high"]))
+        text += f" [{_num(lo, spec)}, {_num(hi, spec)}]"
+    return text
+
+
 def _rows(frame: pd.DataFrame, dataset: str | None = None, model: str | None = None) -> pd.DataFrame:
     mask = pd.Series(True, index=frame.index)
     if dataset is not None:
@@ -144,22 +161,285 @@ def models_table(dataset: str, models: list[str], frame: pd.DataFrame) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def results_table(dataset: str, models: list[str], aggregate: dict, frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds of each result per model of ``dataset`` (columns of :data:`RESULT_COLUMNS`,
-    units in the headers; the -L_k header names the k values used); columns without any value are dropped."""
+def n_seeds(aggregate: dict, dataset: str, model: str) -> int:
+    """The most seeds any metric of ``model`` on ``dataset`` was averaged over (0 when none)."""
+    return max((s.get("n_seeds", 0) for s in aggregate.get(dataset, {}).get(model, {}).values()), default=0)
+
+
+def space_groups(dataset: str, models: list[str], frame: pd.DataFrame) -> dict[str, list[str]]:
+    """``{data_space: [models of dataset]}`` from the ``data_space`` field, spaces in :data:`SPACE_ORDER`
+    (others after, in order of appearance), models in grid order; a model whose cells disagree is put under
+    its first cell's space."""
+    groups: dict[str, list[str]] = {}
+    for m in models:
+        spaces = [str(v) for v in _rows(frame, dataset, m)["data_space"].tolist() if not _missing(v)]
+        if spaces:
+            groups.setdefault(spaces[0], []).append(m)
+    order = [s for s in SPACE_ORDER if s in groups] + [s for s in groups if s not in SPACE_ORDER]
+    return {s: groups[s] for s in order}
+
+
+def is_invalid_density(frame: pd.DataFrame, dataset: str, model: str) -> bool:
+    """Whether any cell of ``model`` on ``dataset`` records ``valid_density = false``."""
+    return any(_is_false(v) for v in _rows(frame, dataset, model)["valid_density"].tolist())
+
+
+def model_label(frame: pd.DataFrame, dataset: str, model: str) -> str:
+    """The model's name, with '(not a normalised density)' when its likelihood is not one."""
+    return f"{model} ({NOT_A_DENSITY})" if is_invalid_density(frame, dataset, model) else model
+
+
+def gap_text(entry: dict | None, spec: str = ".2f") -> str:
+    """The L_k - L_{k/10} diagnostic of a :func:`vaebench.report.flags.lk_status` entry: 'gap ± SE over
+    images', then 'NOT CONVERGED (> tolerance)' when flagged; 'n/a' without an entry."""
+    if entry is None or entry.get("gap_nats") is None:
+        return "n/a"
+    text = _num(entry["gap_nats"], spec)
+    if entry.get("gap_se_images") is not None:
+        text += " ± " + _num(entry["gap_se_images"], spec)
+    if not entry["converged"]:
+        text += f" NOT CONVERGED (> {plain(entry['tolerance_nats'])})"
+    return text
+
+
+def _drop_empty(table: pd.DataFrame, keep: tuple[str, ...] = ("model", "seeds")) -> pd.DataFrame:
+    """``table`` without the columns that hold no value ('n/a' everywhere), ``keep`` always kept."""
+    if table.empty:
+        return table
+    return table[[c for c in table.columns if c in keep or (table[c] != "n/a").any()]]
+
+
+def likelihood_table(dataset: str, space: str, models: list[str], aggregate: dict, frame: pd.DataFrame,
+                     diagnostics: Diagnostics) -> pd.DataFrame:
+    """The likelihood results of the models of one data space: mean ± std over seeds [95% CI] of the ELBO and
+    -L_k, the ELBO's terms, the L_k - L_{k/10} diagnostic (± SE over images, flagged when above the
+    tolerance) and bits/dim; for decoders with a discretised column, the same quantities of the discrete 8-bit
+    likelihood side by side. Headers name the units, k and the data space; columns without any value are
+    dropped. Models whose likelihood is not a normalised density are labelled so."""
     agg = aggregate.get(dataset, {})
-    ks = sorted({int(k) for k in _rows(frame, dataset)["iwae_k"].dropna()})
+    sub = _rows(frame, dataset)
+    sub = sub[sub["model"].isin(models)]
+    ks = "/".join(dict.fromkeys(plain(k) for k in sub["iwae_k"].dropna())) or "n/a"
+    tag = SPACE_SHORT.get(space, space)
     rows = []
     for m in models:
-        row = {"model": m, "seeds": max((s.get("n_seeds", 0) for s in agg.get(m, {}).values()), default=0)}
-        for header, key, spec in RESULT_COLUMNS:
-            if key == "test_nll_iwae_nats" and ks:
-                header = f"test NLL = -L_k, k = {'/'.join(map(str, ks))} (nats/image)"
-            row[header] = format_mean_std(agg.get(m, {}).get(key), spec)
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    keep = [c for c in table.columns if c in ("model", "seeds") or (table[c] != "n/a").any()]
-    return table[keep]
+        a = agg.get(m, {})
+        rows.append({
+            "model": model_label(frame, dataset, m),
+            "seeds": str(n_seeds(aggregate, dataset, m)),
+            f"ELBO (nats/image; {tag}) [{CI_TEXT}]": format_ci(a.get("test_elbo_nats"), ".2f"),
+            "recon. NLL (nats/image)": format_mean_std(a.get("test_recon_nats"), ".2f"),
+            "KL (nats/image)": format_mean_std(a.get("test_kl_nats"), ".2f"),
+            f"NLL = -L_k, k = {ks} (nats/image; {tag}) [{CI_TEXT}]": format_ci(a.get("test_nll_iwae_nats"), ".2f"),
+            "L_k - L_{k/10} (nats/image)": gap_text(diagnostics.lk_entry(dataset, m, "L_k")),
+            "bits/dim": format_mean_std(a.get("bits_per_dim"), ".4f"),
+            f"discretised ELBO (nats/image; 8-bit) [{CI_TEXT}]": format_ci(a.get("test_elbo_discretised_nats"), ".2f"),
+            f"discretised NLL = -L_k (nats/image; 8-bit) [{CI_TEXT}]":
+                format_ci(a.get("test_nll_iwae_discretised_nats"), ".2f"),
+            "discretised L_k - L_{k/10}": gap_text(diagnostics.lk_entry(dataset, m, "L_k_discretised")),
+            "discretised bits/dim": format_mean_std(a.get("bits_per_dim_discretised"), ".4f"),
+        })
+    return _drop_empty(pd.DataFrame(rows))
+
+
+def has_discretised(dataset: str, models: list[str], aggregate: dict) -> bool:
+    """Whether any of ``models`` has a discretised likelihood column on ``dataset``."""
+    return any("test_nll_iwae_discretised_nats" in aggregate.get(dataset, {}).get(m, {}) for m in models)
+
+
+def latent_table(dataset: str, models: list[str], aggregate: dict, frame: pd.DataFrame) -> pd.DataFrame:
+    """Latent analysis per model (mean ± std over seeds): rate = E_x KL(q(z|x)||p(z)), the marginal KL
+    KL(q(z)||p(z)) of the aggregate posterior, the mutual information I(x; z) = rate - marginal KL with its
+    upper bound log N (N = images of the aggregate posterior), and the active units out of latent_dim."""
+    agg = aggregate.get(dataset, {})
+    rows = []
+    for m in models:
+        a, sub = agg.get(m, {}), _rows(frame, dataset, m)
+        bound = unique(sub, "latent_log_n_nats", ".2f")
+        rows.append({
+            "model": m,
+            "seeds": str(n_seeds(aggregate, dataset, m)),
+            "rate (nats)": format_mean_std(a.get("latent_rate_nats"), ".2f"),
+            "marginal KL (nats)": format_mean_std(a.get("latent_marginal_kl_nats"), ".2f"),
+            "mutual information (nats)": format_mean_std(a.get("latent_mutual_info_nats"), ".2f"),
+            "log N, bound on MI (N)": f"{bound} ({unique(sub, 'latent_n')})" if bound != "n/a" else "n/a",
+            "active units / latent_dim": (format_mean_std(a.get("active_units"), ".1f") + " / "
+                                          + unique(sub, "latent_dim")) if a.get("active_units") else "n/a",
+        })
+    return _drop_empty(pd.DataFrame(rows))
+
+
+def fid_table(dataset: str, models: list[str], aggregate: dict, frame: pd.DataFrame) -> pd.DataFrame:
+    """FID per model: of decoder means, mean ± std over training seeds [95% CI] (each seed's value is itself
+    the mean over ``fid_seeds`` sample seeds); its spread over sample seeds (std, mean over training seeds);
+    the FID of draws x ~ p(x|z); the dataset's floor (real held-out images) and N; the Inception FID of the
+    first sample seed against the whole test split with both N, or why it was not computed."""
+    agg = aggregate.get(dataset, {})
+    rows = []
+    for m in models:
+        a, sub = agg.get(m, {}), _rows(frame, dataset, m)
+        floor = _num((a.get("fid_floor") or {}).get("mean"), ".2f")   # one reference per dataset: no spread
+        rows.append({
+            "model": m,
+            "seeds": str(n_seeds(aggregate, dataset, m)),
+            f"FID, decoder means [{CI_TEXT}]": format_ci(a.get("fid_classifier"), ".2f"),
+            "std over sample seeds (sample seeds)": (
+                f"{_num(a['fid_classifier_std']['mean'], '.2f')} ({unique(sub, 'fid_seeds')})"
+                if (a.get("fid_classifier_std") or {}).get("mean") is not None else "n/a"),
+            "FID, draws x ~ p(x|z)": format_mean_std(a.get("fid_classifier_draws"), ".2f"),
+            "floor (N real images)": f"{floor} ({unique(sub, 'fid_floor_n')})" if floor != "n/a" else "n/a",
+            "N (samples)": unique(sub, "fid_n"),
+            "Inception FID (N samples / N test)": (
+                f"{format_ci(a.get('fid_inception'), '.2f')} ({unique(sub, 'fid_inception_n')} / "
+                f"{unique(sub, 'fid_inception_reference_n')})" if a.get("fid_inception") else
+                unique(sub, "fid_inception_status")),
+        })
+    return _drop_empty(pd.DataFrame(rows))
+
+
+def beta_convention(dataset: str, model: str, aggregate: dict) -> str:
+    """How ``effective_beta`` relates to the model, from which fields it has: 1/lambda for a GECO model
+    (a ``lambda`` and an ``effective_beta``), 2 sigma^2 beta for a shared-sigma Gaussian decoder (an
+    ``effective_beta`` without ``lambda``), none for GECO+IWAE (``lambda`` without ``effective_beta``)."""
+    a = aggregate.get(dataset, {}).get(model, {})
+    has_beta, has_lambda = "effective_beta" in a, "lambda" in a
+    if has_beta and has_lambda:
+        return "1/lambda (GECO: KL + lambda SSE)"
+    if has_beta:
+        return "2 sigma^2 beta (shared-sigma Gaussian)"
+    if has_lambda:
+        return "none: the loss weighs no KL (lambda shown)"
+    return "n/a"
+
+
+def training_table(dataset: str, models: list[str], aggregate: dict) -> pd.DataFrame:
+    """Per model (mean ± std over seeds, at the end of training): the effective beta in the "SSE + beta KL"
+    convention with the rule that gives it (:func:`beta_convention`), the decoder's log sigma, GECO's lambda
+    and constraint moving average C_ma, and the training time."""
+    agg = aggregate.get(dataset, {})
+    rows = []
+    for m in models:
+        a = agg.get(m, {})
+        rows.append({
+            "model": m,
+            "seeds": str(n_seeds(aggregate, dataset, m)),
+            "effective beta": format_mean_std(a.get("effective_beta"), ".3g"),
+            "beta convention": beta_convention(dataset, m, aggregate),
+            "log sigma": format_mean_std(a.get("log_sigma"), ".3f"),
+            "GECO lambda": format_mean_std(a.get("lambda"), ".3g"),
+            "GECO C_ma": format_mean_std(a.get("geco_constraint_ma"), ".3g"),
+            "train time (s)": format_mean_std(a.get("train_seconds"), ".0f"),
+        })
+    return _drop_empty(pd.DataFrame(rows))
+
+
+# ------------------------------------------------------------------------------------------------
+# Paired comparisons and flags
+
+def _verdict_text(row: dict) -> str:
+    return f"{row['better']} better" if row.get("better") else str(row["verdict"])
+
+
+def paired_table(dataset: str, rows: list[dict]) -> pd.DataFrame:
+    """The compared rows of :func:`vaebench.report.paired.paired_comparisons` for ``dataset``: A, B, the axis
+    and its two values, the metric, A - B with its standard errors over seeds and over images, the 95%
+    interval, the seeds and images used, the verdict (naming the better model) and notes (an L_k that has not
+    converged, stage settings that also differ)."""
+    out = []
+    for r in rows:
+        if r["dataset"] != dataset or not r["compared"]:
+            continue
+        notes = []
+        if r["lk_not_converged"]:
+            notes.append(f"L_k not converged for {', '.join(r['lk_not_converged'])}: the difference may be bias "
+                         "of the bound")
+        if r["other_differences"]:
+            notes.append("also differ: " + "; ".join(r["other_differences"]))
+        ci = (f"[{_num(r['ci_low'], '.3g')}, {_num(r['ci_high'], '.3g')}]"
+              if r["ci_low"] is not None else "n/a")
+        out.append({
+            "A": r["model_a"], "B": r["model_b"],
+            "differs in": f"{r['axis']}: {r['value_a']} vs {r['value_b']}",
+            "metric": f"{r['metric_label']}, {'higher' if r['higher_is_better'] else 'lower'} is better",
+            "A - B": _num(r["diff"], ".3g"),
+            "SE (seeds)": _num(r["se_seeds"], ".2g"),
+            "SE (images)": _num(r["se_images"], ".2g"),
+            CI_TEXT: ci,
+            "seeds": str(r["n_seeds"]),
+            "images": "n/a" if r["n_images"] is None else str(r["n_images"]),
+            "verdict": _verdict_text(r),
+            "notes": "; ".join(notes) or "",
+        })
+    return pd.DataFrame(out)
+
+
+def not_compared_table(dataset: str, rows: list[dict]) -> pd.DataFrame:
+    """The pairs of ``dataset`` with metrics that were not compared: A, B, the axis, the metrics and why
+    (one row per pair and reason)."""
+    grouped: dict[tuple, list[str]] = {}
+    for r in rows:
+        if r["dataset"] == dataset and not r["compared"]:
+            key = (r["model_a"], r["model_b"], r["axis"], r["reason"])
+            grouped.setdefault(key, []).append(r["metric"])
+    return pd.DataFrame([{"A": a, "B": b, "differs in": axis, "metrics": ", ".join(ms), "why not": reason}
+                         for (a, b, axis, reason), ms in grouped.items()])
+
+
+def lk_flag_items(dataset: str, diagnostics: Diagnostics) -> list[str]:
+    """One sentence per L_k column of ``dataset`` flagged as not converged (or one saying none is)."""
+    items = []
+    for e in diagnostics.lk:
+        if e["dataset"] != dataset or e["converged"]:
+            continue
+        se = [f"± {_num(e['gap_se_images'], '.2g')} (SE over images)"] if e["gap_se_images"] is not None else []
+        if e["gap_se_seeds"] is not None:
+            se.append(f"± {_num(e['gap_se_seeds'], '.2g')} (SE over seeds)")
+        items.append(f"{e['model']} ({e['column']}): L_k - L_{{k/10}} = {_num(e['gap_nats'], '.3g')} "
+                     f"{' '.join(se)} nats/image with k = {plain(e['iwae_k'])}, above the tolerance "
+                     f"{plain(e['tolerance_nats'])}: -L_k has not converged; its NLL and NLL differences "
+                     "involving it may be bias of the bound (raise evaluate.iwae_k).")
+    if not items:
+        items.append("Every L_k converged (L_k - L_{k/10} within evaluate.lk_tolerance_nats).")
+    return items
+
+
+def geco_table(dataset: str, diagnostics: Diagnostics) -> pd.DataFrame:
+    """Every GECO-trained cell of ``dataset`` (:func:`vaebench.report.flags.geco_status`): the constraint,
+    kappa, the last C_ma and its threshold, lambda, its change over the last epoch, and whether it settled."""
+    rows = []
+    for e in diagnostics.geco:
+        if e["dataset"] != dataset:
+            continue
+        rows.append({
+            "model": e["model"], "seed": str(e["seed"]), "constraint": str(e["constraint"]),
+            "kappa": _num(e["kappa"], ".3g"), "C_ma (last)": _num(e["c_ma"], ".4g"),
+            "|C_ma| threshold": _num(e["c_ma_threshold"], ".3g"), "lambda (last)": _num(e["lambda"], ".4g"),
+            "lambda one epoch earlier": _num(e["lambda_previous"], ".4g"),
+            "lambda change": "n/a" if e["lambda_change"] is None else f"{e['lambda_change']:.1%}",
+            "settled": "yes" if e["settled"] else "NO: " + "; ".join(e["reasons"]),
+        })
+    return pd.DataFrame(rows)
+
+
+def other_flag_items(dataset: str, diagnostics: Diagnostics) -> list[str]:
+    """The FID classifier's accuracy check and the FID floor of ``dataset``, as sentences."""
+    items = []
+    for e in diagnostics.classifier:
+        if e["dataset"] != dataset:
+            continue
+        if e["ok"] is False:
+            items.append(f"FID classifier: test accuracy {_num(e['test_accuracy'], '.4f')} < {e['threshold']:g}: "
+                         "its features separate the classes poorly, so FID is a coarse distance here.")
+        elif e["ok"]:
+            items.append(f"FID classifier: test accuracy {_num(e['test_accuracy'], '.4f')} >= {e['threshold']:g}.")
+        else:
+            items.append("FID classifier: no test accuracy recorded.")
+    for e in diagnostics.fid_floor:
+        if e["dataset"] == dataset:
+            items.append(f"FID floor: {_num(e['floor'], '.2f')}, the FID of {plain(e['floor_n'])} held-out real "
+                         f"images against the test statistics; model FIDs (N = {plain(e['fid_n'])}) cannot be "
+                         "expected below it.")
+    return items
 
 
 def invalid_density_models(dataset: str, models: list[str], frame: pd.DataFrame) -> list[str]:
@@ -175,8 +455,8 @@ def density_note(models: list[str], frame: pd.DataFrame) -> str:
     """The warning under a results table for models whose test numbers are not a normalised density."""
     liks = " / ".join(dict.fromkeys(unique(frame[frame["model"] == m], "likelihood") for m in models))
     return (f"{', '.join(models)} ({liks}): the test ELBO, NLL and bits/dim are {NOT_A_DENSITY} of the test "
-            "images (valid_density = false; see the protocol); treat them as optimistic and do not rank them "
-            "against the other models on these columns.")
+            "images (valid_density = false; see the protocol); they are shown for completeness, treated as "
+            "optimistic and left out of every likelihood comparison.")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -218,10 +498,10 @@ def comparison_table(dataset: str, models: list[str], aggregate: dict, frame: pd
 def _our_protocol(metric: str, sub: pd.DataFrame) -> str:
     u = lambda c: unique(sub, c)  # noqa: E731
     if metric in ("neg_elbo_nats", "reported_loss_nats", "mean_kl_nats"):
-        return (f"single-sample ELBO on {u('elbo_n_images')} test images; {u('data_treatment')}; "
+        return (f"single-sample ELBO on {u('n_images')} fixed random test images; {u('data_treatment')}; "
                 f"{u('epochs')} epoch(s)")
     if metric == "nll_nats":
-        return (f"-L_k with k = {u('iwae_k')} on {u('iwae_n_images')} test images; likelihood of "
+        return (f"-L_k with k = {u('iwae_k')} on {u('n_images')} fixed random test images; likelihood of "
                 f"{u('likelihood_of')}; {u('epochs')} epoch(s)")
     if metric == "fid":
         return f"classifier-feature FID, N = {u('fid_n')}: {u('fid_reference')}"
@@ -249,7 +529,7 @@ def comparison_notes(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list
 def _setting_text(key: str, value: Any) -> str:
     """A stage setting for the protocol; null evaluation sizes mean the whole test split."""
     if _missing(value):
-        return "null (the whole test split)" if key in ("elbo_n", "iwae_n") else "null"
+        return "null (the whole test split)" if key == "n_images" else "null"
     if isinstance(value, bool):
         return str(value).lower()
     return plain(value)
@@ -294,7 +574,8 @@ def setting_differences(frame: pd.DataFrame, models: list[str]) -> list[str]:
 
 
 def protocol_items(frame: pd.DataFrame, datasets: list[str], models: list[str], seeds: list) -> list[str]:
-    """The protocol as sentences: seeds, training, ELBO, -L_k, per-likelihood conventions, FID, grids, data.
+    """The protocol as sentences: seeds and intervals, training, the test images, ELBO, -L_k and its
+    diagnostic, per-likelihood conventions, latent analysis, FID, paired comparisons, flags, grids, data.
 
     Settings come from the cells' configuration records (``cell.*`` columns) and the metrics fields; where
     a model's setting differs from the others', the sentence gives the others' value ("per-model
@@ -305,23 +586,51 @@ def protocol_items(frame: pd.DataFrame, datasets: list[str], models: list[str], 
     u = lambda col, df=frame: unique(df, col)  # noqa: E731
     more = " (per-model differences below)" if differing else ""
     items = [
-        f"Seeds: {', '.join(map(str, seeds))}. Mean ± sample std (ddof = 1) over seeds; the std is null "
-        "(not 0) with a single seed.",
+        f"Seeds: {', '.join(map(str, seeds))}. Every table gives mean ± sample std (ddof = 1) over training "
+        f"seeds and, where marked, the {CI_TEXT} of the mean, mean ± t_(S-1, 0.975) std / sqrt(S) (Student t; "
+        "Bouthillier et al. 2021 for seeds as a source of variance); with a single seed the std and interval "
+        "are null (not 0). The interval is very wide with 2 seeds (t_(1, 0.975) = 12.7).",
         f"Training: {c('train.epochs')} epoch(s), batch size {c('train.batch_size')}, learning rate "
         f"{c('train.lr')}{more}; epochs run per cell: {u('epochs')}; device: {u('device')}.",
-        f"ELBO: single-sample estimate (one z ~ q(z|x) per image) averaged over the first "
-        f"{u('elbo_n_images')} test images (evaluate.elbo_n = {c('evaluate.elbo_n')}); the reconstruction "
-        "NLL and KL columns are the two terms of the same estimate.",
-        f"Test NLL: -L_k, the importance-weighted bound of Burda et al. (2016) with k = {u('iwae_k')} samples "
-        f"per image (evaluate.iwae_k = {c('evaluate.iwae_k')}) on the first {u('iwae_n_images')} test images "
-        f"(evaluate.iwae_n = {c('evaluate.iwae_n')}); an upper bound on -log p(x) that tightens as k grows, "
-        "computed with each model's own posterior density (posterior family per model in the Models table).",
+        f"Test images: every per-image estimate (ELBO and its terms, L_k and its diagnostic, the discretised "
+        f"column, the latent analysis) is on the same {u('n_images')} test images (evaluate.n_images = "
+        f"{c('evaluate.n_images')}), a fixed random subset drawn with evaluate.seed = {c('evaluate.seed')}, "
+        "identical for every model and seed, so that models are compared image by image (per-image values in "
+        "each cell's per_image.npz).",
+        "ELBO: single-sample estimate, one z ~ q(z|x) per image, with the closed-form KL (Kingma & Welling 2014, "
+        "eq. 7); the reconstruction NLL and KL columns are its two terms.",
+        f"Test NLL: -L_k, the importance-weighted bound of Burda et al. (2016, eq. 8) with k = {u('iwae_k')} "
+        f"samples per image (evaluate.iwae_k = {c('evaluate.iwae_k')}), computed with each model's own posterior "
+        "density; an upper bound on -log p(x) that tightens as k grows. Diagnostic: L_k - L_{k/10}, with "
+        "L_{k/10} the mean bound of 10 disjoint blocks of the same k samples; a gap above "
+        f"evaluate.lk_tolerance_nats = {c('evaluate.lk_tolerance_nats')} nats/image flags -L_k as not converged.",
         f"Test data: mapped once into each model's data space (binarised or dequantised, see below) with seed "
         f"evaluate.seed = {c('evaluate.seed')}, so every model of a data space is scored on the same test data; "
-        "the same seed draws the prior samples.",
+        "the same seed draws the posterior and prior samples. Results tables are split by data space: a "
+        "likelihood of binarised images and a density of dequantised 8-bit images are different quantities "
+        "and never share a column.",
     ]
     items += likelihood_items(frame)
-    items += fid_items(frame, datasets, c('evaluate.fid_n'))
+    if "test_nll_iwae_discretised_nats" in frame.columns and frame["test_nll_iwae_discretised_nats"].notna().any():
+        items.append(DISCRETISED_NOTE)
+    items.append(
+        f"Latent analysis on the first {u('latent_n')} of the test images (evaluate.latent_n = "
+        f"{c('evaluate.latent_n')}): rate = mean KL(q(z|x)||p(z)) = mutual information I(x; z) + marginal "
+        "KL(q(z)||p(z)) of the aggregate posterior q(z) (Hoffman & Johnson 2016); I(x; z) <= log N for N images "
+        "(a value above it is estimation noise); active units: latent dimensions whose posterior mean varies "
+        "over the images with variance > 0.01 (Burda et al. 2016, Section 5.2).")
+    items += fid_items(frame, datasets, c('evaluate.fid_n'), c('evaluate.fid_seeds'))
+    items.append(
+        "Paired comparisons: every pair of models that differ in exactly one component (architecture, "
+        "latent_dim, posterior, likelihood or objective, name or settings) is compared over the seeds both "
+        "have (paired by seed) and, per image, over the same test images: diff = mean over seeds of the "
+        "per-image mean of A - B, with its standard errors over seeds (std of the per-seed differences / "
+        "sqrt(S), which covers image sampling and training randomness) and over images (the image-sampling part "
+        f"alone); the {CI_TEXT} is Student t over seeds (normal over images with a single seed), and the verdict "
+        "names a better model only when the interval excludes 0, else 'inconclusive' (Dror et al. 2018). NLL "
+        "and ELBO are compared only within one data space and between normalised densities; FID for every pair "
+        "(per seed).")
+    items.append("Flags: " + " ".join(f"{name.replace('_', ' ')}: {rule}" for name, rule in RULES.items()))
     items.append(f"Image grids: {c('evaluate.grid_n')} images per grid (evaluate.grid_n).")
     items += data_items(frame, datasets)
     return items
@@ -358,7 +667,8 @@ def _acc(v: Any) -> str:
     return format(float(v), ".4f") if is_number(v) and math.isfinite(float(v)) else "n/a"
 
 
-def fid_items(frame: pd.DataFrame, datasets: list[str], fid_n_setting: str = "n/a") -> list[str]:
+def fid_items(frame: pd.DataFrame, datasets: list[str], fid_n_setting: str = "n/a",
+              fid_seeds_setting: str = "n/a") -> list[str]:
     """Per dataset: the FID protocol and its classifier (accuracies, epochs, feature dimension) as recorded
     in the metrics files."""
     items = []
@@ -375,10 +685,15 @@ def fid_items(frame: pd.DataFrame, datasets: list[str], fid_n_setting: str = "n/
             bits.append(f"feature dimension {unique(sub, 'classifier_feature_dim')}")
         items.append(
             f"FID ({d}): Frechet distance in the feature space of a small CNN classifier trained on the {d} "
-            f"training split ({', '.join(bits)}), N = {unique(sub, 'fid_n')} (evaluate.fid_n = {fid_n_setting}): "
-            f"{unique(sub, 'fid_reference')}; samples are decoder means of z ~ p(z), quantised to 8 bits. FID "
-            "values are only comparable at equal N with the same extractor, and are NOT comparable with the "
-            "Inception-v3 FIDs of papers.")
+            f"training split ({', '.join(bits)}), between N = {unique(sub, 'fid_n')} prior samples "
+            f"(evaluate.fid_n = {fid_n_setting}) and the statistics of the whole test split: "
+            f"{unique(sub, 'fid_reference')}. The samples are decoder means of z ~ p(z), quantised to 8 bits, for "
+            f"{unique(sub, 'fid_seeds')} sample seeds (evaluate.fid_seeds = {fid_seeds_setting}): a cell's FID is "
+            "their mean and their std is the spread over sample seeds; the 'draws' column scores x ~ p(x|z) "
+            "instead of the decoder mean (n/a where the decoder cannot be sampled without the data). The floor "
+            f"is the FID of {unique(sub, 'fid_floor_n')} held-out real images (validation split) against the same "
+            "statistics. FID values are only comparable at equal N with the same extractor, and are NOT "
+            "comparable with the Inception-v3 FIDs of papers.")
     return items
 
 
@@ -397,8 +712,8 @@ def data_items(frame: pd.DataFrame, datasets: list[str]) -> list[str]:
     return items
 
 
-SETTINGS_COLUMNS = ["dataset", "model", "data_treatment", "likelihood_of", "elbo_n_images", "iwae_k",
-                    "iwae_n_images", "fid_n", "fid_reference", "epochs", "device"]
+SETTINGS_COLUMNS = ["dataset", "model", "data_treatment", "likelihood_of", "valid_density", "n_images", "iwae_k",
+                    "lk_tolerance_nats", "latent_n", "fid_n", "fid_seeds", "fid_reference", "epochs", "device"]
 
 
 def evaluation_settings_table(frame: pd.DataFrame, datasets: list[str], models: list[str]) -> pd.DataFrame:
@@ -416,8 +731,10 @@ def intro_text(datasets: list[str], models: list[str], seeds: list, n_cells: int
     """The report's opening paragraph: the grid, what the numbers are and where the raw values live."""
     return (
         f"Grid: datasets {', '.join(datasets)}; models {', '.join(models)}; seeds {', '.join(map(str, seeds))} "
-        f"({n_cells} cells). Values are mean ± sample standard deviation (ddof = 1) over seeds; with a single "
-        "seed only the value is shown (std is null in metrics.json). Likelihood-type numbers are nats per image "
-        "(summed over all pixels of an image); bits/dim are bits per dimension. Per-cell values: summary.csv; "
-        "aggregates: metrics.json. The protocol is stated at the end.")
-
+        f"({n_cells} cells). Values are mean ± sample standard deviation (ddof = 1) over training seeds, with "
+        f"the {CI_TEXT} of the mean in brackets where marked; with a single seed only the value is shown (std and "
+        "interval are null in metrics.json). Likelihood-type numbers are nats per image (summed over all pixels "
+        "of an image), in separate tables per data space; bits/dim are bits per dimension. Models that differ in "
+        "one component are compared image by image and seed by seed (Paired comparisons), and the Flags say "
+        "where a number should not be trusted. Per-cell values: summary.csv; aggregates, comparisons and flags: "
+        "metrics.json. The protocol is stated at the end.")

@@ -1,0 +1,226 @@
+"""Diagnostics the report prints next to the numbers, each with the rule that raises it.
+
+* L_k not converged: per dataset x model and likelihood column (``L_k``, and ``L_k_discretised`` where the
+  decoder has it), the diagnostic gap L_k - L_{k/10} of the evaluate stage (both bounds from the same k
+  importance samples, per image, nats), averaged over images and then over training seeds; the bound is
+  flagged when that mean exceeds the cell's ``lk_tolerance_nats``. The importance-weighted bound increases
+  with k towards log p(x) (Burda et al. 2016, Theorem 1), so a large gap says -L_k is still far above
+  -log p(x), and a difference of -L_k between two models may be a difference of bias.
+* GECO not settled: per cell whose metrics record a Lagrange multiplier (``lambda``) and the constraint's
+  moving average (``geco_constraint_ma``, C_ma): flagged when |C_ma| > 0.1 kappa^2 (``sse`` constraint,
+  SSE - kappa^2 on the [0, 1] scale) or > 0.1 kappa (``nll``, nats), or when lambda moved by more than 5%
+  over the last training epoch (training log's ``lambda`` column; with one epoch, against
+  ``objective_params.lambda_init``). Either means the constrained optimisation of Rezende & Viola (2018,
+  Algorithm 1) had not reached its fixed point (C_ma = 0, constant lambda) when training stopped.
+* FID classifier: flagged per dataset when its test accuracy is below 0.99 (weak features make FID a
+  coarse distance).
+* FID floor: per dataset, the FID of ``fid_floor_n`` held-out real images against the test statistics
+  (stage ``fid_reference``): the value a perfect model would get at this N (informative, never a flag).
+
+Everything here is plain JSON data (floats, ints, strings, lists; ``None`` where undefined, never NaN);
+:func:`flags_json` gives the ``flags`` part of ``reports/metrics.json``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vaebench.metrics.uncertainty import per_image_se
+from vaebench.report.collect import CellData, is_number, summarise_seeds
+
+GECO_C_FRACTION = 0.1        # |C_ma| above this fraction of kappa^2 (sse) or kappa (nll): not settled
+GECO_LAMBDA_CHANGE = 0.05    # relative change of lambda over the last epoch above this: not settled
+CLASSIFIER_MIN_ACCURACY = 0.99
+
+RULES = {
+    "lk_not_converged": ("mean over training seeds of the per-image mean of L_k - L_{k/10} (same importance "
+                         "samples, nats/image) > lk_tolerance_nats: the bound -L_k has not converged and an "
+                         "NLL difference may be bias of the bound."),
+    "geco_not_settled": (f"|C_ma| > {GECO_C_FRACTION:g} kappa^2 (constraint sse) or > {GECO_C_FRACTION:g} kappa "
+                         f"(constraint nll) at the end of training, or lambda changed by more than "
+                         f"{GECO_LAMBDA_CHANGE:.0%} over the last training epoch (training log; with one epoch, "
+                         "against lambda_init)."),
+    "classifier_accuracy_low": f"test accuracy of the FID classifier below {CLASSIFIER_MIN_ACCURACY:g}.",
+    "fid_floor": ("FID of fid_floor_n held-out real images against the test-split statistics: the value of a "
+                  "perfect model at this N (not a flag; shown next to every FID)."),
+}
+
+
+def _cells_of(inputs: list[CellData], dataset: str, model: str) -> list[CellData]:
+    return sorted((c for c in inputs if c.cell[0] == dataset and c.cell[1] == model), key=lambda c: c.cell[2])
+
+
+def lk_columns(per_image: dict[str, np.ndarray]) -> list[str]:
+    """The importance-weighted bounds of a per-image file: ``L_k`` first, then every ``L_k_<column>``
+    (e.g. ``L_k_discretised``) that has its ``L_k10_<column>`` diagnostic partner."""
+    extra = sorted(k for k in per_image if k.startswith("L_k_") and "L_k10_" + k[len("L_k_"):] in per_image)
+    return ["L_k"] + extra
+
+
+def _first(values: list, default=None):
+    return next((v for v in values if v is not None), default)
+
+
+def lk_status(inputs: list[CellData], datasets: list[str], models: list[str]) -> list[dict]:
+    """The L_k convergence diagnostic of every dataset x model x likelihood column, in grid order.
+
+    Per seed s: gap_s = mean_i (L_k - L_{k/10})[i] and its standard error over images se_s
+    (:func:`vaebench.metrics.uncertainty.per_image_se`); over seeds, :func:`~vaebench.report.collect.summarise_seeds`
+    and the image part sqrt(sum_s se_s^2) / S (as in :func:`~vaebench.metrics.uncertainty.paired_difference`).
+    Returns one dict per dataset x model x column (columns of :func:`lk_columns` present in every seed):
+    {"dataset", "model", "column" ('L_k' / 'L_k_discretised'), "gap_nats" (mean over seeds of gap_s),
+    "gap_se_seeds" (std over seeds / sqrt(S); None for S = 1), "gap_se_images" (sqrt(sum_s se_s^2) / S),
+    "tolerance_nats", "iwae_k", "n_seeds", "converged" (gap_nats <= tolerance_nats; False when either is
+    undefined)}; nats per image.
+    """
+    out = []
+    for d in datasets:
+        for m in models:
+            cells = _cells_of(inputs, d, m)
+            if not cells:
+                continue
+            columns = [c for c in lk_columns(cells[0].per_image) if all(c in x.per_image for x in cells)]
+            tolerance = _first([x.record.get("lk_tolerance_nats") for x in cells])
+            for col in columns:
+                gaps, ses = [], []
+                for x in cells:
+                    delta = x.per_image[col] - x.per_image[col.replace("L_k", "L_k10", 1)]
+                    gaps.append(float(np.mean(delta)))
+                    try:
+                        ses.append(per_image_se(delta))
+                    except ValueError:    # a single image or a non-finite value: no standard error
+                        ses.append(None)
+                summary = summarise_seeds(gaps)
+                gap = summary["mean"]
+                se_images = None if None in ses else math.sqrt(sum(s ** 2 for s in ses)) / len(ses)
+                out.append({
+                    "dataset": d, "model": m, "column": col, "gap_nats": gap,
+                    "gap_se_seeds": summary["se"], "gap_se_images": se_images,
+                    "tolerance_nats": tolerance, "iwae_k": _first([x.record.get("iwae_k") for x in cells]),
+                    "n_seeds": summary["n_seeds"],
+                    "converged": bool(gap is not None and is_number(tolerance) and gap <= tolerance),
+                })
+    return out
+
+
+def geco_threshold(constraint, kappa) -> float | None:
+    """The |C_ma| above which a GECO run is not settled: 0.1 kappa^2 for 'sse', 0.1 kappa for 'nll'
+    (None for anything else)."""
+    if not is_number(kappa):
+        return None
+    if constraint == "sse":
+        return GECO_C_FRACTION * float(kappa) ** 2
+    if constraint == "nll":
+        return GECO_C_FRACTION * abs(float(kappa))
+    return None
+
+
+def geco_status(inputs: list[CellData]) -> list[dict]:
+    """Whether every GECO-trained cell had settled, in the order of ``inputs``.
+
+    A cell is GECO-trained when its metrics hold a non-null ``lambda`` and ``geco_constraint_ma``. Returns one
+    dict per such cell: {"dataset", "model", "seed", "constraint", "kappa", "c_ma" (C_ma at the end of
+    training; SSE units on the [0, 1] scale for 'sse', nats for 'nll'), "c_ma_threshold"
+    (:func:`geco_threshold`), "lambda" (at the end of training), "lambda_previous" (one epoch earlier, from
+    the training log; ``objective_params.lambda_init`` after a single epoch; None without a ``lambda``
+    column), "lambda_change" (|lambda / lambda_previous - 1|, None when undefined), "settled" (bool),
+    "reasons" (the rules violated, as text)}. A rule whose inputs are missing is not applied.
+    """
+    out = []
+    for c in inputs:
+        rec = c.record
+        if not (is_number(rec.get("lambda")) and is_number(rec.get("geco_constraint_ma"))):
+            continue
+        params = rec.get("objective_params") or {}
+        constraint, kappa = params.get("constraint"), params.get("kappa")
+        c_ma, lam = float(rec["geco_constraint_ma"]), float(rec["lambda"])
+        threshold = geco_threshold(constraint, kappa)
+        trace = [float(v) for v in c.log["lambda"].dropna()] if "lambda" in c.log.columns else []
+        last = trace[-1] if trace else None
+        previous = trace[-2] if len(trace) >= 2 else (params.get("lambda_init") if trace else None)
+        change = (abs(last / float(previous) - 1.0)
+                  if last is not None and is_number(previous) and float(previous) != 0.0 else None)
+        reasons = []
+        if threshold is not None and abs(c_ma) > threshold:
+            bound = "kappa^2" if constraint == "sse" else "kappa"
+            reasons.append(f"|C_ma| = {abs(c_ma):.4g} > {GECO_C_FRACTION:g} {bound} = {threshold:.4g}")
+        if change is not None and change > GECO_LAMBDA_CHANGE:
+            reasons.append(f"lambda changed by {change:.1%} over the last epoch ({float(previous):.4g} -> "
+                           f"{last:.4g}) > {GECO_LAMBDA_CHANGE:.0%}")
+        out.append({
+            "dataset": c.cell[0], "model": c.cell[1], "seed": c.cell[2], "constraint": constraint,
+            "kappa": float(kappa) if is_number(kappa) else None, "c_ma": c_ma, "c_ma_threshold": threshold,
+            "lambda": lam, "lambda_previous": float(previous) if is_number(previous) else None,
+            "lambda_change": change, "settled": not reasons, "reasons": reasons,
+        })
+    return out
+
+
+def classifier_status(records: list[dict], datasets: list[str]) -> list[dict]:
+    """Per dataset: {"dataset", "test_accuracy" (the lowest recorded; None when none is), "threshold",
+    "ok" (accuracy >= threshold; None without an accuracy)}."""
+    out = []
+    for d in datasets:
+        accs = [float(r["classifier_test_accuracy"]) for r in records
+                if r["dataset"] == d and is_number(r.get("classifier_test_accuracy"))]
+        acc = min(accs) if accs else None
+        out.append({"dataset": d, "test_accuracy": acc, "threshold": CLASSIFIER_MIN_ACCURACY,
+                    "ok": None if acc is None else acc >= CLASSIFIER_MIN_ACCURACY})
+    return out
+
+
+def fid_floors(records: list[dict], datasets: list[str]) -> list[dict]:
+    """Per dataset: {"dataset", "floor" (FID of held-out real images vs the test statistics), "floor_n",
+    "fid_n" (the samples of the models' FIDs)}; None where the metrics files hold no value."""
+    out = []
+    for d in datasets:
+        recs = [r for r in records if r["dataset"] == d]
+        out.append({"dataset": d,
+                    "floor": _first([r.get("fid_floor") for r in recs if is_number(r.get("fid_floor"))]),
+                    "floor_n": _first([r.get("fid_floor_n") for r in recs]),
+                    "fid_n": _first([r.get("fid_n") for r in recs])})
+    return out
+
+
+@dataclass
+class Diagnostics:
+    """Every diagnostic of a study: ``lk`` (:func:`lk_status`), ``geco`` (:func:`geco_status`),
+    ``classifier`` (:func:`classifier_status`) and ``fid_floor`` (:func:`fid_floors`), all entries, flagged
+    or not (the report's tables show them all; :func:`flags_json` keeps the flagged ones)."""
+
+    lk: list[dict] = field(default_factory=list)
+    geco: list[dict] = field(default_factory=list)
+    classifier: list[dict] = field(default_factory=list)
+    fid_floor: list[dict] = field(default_factory=list)
+
+    def lk_entry(self, dataset: str, model: str, column: str = "L_k") -> dict | None:
+        """The :func:`lk_status` entry of one dataset x model x column (None when there is none)."""
+        return next((e for e in self.lk if (e["dataset"], e["model"], e["column"]) == (dataset, model, column)),
+                    None)
+
+    def not_converged(self, dataset: str, model: str, column: str = "L_k") -> bool:
+        """Whether that L_k column is flagged as not converged."""
+        entry = self.lk_entry(dataset, model, column)
+        return entry is not None and not entry["converged"]
+
+
+def diagnose(inputs: list[CellData], datasets: list[str], models: list[str]) -> Diagnostics:
+    """Every diagnostic of the cells ``inputs`` (see the module docstring for the rules)."""
+    records = [c.record for c in inputs]
+    return Diagnostics(lk=lk_status(inputs, datasets, models), geco=geco_status(inputs),
+                       classifier=classifier_status(records, datasets), fid_floor=fid_floors(records, datasets))
+
+
+def flags_json(diag: Diagnostics) -> dict:
+    """The ``flags`` of reports/metrics.json: {"rules": {flag: rule text}, "lk_not_converged": [lk entries
+    not converged], "geco_not_settled": [GECO cells not settled], "classifier_accuracy_low": [datasets whose
+    classifier is below the threshold], "fid_floor": [every dataset's floor]}."""
+    return {
+        "rules": dict(RULES),
+        "lk_not_converged": [e for e in diag.lk if not e["converged"]],
+        "geco_not_settled": [e for e in diag.geco if not e["settled"]],
+        "classifier_accuracy_low": [e for e in diag.classifier if e["ok"] is False],
+        "fid_floor": list(diag.fid_floor),
+    }
