@@ -33,6 +33,8 @@ def test_default_and_paper_studies_are_valid():
 
 def test_layers_resolve_in_order(raw):
     """typed default < study components < catalogue entry < study override; train/evaluate overrides merge."""
+    raw = copy.deepcopy(raw)
+    raw["models"]["vae_categorical"] = {"train": {"epochs": 1}, "evaluate": {"iwae_k": 50}}
     study = validate(raw)
     cat = yaml.safe_load(CATALOGUE.read_text())["models"]
     beta = study.cell("mnist", "beta_vae", 0)
@@ -42,7 +44,7 @@ def test_layers_resolve_in_order(raw):
     assert beta.train.epochs == raw["train"]["epochs"]
     categorical = study.cell("mnist", "vae_categorical", 0)
     assert categorical.train.epochs == 1 and categorical.train.lr == raw["train"]["lr"]  # override merges
-    assert (categorical.evaluate.iwae_k, categorical.evaluate.iwae_chunk) == (50, raw["evaluate"]["iwae_chunk"])
+    assert (categorical.evaluate.iwae_k, categorical.evaluate.fid_n) == (50, raw["evaluate"]["fid_n"])
     # without components, the typed default applies
     paper = load_study(REPO / "studies/paper.yaml", catalogue=CATALOGUE)
     assert paper.cell("mnist", "beta_vae", 0).model_config.architecture.hidden_dims == [512, 256]

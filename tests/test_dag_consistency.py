@@ -61,7 +61,7 @@ def test_both_engines_plan_the_same_jobs(tmp_path):
     smk, dvc = snakemake_jobs(ws, tmp_path), dvc_jobs(ws)
     assert set(smk) == set(dvc)
     assert sorted(j["rule"] for j in smk.values()) == sorted(
-        ["prepare", "classifier", "report"] + ["train", "evaluate"] * 6)
+        ["prepare", "classifier", "fid_reference", "report"] + ["train", "evaluate"] * 6)
     for outs, s in smk.items():
         d = dvc[outs]
         assert s["rule"] == d["rule"] and s["args"] == d["args"], outs

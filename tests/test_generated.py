@@ -64,4 +64,4 @@ def test_readme_generated_sections_are_current():
     for model in study.model_names:
         assert f"| mnist | {model} |" in generated["results"]
     metrics = yaml.safe_load((REPO / paths.REPORT_METRICS).read_text())
-    assert set(metrics["mnist"]) == set(study.model_names)
+    assert set(metrics["models"]["mnist"]) == set(study.model_names)

@@ -10,6 +10,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -35,9 +36,13 @@ def check_report(ws, params):
     assert sorted(summary["model"]) == sorted(params["models"])
     for col in ("test_elbo_nats", "test_nll_iwae_nats", "fid_classifier"):
         assert summary[col].map(math.isfinite).all(), col
-    # L_k is a tighter bound than the single-sample ELBO (allow Monte Carlo noise)
-    assert (summary["test_nll_iwae_nats"] <= -summary["test_elbo_nats"] + 5.0).all()
+    # L_k is a tighter bound than the single-sample ELBO on the same images: paired, within 3 standard errors
+    for model in params["models"]:
+        with np.load(ws / f"data/eval/mnist/{model}/seed0/per_image.npz") as z:
+            gap = z["L_k"] - z["elbo"]
+        assert gap.mean() > -3 * gap.std(ddof=1) / math.sqrt(len(gap)), model
     assert (summary["iwae_k"] == params["evaluate"]["iwae_k"]).all()
+    assert (summary["n_images"] == params["evaluate"]["n_images"]).all()
     bern = summary.set_index("model").loc["vae_bernoulli"]
     assert 50 < bern["test_nll_iwae_nats"] < 300  # binarised MNIST after one tiny epoch
     json.loads((ws / "reports/metrics.json").read_text())
@@ -117,7 +122,7 @@ def test_engines_record_the_same_inputs_and_params(snakemake_run, dvc_run):
             smk_inputs = (smk_inputs - below) | ({dep} if below else set())
         assert smk_inputs == dvc_deps, name
         compared += 1
-    assert compared == 3 + 2 * len(TINY_MODELS)        # prepare, classifier, report + train/evaluate per model
+    assert compared == 4 + 2 * len(TINY_MODELS)   # prepare, classifier, fid_reference, report + train/evaluate per model
 
 
 def test_snakemake_end_to_end(snakemake_run):

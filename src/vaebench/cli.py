@@ -39,6 +39,12 @@ def cmd_classifier(args) -> None:
     print(json.dumps(classifier.run(_study(args), args.dataset), indent=1))
 
 
+def cmd_fid_reference(args) -> None:
+    from vaebench.stages import fid_reference
+
+    print(json.dumps(fid_reference.run(_study(args), args.dataset), indent=1))
+
+
 def cmd_train(args) -> None:
     from vaebench.stages import train
 
@@ -49,7 +55,8 @@ def cmd_evaluate(args) -> None:
     from vaebench.stages import evaluate
 
     metrics = evaluate.run(_study(args), args.dataset, args.model, args.seed)
-    print(json.dumps({k: metrics[k] for k in ("test_elbo_nats", "test_nll_iwae_nats", "fid_classifier")}, indent=1))
+    print(json.dumps({k: metrics[k] for k in ("test_elbo_nats", "test_nll_iwae_nats", "lk_gap_nats",
+                                              "fid_classifier", "eval_seconds")}, indent=1))
 
 
 def cmd_report(args) -> None:
@@ -101,8 +108,8 @@ def cmd_readme(args) -> None:
         raise SystemExit(1)
 
 
-STAGE_COMMANDS = {"prepare": cmd_prepare, "classifier": cmd_classifier, "train": cmd_train,
-                  "evaluate": cmd_evaluate, "report": cmd_report}
+STAGE_COMMANDS = {"prepare": cmd_prepare, "classifier": cmd_classifier, "fid_reference": cmd_fid_reference,
+                  "train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report}
 
 
 def build_parser() -> argparse.ArgumentParser:

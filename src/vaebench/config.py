@@ -380,7 +380,21 @@ def validate_study(raw: Any, source: str = DEFAULT_STUDY, catalogue: str | os.Pa
                               f"(defined: {', '.join(sorted(entries))})")
         models[name] = resolve_model(name, entries[name], (raw["models"] or {}).get(name), raw.get("components"),
                                      source, str(catalogue))
+    _check_inception_weights(config, source)
     return Study(config, models, source)
+
+
+def _check_inception_weights(config, source: str) -> None:
+    """A study that asks for Inception FID must have its weights before any job runs (the download is tried
+    once for ``inception: required``); a configured weights path must exist. Raises ConfigError with the
+    file name, where to get it and where to put it."""
+    from vaebench.metrics.inception import InceptionWeightsUnavailable
+    from vaebench.stages.fid_reference import inception_weights
+
+    try:
+        inception_weights(config)
+    except InceptionWeightsUnavailable as exc:
+        raise ConfigError(f"{source}: evaluate.inception = {config.evaluate.inception!r}: {exc}") from None
 
 
 def load_study(path: str | os.PathLike = DEFAULT_STUDY, catalogue: str | os.PathLike = paths.CATALOGUE) -> Study:

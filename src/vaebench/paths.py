@@ -24,6 +24,8 @@ DVC_YAML = "dvc.yaml"
 PREPARED = "data/prepared/{dataset}.npz"
 CLASSIFIER = "data/classifier/{dataset}.pt"
 CLASSIFIER_METRICS = "data/classifier/{dataset}.json"
+FID_REFERENCE = "data/fid/{dataset}/classifier.npz"
+FID_INCEPTION_REFERENCE = "data/fid/{dataset}/inception.npz"
 CHECKPOINT = "data/train/{dataset}/{model}/seed{seed}/model.pt"
 # The per-epoch log lives apart from the checkpoint so that the report, which reads logs but never
 # checkpoints, depends on a folder that holds nothing else (DVC tracks the report's inputs by folder).
@@ -31,6 +33,7 @@ TRAIN_LOG = "data/history/{dataset}/{model}/seed{seed}/log.csv"
 METRICS = "data/eval/{dataset}/{model}/seed{seed}/metrics.json"
 SAMPLES_PNG = "data/eval/{dataset}/{model}/seed{seed}/samples.png"
 RECON_PNG = "data/eval/{dataset}/{model}/seed{seed}/recon.png"
+PER_IMAGE = "data/eval/{dataset}/{model}/seed{seed}/per_image.npz"
 
 REPORT_DIR = "reports"
 SUMMARY_CSV = "reports/summary.csv"
@@ -59,6 +62,9 @@ class Stage:
         threads: torch intra-op threads, passed as ``--threads`` by both engines (fixed, because float
             results can depend on the thread count).
         gpu: whether a job may use the GPU (Snakemake resource ``gpu=1``).
+        mem_mb: the peak resident memory of one job at the default and paper study sizes, MiB, with
+            headroom (Snakemake resource ``mem_mb``, so a local run or a cluster scheduler packs jobs
+            safely; measured with ``/usr/bin/time -v``, see README).
     """
 
     name: str
@@ -73,6 +79,7 @@ class Stage:
     params: tuple[tuple[str, str], ...] = ()
     threads: int = 1
     gpu: bool = False
+    mem_mb: int = 2000
 
     def command(self, **values) -> list[str]:
         """The CLI words of one job: ``vaebench <name> --<axis> <value> ... --threads <n>``."""
@@ -81,10 +88,17 @@ class Stage:
             words += [f"--{axis}", str(values[axis])]
         return words + ["--threads", str(self.threads)]
 
+    def _job_path(self) -> str:
+        parts = [f"{{{a}}}" if a != "seed" else "seed{seed}" for a in self.over]
+        return f"{self.name}/" + ("/".join(parts) if parts else self.name)
+
     def log(self) -> str:
         """Snakemake's log file template of a job."""
-        parts = [f"{{{a}}}" if a != "seed" else "seed{seed}" for a in self.over]
-        return f"logs/{self.name}/" + ("/".join(parts) if parts else self.name) + ".log"
+        return f"logs/{self._job_path()}.log"
+
+    def benchmark(self) -> str:
+        """Snakemake's benchmark file template of a job (wall time, peak RSS)."""
+        return f"benchmarks/{self._job_path()}.tsv"
 
 
 SRC = "src/vaebench"
@@ -106,6 +120,16 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
         gpu=True,
     ),
     Stage(
+        name="fid_reference", help="FID reference statistics of a dataset's test split and its FID floor",
+        over=("dataset",),
+        sources=(f"{SRC}/stages/fid_reference.py", f"{SRC}/metrics/fid.py", f"{SRC}/metrics/classifier.py",
+                 f"{SRC}/metrics/inception.py", f"{SRC}/data/prepared.py"),
+        deps={"data": PREPARED, "classifier": CLASSIFIER},
+        outs={"reference": FID_REFERENCE, "inception": FID_INCEPTION_REFERENCE},
+        params=((STUDY, "evaluate"), (STUDY, "device")),
+        gpu=True,
+    ),
+    Stage(
         name="train", help="train one cell (dataset x model x seed)",
         over=("dataset", "model", "seed"),
         sources=(f"{SRC}/stages/train.py", f"{SRC}/vae", f"{SRC}/checkpoint.py", f"{SRC}/data/prepared.py"),
@@ -116,12 +140,13 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
         gpu=True,
     ),
     Stage(
-        name="evaluate", help="evaluate one cell: ELBO, L_k, bits/dim, FID, image grids",
+        name="evaluate", help="evaluate one cell: ELBO, L_k and its diagnostic, latent analysis, FID, grids",
         over=("dataset", "model", "seed"),
         sources=(f"{SRC}/stages/evaluate.py", f"{SRC}/vae", f"{SRC}/metrics", f"{SRC}/checkpoint.py",
                  f"{SRC}/data/prepared.py"),
-        deps={"data": PREPARED, "checkpoint": CHECKPOINT, "classifier": CLASSIFIER},
-        outs={"metrics": METRICS, "samples": SAMPLES_PNG, "recon": RECON_PNG},
+        deps={"data": PREPARED, "checkpoint": CHECKPOINT, "classifier": CLASSIFIER, "fid_reference": FID_REFERENCE,
+              "inception_reference": FID_INCEPTION_REFERENCE},
+        outs={"metrics": METRICS, "per_image": PER_IMAGE, "samples": SAMPLES_PNG, "recon": RECON_PNG},
         params=((STUDY, "models.{model}"), (STUDY, "evaluate"), (STUDY, "device")),
         gpu=True,
     ),
@@ -129,7 +154,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
         name="report", help="render reports/ from every cell of the study",
         over=(),
         sources=(f"{SRC}/stages/report.py", f"{SRC}/report"),
-        grid_deps={"metrics": METRICS, "samples": SAMPLES_PNG, "recon": RECON_PNG, "log": TRAIN_LOG},
+        grid_deps={"metrics": METRICS, "per_image": PER_IMAGE, "samples": SAMPLES_PNG, "recon": RECON_PNG,
+                   "log": TRAIN_LOG},
         outs={"summary": SUMMARY_CSV, "html": REPORT_HTML, "markdown": REPORT_MD, "figures": REPORT_FIGURES,
               "metrics": REPORT_METRICS},
         dirs=("figures",),
@@ -149,6 +175,7 @@ def cell_paths(dataset: str, model: str, seed: int) -> dict[str, Path]:
         "metrics": Path(METRICS.format(**fmt)),
         "samples_png": Path(SAMPLES_PNG.format(**fmt)),
         "recon_png": Path(RECON_PNG.format(**fmt)),
+        "per_image": Path(PER_IMAGE.format(**fmt)),
     }
 
 

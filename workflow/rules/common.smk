@@ -73,7 +73,9 @@ def stage_shell(stage):
 
 
 def stage_resources(stage):
-    return {"gpu": 1} if STAGES[stage].gpu else {}
+    """Snakemake resources of a stage's jobs: its declared peak memory and, for GPU stages, one GPU."""
+    s = STAGES[stage]
+    return {"mem_mb": s.mem_mb, **({"gpu": 1} if s.gpu else {})}
 
 
 onstart:

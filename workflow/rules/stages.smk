@@ -1,4 +1,4 @@
-# One rule per stage of vaebench.paths.STAGES (prepare -> classifier -> train -> evaluate -> report):
+# One rule per stage of vaebench.paths.STAGES (prepare -> classifier -> fid_reference, train -> evaluate -> report):
 # inputs, outputs, tracked params slices, threads, resources and command all come from the declaration,
 # the same one dvc.yaml is generated from, so the two engines cannot drift apart.
 for _stage in STAGES.values():
@@ -17,6 +17,9 @@ for _stage in STAGES.values():
             **stage_resources(_stage.name),
         log:
             _stage.log(),
+        benchmark:
+            # wall time and peak resident memory (max_rss, MB) of every job, to check mem_mb against
+            _stage.benchmark(),
         shell:
             # Evaluated twice: when the rule is defined (the printed command) and when a job runs, after
             # the loop has moved on; then the job's own rule name is in scope and picks the stage.

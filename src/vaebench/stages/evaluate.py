@@ -1,23 +1,29 @@
-"""Stage ``evaluate``: score one trained cell on the test split: ELBO, importance-weighted L_k, bits/dim,
-FID and image grids, written to ``metrics.json`` with the structured description of the model.
+"""Stage ``evaluate``: score one trained cell: ELBO and its terms, importance-weighted L_k with its
+convergence diagnostic, a discrete likelihood column where the decoder offers one, bits/dim, latent
+analysis, FID with its spread over sample seeds, image grids; scalars to ``metrics.json`` with the
+structured description of the model, per-image values to ``per_image.npz`` (for paired comparisons).
 
-Estimators (all per test image, in nats, then averaged):
+Every per-image estimate is on the same ``n_images`` test images (a fixed random subset, the same for every
+model and seed; the whole test split when null), all in nats per image:
   * ELBO: single-sample estimate log p(x|z) - KL(q(z|x) || p(z)) with the closed-form KL (Kingma &
-    Welling 2014, eq. 7), split into its reconstruction (-log p(x|z)) and KL terms, on ``elbo_n`` images.
-  * L_k: the importance-weighted bound (Burda et al. 2016, eq. 8) with k = ``iwae_k`` samples from
-    q(z|x), on the first ``iwae_n`` test images; test NLL = -L_k (an upper bound on -log p(x)).
+    Welling 2014, eq. 7), split into its reconstruction (-log p(x|z)) and KL terms.
+  * L_k: the importance-weighted bound (Burda et al. 2016, eq. 8) with k = ``iwae_k``; test NLL = -L_k
+    (an upper bound on -log p(x)). Its diagnostic L_k - L_{k/10} uses the same samples in 10 blocks; a
+    gap above ``lk_tolerance_nats`` flags the bound as not converged.
   * bits/dim = (NLL + offset) / (D ln 2), offset = the likelihood's ``discrete_offset_nats(D)``.
-  * FID in the feature space of the dataset's classifier between ``fid_n`` prior samples (decoder
-    means, quantised to 8 bits) and the first ``fid_n`` test images (Heusel et al. 2017, "GANs Trained
-    by a Two Time-Scale Update Rule Converge to a Local Nash Equilibrium", the Frechet distance of Gaussians).
-The test set is mapped into the model's data space once with a fixed seed (binarised or dequantised),
-so every model of a likelihood family is scored on the same data.
+  * further likelihood columns of the same samples (a Gaussian decoder's discretised 8-bit likelihood).
+Latent analysis (rate, marginal KL, mutual information, active units: ``vaebench.metrics.latent``) on the
+first ``latent_n`` of those images. FID in the dataset classifier's feature space against the statistics of
+the whole test split (stage ``fid_reference``, which also gives the dataset's floor), for ``fid_seeds``
+sets of ``fid_n`` prior samples (decoder means) and one set of draws x ~ p(x|z); samples are quantised to
+8 bits like the real images. The test set is mapped into the model's data space once with a fixed seed
+(binarised or dequantised), so every model of a likelihood family is scored on the same data.
 """
 from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -27,7 +33,7 @@ from vaebench import paths
 from vaebench.atomic import atomic_path, write_json
 from vaebench.checkpoint import load_checkpoint, pick_device
 from vaebench.data.prepared import load_prepared
-from vaebench.metrics.bounds import bits_per_dim, iwae_bound
+from vaebench.metrics.bounds import bits_per_dim, per_image_estimates, samples_per_pass
 from vaebench.registry import AXES, StrictConfig
 from vaebench.tracking import Tracker
 
@@ -36,16 +42,32 @@ if TYPE_CHECKING:
 
 
 class EvaluateConfig(StrictConfig):
-    """Evaluation settings: sizes of the test-set estimates, FID and grids."""
+    """Evaluation settings: the test images and sample sizes of every estimate."""
 
-    elbo_n: PositiveInt | None = Field(None, description="Test images for the ELBO (null = the whole test split).")
-    iwae_k: PositiveInt = Field(1000, description="Importance samples k of the L_k estimate of log p(x).")
-    iwae_n: PositiveInt | None = Field(1000, description="Test images for L_k (null = the whole test split).")
-    iwae_chunk: PositiveInt = Field(250, description="Samples per forward pass when computing L_k (memory bound).")
-    fid_n: int = Field(10000, ge=2, description="Prior samples and test images for FID.")
+    n_images: PositiveInt | None = Field(
+        None, description="Test images of every per-image estimate (ELBO, its terms, L_k, latent analysis): a "
+                          "fixed random subset drawn with `seed`, the same for every model (null = the whole test split).")
+    iwae_k: int = Field(5000, ge=10, description="Importance samples k of the L_k estimate of log p(x) (>= 10: the "
+                                                  "diagnostic L_k - L_{k/10} uses k/10).")
+    lk_tolerance_nats: float = Field(1.0, gt=0, description="A model whose L_k - L_{k/10} (nats/image) exceeds this "
+                                                             "is flagged: its L_k has not converged.")
+    latent_n: int = Field(1000, ge=2, description="Images of the aggregate posterior in the latent analysis (the "
+                                                  "first of the evaluation images; MI is bounded by log latent_n).")
+    fid_n: int = Field(10000, ge=2, description="Prior samples per FID estimate (and validation images of the floor).")
+    fid_seeds: PositiveInt = Field(3, description="Sample seeds of the FID of decoder means (its spread).")
+    inception: Literal["required", "if_available", "off"] = Field(
+        "if_available", description="Inception-v3 FID (TF-ported 2015-12-05 weights via torch-fidelity) of the first "
+        "sample seed against the test split: 'required' fails before any job runs when the weights cannot be had "
+        "(after trying the download), 'if_available' computes it only when the weights file is present, 'off' never.")
+    inception_weights: str | None = Field(
+        None, description="Path of weights-inception-2015-12-05-6726825d.pth; else $VAEBENCH_FID_WEIGHTS, else the "
+                          "torch hub cache (torch-fidelity's download location).")
     grid_n: int = Field(64, ge=1, le=400, description="Images in the sample and reconstruction grids.")
-    batch_size: PositiveInt = Field(500, description="Images per forward pass.")
-    seed: NonNegativeInt = Field(1234, description="Seed of the test-set binarisation/dequantisation and of the samples.")
+    batch_size: PositiveInt = Field(500, description="Images per forward pass (capped by memory_mb).")
+    memory_mb: float = Field(256.0, gt=0, description="Working memory of one forward pass (MiB): sets how many "
+                                                      "decoded samples a pass holds, whatever the decoder.")
+    seed: NonNegativeInt = Field(1234, description="Seed of the test subset, its binarisation/dequantisation, the "
+                                                   "posterior samples and the prior samples.")
 
 
 def describe(model_config) -> dict:
@@ -67,19 +89,39 @@ def _finite_or_none(v):
 
 
 @torch.no_grad()
+def prior_samples(model, n: int, seed: int, batch_size: int, draw: bool = False) -> torch.Tensor | None:
+    """The ``n`` prior samples FID is computed on: (n, C, H, W) float in [0, 1], z ~ N(0, I) from a CPU
+    generator seeded with ``seed``, decoded ``batch_size`` at a time; decoder means, or draws x ~ p(x|z)
+    with ``draw`` (None when the likelihood cannot be sampled without data)."""
+    g = torch.Generator().manual_seed(int(seed))
+    parts = [model.sample(min(batch_size, n - i), generator=g, draw=draw) for i in range(0, n, batch_size)]
+    return None if parts[0] is None else torch.cat(parts)
+
+
+def _stats(values: torch.Tensor) -> dict:
+    """Mean and standard error over images of a per-image array (N,)."""
+    v = values.double()
+    se = float(v.std(unbiased=True) / math.sqrt(len(v))) if len(v) > 1 else None
+    return {"mean": float(v.mean()), "se": se}
+
+
+@torch.no_grad()
 def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
-    """Evaluate one cell; writes ``paths.METRICS``, ``paths.SAMPLES_PNG`` and ``paths.RECON_PNG``.
+    """Evaluate one cell; writes ``paths.METRICS``, ``paths.PER_IMAGE``, ``paths.SAMPLES_PNG`` and
+    ``paths.RECON_PNG``.
 
     Returns:
         The metrics dict (nats per image unless the key says otherwise).
     Raises:
-        FileNotFoundError: the checkpoint, prepared data or classifier is missing.
+        FileNotFoundError: the checkpoint, prepared data, classifier or FID reference is missing.
         FloatingPointError: a metric is not finite (nothing is written).
     """
     from torchvision.utils import make_grid, save_image  # lazy: torchvision import is slow
 
     from vaebench.metrics.classifier import load_classifier
-    from vaebench.metrics.fid import fid_classifier
+    from vaebench.metrics.fid import classifier_features, fid_from_statistics
+    from vaebench.metrics.latent import latent_analysis
+    from vaebench.stages.fid_reference import fixed_subset, inception_reference_status, load_reference
 
     cell = study.cell(dataset, model_name, seed)
     ecfg = cell.evaluate                                       # study settings + this model's overrides
@@ -88,45 +130,57 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     t0 = time.perf_counter()
     model, ckpt = load_checkpoint(out["checkpoint"], device)
     data = load_prepared(paths.PREPARED.format(dataset=dataset))
-    x_test_u8 = torch.from_numpy(data["x_test"]).to(device)
-    dim = int(np.prod(x_test_u8.shape[1:]))
-    bs = ecfg.batch_size
-    torch.manual_seed(ecfg.seed)
-    x_test = model.preprocess_fixed(x_test_u8, seed=ecfg.seed, batch_size=bs)
+    n_test = len(data["x_test"])
+    index = fixed_subset(n_test, ecfg.n_images or n_test, ecfg.seed)
+    x_u8 = torch.from_numpy(data["x_test"][index]).to(device)
+    dim = int(np.prod(x_u8.shape[1:]))
+    bs = max(1, min(ecfg.batch_size, samples_per_pass(model, ecfg.memory_mb)))
+    x = model.preprocess_fixed(x_u8, seed=ecfg.seed, batch_size=bs)
 
-    # ELBO and its terms, single sample per image
-    n_elbo = min(ecfg.elbo_n or len(x_test), len(x_test))
-    terms = {"elbo": 0.0, "recon": 0.0, "kl": 0.0}
-    for i in range(0, n_elbo, bs):
-        t = model.elbo_terms(x_test[i : min(i + bs, n_elbo)])
-        for k in terms:
-            terms[k] += float(t[k].double().sum())
-    terms = {k: v / n_elbo for k, v in terms.items()}
+    # every per-image estimate on the same images, posterior samples from one seeded CPU generator
+    gen = torch.Generator().manual_seed(ecfg.seed)
+    est = per_image_estimates(model, x, x_u8, k=ecfg.iwae_k, memory_mb=ecfg.memory_mb, generator=gen)
+    latent, latent_arrays = latent_analysis(model, x[: ecfg.latent_n], batch_size=bs, seed=ecfg.seed)
+    offset = model.likelihood.discrete_offset_nats(dim)
+    columns = {"": offset} | {f"_{c}": 0.0 for c in sorted({k[len("L_k_"):] for k in est if k.startswith("L_k_")})}
+    likelihood = {}
+    for suffix, off in columns.items():
+        lk, lk10 = est[f"L_k{suffix}"], est[f"L_k10{suffix}"]
+        gap = float((lk - lk10).mean())
+        likelihood[suffix] = {
+            "elbo": _stats(est[f"elbo{suffix}"]), "recon": _stats(est[f"recon{suffix}"]),
+            "nll": _stats(-lk), "lk_gap": gap, "lk_gap_se": _stats(lk - lk10)["se"],
+            "bits_per_dim": bits_per_dim(-float(lk.mean()), off, dim),
+        }
 
-    # importance-weighted L_k
-    n_iwae = min(ecfg.iwae_n or len(x_test), len(x_test))
-    k = ecfg.iwae_k
-    iw_bs = max(1, min(bs, 100))
-    lk = torch.cat([
-        iwae_bound(model, x_test[i : min(i + iw_bs, n_iwae)], k=k, chunk_size=ecfg.iwae_chunk)
-        for i in range(0, n_iwae, iw_bs)
-    ])
-    nll = -float(lk.mean())
-
-    # FID between prior samples and test images in the classifier's feature space
-    n_fid = min(ecfg.fid_n, len(x_test_u8))
-    gen = torch.Generator(device=device).manual_seed(ecfg.seed)
-    samples = torch.cat([model.sample(min(bs, n_fid - i), generator=gen) for i in range(0, n_fid, bs)])
+    # FID: decoder means for fid_seeds sample seeds, one set of draws, against the test-split statistics
+    ref = load_reference(dataset)
     classifier, cls_metrics = load_classifier(paths.CLASSIFIER.format(dataset=dataset), device)
-    fid = fid_classifier(classifier, x_test_u8[:n_fid], samples, device=device, batch_size=bs)
 
-    # grids: prior samples; test images (odd rows) above their reconstructions (even rows)
-    n_grid = min(ecfg.grid_n, n_fid, len(x_test))
+    fids, first_samples = [], None
+    for s in range(ecfg.fid_seeds):
+        samples = prior_samples(model, ecfg.fid_n, ecfg.seed + s, bs, draw=False)
+        first_samples = samples if first_samples is None else first_samples
+        fids.append(fid_from_statistics((ref["mu"], ref["sigma"]), classifier_features(classifier, samples, device, bs)))
+    draws = prior_samples(model, ecfg.fid_n, ecfg.seed, bs, draw=True)
+    inception = inception_reference_status(dataset)
+    fid_inception = None
+    if inception["computed"]:
+        from vaebench.metrics.fid import frechet_distance, feature_statistics
+        from vaebench.metrics.inception import inception_features
+
+        feats = inception_features(first_samples, inception["weights"], device)
+        fid_inception = frechet_distance(inception["mu"], inception["sigma"], *feature_statistics(feats))
+    fid_draws = None if draws is None else fid_from_statistics(
+        (ref["mu"], ref["sigma"]), classifier_features(classifier, draws, device, bs))
+
+    # grids: prior samples (decoder means); test images (odd rows) above their reconstructions (even rows)
+    n_grid = min(ecfg.grid_n, ecfg.fid_n, len(x))
     nrow = int(math.ceil(math.sqrt(n_grid)))
     with atomic_path(out["samples_png"]) as tmp:
-        save_image(make_grid(samples[:n_grid].float().cpu(), nrow=nrow, padding=2), tmp)
-    originals = x_test_u8[:n_grid].float().cpu() / 255.0
-    recons = model.reconstruct(x_test[:n_grid]).float().cpu()
+        save_image(make_grid(first_samples[:n_grid].float().cpu(), nrow=nrow, padding=2), tmp)
+    originals = x_u8[:n_grid].float().cpu() / 255.0
+    recons = model.reconstruct(x[:n_grid]).float().cpu()
     pairs = []
     for r in range(0, n_grid, nrow):
         pairs += [originals[r : r + nrow], recons[r : r + nrow]]
@@ -134,6 +188,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
         save_image(make_grid(torch.cat(pairs), nrow=nrow, padding=2), tmp)
 
     tracked = model.tracked_scalars()
+    main = likelihood[""]
     metrics = {
         "study": cell.study,
         "dataset": dataset,
@@ -141,17 +196,48 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
         "seed": seed,
         **describe(cell.model_config),
         "cell": ckpt["cell"],
-        "test_elbo_nats": terms["elbo"],
-        "test_recon_nats": terms["recon"],
-        "test_kl_nats": terms["kl"],
-        "elbo_n_images": n_elbo,
-        "test_nll_iwae_nats": nll,
-        "iwae_k": k,
-        "iwae_n_images": n_iwae,
-        "bits_per_dim": bits_per_dim(nll, model.likelihood.discrete_offset_nats(dim), dim),
-        "fid_classifier": fid,
-        "fid_n": n_fid,
-        "fid_reference": f"first {n_fid} test images vs {n_fid} prior samples (decoder means, 8-bit)",
+        "n_images": len(index),
+        "test_elbo_nats": main["elbo"]["mean"],
+        "test_elbo_se": main["elbo"]["se"],
+        "test_recon_nats": main["recon"]["mean"],
+        "test_kl_nats": float(est["kl"].mean()),
+        "test_nll_iwae_nats": main["nll"]["mean"],
+        "test_nll_iwae_se": main["nll"]["se"],
+        "iwae_k": ecfg.iwae_k,
+        "lk_gap_nats": main["lk_gap"],
+        "lk_gap_se": main["lk_gap_se"],
+        "lk_tolerance_nats": ecfg.lk_tolerance_nats,
+        "lk_converged": main["lk_gap"] <= ecfg.lk_tolerance_nats,
+        "bits_per_dim": main["bits_per_dim"],
+    }
+    for suffix, col in likelihood.items():
+        if suffix:
+            metrics.update({
+                f"test_elbo{suffix}_nats": col["elbo"]["mean"], f"test_elbo{suffix}_se": col["elbo"]["se"],
+                f"test_nll_iwae{suffix}_nats": col["nll"]["mean"], f"test_nll_iwae{suffix}_se": col["nll"]["se"],
+                f"lk_gap{suffix}_nats": col["lk_gap"], f"bits_per_dim{suffix}": col["bits_per_dim"],
+            })
+    metrics.update({
+        "latent_rate_nats": latent["rate_nats"],
+        "latent_marginal_kl_nats": latent["marginal_kl_nats"],
+        "latent_mutual_info_nats": latent["mutual_info_nats"],
+        "latent_log_n_nats": latent["log_n_nats"],
+        "active_units": latent["active_units"],
+        "latent_n": latent["n_images"],
+        "fid_classifier": float(np.mean(fids)),
+        "fid_classifier_std": float(np.std(fids, ddof=1)) if len(fids) > 1 else None,
+        "fid_classifier_per_seed": fids,
+        "fid_classifier_draws": fid_draws,
+        "fid_n": ecfg.fid_n,
+        "fid_seeds": ecfg.fid_seeds,
+        "fid_floor": ref["floor_fid"],
+        "fid_floor_n": ref["floor_n"],
+        "fid_reference": (f"{ecfg.fid_n} prior samples (decoder means, 8-bit; mean over {ecfg.fid_seeds} sample "
+                          f"seeds) vs the statistics of all {ref['n_reference']} test images"),
+        "fid_inception": fid_inception,
+        "fid_inception_n": ecfg.fid_n if inception["computed"] else None,
+        "fid_inception_reference_n": inception.get("n_reference"),
+        "fid_inception_status": inception["status"],
         "classifier_test_accuracy": cls_metrics.get("test_accuracy"),
         "classifier_val_accuracy": _finite_or_none(cls_metrics.get("val_accuracy")),   # None: no validation split
         "classifier_epochs": cls_metrics.get("epochs"),
@@ -163,17 +249,22 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
         "effective_beta": tracked.get("effective_beta"),
         "log_sigma": tracked.get("log_sigma"),
         "lambda": tracked.get("lambda"),
+        "geco_constraint_ma": tracked.get("constraint"),
         "mlflow_run_id": ckpt.get("mlflow_run_id"),
-    }
+    })
     for key, value in metrics.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise FloatingPointError(f"{dataset}/{model_name}/seed{seed}: metric {key} is {value}")
+    arrays = {"index": index, **{k: v.numpy() for k, v in est.items()},
+              "latent_rate": latent_arrays["rate_per_image"].numpy()}
+    with atomic_path(out["per_image"]) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
     write_json(out["metrics"], metrics)
 
     tracker = Tracker(cell.study)
     tracker.resume_run(ckpt.get("mlflow_run_id"))
-    tracker.log_metrics({k: v for k, v in metrics.items() if k not in ("seed", "latent_dim", "epochs")},
-                        step=ckpt["epochs"])
+    tracker.log_metrics({k: v for k, v in metrics.items() if k not in ("seed", "latent_dim", "epochs")
+                         and isinstance(v, (int, float)) and not isinstance(v, bool)}, step=ckpt["epochs"])
     for key in ("metrics", "samples_png", "recon_png"):
         tracker.log_artifact(str(out[key]), "evaluation")
     return metrics

@@ -1,0 +1,108 @@
+"""Stage ``fid_reference``: the FID reference statistics of one dataset, computed once and reused by every
+cell: the mean and covariance of the classifier features of the whole test split, and the dataset's FID
+floor, the FID of ``fid_n`` validation images (real images the models never saw scored exactly like
+samples) against those statistics (Heusel et al. 2017 give the estimator; the floor is the value a perfect
+model would get at this N, since FID is biased upwards at finite N: Chong & Forsyth 2020, "Effectively
+Unbiased FID and Inception Score and where to find them")."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vaebench import paths
+from vaebench.atomic import atomic_path
+from vaebench.checkpoint import pick_device
+from vaebench.config import Study
+from vaebench.data.prepared import load_prepared
+
+
+def fixed_subset(n_total: int, n: int, seed: int) -> np.ndarray:
+    """The first ``n`` indices of a seeded random permutation of ``range(n_total)``, sorted: a fixed random
+    subset (the same for every model; representative where the split's order is not, e.g. MNIST's test set,
+    whose two halves differ). All indices when n >= n_total. int64 (min(n, n_total),)."""
+    if n >= n_total:
+        return np.arange(n_total, dtype=np.int64)
+    perm = torch.randperm(n_total, generator=torch.Generator().manual_seed(int(seed))).numpy()
+    return np.sort(perm[:n]).astype(np.int64)
+
+
+def inception_weights(study_or_config) -> "Path | None":
+    """The Inception weights this study's evaluation uses: None when ``evaluate.inception`` is 'off' or is
+    'if_available' and no file is present; raises ``InceptionWeightsUnavailable`` (a FileNotFoundError
+    naming the file, where to get it and where to put it) when 'required' and none can be had (the
+    download is tried), or when a configured path does not exist."""
+    from vaebench.metrics.inception import resolve_weights, weights_available
+
+    ecfg = getattr(study_or_config, "evaluate", study_or_config)
+    if ecfg.inception == "off":
+        return None
+    if ecfg.inception == "required":
+        return resolve_weights(ecfg.inception_weights, allow_download=True)
+    return weights_available(ecfg.inception_weights)
+
+
+def run(study: Study, dataset: str) -> dict:
+    """Write ``paths.FID_REFERENCE`` (npz: ``mu`` (d,), ``sigma`` (d, d) float64, ``n_reference``,
+    ``floor_fid``, ``floor_n``, ``floor_split``) and ``paths.FID_INCEPTION_REFERENCE`` (the Inception-v3
+    pool3 statistics of the whole test split when the weights are there, else a record saying why not);
+    returns the scalars.
+
+    Raises:
+        FileNotFoundError: prepared data or classifier missing. ValueError: fewer than 2 floor images.
+    """
+    from vaebench.metrics.classifier import load_classifier
+    from vaebench.metrics.fid import classifier_features, feature_statistics, fid_from_statistics
+
+    study.check_cell(dataset)
+    ecfg = study.config.evaluate
+    device = pick_device(study.device)
+    data = load_prepared(paths.PREPARED.format(dataset=dataset))
+    classifier, _ = load_classifier(paths.CLASSIFIER.format(dataset=dataset), device)
+    mu, sigma = feature_statistics(classifier_features(classifier, torch.from_numpy(data["x_test"]), device,
+                                                       ecfg.batch_size))
+    split = "val" if len(data["x_val"]) >= 2 else "train"
+    pool = data[f"x_{split}"]
+    idx = fixed_subset(len(pool), ecfg.fid_n, ecfg.seed)
+    floor = fid_from_statistics((mu, sigma), classifier_features(classifier, torch.from_numpy(pool[idx]), device,
+                                                                 ecfg.batch_size))
+    out = {"n_reference": int(len(data["x_test"])), "floor_fid": float(floor), "floor_n": int(len(idx)),
+           "floor_split": split}
+    with atomic_path(paths.FID_REFERENCE.format(dataset=dataset)) as tmp, open(tmp, "wb") as f:
+        np.savez(f, mu=mu, sigma=sigma, **out)
+
+    from vaebench.metrics.inception import inception_statistics, save_statistics
+
+    weights = inception_weights(study.config)
+    target = paths.FID_INCEPTION_REFERENCE.format(dataset=dataset)
+    if weights is None:
+        status = ("not computed: evaluate.inception is 'off'" if ecfg.inception == "off"
+                  else "not computed: weights unavailable")
+        save_statistics(target, np.zeros(0), np.zeros((0, 0)), computed=False, status=status, weights="")
+    else:
+        i_mu, i_sigma = inception_statistics(torch.from_numpy(data["x_test"]), weights, device)
+        status = f"Inception-v3 pool3, TF-ported 2015-12-05 weights ({weights.name})"
+        save_statistics(target, i_mu, i_sigma, computed=True, status=status, weights=str(weights),
+                        n_reference=int(len(data["x_test"])))
+    out["inception"] = status
+    return out
+
+
+def inception_reference_status(dataset: str) -> dict:
+    """The Inception reference of ``dataset`` written by ``run``: {'computed', 'status', and when computed
+    'mu' (2048,), 'sigma' (2048, 2048), 'weights' (path), 'n_reference'}."""
+    from vaebench.metrics.inception import load_statistics
+
+    ref = load_statistics(paths.FID_INCEPTION_REFERENCE.format(dataset=dataset))
+    ref["computed"] = bool(ref["computed"])
+    return ref
+
+
+def load_reference(dataset: str) -> dict:
+    """The npz of ``run`` as a dict (arrays, and the scalars as Python values)."""
+    with np.load(paths.FID_REFERENCE.format(dataset=dataset)) as z:
+        out = {k: z[k] for k in z.files}
+    for k in ("n_reference", "floor_n"):
+        out[k] = int(out[k])
+    out["floor_fid"] = float(out["floor_fid"])
+    out["floor_split"] = str(out["floor_split"])
+    return out
