@@ -23,15 +23,22 @@ def validate(raw, **kw):
     return validate_study(raw, source="bad.yaml", catalogue=CATALOGUE, **kw)
 
 
-def test_default_and_paper_studies_are_valid():
+@pytest.fixture
+def inception_weights(monkeypatch, inception_weights_file):
+    """The paper study requires Inception weights: point the lookup at the random-init stand-in."""
+    monkeypatch.setenv("VAEBENCH_FID_WEIGHTS", str(inception_weights_file))
+
+
+def test_default_and_paper_studies_are_valid(inception_weights):
     study = load_study(REPO / "params.yaml", catalogue=CATALOGUE)
     assert len(study.cells()) == len(study.model_names) * len(study.seeds) * len(study.dataset_names)
     paper = load_study(REPO / "studies/paper.yaml", catalogue=CATALOGUE)
     assert set(study.model_names) <= set(paper.model_names)
     assert set(load_catalogue(CATALOGUE)) == set(paper.model_names)      # the paper study runs every model
+    assert paper.config.evaluate.inception == "required" and study.config.evaluate.inception == "if_available"
 
 
-def test_layers_resolve_in_order(raw):
+def test_layers_resolve_in_order(raw, inception_weights):
     """typed default < study components < catalogue entry < study override; train/evaluate overrides merge."""
     raw = copy.deepcopy(raw)
     raw["models"]["vae_categorical"] = {"train": {"epochs": 1}, "evaluate": {"iwae_k": 50}}
