@@ -276,3 +276,18 @@ def test_inception_required_without_weights_fails_before_any_job(tmp_path, monke
     params["evaluate"]["inception_weights"] = str(tmp_path / "typo.pth")
     with pytest.raises(ConfigError, match="typo.pth"):
         validate_study(params, "params.yaml", REPO / "catalogue.yaml")
+
+
+def test_stage_commands_return_freed_heap_memory():
+    """Stage commands start the malloc_trim thread (glibc), which returns freed heap blocks to the system."""
+    import ctypes
+    import threading
+
+    from vaebench.cli import return_freed_memory
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        pytest.skip("not glibc")
+    assert return_freed_memory(period_s=0.05)
+    assert any(t.name == "malloc_trim" and t.daemon and t.is_alive() for t in threading.enumerate())

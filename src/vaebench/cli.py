@@ -143,9 +143,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def return_freed_memory(period_s: float = 1.0) -> bool:
+    """Start a daemon thread that calls glibc's ``malloc_trim(0)`` every ``period_s`` seconds, so that heap
+    memory the process has freed goes back to the system. Returns False (and does nothing) without glibc.
+
+    Why: glibc keeps freed blocks of a few MB (decoder outputs and their temporaries, freed after every
+    forward pass) in its heap once its dynamic mmap threshold has risen. Measured on the 2-core machine:
+    the categorical decoder's evaluation at paper settings peaked at 0.9-1.1 GB of resident memory when
+    running alone, but at 13.6 GB when the CPU was shared with two busy processes (the usual case for
+    parallel jobs on a node); with this thread it stayed at 0.87 GB, at no measurable cost in time. A fixed
+    ``M_MMAP_THRESHOLD`` also bounded it but slowed the Gaussian evaluation by ~60% (page faults). Memory
+    management only: results are unchanged.
+    """
+    import ctypes
+    import threading
+    import time
+
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+
+    def loop():
+        while True:
+            trim(0)
+            time.sleep(period_s)
+
+    threading.Thread(target=loop, name="malloc_trim", daemon=True).start()
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for invalid input, 1 for a failed stage)."""
     args = build_parser().parse_args(argv)
+    if args.func in STAGE_COMMANDS.values():
+        return_freed_memory()
     if getattr(args, "threads", None):
         import torch
 
