@@ -3,17 +3,29 @@
 Files in ``data/`` and ``reports/`` are the source of truth; MLflow is a browsable mirror of them.
 Every MLflow call goes through :class:`Tracker`, which catches any failure (unreachable server,
 locked database, bad URI), warns once naming the tracking URI, and turns itself off so the job still
-finishes and writes its files.
+finishes and writes its files. MLflow (and torchvision/PIL for image grids) is imported lazily, on the
+first call of an enabled tracker: ``import mlflow`` takes 1-2 s, which jobs run with
+``VAEBENCH_MLFLOW=0`` and the CLI's quick commands should not pay.
 
 Store: MLflow's own default (``sqlite:///mlflow.db`` in the working directory, artifacts under
 ``./mlruns``); ``MLFLOW_TRACKING_URI`` overrides it. One experiment per study, one run per cell.
+
+What a training run holds: params (the resolved cell, flattened), per-epoch metrics (step = epoch),
+its dataset as an MLflow dataset input (name = the dataset key, source = the prepared file's path,
+digest = the first 36 hex digits of the file's SHA-256, the most MLflow accepts; the full SHA-256 is the
+input tag ``sha256`` and the run tag ``dataset_sha256``), per-epoch image grids (``log_images``, step =
+epoch) and, at the end, the log and the checkpoint as artifacts.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +33,24 @@ log = logging.getLogger(__name__)
 # HTTP request 7 times with backoff. Users can still override these in their environment.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+
+# The experiment kind tag of MLflow 3: the value its UI writes when a user picks "Machine learning" for an
+# experiment ("genai_development" is the other; the UI's ExperimentKind enum in mlflow/server/js; the Python
+# package has no constant for it). Caveat: the 3.17 UI opens an experiment on the tab of its own sidebar
+# switch "GenAI | Model training" (browser localStorage ``mlflow.workflowType``, default GenAI; the URL
+# parameter ``?workflowType=machine_learning`` overrides it), not on this tag; see the README's MLflow link.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+# MLflow rejects a dataset digest longer than this (mlflow.utils.validation.MAX_DATASET_DIGEST_SIZE;
+# the column is VARCHAR(36) in every SQL store).
+DATASET_DIGEST_CHARS = 36
+DATASET_SHA256_TAG = "dataset_sha256"      # run tag: the full SHA-256 of the run's prepared dataset file
+
+# Images per per-epoch grid (sample grid and reconstruction grid): two forward passes of this many images
+# per epoch, far cheaper than one training step's backward pass. ``VAEBENCH_MLFLOW_GRID_N`` overrides it,
+# 0 turns the grids off. Deliberately not a training param: changing it must not rerun training.
+GRID_N = 64
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -33,6 +63,50 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes, read ``chunk_bytes`` at a time.
+
+    Returns:
+        The 64-character lowercase hex digest (what ``sha256sum`` prints).
+    Raises:
+        OSError: the file cannot be read.
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_bytes), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def grid_n() -> int:
+    """Images per per-epoch grid: ``$VAEBENCH_MLFLOW_GRID_N`` if set, else :data:`GRID_N` (0 = no grids).
+    A value that is not a non-negative integer warns and gives :data:`GRID_N` (tracking never stops a job)."""
+    raw = os.environ.get("VAEBENCH_MLFLOW_GRID_N", "").strip()
+    if not raw:
+        return GRID_N
+    if not raw.isdigit():
+        warnings.warn(f"VAEBENCH_MLFLOW_GRID_N={raw!r} is not a non-negative integer; using {GRID_N}",
+                      RuntimeWarning, stacklevel=2)
+        return GRID_N
+    return int(raw)
+
+
+def _grid_to_pil(grid: torch.Tensor):
+    """A (C, H, W) float tensor in [0, 1] (``torchvision.utils.make_grid``'s output) -> a PIL image,
+    quantised exactly as ``torchvision.utils.save_image`` writes the evaluate stage's PNGs."""
+    import io
+
+    from PIL import Image
+    from torchvision.utils import save_image
+
+    buf = io.BytesIO()
+    save_image(grid, buf, format="png")
+    buf.seek(0)
+    img = Image.open(buf)
+    img.load()
+    return img
 
 
 class Tracker:
@@ -78,21 +152,31 @@ class Tracker:
             return None
 
     def _experiment_id(self) -> str:
+        """The study's experiment, created with the experiment kind tag if missing; an existing experiment
+        without the tag gets it (one whose kind a user chose is left alone)."""
         exp = self._client.get_experiment_by_name(self.experiment)
-        if exp is not None:
-            return exp.experiment_id
-        try:
-            return self._client.create_experiment(self.experiment)
-        except Exception:
-            # another process created it between our lookup and our create
-            exp = self._client.get_experiment_by_name(self.experiment)
-            if exp is None:
-                raise
-            return exp.experiment_id
+        if exp is None:
+            try:
+                return self._client.create_experiment(self.experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            except Exception:
+                # another process created it between our lookup and our create
+                exp = self._client.get_experiment_by_name(self.experiment)
+                if exp is None:
+                    raise
+        if EXPERIMENT_KIND_TAG not in exp.tags:
+            self._client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return exp.experiment_id
 
     # -- public API ------------------------------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        """True while there is a run to log to (enabled, run started or resumed, no failure yet)."""
+        return self.enabled and self.run_id is not None
+
     def ensure_experiment(self) -> str | None:
-        """Create the store and the study's experiment (run once before parallel jobs start)."""
+        """Create the store and the study's experiment (run once before parallel jobs start), marked as a
+        model-training experiment (:data:`EXPERIMENT_KIND_TAG` = :data:`EXPERIMENT_KIND`); an existing
+        experiment lacking that tag gets it. Returns the experiment id (None when tracking is off)."""
         return self._call("creating the experiment", self._experiment_id)
 
     def start_run(self, run_name: str, tags: dict[str, str], params: dict) -> str | None:
@@ -142,12 +226,67 @@ class Tracker:
         if self.run_id is not None:
             self._call("logging metrics", _log)
 
+    def log_dataset(self, name: str, path: str | os.PathLike, context: str = "training") -> None:
+        """Log a prepared dataset file as the run's MLflow dataset input.
+
+        Hashes the file (only when tracking is on) and logs an ``mlflow.data.meta_dataset.MetaDataset``
+        with a local-file source: name = ``name``, source = ``{"uri": path}`` (``path`` as given, relative
+        to the working directory), digest = the first :data:`DATASET_DIGEST_CHARS` hex digits of the file's
+        SHA-256; input tags ``mlflow.data.context`` = ``context`` and ``sha256`` = the full digest, which is
+        also the run tag :data:`DATASET_SHA256_TAG`.
+
+        Args:
+            name: the dataset key (e.g. ``"mnist"``).
+            path: the prepared file (``vaebench.paths.PREPARED``).
+            context: what the run used it for (MLflow's dataset context: ``"training"``, ``"evaluation"``).
+        """
+
+        def _log():
+            import json
+
+            from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+            from mlflow.data.meta_dataset import MetaDataset
+            from mlflow.entities import Dataset, DatasetInput, InputTag
+            from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+            sha = file_sha256(path)
+            source = get_dataset_source_from_json(json.dumps({"uri": str(path)}), source_type="local")
+            meta = MetaDataset(source, name=name, digest=sha[:DATASET_DIGEST_CHARS]).to_dict()
+            entity = Dataset(name=meta["name"], digest=meta["digest"], source_type=meta["source_type"],
+                             source=meta["source"])
+            tags = [InputTag(MLFLOW_DATASET_CONTEXT, context), InputTag("sha256", sha)]
+            self._client.log_inputs(self.run_id, datasets=[DatasetInput(entity, tags)])
+            self._client.set_tag(self.run_id, DATASET_SHA256_TAG, sha)
+
+        if self.run_id is not None:
+            self._call("logging the dataset input", _log)
+
+    def log_images(self, grids: Mapping[str, torch.Tensor] | Callable[[], Mapping[str, torch.Tensor]],
+                   step: int) -> None:
+        """Log image grids as MLflow images at ``step`` (the UI shows them per key with a step slider;
+        the files are ``images/<key>+step+<step>+...png`` among the run's artifacts).
+
+        Args:
+            grids: {key: (C, H, W) float tensor in [0, 1]} (``torchvision.utils.make_grid`` output), or a
+                function returning it, called only when tracking is on (so nothing is computed otherwise;
+                an exception it raises only warns, like an MLflow failure). Keys: letters, digits, ``_-./ ``.
+            step: the training step they belong to (the epoch).
+        """
+
+        def _log():
+            for key, grid in (grids() if callable(grids) else grids).items():
+                self._client.log_image(self.run_id, _grid_to_pil(grid), key=key, step=int(step))
+
+        if self.run_id is not None:
+            self._call("logging images", _log)
+
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
         """Copy a file into the run's artifact store."""
         if self.run_id is not None:
             self._call("logging an artifact", self._client.log_artifact, self.run_id, str(path), artifact_path)
 
     def set_tag(self, key: str, value: str) -> None:
+        """Set a run tag."""
         if self.run_id is not None:
             self._call("setting a tag", self._client.set_tag, self.run_id, key, value)
 

@@ -23,7 +23,7 @@ from vaebench.checkpoint import pick_device, save_checkpoint
 from vaebench.data.prepared import iterate_minibatches, load_prepared
 from vaebench.errors import StageError
 from vaebench.registry import StrictConfig
-from vaebench.tracking import Tracker
+from vaebench.tracking import Tracker, grid_n
 from vaebench.vae import build_model
 
 if TYPE_CHECKING:
@@ -57,12 +57,54 @@ def evaluate_loss(model, x: torch.Tensor, batch_size: int) -> dict[str, float]:
     return {k: v / len(x) for k, v in sums.items()}
 
 
+@torch.no_grad()
+def epoch_grids(model, x_u8: torch.Tensor, x: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+    """The per-epoch MLflow image grids of ``n = len(x)`` images, laid out like the evaluate stage's.
+
+    ``samples``: decoder means at z ~ N(0, I) from a CPU generator seeded with ``seed``
+    (``vaebench.stages.evaluate.prior_samples``: the same latents every epoch; absent when the model
+    cannot sample); ``reconstructions``: the 8-bit images (odd rows) above the decoder means at their
+    posterior means (even rows). Runs in eval mode and restores the model's mode; draws nothing from
+    torch's global RNG or any training generator, so training is unchanged by it.
+
+    Args:
+        model: the VAE being trained.
+        x_u8: (n, C, H, W) uint8 images.
+        x: (n, C, H, W) the same images in the model's data space.
+        seed: seed of the latents.
+    Returns:
+        {name: (3, H', W') float grid in [0, 1]} (``torchvision.utils.make_grid``).
+    """
+    from torchvision.utils import make_grid  # lazy: torchvision import is slow
+
+    from vaebench.stages.evaluate import prior_samples
+
+    n = len(x)
+    nrow = math.ceil(math.sqrt(n))
+    was_training = model.training
+    model.eval()
+    try:
+        samples = prior_samples(model, n, seed, batch_size=n)
+        recons = model.reconstruct(x).float().cpu()
+    finally:
+        model.train(was_training)
+    originals = x_u8.float().cpu() / 255.0
+    rows = [part for r in range(0, n, nrow) for part in (originals[r : r + nrow], recons[r : r + nrow])]
+    grids = {"reconstructions": make_grid(torch.cat(rows), nrow=nrow, padding=2)}
+    if samples is not None:
+        grids["samples"] = make_grid(samples.float().cpu(), nrow=nrow, padding=2)
+    return grids
+
+
 def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     """Train one cell; writes ``paths.CHECKPOINT`` and ``paths.TRAIN_LOG`` atomically.
 
     The checkpoint is a dict loadable with ``torch.load(path, weights_only=True)``: ``state_dict``,
     ``cell`` (the resolved cell, ``vaebench.config.Cell.record()``), ``image_shape``, ``epochs``,
     ``train_seconds``, ``device``, ``mlflow_run_id`` and ``history`` (the per-epoch log rows).
+    With MLflow tracking on (``vaebench.tracking``), the cell's run also gets the prepared file as its
+    dataset input and, each epoch, the metrics of the log row and :func:`epoch_grids` as images (their
+    time is left out of ``seconds`` and ``train_seconds``; they change no result).
 
     Returns:
         The checkpoint's metadata (everything but the weights).
@@ -91,6 +133,9 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     tracker = Tracker(cell.study)
     tracker.start_run(run_name=tag, params=record,
                       tags={"dataset": dataset, "model": model_name, "seed": str(seed), "study": cell.study})
+    tracker.log_dataset(dataset, paths.PREPARED.format(dataset=dataset), context="training")
+    n_grid = min(grid_n(), len(x_val)) if tracker.active else 0  # per-epoch image grids: only when tracked
+    grid_seconds = 0.0  # their cost, left out of the reported training time
 
     batch_gen = torch.Generator().manual_seed(seed)  # CPU: minibatch order
     data_gen = torch.Generator(device=device).manual_seed(seed + 1)  # binarisation / dequantisation noise
@@ -123,20 +168,25 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
                 bar.set_postfix(loss=f"{last_finite:.2f}")
             model.end_epoch()
             val = evaluate_loss(model, x_val, batch_size=1000)
-            row = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 3)}
+            row = {"epoch": epoch, "seconds": round(time.perf_counter() - t0 - grid_seconds, 3)}
             kept = model.objective.batch_terms
             row.update({f"train_{k}": v / n_seen for k, v in sums.items() if k in kept})
             row.update({f"val_{k}": v for k, v in val.items() if k in kept})
             row.update(model.tracked_scalars())
             history.append(row)
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            if n_grid:
+                t_grid = time.perf_counter()
+                tracker.log_images(lambda: epoch_grids(model, x_val_u8[:n_grid], x_val[:n_grid], seed=20_000 + seed),
+                                   step=epoch)
+                grid_seconds += time.perf_counter() - t_grid
             if not sys.stderr.isatty():
                 print(f"[train] {tag} epoch {epoch}: train loss {row.get('train_loss', float('nan')):.2f}, "
                       f"val loss {row.get('val_loss', float('nan')):.2f}", file=sys.stderr, flush=True)
     except BaseException:
         tracker.end("FAILED")
         raise
-    train_seconds = time.perf_counter() - t0
+    train_seconds = time.perf_counter() - t0 - grid_seconds
 
     meta = {
         "cell": record,
