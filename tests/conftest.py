@@ -38,7 +38,7 @@ def make_workspace(root: Path, params: dict, git: bool = False) -> Path:
     """A copy of the pipeline definition (Snakefile, dvc.yaml, catalogue, workflow/, profiles/, src/) with
     ``params``. Commands run in it import the package from the copy (see ``env``)."""
     root.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "dvc.yaml", "catalogue.yaml", ".dvcignore"):
+    for name in ("Snakefile", "dvc.yaml", "catalogue.yaml", "claims.yaml", ".dvcignore"):
         shutil.copy2(REPO / name, root / name)
     for name in ("workflow", "profiles"):
         shutil.copytree(REPO / name, root / name)

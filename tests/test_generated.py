@@ -58,7 +58,7 @@ def test_committed_schemas_agree_with_the_typed_validation():
 def test_readme_generated_sections_are_current():
     text = (REPO / "README.md").read_text()
     study = load_study(REPO / paths.DEFAULT_STUDY, catalogue=REPO / paths.CATALOGUE)
-    generated = readme.sections(study, REPO / paths.REPORT_METRICS)
+    generated = readme.sections(study, REPO / paths.REPORT_METRICS, REPO / paths.REPORT_CLAIMS)
     assert readme.render(text, generated) == text, "README is out of date: run `python -m vaebench readme`"
     # every model of the default study has its numbers in the committed report and the README
     for model in study.model_names:

@@ -29,6 +29,7 @@ from vaebench.report.collect import SUMMARY_COLUMNS, CellData, aggregate_over_se
 from vaebench.report.figures import likelihood_groups
 from vaebench.report.flags import diagnose, geco_status, lk_status
 from vaebench.report.paired import LIKELIHOOD_METRICS, compare_pair, paired_comparisons
+from vaebench.report.render import PICTURES
 from vaebench.report.tables import comparison_table, likelihood_items
 
 DATASET = "mnist"
@@ -241,7 +242,12 @@ def _write_cell(model: str, seed: int) -> None:
     _png(files["recon_png"], 0.7)
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 def _write_study() -> None:
+    """Every cell of the fake study, and the repository's claims file, under the working directory."""
+    Path(paths.CLAIMS).write_text((REPO / paths.CLAIMS).read_text())
     for m in MODELS:
         for s in SEEDS:
             _write_cell(m, s)
@@ -616,7 +622,7 @@ def test_html_is_self_contained_and_escaped(report):
     text = (root / paths.REPORT_HTML).read_text()
     for m in MODELS:
         assert m in text
-    assert text.count("data:image/png;base64,") == 2 + 2 * len(MODELS)  # curves, traces, grids of seed 0
+    assert text.count("data:image/png;base64,") == 1 + len(PICTURES)  # the pictures and the validation curves
     assert not re.search(r'src="(?!data:)', text)  # every image embedded
     assert "<link" not in text and "<script" not in text
     assert "border-collapse" in text  # the CSS is inline
@@ -633,9 +639,8 @@ def test_markdown_references_existing_figures(report):
         assert (md_path.parent / ref).is_file(), ref
     fig_names = {Path(r).name for r in refs}
     assert f"{DATASET}_validation_curves.png" in fig_names
-    assert f"{DATASET}_log_sigma_lambda.png" in fig_names
     assert result["figures"] and all(Path(root, p).is_file() for p in result["figures"])
-    assert len(result["figures"]) == 2 + 2 * len(MODELS) * len(SEEDS)
+    assert len(result["figures"]) == 2 + 2 * len(MODELS) * len(SEEDS) + 6   # + the 6 per-dataset pictures
 
 
 def test_out_dir_places_files_at_the_same_relative_paths(report, tmp_path, monkeypatch):
@@ -718,7 +723,8 @@ def test_only_the_invalid_density_model_gets_the_note(report):
             assert (f"{m} (not a normalised density)" in text) is (m == "sigma_vae_per_image"), m
         # every reason names the invalid model only
         assert set(re.findall(r"not a normalised density: ([\w, ]+) \(valid_density", text)) == {"sigma_vae_per_image"}
-        results = text[text.index("Results (test set): 8-bit"):text.index("Latent analysis")]
+        start = text.index("Results (test set): 8-bit")
+        results = text[start:text.index("Latent analysis", start)]
         assert "sigma_vae_per_image (not a normalised density)" in results
         assert "left out of every likelihood comparison" in results
 
@@ -741,7 +747,8 @@ def test_results_tables_are_split_by_data_space(report):
         assert col in header, col
     assert "discretised" not in binarised
     nll = np.array([_metrics("vae_bernoulli", s)["test_nll_iwae_nats"] for s in SEEDS])
-    assert f"{nll.mean():.2f} ± {nll.std(ddof=1):.2f} [" in binarised
+    half = scipy.stats.t.ppf(0.975, len(SEEDS) - 1) * nll.std(ddof=1) / math.sqrt(len(SEEDS))
+    assert f"{nll.mean():.2f} ± {half:.2f} |" in binarised   # mean ± half-width of the 95% t interval
 
 
 def test_latent_fid_and_training_tables(report):
@@ -766,7 +773,7 @@ def test_validation_curves_grouped_by_likelihood_family():
 def test_published_comparison_rows_for_models_in_study(report):
     root, _ = report
     md = (root / paths.REPORT_MD).read_text()
-    section = md[md.index("Comparison with published numbers"):md.index("### Training curves")]
+    section = md[md.index("Comparison with published numbers"):md.index("## Protocol")]
     # IWAE Table 1, VAE 1 layer k = 1 (vae_bernoulli's objective has no k) and SVAE Table 3 FIDs
     assert "86.76" in section and "86.47" not in section
     assert "32.22" in section and "32.18" in section and "<-896.1" in section

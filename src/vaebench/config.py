@@ -381,7 +381,17 @@ def validate_study(raw: Any, source: str = DEFAULT_STUDY, catalogue: str | os.Pa
         models[name] = resolve_model(name, entries[name], (raw["models"] or {}).get(name), raw.get("components"),
                                      source, str(catalogue))
     _check_inception_weights(config, source)
+    _check_claims(Path(catalogue).parent / paths.CLAIMS, entries)
     return Study(config, models, source)
+
+
+def _check_claims(path: Path, catalogue: dict) -> None:
+    """The report's claims file (next to the catalogue) is checked before any job runs, so that a typo in it
+    cannot fail the report after hours of training. Raises ConfigError naming the file and the key."""
+    if path.is_file():
+        from vaebench.report.claims import load_claims
+
+        load_claims(path, set(catalogue))
 
 
 def _check_inception_weights(config, source: str) -> None:

@@ -1,7 +1,8 @@
 """The one source of truth for every file the pipeline reads or writes and for the DAG's stages.
 
 Each stage is declared once in :data:`STAGES`: the grid axes it runs over, the source code it runs, the
-files it reads and writes, the params slices it tracks and its resources. Snakemake builds its rules from
+files it reads and writes, the params slices it tracks and its resources, and how its results are shown
+(DVC metrics and plots, the captions of ``snakemake --report``). Snakemake builds its rules from
 these declarations (``workflow/rules/*.smk`` through ``workflow/rules/common.smk``), the CLI finds its
 files through the templates, and ``dvc.yaml`` is generated from them (``python -m vaebench dvc-yaml``;
 a test checks the committed file is current and that both engines record the same inputs, outputs and
@@ -16,6 +17,7 @@ from pathlib import Path
 # Configuration files
 DEFAULT_STUDY = "params.yaml"          # the default study; DVC always reads this one
 CATALOGUE = "catalogue.yaml"           # every model definition, once
+CLAIMS = "claims.yaml"                 # the seed papers' claims the report checks, one entry each
 STUDY_SCHEMA = "workflow/schemas/config.schema.yaml"
 CATALOGUE_SCHEMA = "workflow/schemas/catalogue.schema.yaml"
 DVC_YAML = "dvc.yaml"
@@ -41,8 +43,38 @@ REPORT_METRICS = "reports/metrics.json"
 REPORT_HTML = "reports/index.html"
 REPORT_MD = "reports/index.md"
 REPORT_FIGURES = "reports/figures"
+REPORT_CLAIMS = "reports/claims.csv"
+# the training curves as DVC plots data, <dataset>/<quantity>.csv (vaebench.report.dvc_plots); kept in git
+REPORT_PLOTS = "reports/plots"
+
+# Captions of `snakemake --report` (reStructuredText, Jinja2-rendered with the job's `snakemake` object)
+CAPTION_SAMPLES = "workflow/report/samples.rst"
+CAPTION_RECON = "workflow/report/recon.rst"
+CAPTION_CURVES = "workflow/report/curves.rst"
+CAPTION_REPORT = "workflow/report/report.rst"
+WORKFLOW_DESCRIPTION = "workflow/report/workflow.rst"     # the Snakefile's `report:` directive
 
 STUDY, CAT = "study", "catalogue"      # the two params files a stage can track (see Stage.params)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportItem:
+    """How ``snakemake --report`` shows one output of a stage (Snakemake's ``report()`` flag).
+
+    Attributes:
+        caption: the reStructuredText caption file (repository-relative).
+        category, subcategory: where the result is listed; may use the job's wildcards (``{dataset}``) and,
+            for a folder, the wildcards of ``patterns``.
+        labels: the columns of the result's row, name -> value (wildcards allowed, as for categories).
+        patterns: for a folder output, the files of it to include (``glob_wildcards`` patterns relative to
+            the folder; ``{name,regex}`` constrains a wildcard).
+    """
+
+    caption: str
+    category: str
+    subcategory: str | None = None
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    patterns: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +89,12 @@ class Stage:
         grid_deps: files it reads for every cell of the study (templates over dataset, model, seed).
         outs: files it writes, by role; ``dirs`` names the roles that are folders.
         metrics: roles of ``outs`` that are DVC metrics (kept in git, not in the DVC cache).
+        uncached: roles of ``outs`` kept in git, not in the DVC cache, that are not metrics.
+        plots: roles of ``outs`` that are DVC plots (kept in git, not in the DVC cache), each with its plot
+            properties for dvc.yaml (``x``, ``y``, ``template``: a name in ``.dvc/plots/``); a folder role
+            makes every file below it a plot with these properties.
+        report: roles of ``outs`` that ``snakemake --report`` shows, each with its :class:`ReportItem`
+            (Snakemake only; DVC shows metrics and plots).
         params: (file, key) slices whose change reruns it; file is STUDY (the study file) or CAT (the
             catalogue); the key may use the ``over`` placeholders.
         threads: torch intra-op threads, passed as ``--threads`` by both engines (fixed, because float
@@ -76,6 +114,9 @@ class Stage:
     grid_deps: dict[str, str] = dataclasses.field(default_factory=dict)
     dirs: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
+    uncached: tuple[str, ...] = ()
+    plots: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    report: dict[str, ReportItem] = dataclasses.field(default_factory=dict)
     params: tuple[tuple[str, str], ...] = ()
     threads: int = 1
     gpu: bool = False
@@ -147,6 +188,10 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
         deps={"data": PREPARED, "checkpoint": CHECKPOINT, "classifier": CLASSIFIER, "fid_reference": FID_REFERENCE,
               "inception_reference": FID_INCEPTION_REFERENCE},
         outs={"metrics": METRICS, "per_image": PER_IMAGE, "samples": SAMPLES_PNG, "recon": RECON_PNG},
+        report={"samples": ReportItem(CAPTION_SAMPLES, "Samples", "{dataset}",
+                                      labels={"model": "{model}", "seed": "{seed}"}),
+                "recon": ReportItem(CAPTION_RECON, "Reconstructions", "{dataset}",
+                                    labels={"model": "{model}", "seed": "{seed}"})},
         params=((STUDY, "models.{model}"), (STUDY, "evaluate"), (STUDY, "device")),
         gpu=True,
     ),
@@ -154,12 +199,21 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
         name="report", help="render reports/ from every cell of the study",
         over=(),
         sources=(f"{SRC}/stages/report.py", f"{SRC}/report"),
+        deps={"claims": CLAIMS},
         grid_deps={"metrics": METRICS, "per_image": PER_IMAGE, "samples": SAMPLES_PNG, "recon": RECON_PNG,
                    "log": TRAIN_LOG},
         outs={"summary": SUMMARY_CSV, "html": REPORT_HTML, "markdown": REPORT_MD, "figures": REPORT_FIGURES,
-              "metrics": REPORT_METRICS},
-        dirs=("figures",),
+              "metrics": REPORT_METRICS, "claims": REPORT_CLAIMS, "plots": REPORT_PLOTS},
+        dirs=("figures", "plots"),
         metrics=("metrics",),
+        uncached=("claims",),
+        # y: the last column of each file, the quantity (vaebench.report.dvc_plots)
+        plots={"plots": {"x": "epoch", "template": "training_curves"}},
+        report={"figures": ReportItem(
+                    CAPTION_CURVES, "Training curves", "{dataset}", labels={"figure": "{figure}"},
+                    # the per-dataset curve figures (the grid copies are shown with the evaluate jobs)
+                    patterns=("{dataset}_{figure,validation_curves|training_curves|log_sigma_lambda}.png",)),
+                "html": ReportItem(CAPTION_REPORT, "Report")},
         params=((STUDY, "study"), (STUDY, "datasets"), (STUDY, "models"), (STUDY, "seeds")),
     ),
 )}
@@ -228,9 +282,12 @@ def dvc_stages(study_file: str = DEFAULT_STUDY, catalogue: str = CATALOGUE) -> d
             else:
                 params.append({catalogue: [_dvc(key)]})
         entry["params"] = params
-        entry["outs"] = [_dvc(t) for role, t in s.outs.items() if role not in s.metrics]
+        entry["outs"] = [_dvc(t) if role not in s.uncached else {_dvc(t): {"cache": False}}
+                         for role, t in s.outs.items() if role not in s.metrics and role not in s.plots]
         if s.metrics:
             entry["metrics"] = [{_dvc(s.outs[role]): {"cache": False}} for role in s.metrics]
+        if s.plots:
+            entry["plots"] = [{_dvc(s.outs[role]): {"cache": False, **props}} for role, props in s.plots.items()]
         stages[s.name] = entry
     return stages
 

@@ -37,7 +37,11 @@ METRICS: dict[str, tuple[str, bool]] = {
     "elbo": ("test ELBO (nats/image)", True),
     "nll_discretised": ("discretised NLL, 8-bit (nats/image)", False),
     "fid": ("FID (classifier features)", False),
+    "kl": ("test KL(q(z|x) || p(z)) (nats/image)", False),
+    "recon": ("test reconstruction -E_q log p(x|z) (nats/image)", False),
 }
+# The metrics of every single-axis pair (compare_pair); kl and recon are compared on request (claims).
+PAIR_METRICS = ("nll", "elbo", "nll_discretised", "fid")
 LIKELIHOOD_METRICS = ("nll", "elbo", "nll_discretised")
 SPACE_TEXT = {
     "binarised": "a likelihood of binarised images",
@@ -171,9 +175,91 @@ def _row(base: dict, metric: str, result: dict | None = None, reason: str | None
     return row
 
 
+def pair_base(dataset: str, a: str, b: str, axis: str | None, cells_a: dict[int, CellData],
+              cells_b: dict[int, CellData]) -> dict:
+    """The fields that describe a pair in every row: dataset, models, the axis on which they differ (None for
+    a pair named directly, e.g. by a claim) with both values, the other setting differences and the common
+    seeds."""
+    rec_a, rec_b = cells_a[min(cells_a)].record, cells_b[min(cells_b)].record
+    return {"dataset": dataset, "model_a": a, "model_b": b, "axis": axis,
+            "value_a": axis_text(rec_a, axis) if axis else None, "value_b": axis_text(rec_b, axis) if axis else None,
+            "other_differences": other_differences(rec_a, rec_b), "seeds": sorted(set(cells_a) & set(cells_b))}
+
+
+def _not_comparable(metric: str, a: str, rec_a: dict, b: str, rec_b: dict) -> str | None:
+    """Why ``metric`` cannot compare the two models (None when it can): NLL and ELBO need one data space and two
+    normalised densities, the reconstruction term one data space, the discretised NLL two valid discrete
+    likelihoods; KL (of the latent) and FID compare any two models."""
+    if metric in ("nll", "elbo"):
+        reasons = (_invalid_reason(a, rec_a, b, rec_b), _space_reason(a, rec_a, b, rec_b))
+    elif metric == "recon":
+        reasons = (_space_reason(a, rec_a, b, rec_b),)
+    elif metric == "nll_discretised":
+        reasons = (_invalid_reason(a, rec_a, b, rec_b),)
+    else:
+        reasons = ()
+    return "; ".join(r for r in reasons if r) or None
+
+
+def compare_metric(base: dict, metric: str, cells_a: dict[int, CellData], cells_b: dict[int, CellData],
+                   diagnostics: Diagnostics | None = None) -> dict:
+    """One comparison row: ``metric`` (a key of :data:`METRICS`) of model A - model B of ``base``
+    (:func:`pair_base`), paired over the common seeds and, for per-image metrics, over the same test images.
+
+    Per-image metrics read the per-image files: nll (-L_k), elbo, kl, recon and nll_discretised (the column of
+    :func:`discrete_column`); fid reads ``fid_classifier`` of each seed's record. A row that cannot be computed
+    says why in ``reason`` (verdict 'not compared'). Units: nats per image; FID unitless.
+
+    Raises:
+        ValueError: the per-image files of the two models are on different test images.
+    """
+    a, b, dataset, seeds = base["model_a"], base["model_b"], base["dataset"], base["seeds"]
+    if not seeds:
+        return _row(base, metric, reason="no training seed in common")
+    rec_a, rec_b = cells_a[min(cells_a)].record, cells_b[min(cells_b)].record
+    pairs = [(cells_a[s], cells_b[s]) for s in seeds]
+    higher = METRICS[metric][1]
+    if metric == "fid":
+        fid = [(ca.record.get("fid_classifier"), cb.record.get("fid_classifier")) for ca, cb in pairs]
+        fid = [(fa, fb) for fa, fb in fid if is_number(fa) and is_number(fb)]
+        if not fid:
+            return _row(base, metric, reason="no FID for a common seed")
+        try:
+            result = paired_difference_scalar([f[0] for f in fid], [f[1] for f in fid], level=LEVEL,
+                                              higher_is_better=higher)
+        except ValueError as exc:    # a non-finite FID
+            return _row(base, metric, reason=str(exc))
+        return _row(base, metric, result)
+
+    reason = _not_comparable(metric, a, rec_a, b, rec_b)
+    if reason:
+        return _row(base, metric, reason=reason)
+    if metric == "nll_discretised":
+        col_a, col_b = discrete_column(rec_a, pairs[0][0].per_image), discrete_column(rec_b, pairs[0][1].per_image)
+        missing = [m for m, col in ((a, col_a), (b, col_b)) if col is None]
+        if missing:
+            return _row(base, metric, reason=f"no discrete likelihood: {', '.join(missing)}")
+        if any(col_a not in ca.per_image or col_b not in cb.per_image for ca, cb in pairs):
+            return _row(base, metric, reason="a seed lacks the discrete likelihood column")
+    else:
+        col_a = col_b = {"nll": "L_k", "elbo": "elbo", "kl": "kl", "recon": "recon"}[metric]
+    sign = -1.0 if metric in ("nll", "nll_discretised") else 1.0     # NLL = -L_k
+    _check_same_images(dataset, pairs)
+    try:
+        result = paired_difference([sign * ca.per_image[col_a] for ca, _ in pairs],
+                                   [sign * cb.per_image[col_b] for _, cb in pairs],
+                                   level=LEVEL, higher_is_better=higher)
+    except ValueError as exc:   # a non-finite per-image value, or a single image
+        return _row(base, metric, reason=str(exc))
+    diag = diagnostics or Diagnostics()
+    flagged = [m for m, col in ((a, col_a), (b, col_b))
+               if metric in ("nll", "nll_discretised") and diag.not_converged(dataset, m, col)]
+    return _row(base, metric, result, lk_not_converged=flagged)
+
+
 def compare_pair(dataset: str, a: str, b: str, axis: str, cells_a: dict[int, CellData],
                  cells_b: dict[int, CellData], diagnostics: Diagnostics | None = None) -> list[dict]:
-    """The comparison rows of one pair (see the module docstring), A - B, in the order of :data:`METRICS`.
+    """The comparison rows of one pair (see the module docstring), A - B, in the order of :data:`PAIR_METRICS`.
 
     Args:
         dataset, a, b, axis: the pair and the one axis on which its models differ.
@@ -186,61 +272,27 @@ def compare_pair(dataset: str, a: str, b: str, axis: str, cells_a: dict[int, Cel
         "diff", "se_images", "se_seeds", "ci_low", "ci_high", "level", "interval_basis", "df", "n_seeds",
         "n_images", "verdict" ('A better' / 'B better' / 'inconclusive' / 'inconclusive (one seed)' /
         'not compared'), "better" (the better model or None), "diff_per_seed", "se_per_seed",
-        "lk_not_converged"}; undefined statistics are None.
+        "lk_not_converged"}; undefined statistics are None. The discretised NLL row is present only when both
+        models have a discrete likelihood and they are not both discrete decoders (then it is the NLL row).
     Raises:
         ValueError: the per-image files of a per-image comparison are on different test images.
     """
-    seeds = sorted(set(cells_a) & set(cells_b))
+    base = pair_base(dataset, a, b, axis, cells_a, cells_b)
+    if not base["seeds"]:
+        return [_row(base, m, reason="no training seed in common") for m in PAIR_METRICS]
     rec_a, rec_b = cells_a[min(cells_a)].record, cells_b[min(cells_b)].record
-    base = {"dataset": dataset, "model_a": a, "model_b": b, "axis": axis, "value_a": axis_text(rec_a, axis),
-            "value_b": axis_text(rec_b, axis), "other_differences": other_differences(rec_a, rec_b),
-            "seeds": seeds}
-    if not seeds:
-        return [_row(base, m, reason="no training seed in common") for m in METRICS]
-    pairs = [(cells_a[s], cells_b[s]) for s in seeds]
-    diag = diagnostics or Diagnostics()
-
-    def per_image(metric: str, col_a: str, col_b: str, value: Callable[[np.ndarray], np.ndarray],
-                  flag_lk: bool) -> dict:
-        _check_same_images(dataset, pairs)
-        higher = METRICS[metric][1]
-        try:
-            result = paired_difference([value(ca.per_image[col_a]) for ca, _ in pairs],
-                                       [value(cb.per_image[col_b]) for _, cb in pairs],
-                                       level=LEVEL, higher_is_better=higher)
-        except ValueError as exc:   # a non-finite per-image value, or a single image
-            return _row(base, metric, reason=str(exc))
-        bad = [m for m, col in ((a, col_a), (b, col_b)) if flag_lk and diag.not_converged(dataset, m, col)]
-        return _row(base, metric, result, lk_not_converged=bad)
-
     rows = []
-    invalid = _invalid_reason(a, rec_a, b, rec_b)
-    reason = "; ".join(r for r in (invalid, _space_reason(a, rec_a, b, rec_b)) if r)
-    if reason:
-        rows += [_row(base, "nll", reason=reason), _row(base, "elbo", reason=reason)]
-    else:
-        rows.append(per_image("nll", "L_k", "L_k", np.negative, flag_lk=True))
-        rows.append(per_image("elbo", "elbo", "elbo", np.asarray, flag_lk=False))
-    col_a, col_b = discrete_column(rec_a, pairs[0][0].per_image), discrete_column(rec_b, pairs[0][1].per_image)
+    # NLL and ELBO share one reason when they cannot be compared (data spaces, densities)
+    both = "; ".join(r for r in (_invalid_reason(a, rec_a, b, rec_b), _space_reason(a, rec_a, b, rec_b)) if r)
+    for metric in ("nll", "elbo"):
+        rows.append(_row(base, metric, reason=both) if both else
+                    compare_metric(base, metric, cells_a, cells_b, diagnostics))
+    first = base["seeds"][0]
+    col_a = discrete_column(rec_a, cells_a[first].per_image)
+    col_b = discrete_column(rec_b, cells_b[first].per_image)
     if col_a and col_b and not (col_a == col_b == "L_k"):
-        if any(col_a not in ca.per_image or col_b not in cb.per_image for ca, cb in pairs):
-            rows.append(_row(base, "nll_discretised", reason="a seed lacks the discrete likelihood column"))
-        elif invalid:
-            rows.append(_row(base, "nll_discretised", reason=invalid))
-        else:
-            rows.append(per_image("nll_discretised", col_a, col_b, np.negative, flag_lk=True))
-
-    fid = [(ca.record.get("fid_classifier"), cb.record.get("fid_classifier")) for ca, cb in pairs]
-    fid = [(fa, fb) for fa, fb in fid if is_number(fa) and is_number(fb)]
-    if not fid:
-        rows.append(_row(base, "fid", reason="no FID for a common seed"))
-    else:
-        try:
-            result = paired_difference_scalar([f[0] for f in fid], [f[1] for f in fid], level=LEVEL,
-                                              higher_is_better=False)
-            rows.append(_row(base, "fid", result))
-        except ValueError as exc:    # a non-finite FID
-            rows.append(_row(base, "fid", reason=str(exc)))
+        rows.append(compare_metric(base, "nll_discretised", cells_a, cells_b, diagnostics))
+    rows.append(compare_metric(base, "fid", cells_a, cells_b, diagnostics))
     return rows
 
 

@@ -1,5 +1,6 @@
 """The README's generated sections: the table of registered components (from the registry) and the
-default study's results (from the committed ``reports/metrics.json`` and the study). Nothing in them is
+default study's verdicts and results (from the committed ``reports/claims.csv``, ``reports/metrics.json`` and the
+study). Nothing in them is
 typed by hand: ``python -m vaebench readme`` rewrites the text between the markers
 
     <!-- generated:NAME (python -m vaebench readme) -->
@@ -43,16 +44,14 @@ def components_table() -> str:
     return "\n".join(lines)
 
 
-def _fmt(stat: dict | None, spec: str, ci: bool = False) -> str:
-    """'mean ± std' of a summary over seeds ('' without a value), with ' [ci_low, ci_high]' when ``ci``."""
+def _fmt(stat: dict | None, spec: str) -> str:
+    """'mean ± half-width of the 95% interval over seeds' (:func:`vaebench.report.tables.format_ci`), '' without
+    a value."""
+    from vaebench.report.tables import format_ci
+
     if not stat or stat.get("mean") is None or not math.isfinite(stat["mean"]):
         return ""
-    text = format(stat["mean"], spec)
-    if stat.get("std") is not None:
-        text += f" ± {format(stat['std'], spec)}"
-    if ci and stat.get("ci_low") is not None and stat.get("ci_high") is not None:
-        text += f" [{format(stat['ci_low'], spec)}, {format(stat['ci_high'], spec)}]"
-    return text
+    return format_ci(stat, spec)
 
 
 def _models(metrics: dict, path: str | Path = paths.REPORT_METRICS) -> dict:
@@ -75,11 +74,11 @@ def _data_text(record: dict) -> str:
 
 def results_table(study, metrics: dict) -> str:
     """Markdown table of the study's results per dataset and model from a reports/metrics.json: the data
-    space of its likelihood numbers, the seeds, mean ± std over seeds [95% CI] of the test ELBO, -L_k (with
-    its k) and the classifier FID, mean ± std of the KL, bits/dim and training time."""
+    space of its likelihood numbers, the seeds, and mean ± half-width of the 95% interval over seeds of the test
+    ELBO, KL, -L_k (with its k), bits/dim, classifier FID and training time."""
     models_stats = _models(metrics)
     header = ["dataset", "model", "posterior", "likelihood", "objective", "data", "seeds",
-              "test ELBO [95% CI]", "KL", "test NLL = -L_k (k) [95% CI]", "bits/dim", "FID (classifier) [95% CI]",
+              "test ELBO", "KL", "test NLL = -L_k (k)", "bits/dim", "FID (classifier)",
               "train s"]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for dataset in study.dataset_names:
@@ -88,14 +87,14 @@ def results_table(study, metrics: dict) -> str:
             cell = study.cell(dataset, model, study.seeds[0])
             cfg = cell.model_config
             record = _likelihood_metadata(cell)
-            nll = _fmt(m.get("test_nll_iwae_nats"), ".1f", ci=True)
+            nll = _fmt(m.get("test_nll_iwae_nats"), ".1f")
             seeds = max((s.get("n_seeds", 0) for s in m.values()), default=0)
             lines.append(" | ".join([
                 f"| {dataset}", model, cfg.posterior.name, cfg.likelihood.name, cfg.objective.name,
                 _data_text(record), str(seeds),
-                _fmt(m.get("test_elbo_nats"), ".1f", ci=True), _fmt(m.get("test_kl_nats"), ".1f"),
+                _fmt(m.get("test_elbo_nats"), ".1f"), _fmt(m.get("test_kl_nats"), ".1f"),
                 f"{nll} ({cell.evaluate.iwae_k})" if nll else "", _fmt(m.get("bits_per_dim"), ".3f"),
-                _fmt(m.get("fid_classifier"), ".1f", ci=True), _fmt(m.get("train_seconds"), ".0f")]) + " |")
+                _fmt(m.get("fid_classifier"), ".1f"), _fmt(m.get("train_seconds"), ".0f")]) + " |")
     return "\n".join(lines)
 
 
@@ -136,12 +135,30 @@ def comparisons_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def sections(study, metrics_path: str | Path = paths.REPORT_METRICS) -> dict[str, str]:
-    """{section name: generated Markdown} for the README: the components, and the results table followed by
-    the paired comparisons (both in the 'results' section).
+def verdicts_table(claims_path: str | Path = paths.REPORT_CLAIMS) -> str:
+    """Markdown of the verdict table (:func:`vaebench.report.tables.verdict_table`) of a reports/claims.csv,
+    preceded by the count of each verdict."""
+    from vaebench.report import claims, render, tables
+
+    df = claims.read_claims_csv(claims_path)
+    rows = df.astype(object).where(df.notna(), None).to_dict("records")
+    table = tables.verdict_table(rows)
+    lines = ["| " + " | ".join(render.md_cell(c) for c in table.columns) + " |", "|---" * len(table.columns) + "|"]
+    lines += ["| " + " | ".join(render.md_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return (tables.verdict_counts(rows) + " (reproduced: the 95% interval over seeds excludes 0 on the claimed "
+            "side; inconclusive: it covers 0; not reproduced: it excludes 0 on the other side).\n\n"
+            + "\n".join(lines))
+
+
+def sections(study, metrics_path: str | Path = paths.REPORT_METRICS,
+             claims_path: str | Path = paths.REPORT_CLAIMS) -> dict[str, str]:
+    """{section name: generated Markdown} for the README: the components, the verdicts on the seed papers'
+    claims (from reports/claims.csv), and the results table followed by the paired comparisons (both in the
+    'results' section).
 
     Raises:
-        ValueError: the metrics file has the structure of an older report stage.
+        ValueError: the metrics or claims file has the structure of an older report stage.
+        FileNotFoundError: no claims file.
     """
     metrics = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
     _models(metrics, metrics_path)
@@ -151,7 +168,7 @@ def sections(study, metrics_path: str | Path = paths.REPORT_METRICS) -> dict[str
         results += ("\n\nPaired comparisons of the models that differ in one component (A - B over the seeds "
                     "both have and the same test images; ± SE over seeds; the verdict names a model only when "
                     "the 95% CI excludes 0; lower NLL and FID are better):\n\n" + pairs)
-    return {"components": components_table(), "results": results}
+    return {"components": components_table(), "verdicts": verdicts_table(claims_path), "results": results}
 
 
 def render(text: str, generated: dict[str, str]) -> str:

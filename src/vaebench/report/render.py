@@ -45,6 +45,8 @@ class Block:
     image: Img | None = None
     columns: list[str] = field(default_factory=list)
     rows: list[list[Any]] = field(default_factory=list)
+    id: str | None = None
+    row_classes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -70,10 +72,12 @@ class Document:
         """Append a figure."""
         self.blocks.append(Block("image", image=img))
 
-    def table(self, df: pd.DataFrame) -> None:
-        """Append ``df`` as a table (header = its columns); cells are text ('n/a' for None) or :class:`Img`."""
+    def table(self, df: pd.DataFrame, id: str | None = None, row_classes: list[str] | None = None) -> None:
+        """Append ``df`` as a table (header = its columns); cells are text ('n/a' for None) or :class:`Img`.
+        ``id``: the HTML table's id; ``row_classes``: a CSS class per row (HTML only)."""
         rows = [[_cell(v) for v in row] for row in df.itertuples(index=False)]
-        self.blocks.append(Block("table", columns=[str(c) for c in df.columns], rows=rows))
+        self.blocks.append(Block("table", columns=[str(c) for c in df.columns], rows=rows, id=id,
+                                 row_classes=list(row_classes or [])))
 
 
 def _cell(v: Any) -> Any:
@@ -87,10 +91,10 @@ def _cell(v: Any) -> Any:
 
 def build_document(title: str, datasets: list[str], models: list[str], seeds: list, frame: pd.DataFrame,
                    aggregate: dict, figures: dict[str, DatasetFigures], comparisons: list[dict] | None = None,
-                   diagnostics: Diagnostics | None = None) -> Document:
-    """The report's blocks: an introduction, per dataset the models, the likelihood results per data space,
-    latent analysis, FID, training quantities, paired comparisons, flags, published comparison, curves,
-    traces and image grids (first seed), then the protocol.
+                   diagnostics: Diagnostics | None = None, verdicts: list[dict] | None = None) -> Document:
+    """The report's blocks: an introduction, the verdicts on the claims, then per dataset the pictures, the
+    likelihood results per data space, latent analysis, FID, training quantities, paired comparisons, flags
+    and the published comparison; at the end the protocol and the model descriptions.
 
     ``frame`` is :func:`vaebench.report.collect.summary_frame` with ``include_cell=True``; ``aggregate`` the
     result of :func:`vaebench.report.collect.aggregate_over_seeds`; ``figures`` the written figures;
@@ -102,33 +106,64 @@ def build_document(title: str, datasets: list[str], models: list[str], seeds: li
     doc = Document(title)
     doc.heading(1, title)
     doc.paragraph(tables.intro_text(datasets, models, seeds, len(frame)))
+    _verdicts(doc, verdicts or [])
     for d in datasets:
-        fig = figures[d]
         doc.heading(2, f"Dataset: {d}")
-        doc.heading(3, "Models")
-        doc.table(tables.models_table(d, models, frame))
+        _pictures(doc, d, models, seeds, figures[d])
         _results(doc, d, models, aggregate, frame, diagnostics)
         _paired(doc, d, comparisons)
         _flags(doc, d, diagnostics)
         _comparison(doc, d, models, aggregate, frame)
-        doc.heading(3, "Training curves")
-        doc.image(Img(fig.curves, f"{d} validation curves"))
-        doc.heading(3, "Decoder log sigma / GECO lambda")
-        if fig.traces is not None:
-            doc.image(Img(fig.traces, f"{d} log sigma and lambda per epoch"))
-        else:
-            doc.paragraph("No model of this dataset logs log_sigma or lambda.")
-        doc.heading(3, f"Samples and reconstructions (seed {seeds[0]})")
-        doc.paragraph("Samples: decoder means of z ~ p(z). Reconstructions: rows of test images, each followed "
-                      "by a row of their reconstructions. Grids of the other seeds are in figures/.")
-        rows = []
-        for m in models:
-            samples, recon = fig.grids[(m, seeds[0])]
-            rows.append({"model": m, "samples": Img(samples, f"{d} {m} samples"),
-                         "reconstructions": Img(recon, f"{d} {m} reconstructions")})
-        doc.table(pd.DataFrame(rows, columns=["model", "samples", "reconstructions"]))
     _protocol(doc, datasets, models, seeds, frame)
+    for d in datasets:
+        doc.heading(3, f"Models: {d}")
+        doc.table(tables.models_table(d, models, frame))
     return doc
+
+
+def _verdicts(doc: Document, verdicts: list[dict]) -> None:
+    doc.heading(2, "Verdicts: the seed papers' claims on this study")
+    doc.paragraph("Each claim of claims.yaml checked on every dataset: our paired difference A - B over the seeds "
+                  "both models have (and, for likelihoods, the same test images) with its 95% Student-t interval "
+                  "over seeds. Reproduced: the interval excludes 0 on the claimed side (or, for 'matches', lies "
+                  "within the stated margin); not reproduced: it excludes 0 on the other side (or lies outside "
+                  "the margin); inconclusive: it covers 0, a difference inside the noise. Also in claims.csv. "
+                  + tables.verdict_counts(verdicts) + ".")
+    if not verdicts:
+        return
+    classes = [r["verdict"].replace(" ", "-") for r in verdicts]
+    doc.table(tables.verdict_table(verdicts), id="verdicts", row_classes=classes)
+    notes = {}
+    for r in verdicts:
+        notes.setdefault(r["claim"], (r["source"], r.get("note")))
+    doc.paragraph("Claims, their sources and protocol notes:")
+    doc.bullets([f"{claim} ({source})" + (f": {note}" if note else "") for claim, (source, note) in notes.items()])
+
+
+PICTURES = (  # (DatasetFigures field, heading), in the order the report shows them
+    ("rate_distortion", "Rate and distortion"),
+    ("fid_nll", "Sample quality against likelihood"),
+    ("samples", "Samples of every model"),
+    ("recon", "Reconstructions of every model"),
+    ("training", "Training curves, one row per model"),
+    ("latent", "Latent use per model (chart)"),
+)
+
+
+def _pictures(doc: Document, dataset: str, models: list[str], seeds: list, fig: DatasetFigures) -> None:
+    for name, heading in PICTURES:
+        path = getattr(fig, name, None)
+        doc.heading(3, heading)
+        if path is None:
+            doc.paragraph(fig.captions.get(name) or "Nothing to plot for this dataset.")
+            continue
+        doc.image(Img(path, f"{dataset}: {heading.lower()}"))
+        if fig.captions.get(name):
+            doc.paragraph(fig.captions[name])
+    doc.heading(3, "Validation curves, all models on one axis")
+    doc.image(Img(fig.curves, f"{dataset} validation curves"))
+    doc.paragraph(f"Validation -ELBO and the training objective per epoch, mean over seeds. Every cell's sample "
+                  f"and reconstruction grid (all seeds) is in figures/{dataset}_<model>_seed<seed>_*.png.")
 
 
 def _results(doc: Document, dataset: str, models: list[str], aggregate: dict, frame: pd.DataFrame,
@@ -149,7 +184,7 @@ def _results(doc: Document, dataset: str, models: list[str], aggregate: dict, fr
     doc.heading(3, "Latent analysis")
     doc.table(tables.latent_table(dataset, models, aggregate, frame))
     doc.heading(3, "FID")
-    doc.paragraph("FID of decoder means, mean ± std over training seeds [95% CI]; each training seed's value is "
+    doc.paragraph("FID of decoder means, mean ± 95% CI over training seeds; each training seed's value is "
                   "the mean over its sample seeds, whose spread is the next column. The floor is what real "
                   "held-out images score at this N: no model can be expected below it.")
     doc.table(tables.fid_table(dataset, models, aggregate, frame))

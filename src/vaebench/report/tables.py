@@ -50,7 +50,7 @@ DISCRETISED_NOTE = (
 # the others' is listed under the protocol.
 CELL_SECTIONS = ("train", "evaluate")
 NOT_A_DENSITY = "not a normalised density"
-CI_TEXT = f"{LEVEL:.0%} CI"
+CI_TEXT = f"mean ± {LEVEL:.0%} CI over seeds"
 
 # ------------------------------------------------------------------------------------------------
 # Formatting helpers
@@ -92,24 +92,15 @@ def _num(v: Any, spec: str) -> str:
     return format(v, spec)
 
 
-def format_mean_std(stat: dict | None, spec: str, sign: float = 1.0) -> str:
-    """'mean ± std' of an aggregate entry (std left out when it is null, i.e. with one seed); 'n/a'
-    without a value. ``sign`` multiplies the mean (e.g. -1 to show -ELBO)."""
+def format_ci(stat: dict | None, spec: str, sign: float = 1.0) -> str:
+    """'mean ± h' with h the half-width of the 95% Student-t interval over seeds (the interval is symmetric:
+    mean ± t * se); just 'mean' with one seed (no interval). 'n/a' without a value; ``sign`` = -1 negates the
+    mean (e.g. to show -ELBO)."""
     if not stat or stat.get("mean") is None:
         return "n/a"
     text = _num(sign * stat["mean"], spec)
-    if stat.get("std") is not None:
-        text += " ± " + _num(stat["std"], spec)
-    return text
-
-
-def format_ci(stat: dict | None, spec: str, sign: float = 1.0) -> str:
-    """'mean ± std [ci_low, ci_high]': :func:`format_mean_std` followed by the 95% interval over seeds
-    (left out when null, i.e. with one seed); ``sign`` = -1 negates the mean and flips the interval."""
-    text = format_mean_std(stat, spec, sign)
-    if text != "n/a" and stat.get("ci_low") is not None and stat.get("ci_high") is not None:
-        lo, hi = sorted((sign * stat["ci_low"], sign * stat["ci_high"]))
-        text += f" [{_num(lo, spec)}, {_num(hi, spec)}]"
+    if stat.get("ci_low") is not None and stat.get("ci_high") is not None:
+        text += " ± " + _num((stat["ci_high"] - stat["ci_low"]) / 2, spec)
     return text
 
 
@@ -211,7 +202,7 @@ def _drop_empty(table: pd.DataFrame, keep: tuple[str, ...] = ("model", "seeds"))
 
 def likelihood_table(dataset: str, space: str, models: list[str], aggregate: dict, frame: pd.DataFrame,
                      diagnostics: Diagnostics) -> pd.DataFrame:
-    """The likelihood results of the models of one data space: mean ± std over seeds [95% CI] of the ELBO and
+    """The likelihood results of the models of one data space: mean ± 95% CI over seeds of the ELBO and
     -L_k, the ELBO's terms, the L_k - L_{k/10} diagnostic (± SE over images, flagged when above the
     tolerance) and bits/dim; for decoders with a discretised column, the same quantities of the discrete 8-bit
     likelihood side by side. Headers name the units, k and the data space; columns without any value are
@@ -228,16 +219,16 @@ def likelihood_table(dataset: str, space: str, models: list[str], aggregate: dic
             "model": model_label(frame, dataset, m),
             "seeds": str(n_seeds(aggregate, dataset, m)),
             f"ELBO (nats/image; {tag}) [{CI_TEXT}]": format_ci(a.get("test_elbo_nats"), ".2f"),
-            "recon. NLL (nats/image)": format_mean_std(a.get("test_recon_nats"), ".2f"),
-            "KL (nats/image)": format_mean_std(a.get("test_kl_nats"), ".2f"),
+            "recon. NLL (nats/image)": format_ci(a.get("test_recon_nats"), ".2f"),
+            "KL (nats/image)": format_ci(a.get("test_kl_nats"), ".2f"),
             f"NLL = -L_k, k = {ks} (nats/image; {tag}) [{CI_TEXT}]": format_ci(a.get("test_nll_iwae_nats"), ".2f"),
             "L_k - L_{k/10} (nats/image)": gap_text(diagnostics.lk_entry(dataset, m, "L_k")),
-            "bits/dim": format_mean_std(a.get("bits_per_dim"), ".4f"),
+            "bits/dim": format_ci(a.get("bits_per_dim"), ".4f"),
             f"discretised ELBO (nats/image; 8-bit) [{CI_TEXT}]": format_ci(a.get("test_elbo_discretised_nats"), ".2f"),
             f"discretised NLL = -L_k (nats/image; 8-bit) [{CI_TEXT}]":
                 format_ci(a.get("test_nll_iwae_discretised_nats"), ".2f"),
             "discretised L_k - L_{k/10}": gap_text(diagnostics.lk_entry(dataset, m, "L_k_discretised")),
-            "discretised bits/dim": format_mean_std(a.get("bits_per_dim_discretised"), ".4f"),
+            "discretised bits/dim": format_ci(a.get("bits_per_dim_discretised"), ".4f"),
         })
     return _drop_empty(pd.DataFrame(rows))
 
@@ -248,7 +239,7 @@ def has_discretised(dataset: str, models: list[str], aggregate: dict) -> bool:
 
 
 def latent_table(dataset: str, models: list[str], aggregate: dict, frame: pd.DataFrame) -> pd.DataFrame:
-    """Latent analysis per model (mean ± std over seeds): rate = E_x KL(q(z|x)||p(z)), the marginal KL
+    """Latent analysis per model (mean ± 95% CI over seeds): rate = E_x KL(q(z|x)||p(z)), the marginal KL
     KL(q(z)||p(z)) of the aggregate posterior, the mutual information I(x; z) = rate - marginal KL with its
     upper bound log N (N = images of the aggregate posterior), and the active units out of latent_dim."""
     agg = aggregate.get(dataset, {})
@@ -259,18 +250,18 @@ def latent_table(dataset: str, models: list[str], aggregate: dict, frame: pd.Dat
         rows.append({
             "model": m,
             "seeds": str(n_seeds(aggregate, dataset, m)),
-            "rate (nats)": format_mean_std(a.get("latent_rate_nats"), ".2f"),
-            "marginal KL (nats)": format_mean_std(a.get("latent_marginal_kl_nats"), ".2f"),
-            "mutual information (nats)": format_mean_std(a.get("latent_mutual_info_nats"), ".2f"),
+            "rate (nats)": format_ci(a.get("latent_rate_nats"), ".2f"),
+            "marginal KL (nats)": format_ci(a.get("latent_marginal_kl_nats"), ".2f"),
+            "mutual information (nats)": format_ci(a.get("latent_mutual_info_nats"), ".2f"),
             "log N, bound on MI (N)": f"{bound} ({unique(sub, 'latent_n')})" if bound != "n/a" else "n/a",
-            "active units / latent_dim": (format_mean_std(a.get("active_units"), ".1f") + " / "
+            "active units / latent_dim": (format_ci(a.get("active_units"), ".1f") + " / "
                                           + unique(sub, "latent_dim")) if a.get("active_units") else "n/a",
         })
     return _drop_empty(pd.DataFrame(rows))
 
 
 def fid_table(dataset: str, models: list[str], aggregate: dict, frame: pd.DataFrame) -> pd.DataFrame:
-    """FID per model: of decoder means, mean ± std over training seeds [95% CI] (each seed's value is itself
+    """FID per model: of decoder means, mean ± 95% CI over training seeds (each seed's value is itself
     the mean over ``fid_seeds`` sample seeds); its spread over sample seeds (std, mean over training seeds);
     the FID of draws x ~ p(x|z); the dataset's floor (real held-out images) and N; the Inception FID of the
     first sample seed against the whole test split with both N, or why it was not computed."""
@@ -286,7 +277,7 @@ def fid_table(dataset: str, models: list[str], aggregate: dict, frame: pd.DataFr
             "std over sample seeds (sample seeds)": (
                 f"{_num(a['fid_classifier_std']['mean'], '.2f')} ({unique(sub, 'fid_seeds')})"
                 if (a.get("fid_classifier_std") or {}).get("mean") is not None else "n/a"),
-            "FID, draws x ~ p(x|z)": format_mean_std(a.get("fid_classifier_draws"), ".2f"),
+            "FID, draws x ~ p(x|z)": format_ci(a.get("fid_classifier_draws"), ".2f"),
             "floor (N real images)": f"{floor} ({unique(sub, 'fid_floor_n')})" if floor != "n/a" else "n/a",
             "N (samples)": unique(sub, "fid_n"),
             "Inception FID (N samples / N test)": (
@@ -313,7 +304,7 @@ def beta_convention(dataset: str, model: str, aggregate: dict) -> str:
 
 
 def training_table(dataset: str, models: list[str], aggregate: dict) -> pd.DataFrame:
-    """Per model (mean ± std over seeds, at the end of training): the effective beta in the "SSE + beta KL"
+    """Per model (mean ± 95% CI over seeds, at the end of training): the effective beta in the "SSE + beta KL"
     convention with the rule that gives it (:func:`beta_convention`), the decoder's log sigma, GECO's lambda
     and constraint moving average C_ma, and the training time."""
     agg = aggregate.get(dataset, {})
@@ -323,12 +314,12 @@ def training_table(dataset: str, models: list[str], aggregate: dict) -> pd.DataF
         rows.append({
             "model": m,
             "seeds": str(n_seeds(aggregate, dataset, m)),
-            "effective beta": format_mean_std(a.get("effective_beta"), ".3g"),
+            "effective beta": format_ci(a.get("effective_beta"), ".3g"),
             "beta convention": beta_convention(dataset, m, aggregate),
-            "log sigma": format_mean_std(a.get("log_sigma"), ".3f"),
-            "GECO lambda": format_mean_std(a.get("lambda"), ".3g"),
-            "GECO C_ma": format_mean_std(a.get("geco_constraint_ma"), ".3g"),
-            "train time (s)": format_mean_std(a.get("train_seconds"), ".0f"),
+            "log sigma": format_ci(a.get("log_sigma"), ".3f"),
+            "GECO lambda": format_ci(a.get("lambda"), ".3g"),
+            "GECO C_ma": format_ci(a.get("geco_constraint_ma"), ".3g"),
+            "train time (s)": format_ci(a.get("train_seconds"), ".0f"),
         })
     return _drop_empty(pd.DataFrame(rows))
 
@@ -364,7 +355,7 @@ def paired_table(dataset: str, rows: list[dict]) -> pd.DataFrame:
             "A - B": _num(r["diff"], ".3g"),
             "SE (seeds)": _num(r["se_seeds"], ".2g"),
             "SE (images)": _num(r["se_images"], ".2g"),
-            CI_TEXT: ci,
+            f"{LEVEL:.0%} CI of A - B": ci,
             "seeds": str(r["n_seeds"]),
             "images": "n/a" if r["n_images"] is None else str(r["n_images"]),
             "verdict": _verdict_text(r),
@@ -473,7 +464,7 @@ def train_k(frame: pd.DataFrame, model: str) -> int:
 
 
 def comparison_table(dataset: str, models: list[str], aggregate: dict, frame: pd.DataFrame) -> pd.DataFrame:
-    """Ours (mean ± std over seeds) next to the published numbers of :mod:`vaebench.report.published` for
+    """Ours (mean ± 95% CI over seeds) next to the published numbers of :mod:`vaebench.report.published` for
     the models of the study, one row per published number; empty when none concerns them. The published
     rows of IWAE-style tables are picked by our training k (:func:`train_k`)."""
     ks = {m: train_k(frame, m) for m in models}
@@ -485,7 +476,7 @@ def comparison_table(dataset: str, models: list[str], aggregate: dict, frame: pd
         rows.append({
             "model": e["model"],
             "metric": metric["label"],
-            "ours (mean ± std)": format_mean_std(stat, spec, metric["sign"]),
+            f"ours ({CI_TEXT})": format_ci(stat, spec, metric["sign"]),
             "published": (e["bound"] or "") + plain(e["value"]),
             "published setting": e["setting"],
             "source": e["source"],
@@ -586,10 +577,10 @@ def protocol_items(frame: pd.DataFrame, datasets: list[str], models: list[str], 
     u = lambda col, df=frame: unique(df, col)  # noqa: E731
     more = " (per-model differences below)" if differing else ""
     items = [
-        f"Seeds: {', '.join(map(str, seeds))}. Every table gives mean ± sample std (ddof = 1) over training "
-        f"seeds and, where marked, the {CI_TEXT} of the mean, mean ± t_(S-1, 0.975) std / sqrt(S) (Student t; "
-        "Bouthillier et al. 2021 for seeds as a source of variance); with a single seed the std and interval "
-        "are null (not 0). The interval is very wide with 2 seeds (t_(1, 0.975) = 12.7).",
+        f"Seeds: {', '.join(map(str, seeds))}. Every table gives the mean over training "
+        f"seeds ± the half-width of its {LEVEL:.0%} interval, t_(S-1, 0.975) std / sqrt(S) with the sample std "
+        "(ddof = 1) (Student t; Bouthillier et al. 2021 for seeds as a source of variance); with a single seed "
+        "there is no interval (reports/metrics.json also holds std and se). The interval is very wide with 2 seeds (t_(1, 0.975) = 12.7).",
         f"Training: {c('train.epochs')} epoch(s), batch size {c('train.batch_size')}, learning rate "
         f"{c('train.lr')}{more}; epochs run per cell: {u('epochs')}; device: {u('device')}.",
         f"Test images: every per-image estimate (ELBO and its terms, L_k and its diagnostic, the discretised "
@@ -626,7 +617,7 @@ def protocol_items(frame: pd.DataFrame, datasets: list[str], models: list[str], 
         "have (paired by seed) and, per image, over the same test images: diff = mean over seeds of the "
         "per-image mean of A - B, with its standard errors over seeds (std of the per-seed differences / "
         "sqrt(S), which covers image sampling and training randomness) and over images (the image-sampling part "
-        f"alone); the {CI_TEXT} is Student t over seeds (normal over images with a single seed), and the verdict "
+        f"alone); the {LEVEL:.0%} CI is Student t over seeds (normal over images with a single seed), and the verdict "
         "names a better model only when the interval excludes 0, else 'inconclusive' (Dror et al. 2018). NLL "
         "and ELBO are compared only within one data space and between normalised densities; FID for every pair "
         "(per seed).")
@@ -731,10 +722,57 @@ def intro_text(datasets: list[str], models: list[str], seeds: list, n_cells: int
     """The report's opening paragraph: the grid, what the numbers are and where the raw values live."""
     return (
         f"Grid: datasets {', '.join(datasets)}; models {', '.join(models)}; seeds {', '.join(map(str, seeds))} "
-        f"({n_cells} cells). Values are mean ± sample standard deviation (ddof = 1) over training seeds, with "
-        f"the {CI_TEXT} of the mean in brackets where marked; with a single seed only the value is shown (std and "
-        "interval are null in metrics.json). Likelihood-type numbers are nats per image (summed over all pixels "
+        f"({n_cells} cells). Values are the mean over training seeds ± the half-width of its {LEVEL:.0%} "
+        "Student-t interval; with a single seed only the value is shown (std and interval are null in "
+        "metrics.json). Likelihood-type numbers are nats per image (summed over all pixels "
         "of an image), in separate tables per data space; bits/dim are bits per dimension. Models that differ in "
         "one component are compared image by image and seed by seed (Paired comparisons), and the Flags say "
         "where a number should not be trusted. Per-cell values: summary.csv; aggregates, comparisons and flags: "
         "metrics.json. The protocol is stated at the end.")
+
+
+# ------------------------------------------------------------------------------------------------
+# Claims (the verdict table that opens the report)
+
+def _claim_pair(r: dict) -> str:
+    return f"{r['model_a']} vs {r['model_b']}" if r.get("model_a") else "n/a"
+
+
+def verdict_table(rows: list[dict]) -> pd.DataFrame:
+    """One row per checked claim x dataset x pair x metric (the rows of
+    :func:`vaebench.report.claims.check_claims`): the claim, dataset, pair, metric (with its unit), what the
+    paper claims, our paired difference A - B ± the half-width of its 95% interval with the interval itself,
+    seeds, the published A and B where the paper gives both, and the verdict (with the reason when not
+    tested, and the models whose L_k is flagged as not converged)."""
+    from vaebench.report.claims import metric_label
+
+    out = []
+    for r in rows:
+        if r["diff"] is None:
+            ours = "n/a"
+        elif r["ci_low"] is None:
+            ours = f"{_num(r['diff'], '.4g')} (no interval)"
+        else:
+            ours = f"{_num(r['diff'], '.4g')} [{_num(r['ci_low'], '.4g')}, {_num(r['ci_high'], '.4g')}]"
+        pub = "n/a"
+        if r.get("published_a") is not None:
+            pub = (f"{_num(r['published_a'], '.4g')} vs {_num(r['published_b'], '.4g')} "
+                   f"(A - B = {_num(r['published_diff'], '.4g')}; {r['published_source']})")
+        verdict = r["verdict"]
+        if r.get("reason"):
+            verdict += f" ({r['reason']})"
+        if r.get("lk_not_converged"):
+            verdict += f"; L_k not converged: {r['lk_not_converged'].replace(';', ', ')}"
+        out.append({"claim": r["claim"], "dataset": r["dataset"], "A vs B": _claim_pair(r),
+                    "metric": metric_label(r["metric"]), "claimed": r["expected"],
+                    f"ours: A - B [{LEVEL:.0%} CI]": ours, "seeds": "n/a" if not r.get("n_seeds") else str(int(r["n_seeds"])),
+                    "published A vs B": pub, "verdict": verdict})
+    return pd.DataFrame(out)
+
+
+def verdict_counts(rows: list[dict]) -> str:
+    """'N checks: a reproduced, b not reproduced, c inconclusive, d not tested'."""
+    from vaebench.report.claims import VERDICTS
+
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
+    return f"{len(rows)} checks: " + ", ".join(f"{n} {v}" for v, n in counts.items())

@@ -1,0 +1,290 @@
+"""The seed papers' claims, checked on every dataset of a study: verdicts with their intervals.
+
+The claims are data: ``claims.yaml`` at the repository root (:data:`vaebench.paths.CLAIMS`), one entry per
+claim, validated here with pydantic (a bad entry raises :class:`vaebench.config.ConfigError` naming the file
+and the key, before any job runs: :func:`vaebench.config.validate_study` loads it). Each claim lists
+comparisons of model A against model B, named directly or selected by an axis (every pair of the study that
+differs only in that component), and for each metric what the paper says of A: ``better``, ``worse`` or
+``{equal_within: m}``.
+
+Every (claim, dataset, A, B, metric) becomes one row: the paired difference A - B of
+:func:`vaebench.report.paired.compare_metric` (over the common seeds and the same test images; 95% Student-t
+interval over seeds), the published A and B values where :mod:`vaebench.report.published` has both, and a
+verdict:
+
+* directional claims: **reproduced** when the interval excludes 0 on the claimed side, **not reproduced** when
+  it excludes 0 on the other side, **inconclusive** when it covers 0 (or there is one seed and no interval);
+* ``equal_within: m``: **reproduced** when the interval lies inside [-m, m], **not reproduced** when it lies
+  entirely outside, else **inconclusive**;
+* **not tested**: a model is not in the study, or the metric cannot compare the two (the reason is given).
+
+Sources of the statistics: paired differences on a shared test set (Dror et al. 2018, Section 3) over seeds
+as i.i.d. training runs (Bouthillier et al. 2021); see :mod:`vaebench.metrics.uncertainty`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
+
+from vaebench import paths
+from vaebench.report import published
+from vaebench.report.paired import AXES, METRICS, compare_metric, pair_base, single_axis_pairs
+
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED = "reproduced", "not reproduced", "inconclusive", "not tested"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED)
+# Columns of reports/claims.csv, in order.
+COLUMNS = ["claim_id", "claim", "dataset", "model_a", "model_b", "metric", "expected", "diff", "ci_low",
+           "ci_high", "level", "n_seeds", "se_seeds", "se_images", "n_images", "published_a", "published_b",
+           "published_diff", "published_source", "verdict", "reason", "lk_not_converged", "source", "note"]
+# Our comparison metric -> (published metric of vaebench.report.published, sign turning it into ours).
+PUBLISHED_METRIC = {"nll": ("nll_nats", 1.0), "elbo": ("neg_elbo_nats", -1.0), "fid": ("fid", 1.0),
+                    "kl": ("mean_kl_nats", 1.0)}
+
+Metric = Literal["nll", "elbo", "nll_discretised", "kl", "recon", "fid"]
+
+
+class EqualWithin(BaseModel):
+    """A claim that A and B agree: |A - B| <= ``equal_within`` in the metric's units."""
+
+    model_config = ConfigDict(extra="forbid")
+    equal_within: PositiveFloat
+
+
+Expectation = Union[Literal["better", "worse"], EqualWithin]
+
+
+class Comparison(BaseModel):
+    """Model(s) A against model(s) B: named (``a``, ``b``: a model or a list, every A x B pair) or selected by
+    ``axis`` (every single-axis pair of the study whose A has component ``a_value`` and B ``b_value``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    a: list[str] | str | None = None
+    b: list[str] | str | None = None
+    axis: Literal[AXES] | None = None  # type: ignore[valid-type]
+    a_value: str | None = None
+    b_value: str | None = None
+    metrics: dict[Metric, Expectation] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_way(self):
+        named, by_axis = self.a is not None or self.b is not None, self.axis is not None
+        if named == by_axis:
+            raise ValueError("give either 'a' and 'b' (models) or 'axis' with 'a_value' and 'b_value'")
+        if named and (self.a is None or self.b is None):
+            raise ValueError("'a' and 'b' are both required")
+        if by_axis and (self.a_value is None or self.b_value is None):
+            raise ValueError("'axis' needs 'a_value' and 'b_value' (component names)")
+        return self
+
+    def models(self) -> tuple[list[str], list[str]]:
+        """The named models: (A list, B list); empty for an axis selection."""
+        as_list = lambda v: [] if v is None else [v] if isinstance(v, str) else list(v)  # noqa: E731
+        return as_list(self.a), as_list(self.b)
+
+
+class Claim(BaseModel):
+    """One claim of a paper: its text, source, an optional note (protocol caveats) and its comparisons."""
+
+    model_config = ConfigDict(extra="forbid")
+    claim: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    note: str | None = None
+    comparisons: list[Comparison] = Field(min_length=1)
+
+
+class ClaimsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    claims: dict[str, Claim] = Field(min_length=1)
+
+
+def load_claims(path: str | os.PathLike = paths.CLAIMS, catalogue: set[str] | None = None) -> dict[str, Claim]:
+    """The claims of ``path`` in file order, ``{claim_id: Claim}``.
+
+    Args:
+        path: the claims YAML file.
+        catalogue: the model names a claim may name (None: not checked).
+    Raises:
+        FileNotFoundError: no such file.
+        vaebench.config.ConfigError: invalid YAML or an invalid entry, naming the file and the dotted key
+            (e.g. ``claims.iwae_beats_vae.comparisons.0.metrics.nll``), or a model not in ``catalogue``.
+    """
+    from vaebench.config import ConfigError
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        parsed = ClaimsFile.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{path}: invalid claim at '{key}': {err['msg']} (got {err.get('input')!r})") from None
+    if catalogue is not None:
+        for cid, claim in parsed.claims.items():
+            for i, comp in enumerate(claim.comparisons):
+                a, b = comp.models()
+                unknown = [m for m in a + b if m not in catalogue]
+                if unknown:
+                    raise ConfigError(f"{path}: claims.{cid}.comparisons.{i} names model '{unknown[0]}', which is "
+                                      f"not in the catalogue (defined: {', '.join(sorted(catalogue))})")
+    return parsed.claims
+
+
+def expected_text(expectation: Expectation) -> str:
+    """What the claim says of A - B, as text: 'A better', 'A worse' or '|A - B| <= m'."""
+    if isinstance(expectation, EqualWithin):
+        return f"|A - B| <= {expectation.equal_within:g}"
+    return f"A {expectation}"
+
+
+def verdict(expectation: Expectation, row: dict) -> str:
+    """The claim's verdict from a comparison row of :func:`vaebench.report.paired.compare_metric` (rules in
+    the module docstring)."""
+    if not row["compared"]:
+        return NOT_TESTED
+    lo, hi = row["ci_low"], row["ci_high"]
+    if isinstance(expectation, EqualWithin):
+        m = expectation.equal_within
+        if lo is None or hi is None:
+            return INCONCLUSIVE
+        if -m <= lo and hi <= m:
+            return REPRODUCED
+        return NOT_REPRODUCED if (lo > m or hi < -m) else INCONCLUSIVE
+    if row["verdict"] not in ("A better", "B better"):
+        return INCONCLUSIVE
+    a_better = row["verdict"] == "A better"
+    return REPRODUCED if a_better == (expectation == "better") else NOT_REPRODUCED
+
+
+def _published(dataset: str, a: str, b: str, metric: str, train_k: dict[str, int]) -> dict:
+    """Published A and B values of ``metric`` from one source (None when the paper gives no pair)."""
+    out = {"published_a": None, "published_b": None, "published_diff": None, "published_source": None}
+    if metric not in PUBLISHED_METRIC:
+        return out
+    name, sign = PUBLISHED_METRIC[metric]
+    entries = [e for e in published.entries_for(dataset, [a, b], train_k) if e["metric"] == name]
+    for ea in (e for e in entries if e["model"] == a):
+        eb = next((e for e in entries if e["model"] == b and e["source"] == ea["source"]), None)
+        if eb is not None:
+            va, vb = sign * ea["value"], sign * eb["value"]
+            return {"published_a": va, "published_b": vb, "published_diff": va - vb,
+                    "published_source": ea["source"]}
+    return out
+
+
+def _pairs(comp: Comparison, dataset: str, models: list[str], records: dict[str, dict]) -> list[tuple]:
+    """(A, B, reason) for one comparison on one dataset; reason says why the pair is not tested (else None)."""
+    if comp.axis is None:
+        a_list, b_list = comp.models()
+        out = []
+        for a in a_list:
+            for b in b_list:
+                missing = [m for m in (a, b) if m not in records]
+                out.append((a, b, f"not in the study on {dataset}: {', '.join(missing)}" if missing else None))
+        return out
+    pairs = [(a, b) for a, b, axis in single_axis_pairs(records, models) if axis == comp.axis]
+    out = []
+    for a, b in pairs:
+        va, vb = records[a][comp.axis], records[b][comp.axis]
+        if (va, vb) == (comp.a_value, comp.b_value):
+            out.append((a, b, None))
+        elif (va, vb) == (comp.b_value, comp.a_value):
+            out.append((b, a, None))
+    if not out:
+        return [(None, None, f"no two models of the study on {dataset} differ only in {comp.axis} "
+                             f"({comp.a_value} vs {comp.b_value})")]
+    return out
+
+
+def check_claims(claims: dict[str, Claim], inputs: list, datasets: list[str], models: list[str],
+                 diagnostics=None) -> list[dict]:
+    """Every claim on every dataset: the rows of ``reports/claims.csv`` (keys :data:`COLUMNS`, in claim,
+    dataset, comparison, pair and metric order).
+
+    Args:
+        claims: from :func:`load_claims`.
+        inputs: the study's :class:`vaebench.report.collect.CellData`.
+        datasets, models: the study's grid, in order.
+        diagnostics: :class:`vaebench.report.flags.Diagnostics`; a likelihood row lists the models whose L_k is
+            flagged as not converged (``lk_not_converged``, ';'-joined).
+    Returns:
+        Rows with the paired difference A - B (``diff``, its ``ci_low``/``ci_high`` at ``level``, ``se_seeds``,
+        ``se_images``, ``n_seeds``, ``n_images``; None when not computed), the published values
+        (``published_a``, ``published_b``, ``published_diff``, ``published_source``; None where the paper gives
+        no pair), ``expected``, ``verdict`` (one of :data:`VERDICTS`) and ``reason`` (why not tested).
+    Raises:
+        ValueError: two compared models were evaluated on different test images.
+    """
+    from vaebench.report.paired import model_record
+
+    by_model: dict[tuple[str, str], dict[int, object]] = {}
+    for c in inputs:
+        by_model.setdefault((c.cell[0], c.cell[1]), {})[int(c.cell[2])] = c
+    rows = []
+    for cid, claim in claims.items():
+        for d in datasets:
+            cells = {m: by_model[(d, m)] for m in models if (d, m) in by_model}
+            records = {m: model_record(d, m, c) for m, c in cells.items()}
+            train_k = {m: int((r.get("objective_params") or {}).get("k", 1)) for m, r in records.items()}
+            for comp in claim.comparisons:
+                for a, b, reason in _pairs(comp, d, models, records):
+                    for metric, expectation in comp.metrics.items():
+                        head = {"claim_id": cid, "claim": claim.claim, "dataset": d, "model_a": a, "model_b": b,
+                                "metric": metric, "expected": expected_text(expectation), "source": claim.source,
+                                "note": claim.note}
+                        if reason:
+                            rows.append(_empty(head, reason))
+                            continue
+                        base = pair_base(d, a, b, None, cells[a], cells[b])
+                        row = compare_metric(base, metric, cells[a], cells[b], diagnostics)
+                        rows.append({**head, **{k: row[k] for k in ("diff", "ci_low", "ci_high", "level", "n_seeds",
+                                                                     "se_seeds", "se_images", "n_images")},
+                                     **_published(d, a, b, metric, train_k),
+                                     "verdict": verdict(expectation, row), "reason": row["reason"],
+                                     "lk_not_converged": ";".join(row["lk_not_converged"]) or None})
+    return [{k: r.get(k) for k in COLUMNS} for r in rows]
+
+
+def _empty(head: dict, reason: str) -> dict:
+    return {**head, "verdict": NOT_TESTED, "reason": reason}
+
+
+def metric_label(metric: str) -> str:
+    """The metric's label with its unit (from :data:`vaebench.report.paired.METRICS`)."""
+    return METRICS[metric][0]
+
+
+def write_claims_csv(rows: list[dict], path: str | os.PathLike) -> Path:
+    """Write ``rows`` (from :func:`check_claims`) to ``path`` atomically as CSV with the :data:`COLUMNS` header
+    (floats written with full precision by pandas, so a rerun reproduces the file byte for byte)."""
+    import pandas as pd
+
+    from vaebench.atomic import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp, index=False, lineterminator="\n")
+    return path
+
+
+def read_claims_csv(path: str | os.PathLike = paths.REPORT_CLAIMS):
+    """``reports/claims.csv`` as a pandas DataFrame (missing values as None-like NaN).
+
+    Raises:
+        FileNotFoundError: naming the file; ValueError: its header is not :data:`COLUMNS`.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no claims file; run the report stage (python -m vaebench report)")
+    df = pd.read_csv(path)
+    if list(df.columns) != COLUMNS:
+        raise ValueError(f"{path}: columns {list(df.columns)} are not the expected {COLUMNS}; rerun the report")
+    return df

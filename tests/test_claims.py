@@ -1,0 +1,177 @@
+"""The seed papers' claims as data (claims.yaml): validation, verdict rules, paired statistics against an
+independent computation, pair selection by axis, claims.csv and the README's verdict table."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from vaebench import paths
+from vaebench.config import ConfigError, load_catalogue
+from vaebench.report import claims, readme
+from vaebench.report.collect import CellData
+
+REPO = Path(__file__).resolve().parents[1]
+N, SEEDS = 200, [0, 1, 2]
+
+
+def _record(model: str, seed: int, posterior: str = "diagonal", likelihood: str = "gaussian_optimal_shared",
+            objective: str = "elbo", space: str = "dequantised", valid: bool = True, fid: float = 50.0) -> dict:
+    return {"dataset": "mnist", "model": model, "seed": seed, "latent_dim": 20, "architecture": "mlp",
+            "architecture_params": {}, "posterior": posterior, "posterior_params": {}, "likelihood": likelihood,
+            "likelihood_params": {}, "objective": objective, "objective_params": {}, "data_space": space,
+            "valid_density": valid, "fid_classifier": fid}
+
+
+def _cell(model: str, seed: int, shift: float, record: dict) -> CellData:
+    """Per-image values: an image difficulty shared by every model and seed (what pairing removes), a model
+    shift and per-cell noise."""
+    difficulty = np.random.RandomState(0).normal(0.0, 20.0, N)
+    noise = np.random.RandomState(sum(map(ord, model)) * 10 + seed).normal(0.0, 1.0, N)
+    lk = -(100.0 + difficulty + shift + 0.3 * seed + noise)
+    per_image = {"index": np.arange(N), "L_k": lk, "L_k10": lk - 0.1, "elbo": lk - 2.0, "kl": 20.0 + shift + noise,
+                 "recon": -lk - 22.0}
+    return CellData(("mnist", model, seed), record, pd.DataFrame({"epoch": [1]}), {}, per_image)
+
+
+def _claims_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "claims.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_repository_claims_name_catalogue_models_only():
+    loaded = claims.load_claims(REPO / paths.CLAIMS, set(load_catalogue(REPO / paths.CATALOGUE)))
+    assert {"calibrated_decoder_fid", "ar1_posterior_bound", "iwae_beats_vae", "geco_iwae_vs_geco"} <= set(loaded)
+
+
+@pytest.mark.parametrize("entry, key", [
+    ("{a: x, b: y, metrics: {bits: better}}", "claims.c.comparisons.0.metrics.bits"),
+    ("{a: x, b: y, metrics: {nll: bigger}}", "claims.c.comparisons.0.metrics.nll"),
+    ("{a: x, b: y, metrics: {nll: {equal_within: -1}}}", "claims.c.comparisons.0.metrics.nll"),
+    ("{a: x, axis: posterior, a_value: ar1, b_value: diagonal, metrics: {nll: better}}", "claims.c.comparisons.0"),
+    ("{axis: decoder, a_value: ar1, b_value: diagonal, metrics: {nll: better}}", "claims.c.comparisons.0.axis"),
+    ("{a: x, metrics: {nll: better}}", "claims.c.comparisons.0"),
+])
+def test_a_bad_entry_names_the_file_and_the_key(tmp_path, entry, key):
+    path = _claims_file(tmp_path, f"claims:\n  c:\n    claim: t\n    source: s\n    comparisons:\n      - {entry}\n")
+    with pytest.raises(ConfigError) as exc:
+        claims.load_claims(path)
+    assert str(path) in str(exc.value) and f"'{key}" in str(exc.value)
+
+
+def test_a_model_outside_the_catalogue_is_an_error(tmp_path):
+    path = _claims_file(tmp_path, "claims:\n  c:\n    claim: t\n    source: s\n    comparisons:\n"
+                                  "      - {a: iwae, b: vae_bernoulii, metrics: {nll: better}}\n")
+    with pytest.raises(ConfigError, match="vae_bernoulii"):
+        claims.load_claims(path, {"iwae", "vae_bernoulli"})
+
+
+def _row(verdict: str, lo: float | None, hi: float | None, compared: bool = True) -> dict:
+    return {"compared": compared, "verdict": verdict, "ci_low": lo, "ci_high": hi}
+
+
+@pytest.mark.parametrize("expectation, row, expected", [
+    ("better", _row("A better", -3, -1), claims.REPRODUCED),
+    ("better", _row("B better", 1, 3), claims.NOT_REPRODUCED),
+    ("worse", _row("B better", 1, 3), claims.REPRODUCED),
+    ("worse", _row("A better", -3, -1), claims.NOT_REPRODUCED),
+    ("better", _row("inconclusive", -1, 1), claims.INCONCLUSIVE),
+    ("better", _row("inconclusive (one seed)", None, None), claims.INCONCLUSIVE),
+    ("better", _row("not compared", None, None, compared=False), claims.NOT_TESTED),
+    (claims.EqualWithin(equal_within=5), _row("A better", -4, -1), claims.REPRODUCED),
+    (claims.EqualWithin(equal_within=5), _row("inconclusive", -3, 6), claims.INCONCLUSIVE),
+    (claims.EqualWithin(equal_within=5), _row("B better", 6, 9), claims.NOT_REPRODUCED),
+    (claims.EqualWithin(equal_within=5), _row("A better", -9, -6), claims.NOT_REPRODUCED),
+    (claims.EqualWithin(equal_within=5), _row("inconclusive (one seed)", None, None), claims.INCONCLUSIVE),
+])
+def test_verdict_rules(expectation, row, expected):
+    assert claims.verdict(expectation, row) == expected
+
+
+def _study_cells(shifts: dict[str, float], records: dict[str, dict]) -> list[CellData]:
+    return [_cell(m, s, shifts[m], {**records[m], "seed": s}) for m in shifts for s in SEEDS]
+
+
+def test_a_named_claim_matches_an_independent_paired_t_interval(tmp_path):
+    """nll of A - B: per seed the mean over images of the paired differences, then a one-sample t interval
+    over seeds (scipy), compared with the row; a 1-nat better model at 3 seeds is reproduced."""
+    records = {"a": _record("a", 0), "b": _record("b", 0)}
+    inputs = _study_cells({"a": -1.0, "b": 0.0}, records)
+    path = _claims_file(tmp_path, "claims:\n  c:\n    claim: A beats B\n    source: paper\n    comparisons:\n"
+                                  "      - {a: a, b: b, metrics: {nll: better, kl: worse}}\n")
+    rows = claims.check_claims(claims.load_claims(path), inputs, ["mnist"], ["a", "b"])
+    nll = next(r for r in rows if r["metric"] == "nll")
+    cells = {(c.cell[1], c.cell[2]): c for c in inputs}
+    d = np.array([np.mean(-cells[("a", s)].per_image["L_k"] + cells[("b", s)].per_image["L_k"]) for s in SEEDS])
+    ci = scipy.stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+    assert nll["diff"] == pytest.approx(d.mean(), abs=1e-12)
+    assert (nll["ci_low"], nll["ci_high"]) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    assert nll["se_seeds"] == pytest.approx(d.std(ddof=1) / math.sqrt(3), abs=1e-12)
+    assert nll["n_seeds"] == 3 and nll["n_images"] == N and nll["verdict"] == claims.REPRODUCED
+    kl = next(r for r in rows if r["metric"] == "kl")      # A's KL is lower: "A worse" is not reproduced
+    assert kl["diff"] < 0 and kl["verdict"] == claims.NOT_REPRODUCED
+
+
+def test_axis_selection_orients_every_pair_and_skips_other_axes(tmp_path):
+    """ar1 vs diagonal: the two single-axis posterior pairs, each oriented ar1 - diagonal whatever the grid
+    order; a pair that also differs in the likelihood is not selected."""
+    records = {"d1": _record("d1", 0), "r1": _record("r1", 0, posterior="ar1"),
+               "r2": _record("r2", 0, posterior="ar1", likelihood="bernoulli", space="binarised"),
+               "d2": _record("d2", 0, likelihood="bernoulli", space="binarised")}
+    inputs = _study_cells({"d1": 0.0, "r1": -2.0, "r2": 0.0, "d2": 0.0}, records)
+    path = _claims_file(tmp_path, "claims:\n  c:\n    claim: AR1 helps\n    source: rho\n    comparisons:\n"
+                                  "      - {axis: posterior, a_value: ar1, b_value: diagonal, metrics: {elbo: better}}\n")
+    rows = claims.check_claims(claims.load_claims(path), inputs, ["mnist"], ["d1", "r1", "r2", "d2"])
+    assert [(r["model_a"], r["model_b"]) for r in rows] == [("r1", "d1"), ("r2", "d2")]
+    assert rows[0]["diff"] > 0 and rows[0]["verdict"] == claims.REPRODUCED      # ELBO of r1 is 2 nats higher
+    assert rows[1]["verdict"] == claims.INCONCLUSIVE
+
+
+def test_missing_models_and_incomparable_pairs_are_not_tested_with_the_reason(tmp_path):
+    records = {"a": _record("a", 0), "bern": _record("bern", 0, likelihood="bernoulli", space="binarised")}
+    inputs = _study_cells({"a": 0.0, "bern": 0.0}, records)
+    path = _claims_file(tmp_path, "claims:\n  c:\n    claim: t\n    source: s\n    comparisons:\n"
+                                  "      - {a: a, b: [bern, absent], metrics: {nll: better}}\n"
+                                  "      - {axis: posterior, a_value: ar1, b_value: diagonal, metrics: {elbo: better}}\n")
+    rows = claims.check_claims(claims.load_claims(path), inputs, ["mnist"], ["a", "bern"])
+    assert [r["verdict"] for r in rows] == [claims.NOT_TESTED] * 3
+    assert "different data spaces" in rows[0]["reason"]
+    assert "not in the study on mnist: absent" == rows[1]["reason"]
+    assert "differ only in posterior" in rows[2]["reason"]
+
+
+def test_claims_csv_round_trip_and_readme_table(tmp_path):
+    records = {"iwae": _record("iwae", 0), "vae_bernoulli": _record("vae_bernoulli", 0)}
+    inputs = _study_cells({"iwae": -1.0, "vae_bernoulli": 0.0}, records)
+    rows = claims.check_claims(claims.load_claims(REPO / paths.CLAIMS), inputs, ["mnist"], ["iwae", "vae_bernoulli"])
+    path = claims.write_claims_csv(rows, tmp_path / "claims.csv")
+    back = claims.read_claims_csv(path)
+    assert list(back.columns) == claims.COLUMNS and len(back) == len(rows)
+    iwae = back[back["claim_id"] == "iwae_beats_vae"].iloc[0]
+    assert iwae["verdict"] == claims.REPRODUCED and iwae["diff"] == next(
+        r["diff"] for r in rows if r["claim_id"] == "iwae_beats_vae")                # full precision
+    assert iwae["published_source"] == "IWAE Table 1" and iwae["published_diff"] == pytest.approx(86.76 - 86.76)
+    # every other claim names models that are not in this study: listed as not tested, never dropped
+    assert set(back["claim_id"]) == set(claims.load_claims(REPO / paths.CLAIMS))
+    table = readme.verdicts_table(path)
+    assert "| IWAE's L_k beats the VAE's | mnist | iwae vs vae_bernoulli |" in table
+    assert table.startswith(f"{len(rows)} checks: 1 reproduced, 0 not reproduced, 0 inconclusive, "
+                            f"{len(rows) - 1} not tested")
+
+
+def test_the_study_is_refused_before_any_job_when_claims_yaml_is_bad(tmp_path):
+    """validate_study (what every stage and Snakemake's common.smk run first) checks the claims file next to
+    the catalogue."""
+    from vaebench.config import load_study
+
+    (tmp_path / paths.CATALOGUE).write_text((REPO / paths.CATALOGUE).read_text())
+    load_study(REPO / paths.DEFAULT_STUDY, catalogue=tmp_path / paths.CATALOGUE)       # no claims file: fine
+    _claims_file(tmp_path, "claims:\n  c:\n    claim: t\n    source: s\n    comparisons:\n"
+                           "      - {a: iwae, b: vae_bernouli, metrics: {nll: better}}\n")
+    with pytest.raises(ConfigError, match="claims.c.comparisons.0 names model 'vae_bernouli'"):
+        load_study(REPO / paths.DEFAULT_STUDY, catalogue=tmp_path / paths.CATALOGUE)
