@@ -5,6 +5,10 @@
 include: "workflow/rules/common.smk"
 include: "workflow/rules/stages.smk"
 
+# `snakemake --report reports/snakemake.html` opens with workflow/report/workflow.rst and shows the outputs
+# that paths.STAGES marks for it, with their captions (workflow/report/*.rst)
+report: paths.WORKFLOW_DESCRIPTION
+
 
 rule all:
     input:

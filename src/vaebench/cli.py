@@ -108,6 +108,19 @@ def cmd_readme(args) -> None:
         raise SystemExit(1)
 
 
+def cmd_dvc_template(args) -> None:
+    from vaebench import dvc_template
+
+    try:
+        code = dvc_template.main(check=args.check, force=args.force, registry=args.registry)
+    except (OSError, ValueError) as exc:   # no registry (URLError is an OSError), or a tarball's hash differs
+        print(f"vaebench: dvc-template: {exc}; {dvc_template.TEMPLATE} was not written: `dvc plots show` will "
+              "not render offline (nothing else needs it)", file=sys.stderr)
+        code = 1
+    if code:
+        raise SystemExit(code)
+
+
 STAGE_COMMANDS = {"prepare": cmd_prepare, "classifier": cmd_classifier, "fid_reference": cmd_fid_reference,
                   "train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report}
 
@@ -140,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
         p = with_params(sub.add_parser(name, help=f"write {what} (generated, committed)"))
         p.add_argument("--check", action="store_true", help="only check that the committed file is current")
         p.set_defaults(func=func)
+    p = sub.add_parser("dvc-template", help="build .dvc/plots/offline.html, the page `dvc plots show` renders "
+                                            "offline (vega, vega-lite, vega-embed from the npm registry, "
+                                            "SHA-512 checked; not committed)")
+    p.add_argument("--check", action="store_true", help="only check that it is built and current")
+    p.add_argument("--force", action="store_true", help="download and write it even if it is current")
+    p.add_argument("--registry", default="https://registry.npmjs.org", help="npm registry (or a mirror)")
+    p.set_defaults(func=cmd_dvc_template)
     return parser
 
 

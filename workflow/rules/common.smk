@@ -1,5 +1,6 @@
 # Shared helpers: load and validate the study, and build every rule's input, output, params, resources
 # and command from the stage declarations of vaebench.paths.STAGES (the source dvc.yaml is generated from).
+import os
 import sys
 
 import yaml
@@ -44,8 +45,18 @@ def stage_inputs(stage):
 
 
 def stage_outputs(stage):
+    """The stage's outputs by role: folders as directory(), and the roles it shows in `snakemake --report`
+    wrapped in report() with their caption (a path from the repository root), category and labels."""
     s = STAGES[stage]
-    return {role: directory(t) if role in s.dirs else t for role, t in s.outs.items()}
+    outs = {}
+    for role, t in s.outs.items():
+        out = directory(t) if role in s.dirs else t
+        item = s.report.get(role)
+        if item is not None:
+            out = report(out, caption=os.path.join(workflow.basedir, item.caption), category=item.category,
+                         subcategory=item.subcategory, labels=item.labels or None, patterns=list(item.patterns))
+        outs[role] = out
+    return outs
 
 
 def _lookup(file, key):

@@ -1,6 +1,8 @@
 # One rule per stage of vaebench.paths.STAGES (prepare -> classifier -> fid_reference, train -> evaluate -> report):
 # inputs, outputs, tracked params slices, threads, resources and command all come from the declaration,
 # the same one dvc.yaml is generated from, so the two engines cannot drift apart.
+# Outputs a stage declares in `report` (sample grids, reconstructions, curve figures, the HTML report) carry
+# their caption and category into `snakemake --report` (stage_outputs in common.smk).
 for _stage in STAGES.values():
 
     rule:
