@@ -18,16 +18,19 @@ BIN = Path(sys.executable).parent
 TINY_MODELS = ["vae_bernoulli", "sigma_vae_optimal"]
 
 
-def tiny_params(models=TINY_MODELS, seeds=(0,)) -> dict:
-    """The default study shrunk to seconds: a real-MNIST subset, one epoch, small k and N. ``models`` is a
-    list of catalogue names (no overrides) or a mapping name -> override."""
+def tiny_params(models=TINY_MODELS, seeds=(0,), datasets=("mnist",)) -> dict:
+    """The default study shrunk to seconds: a real-MNIST subset (and the other ``datasets`` of the default
+    study, Frey Face being small already), one epoch, small k and N. ``models`` is a list of catalogue names (no
+    overrides) or a mapping name -> override."""
     with open(REPO / "params.yaml") as f:
         params = yaml.safe_load(f)
     params["study"] = "tiny"
     params["models"] = dict(models) if isinstance(models, dict) else {m: {} for m in models}
     params["seeds"] = list(seeds)
-    params["datasets"]["mnist"].update({"max_train": 2000, "max_validation": 500, "max_test": 500})
-    params["train"].update({"epochs": 1, "batch_size": 100})
+    params["datasets"] = {d: params["datasets"][d] for d in datasets}
+    if "mnist" in datasets:
+        params["datasets"]["mnist"].update({"max_train": 2000, "max_validation": 500, "max_test": 500})
+    params["train"].update({"epochs": 1, "batch_size": 100, "per_dataset": {}})
     params["classifier"].update({"epochs": 1})
     params["evaluate"].update({"n_images": 50, "iwae_k": 20, "latent_n": 50, "fid_n": 200, "fid_seeds": 2,
                                "grid_n": 16, "batch_size": 100})

@@ -11,8 +11,8 @@ Two files define what runs:
   model's own entry wins).
 
 Every setting is typed (pydantic v2): the components' configs come from the registry
-(:mod:`vaebench.registry`), the stages' configs are defined beside their code (``DatasetConfig``,
-``ClassifierConfig``, ``TrainConfig``, ``EvaluateConfig``), so a changed default reruns the stage that
+(:mod:`vaebench.registry`), the stages' configs are defined beside their code (each dataset's own settings
+class in ``vaebench.data.prepare.DATASET_CONFIGS``, ``ClassifierConfig``, ``TrainConfig``, ``EvaluateConfig``), so a changed default reruns the stage that
 uses it. Those typed configs are the one layer of defaults.
 Snakemake (``workflow/rules/common.smk``) and the CLI both call :func:`load_study` before any job runs;
 an error names the file, the key, the bad value and the allowed values. ``python -m vaebench schema``
@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError,
-                      create_model)
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, TypeAdapter, ValidationError,
+                      create_model, field_validator)
 
 from vaebench import paths
-from vaebench.data.prepare import DATASETS, DatasetConfig
+from vaebench.data.prepare import DATASET_CONFIGS, DATASETS
 from vaebench.metrics.classifier import ClassifierConfig
 from vaebench.registry import AXES, StrictConfig
 from vaebench.stages.evaluate import EvaluateConfig
@@ -170,9 +170,46 @@ class ModelOverride(BaseModel):
     evaluate: EvaluateOverride | None = None
 
 
+def _datasets_class() -> type[BaseModel]:
+    """The ``datasets`` section: one optional key per registered dataset, each with its own settings class
+    (``DATASET_CONFIGS``); null = that dataset's defaults."""
+    fields = {name: (cls | None, Field(None, description=(cls.__doc__ or "").strip().split("\n")[0]))
+              for name, cls in DATASET_CONFIGS.items()}
+    return create_model("DatasetSettings", __base__=StrictConfig,
+                        __doc__="The grid's datasets (at least one), each with its own preparation settings.",
+                        **fields)
+
+
+_DATASET_KEYS = TypeAdapter(dict[Literal[tuple(DATASETS)], Any])
+
+
+def _datasets_by_name(value: Any, handler) -> dict[str, StrictConfig]:
+    """Validate ``datasets`` key by key: an unknown name is an error at that key (the known names listed), each
+    dataset's settings are validated by its own class (errors at ``datasets.<name>.<key>``). Returns
+    {name: settings} in the file's order (the grid's order)."""
+    if isinstance(value, dict):
+        _DATASET_KEYS.validate_python(value)
+    typed = handler(value)
+    out = {name: getattr(typed, name) or DATASET_CONFIGS[name]() for name in value}
+    if not out:
+        raise ValueError("at least one dataset is required")
+    return out
+
+
 @functools.lru_cache(maxsize=None)
+def _study_train_class() -> type[BaseModel]:
+    """The study's ``train`` section: :class:`TrainConfig` plus ``per_dataset``, overrides for one dataset (a
+    small dataset needs more epochs for as many steps). A cell's settings: the study's, then its dataset's
+    overrides, then its model's (the model's entry wins)."""
+    return create_model(
+        "StudyTrainConfig", __base__=TrainConfig,
+        __doc__="Training settings of the study, with per-dataset overrides.",
+        per_dataset=(dict[Literal[tuple(DATASETS)], TrainOverride], Field(
+            default_factory=dict, description="Per-dataset overrides of these settings, e.g. "
+                                              "{frey_face: {epochs: 60}} ({} for none).")))
+
+
 def _study_classes(names: tuple) -> type[BaseModel]:
-    dataset_names = Literal[tuple(DATASETS)]
     model_name = Annotated[str, Field(pattern=NAME_PATTERN)]
     return create_model(
         "StudyConfig", __base__=StrictConfig,
@@ -180,8 +217,9 @@ def _study_classes(names: tuple) -> type[BaseModel]:
         study=(str, Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Study name; the MLflow experiment name.")),
         device=(Literal["auto", "cpu", "cuda"], Field(..., description="auto = CUDA when available, else CPU.")),
         seeds=(list[NonNegativeInt], Field(..., min_length=1, description="Training seeds of every model.")),
-        datasets=(dict[dataset_names, DatasetConfig], Field(
-            ..., min_length=1, description="The grid's datasets, each with its preparation settings.")),
+        datasets=(_datasets_class(), Field(
+            ..., description="The grid's datasets, each with its own preparation settings ({} or null for the "
+                             "defaults).", json_schema_extra={"minProperties": 1})),
         models=(dict[model_name, ModelOverride | None], Field(
             ..., min_length=1, description=f"The grid's models: names from the catalogue ({paths.CATALOGUE}), each "
                                            "with what this study changes ({} or null for nothing).")),
@@ -189,9 +227,10 @@ def _study_classes(names: tuple) -> type[BaseModel]:
             "Settings of a component for every model of this study that uses it (a model's own entry wins), "
             "e.g. the hidden widths of an architecture for every model; {} for none). Every top-level key is required: DVC "
             "tracks each as a params slice."))),
-        train=(TrainConfig, Field(..., description="Training settings ({} for the defaults).")),
+        train=(_study_train_class(), Field(..., description="Training settings ({} for the defaults).")),
         classifier=(ClassifierConfig, Field(..., description="FID classifier settings ({} for the defaults).")),
         evaluate=(EvaluateConfig, Field(..., description="Evaluation settings ({} for the defaults).")),
+        __validators__={"_datasets_by_name": field_validator("datasets", mode="wrap")(_datasets_by_name)},
     )
 
 
@@ -233,7 +272,8 @@ class Study:
         """The complete configuration of one cell: what the checkpoint, the metrics and MLflow record."""
         self.check_cell(dataset, model, seed)
         entry = self.models[model]
-        train = {**self.config.train.model_dump(), **_set_fields(entry.train)}
+        train = {**self.config.train.model_dump(exclude={"per_dataset"}),
+                 **_set_fields(self.config.train.per_dataset.get(dataset)), **_set_fields(entry.train)}
         evaluate = {**self.config.evaluate.model_dump(), **_set_fields(entry.evaluate)}
         return Cell(
             study=self.name, dataset=dataset, model=model, seed=int(seed), device=self.device,
@@ -255,7 +295,7 @@ class Cell:
     model_config: ModelConfig
     train: TrainConfig
     evaluate: EvaluateConfig
-    data: DatasetConfig
+    data: StrictConfig              # the dataset's own settings class (vaebench.data.prepare.DATASET_CONFIGS)
 
     def record(self) -> dict:
         """Plain nested dict (lists, numbers, strings) for checkpoints, metrics files and MLflow params."""
@@ -380,9 +420,33 @@ def validate_study(raw: Any, source: str = DEFAULT_STUDY, catalogue: str | os.Pa
                               f"(defined: {', '.join(sorted(entries))})")
         models[name] = resolve_model(name, entries[name], (raw["models"] or {}).get(name), raw.get("components"),
                                      source, str(catalogue))
+    _check_image_shapes(config, models, source)
     _check_inception_weights(config, source)
     _check_claims(Path(catalogue).parent / paths.CLAIMS, entries)
     return Study(config, models, source)
+
+
+def _check_image_shapes(config, models: dict[str, ModelConfig], source: str) -> None:
+    """Every model's networks must take every dataset's image shape (``DATASETS[name]["image_shape"]``, e.g.
+    'conv28' needs 28x28 and Frey Face is 28x20): each architecture is built on PyTorch's meta device (no
+    memory, no compute), so a mismatch fails before any job runs. Raises ConfigError naming the model, its
+    architecture, the dataset and both sizes."""
+    import torch
+
+    from vaebench.registry import ARCHITECTURES, LIKELIHOODS, POSTERIORS
+
+    for dataset in config.datasets:
+        shape = tuple(DATASETS[dataset]["image_shape"])
+        for name, m in models.items():
+            try:
+                with torch.device("meta"):
+                    ARCHITECTURES.build(m.architecture).build(
+                        shape, m.latent_dim, POSTERIORS.get(m.posterior.name).head_dim(m.latent_dim),
+                        LIKELIHOODS.build(m.likelihood).out_channels)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{source}: model '{name}' (architecture '{m.architecture.name}') cannot be used on dataset "
+                    f"'{dataset}' (images C x H x W = {' x '.join(map(str, shape))}): {exc}") from None
 
 
 def _check_claims(path: Path, catalogue: dict) -> None:

@@ -3,9 +3,13 @@ split on the device as uint8 and draw minibatches by index (no per-sample Python
 
 File contract (written by :func:`vaebench.data.prepare.prepare_dataset`)::
 
-    x_train, x_val, x_test   uint8   (N, C, H, W)   pixel values 0..255
-    y_train, y_val, y_test   int64   (N,)           class labels
-    meta                     str     JSON: dataset, source, split, sha256 per file, counts, image_shape
+    x_train, x_val, x_test   uint8   (N, C, H, W)   pixel values 0..255 (MNIST (1, 28, 28), Frey Face (1, 28, 20))
+    y_train, y_val, y_test   int64   (N,)           class labels; -1 for an unlabelled dataset (Frey Face)
+    meta                     str     JSON: dataset, source, split, sha256 per file, counts, image_shape,
+                                     n_classes (null when unlabelled), labelled (false when unlabelled)
+    source_index_*           int64   (N,)           (Frey Face) each image's column in the original file
+
+Files written before ``labelled`` was recorded are labelled datasets (MNIST): ``meta.get("labelled", True)``.
 """
 from __future__ import annotations
 
@@ -22,8 +26,8 @@ def load_prepared(path: str | os.PathLike) -> dict:
     """Load a file written by ``prepare_dataset``.
 
     Returns:
-        dict with ``x_train, x_val, x_test`` (uint8 (N,C,H,W)), ``y_*`` (int64 (N,)) as numpy arrays
-        and ``meta`` (the parsed JSON dict).
+        dict with ``x_train, x_val, x_test`` (uint8 (N,C,H,W)), ``y_*`` (int64 (N,)), any further arrays
+        of the file (e.g. ``source_index_*``) as numpy arrays and ``meta`` (the parsed JSON dict).
     Raises:
         FileNotFoundError: ``path`` missing. KeyError: an expected array is absent (names it and the file).
     """

@@ -8,6 +8,11 @@ between runs that use the SAME classifier checkpoint (same data, seed and config
 Input convention (``forward`` and ``features``): images (B, C, H, W) either
   * uint8 in 0..255  -> divided by 255 inside the model, or
   * floating point already in [0, 1] -> used as is.
+
+An unlabelled dataset (Frey Face: ``meta["labelled"]`` false) has no classifier, hence no classifier-feature
+FID: :func:`unavailable_reason` says why, :func:`save_unavailable` writes a checkpoint file holding only that
+marker (``{"available": False, "reason": ...}``), and :func:`load_classifier` raises
+:class:`ClassifierUnavailable` (with the reason) on it.
 """
 from __future__ import annotations
 
@@ -24,6 +29,24 @@ from pydantic import Field, NonNegativeInt, PositiveInt
 from vaebench.atomic import atomic_path
 from vaebench.data.prepared import iterate_minibatches, to_device_uint8
 from vaebench.registry import StrictConfig
+
+
+class ClassifierUnavailable(Exception):
+    """The dataset has no FID classifier (e.g. it has no labels); ``reason`` says why."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def unavailable_reason(data: dict) -> str | None:
+    """Why no classifier can be trained on a prepared dataset (``load_prepared`` output), or None when one can:
+    the dataset is unlabelled (``meta["labelled"]`` false, or no label >= 0)."""
+    meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+    name = meta.get("dataset", "this dataset")
+    if meta.get("labelled", True) is False or not (len(data["y_train"]) and int(data["y_train"].max()) >= 0):
+        return f"{name} has no labels: no classifier, so no classifier-feature FID"
+    return None
 
 
 class ClassifierConfig(StrictConfig):
@@ -153,6 +176,18 @@ def save_classifier(path: str | os.PathLike, model: SmallCNN, metrics: dict) -> 
         torch.save({"state_dict": state, "kwargs": dict(model.kwargs), "metrics": dict(metrics)}, f)
 
 
+def unavailable_record(reason: str) -> dict:
+    """The classifier record of a dataset without a classifier: {"available": False, "reason": reason}."""
+    return {"available": False, "reason": reason}
+
+
+def save_unavailable(path: str | os.PathLike, reason: str) -> None:
+    """Atomically ``torch.save`` the marker :func:`unavailable_record` to ``path`` (the stage's declared
+    checkpoint output, when no classifier can be trained)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(unavailable_record(reason), f)
+
+
 def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[SmallCNN, dict]:
     """Load a checkpoint written by ``save_classifier`` onto ``device``.
 
@@ -160,11 +195,14 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
         (SmallCNN in eval mode, metrics dict)
     Raises:
         FileNotFoundError: ``path`` missing. KeyError: a checkpoint entry missing (names it and the file).
+        ClassifierUnavailable: the file is the marker of :func:`save_unavailable` (its ``reason`` says why).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"classifier checkpoint not found: {path}")
     ckpt = torch.load(path, map_location=device, weights_only=True)
+    if ckpt.get("available", True) is False:
+        raise ClassifierUnavailable(str(ckpt.get("reason", "no classifier")))
     for key in ("state_dict", "kwargs", "metrics"):
         if key not in ckpt:
             raise KeyError(f"{path}: checkpoint has no {key!r} entry")

@@ -14,6 +14,9 @@ module copies them). From the metrics records it builds
 Units (fixed by the evaluate stage): every likelihood-type number is in nats per image (summed over the
 D = C*H*W dimensions of one image, averaged over the test images used), ``bits_per_dim`` in bits per
 dimension, ``fid_classifier`` a Frechet distance in the project's classifier features, times in seconds.
+A dataset without a classifier (unlabelled, e.g. Frey Face) has ``fid_classifier`` (and its spread, draws and
+floor) null and the reason in ``fid_classifier_unavailable`` (:func:`fid_unavailable`); null values are never
+aggregated, so such a dataset simply has no FID summary.
 """
 from __future__ import annotations
 
@@ -154,6 +157,19 @@ def read_cells(cells: list[Cell]) -> list[CellData]:
         out.append(CellData(cell, record, pd.read_csv(files["train_log"]), {r: files[r] for r in INPUT_ROLES},
                             per_image))
     return out
+
+
+def fid_unavailable(records: list[dict], dataset: str, model: str | None = None) -> str | None:
+    """Why ``dataset`` (and ``model``, when given) has no classifier-feature FID: the first non-empty
+    ``fid_classifier_unavailable`` of its metrics records (the evaluate stage's reason, e.g. 'frey_face has no
+    labels: no classifier, so no classifier-feature FID'); None when its cells have the FID (or predate the
+    field)."""
+    for r in records:
+        reason = r.get("fid_classifier_unavailable")
+        if r.get("dataset") == dataset and (model is None or r.get("model") == model) and isinstance(reason, str) \
+                and reason:
+            return reason
+    return None
 
 
 # ------------------------------------------------------------------------------------------------

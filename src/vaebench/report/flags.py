@@ -13,9 +13,11 @@
   ``objective_params.lambda_init``). Either means the constrained optimisation of Rezende & Viola (2018,
   Algorithm 1) had not reached its fixed point (C_ma = 0, constant lambda) when training stopped.
 * FID classifier: flagged per dataset when its test accuracy is below 0.99 (weak features make FID a
-  coarse distance).
+  coarse distance). A dataset without a classifier (unlabelled, e.g. Frey Face) is never flagged: its entry
+  has no accuracy (``ok`` None) and ``unavailable`` holds the reason from the metrics files.
 * FID floor: per dataset, the FID of ``fid_floor_n`` held-out real images against the test statistics
-  (stage ``fid_reference``): the value a perfect model would get at this N (informative, never a flag).
+  (stage ``fid_reference``): the value a perfect model would get at this N (informative, never a flag);
+  None with ``unavailable`` (the reason) for a dataset without a classifier.
 
 Everything here is plain JSON data (floats, ints, strings, lists; ``None`` where undefined, never NaN);
 :func:`flags_json` gives the ``flags`` part of ``reports/metrics.json``.
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vaebench.metrics.uncertainty import per_image_se
-from vaebench.report.collect import CellData, is_number, summarise_seeds
+from vaebench.report.collect import CellData, fid_unavailable, is_number, summarise_seeds
 
 GECO_C_FRACTION = 0.1        # |C_ma| above this fraction of kappa^2 (sse) or kappa (nll): not settled
 GECO_LAMBDA_CHANGE = 0.05    # relative change of lambda over the last epoch above this: not settled
@@ -160,27 +162,37 @@ def geco_status(inputs: list[CellData]) -> list[dict]:
 
 def classifier_status(records: list[dict], datasets: list[str]) -> list[dict]:
     """Per dataset: {"dataset", "test_accuracy" (the lowest recorded; None when none is), "threshold",
-    "ok" (accuracy >= threshold; None without an accuracy)}."""
+    "ok" (accuracy >= threshold; None without an accuracy)}, plus "unavailable" (the reason) for a dataset
+    without a classifier (:func:`vaebench.report.collect.fid_unavailable`)."""
     out = []
     for d in datasets:
         accs = [float(r["classifier_test_accuracy"]) for r in records
                 if r["dataset"] == d and is_number(r.get("classifier_test_accuracy"))]
         acc = min(accs) if accs else None
-        out.append({"dataset": d, "test_accuracy": acc, "threshold": CLASSIFIER_MIN_ACCURACY,
-                    "ok": None if acc is None else acc >= CLASSIFIER_MIN_ACCURACY})
+        entry = {"dataset": d, "test_accuracy": acc, "threshold": CLASSIFIER_MIN_ACCURACY,
+                 "ok": None if acc is None else acc >= CLASSIFIER_MIN_ACCURACY}
+        reason = fid_unavailable(records, d)
+        if reason is not None:
+            entry["unavailable"] = reason
+        out.append(entry)
     return out
 
 
 def fid_floors(records: list[dict], datasets: list[str]) -> list[dict]:
     """Per dataset: {"dataset", "floor" (FID of held-out real images vs the test statistics), "floor_n",
-    "fid_n" (the samples of the models' FIDs)}; None where the metrics files hold no value."""
+    "fid_n" (the samples of the models' FIDs)}; None where the metrics files hold no value; plus
+    "unavailable" (the reason) for a dataset without a classifier."""
     out = []
     for d in datasets:
         recs = [r for r in records if r["dataset"] == d]
-        out.append({"dataset": d,
-                    "floor": _first([r.get("fid_floor") for r in recs if is_number(r.get("fid_floor"))]),
-                    "floor_n": _first([r.get("fid_floor_n") for r in recs]),
-                    "fid_n": _first([r.get("fid_n") for r in recs])})
+        entry = {"dataset": d,
+                 "floor": _first([r.get("fid_floor") for r in recs if is_number(r.get("fid_floor"))]),
+                 "floor_n": _first([r.get("fid_floor_n") for r in recs]),
+                 "fid_n": _first([r.get("fid_n") for r in recs])}
+        reason = fid_unavailable(records, d)
+        if reason is not None:
+            entry["unavailable"] = reason
+        out.append(entry)
     return out
 
 

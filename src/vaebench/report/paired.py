@@ -223,7 +223,9 @@ def compare_metric(base: dict, metric: str, cells_a: dict[int, CellData], cells_
         fid = [(ca.record.get("fid_classifier"), cb.record.get("fid_classifier")) for ca, cb in pairs]
         fid = [(fa, fb) for fa, fb in fid if is_number(fa) and is_number(fb)]
         if not fid:
-            return _row(base, metric, reason="no FID for a common seed")
+            unavailable = rec_a.get("fid_classifier_unavailable") or rec_b.get("fid_classifier_unavailable")
+            return _row(base, metric, reason=f"FID unavailable: {unavailable}" if unavailable else
+                        "no FID for a common seed")
         try:
             result = paired_difference_scalar([f[0] for f in fid], [f[1] for f in fid], level=LEVEL,
                                               higher_is_better=higher)

@@ -260,25 +260,35 @@ def latent_table(dataset: str, models: list[str], aggregate: dict, frame: pd.Dat
     return _drop_empty(pd.DataFrame(rows))
 
 
+def _unavailable(sub: pd.DataFrame) -> str | None:
+    """'unavailable: <reason>' when the cells of ``sub`` have no classifier-feature FID (the evaluate stage's
+    ``fid_classifier_unavailable``, e.g. an unlabelled dataset has no classifier), else None."""
+    reason = unique(sub, "fid_classifier_unavailable")
+    return None if reason == "n/a" else f"unavailable: {reason}"
+
+
 def fid_table(dataset: str, models: list[str], aggregate: dict, frame: pd.DataFrame) -> pd.DataFrame:
     """FID per model: of decoder means, mean ± 95% CI over training seeds (each seed's value is itself
     the mean over ``fid_seeds`` sample seeds); its spread over sample seeds (std, mean over training seeds);
     the FID of draws x ~ p(x|z); the dataset's floor (real held-out images) and N; the Inception FID of the
-    first sample seed against the whole test split with both N, or why it was not computed."""
+    first sample seed against the whole test split with both N, or why it was not computed. Without a
+    classifier (unlabelled dataset) the FID and floor columns read 'unavailable: <reason>', never a number."""
     agg = aggregate.get(dataset, {})
     rows = []
     for m in models:
         a, sub = agg.get(m, {}), _rows(frame, dataset, m)
+        unavailable = _unavailable(sub)
         floor = _num((a.get("fid_floor") or {}).get("mean"), ".2f")   # one reference per dataset: no spread
         rows.append({
             "model": m,
             "seeds": str(n_seeds(aggregate, dataset, m)),
-            f"FID, decoder means [{CI_TEXT}]": format_ci(a.get("fid_classifier"), ".2f"),
+            f"FID, decoder means [{CI_TEXT}]": unavailable or format_ci(a.get("fid_classifier"), ".2f"),
             "std over sample seeds (sample seeds)": (
                 f"{_num(a['fid_classifier_std']['mean'], '.2f')} ({unique(sub, 'fid_seeds')})"
                 if (a.get("fid_classifier_std") or {}).get("mean") is not None else "n/a"),
             "FID, draws x ~ p(x|z)": format_ci(a.get("fid_classifier_draws"), ".2f"),
-            "floor (N real images)": f"{floor} ({unique(sub, 'fid_floor_n')})" if floor != "n/a" else "n/a",
+            "floor (N real images)": (f"{floor} ({unique(sub, 'fid_floor_n')})" if floor != "n/a" else
+                                      "unavailable" if unavailable else "n/a"),
             "N (samples)": unique(sub, "fid_n"),
             "Inception FID (N samples / N test)": (
                 f"{format_ci(a.get('fid_inception'), '.2f')} ({unique(sub, 'fid_inception_n')} / "
@@ -418,7 +428,9 @@ def other_flag_items(dataset: str, diagnostics: Diagnostics) -> list[str]:
     for e in diagnostics.classifier:
         if e["dataset"] != dataset:
             continue
-        if e["ok"] is False:
+        if e.get("unavailable"):
+            items.append(f"FID classifier: unavailable: {e['unavailable']}.")
+        elif e["ok"] is False:
             items.append(f"FID classifier: test accuracy {_num(e['test_accuracy'], '.4f')} < {e['threshold']:g}: "
                          "its features separate the classes poorly, so FID is a coarse distance here.")
         elif e["ok"]:
@@ -426,7 +438,9 @@ def other_flag_items(dataset: str, diagnostics: Diagnostics) -> list[str]:
         else:
             items.append("FID classifier: no test accuracy recorded.")
     for e in diagnostics.fid_floor:
-        if e["dataset"] == dataset:
+        if e["dataset"] == dataset and e.get("unavailable"):
+            items.append(f"FID floor: unavailable: {e['unavailable']}.")
+        elif e["dataset"] == dataset:
             items.append(f"FID floor: {_num(e['floor'], '.2f')}, the FID of {plain(e['floor_n'])} held-out real "
                          f"images against the test statistics; model FIDs (N = {plain(e['fid_n'])}) cannot be "
                          "expected below it.")
@@ -661,10 +675,16 @@ def _acc(v: Any) -> str:
 def fid_items(frame: pd.DataFrame, datasets: list[str], fid_n_setting: str = "n/a",
               fid_seeds_setting: str = "n/a") -> list[str]:
     """Per dataset: the FID protocol and its classifier (accuracies, epochs, feature dimension) as recorded
-    in the metrics files."""
+    in the metrics files; for a dataset without a classifier, why its classifier-feature FID is unavailable."""
     items = []
     for d in datasets:
         sub = _rows(frame, d)
+        unavailable = _unavailable(sub)
+        if unavailable:
+            items.append(f"FID ({d}): classifier-feature FID {unavailable}. No number is reported in its place; "
+                         "the likelihoods, latent analysis and sample grids are unaffected, and the Inception FID "
+                         "(needs no labels) is given where its weights are present.")
+            continue
         bits = [f"test accuracy {' / '.join(dict.fromkeys(_acc(v) for v in sub['classifier_test_accuracy']))}"
                 if "classifier_test_accuracy" in sub else "test accuracy n/a"]
         if "classifier_val_accuracy" in sub and any(_acc(v) != "n/a" for v in sub["classifier_val_accuracy"]):
@@ -693,8 +713,15 @@ def data_items(frame: pd.DataFrame, datasets: list[str]) -> list[str]:
     items = []
     for d in datasets:
         sub = _rows(frame, d)
-        text = (f"Data ({d}): test = the official test split; validation = the last "
-                f"{unique(sub, 'cell.data.n_validation')} images of the training split, training = the rest.")
+        if "cell.data.split_seed" in sub.columns and sub["cell.data.split_seed"].notna().any():
+            # no official split (Frey Face): a seeded random split, stored in the prepared file
+            text = (f"Data ({d}): no official split; a random split with numpy RandomState("
+                    f"{unique(sub, 'cell.data.split_seed')}): test = {unique(sub, 'cell.data.n_test')} images, "
+                    f"validation = {unique(sub, 'cell.data.n_validation')}, training = the rest (the indices are "
+                    "stored in the prepared file).")
+        else:
+            text = (f"Data ({d}): test = the official test split; validation = the last "
+                    f"{unique(sub, 'cell.data.n_validation')} images of the training split, training = the rest.")
         caps = {k: unique(sub, f"cell.data.{k}") for k in ("max_train", "max_validation", "max_test")}
         caps = {k: v for k, v in caps.items() if v != "n/a"}
         if caps:

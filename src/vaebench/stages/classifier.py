@@ -1,4 +1,10 @@
-"""Stage ``classifier``: train the small CNN whose features define ``fid_classifier`` on one dataset."""
+"""Stage ``classifier``: train the small CNN whose features define ``fid_classifier`` on one dataset.
+
+An unlabelled dataset (Frey Face) has no classifier: the stage trains nothing and writes its two declared
+outputs as markers, the checkpoint ``{"available": False, "reason": ...}`` and the metrics JSON
+``{"available": false, "reason": "<dataset> has no labels: no classifier, so no classifier-feature FID"}``;
+``fid_reference`` and ``evaluate`` then report the classifier-feature FID as unavailable with that reason.
+"""
 from __future__ import annotations
 
 from vaebench import paths
@@ -6,14 +12,22 @@ from vaebench.atomic import write_json
 from vaebench.checkpoint import pick_device
 from vaebench.config import Study
 from vaebench.data.prepared import load_prepared
-from vaebench.metrics.classifier import save_classifier, train_classifier
+from vaebench.metrics.classifier import (save_classifier, save_unavailable, train_classifier, unavailable_reason,
+                                         unavailable_record)
 
 
 def run(study: Study, dataset: str) -> dict:
-    """Write ``paths.CLASSIFIER`` and ``paths.CLASSIFIER_METRICS``; returns the classifier's metrics."""
+    """Write ``paths.CLASSIFIER`` and ``paths.CLASSIFIER_METRICS``; returns the classifier's metrics (with
+    ``available`` true), or the unavailable record {"available": False, "reason"} of an unlabelled dataset."""
     study.check_cell(dataset)
     data = load_prepared(paths.PREPARED.format(dataset=dataset))
+    reason = unavailable_reason(data)
+    if reason is not None:
+        save_unavailable(paths.CLASSIFIER.format(dataset=dataset), reason)
+        metrics = unavailable_record(reason)
+        write_json(paths.CLASSIFIER_METRICS.format(dataset=dataset), metrics)
+        return metrics
     model, metrics = train_classifier(data, study.config.classifier, pick_device(study.device))
     save_classifier(paths.CLASSIFIER.format(dataset=dataset), model, metrics)
-    write_json(paths.CLASSIFIER_METRICS.format(dataset=dataset), metrics)
-    return metrics
+    write_json(paths.CLASSIFIER_METRICS.format(dataset=dataset), {"available": True, **metrics})
+    return {"available": True, **metrics}

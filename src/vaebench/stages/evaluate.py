@@ -4,19 +4,23 @@ analysis, FID with its spread over sample seeds, image grids; scalars to ``metri
 structured description of the model, per-image values to ``per_image.npz`` (for paired comparisons).
 
 Every per-image estimate is on the same ``n_images`` test images (a fixed random subset, the same for every
-model and seed; the whole test split when null), all in nats per image:
+model and seed; the whole test split when null or when ``n_images`` exceeds it, e.g. Frey Face's 200 test
+images: the count used is recorded as ``n_images``), all in nats per image:
   * ELBO: single-sample estimate log p(x|z) - KL(q(z|x) || p(z)) with the closed-form KL (Kingma &
     Welling 2014, eq. 7), split into its reconstruction (-log p(x|z)) and KL terms.
   * L_k: the importance-weighted bound (Burda et al. 2016, eq. 8) with k = ``iwae_k``; test NLL = -L_k
     (an upper bound on -log p(x)). Its diagnostic L_k - L_{k/10} uses the same samples in 10 blocks; a
     gap above ``lk_tolerance_nats`` flags the bound as not converged.
-  * bits/dim = (NLL + offset) / (D ln 2), offset = the likelihood's ``discrete_offset_nats(D)``.
+  * bits/dim = (NLL + offset) / (D ln 2), D = C*H*W of the dataset's images (784 for MNIST, 560 for Frey
+    Face), offset = the likelihood's ``discrete_offset_nats(D)``.
   * further likelihood columns of the same samples (a Gaussian decoder's discretised 8-bit likelihood).
 Latent analysis (rate, marginal KL, mutual information, active units: ``vaebench.metrics.latent``) on the
-first ``latent_n`` of those images. FID in the dataset classifier's feature space against the statistics of
+first ``latent_n`` of those images (all of them when fewer; the count used is recorded as ``latent_n``). FID in the dataset classifier's feature space against the statistics of
 the whole test split (stage ``fid_reference``, which also gives the dataset's floor), for ``fid_seeds``
 sets of ``fid_n`` prior samples (decoder means) and one set of draws x ~ p(x|z); samples are quantised to
-8 bits like the real images. The test set is mapped into the model's data space once with a fixed seed
+8 bits like the real images. A dataset without a classifier (unlabelled: Frey Face) has no classifier-feature
+FID: ``fid_classifier`` and its companions are null and ``fid_classifier_unavailable`` holds the reason (null
+when the FID is there); its Inception FID needs no labels and is computed when the weights are there. The test set is mapped into the model's data space once with a fixed seed
 (binarised or dequantised), so every model of a likelihood family is scored on the same data.
 """
 from __future__ import annotations
@@ -114,6 +118,8 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
         The metrics dict (nats per image unless the key says otherwise).
     Raises:
         FileNotFoundError: the checkpoint, prepared data, classifier or FID reference is missing.
+        (A dataset without a classifier is not an error: its classifier-feature FID fields are None and
+        ``fid_classifier_unavailable`` says why.)
         FloatingPointError: a metric is not finite (nothing is written).
     """
     from torchvision.utils import make_grid, save_image  # lazy: torchvision import is slow
@@ -154,15 +160,20 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
         }
 
     # FID: decoder means for fid_seeds sample seeds, one set of draws, against the test-split statistics
+    # (without a classifier: only the first seed's samples, for the grid and the Inception FID)
     ref = load_reference(dataset)
-    classifier, cls_metrics = load_classifier(paths.CLASSIFIER.format(dataset=dataset), device)
+    fid_unavailable = None if ref["available"] else ref["reason"]
+    classifier, cls_metrics = ((None, {}) if fid_unavailable is not None
+                               else load_classifier(paths.CLASSIFIER.format(dataset=dataset), device))
 
     fids, first_samples = [], None
-    for s in range(ecfg.fid_seeds):
+    for s in range(ecfg.fid_seeds if classifier is not None else 1):
         samples = prior_samples(model, ecfg.fid_n, ecfg.seed + s, bs, draw=False)
         first_samples = samples if first_samples is None else first_samples
-        fids.append(fid_from_statistics((ref["mu"], ref["sigma"]), classifier_features(classifier, samples, device, bs)))
-    draws = prior_samples(model, ecfg.fid_n, ecfg.seed, bs, draw=True)
+        if classifier is not None:
+            fids.append(fid_from_statistics((ref["mu"], ref["sigma"]),
+                                            classifier_features(classifier, samples, device, bs)))
+    draws = None if classifier is None else prior_samples(model, ecfg.fid_n, ecfg.seed, bs, draw=True)
     inception = inception_reference_status(dataset)
     fid_inception = None
     if inception["computed"]:
@@ -224,15 +235,17 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
         "latent_log_n_nats": latent["log_n_nats"],
         "active_units": latent["active_units"],
         "latent_n": latent["n_images"],
-        "fid_classifier": float(np.mean(fids)),
+        "fid_classifier": float(np.mean(fids)) if fids else None,
         "fid_classifier_std": float(np.std(fids, ddof=1)) if len(fids) > 1 else None,
-        "fid_classifier_per_seed": fids,
+        "fid_classifier_per_seed": fids if fids else None,
         "fid_classifier_draws": fid_draws,
+        "fid_classifier_unavailable": fid_unavailable,        # None, or why there is no classifier-feature FID
         "fid_n": ecfg.fid_n,
         "fid_seeds": ecfg.fid_seeds,
-        "fid_floor": ref["floor_fid"],
-        "fid_floor_n": ref["floor_n"],
-        "fid_reference": (f"{ecfg.fid_n} prior samples (decoder means, 8-bit; mean over {ecfg.fid_seeds} sample "
+        "fid_floor": ref.get("floor_fid"),
+        "fid_floor_n": ref.get("floor_n"),
+        "fid_reference": (f"unavailable: {fid_unavailable}" if fid_unavailable is not None else
+                          f"{ecfg.fid_n} prior samples (decoder means, 8-bit; mean over {ecfg.fid_seeds} sample "
                           f"seeds) vs the statistics of all {ref['n_reference']} test images"),
         "fid_inception": fid_inception,
         "fid_inception_n": ecfg.fid_n if inception["computed"] else None,
@@ -241,7 +254,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
         "classifier_test_accuracy": cls_metrics.get("test_accuracy"),
         "classifier_val_accuracy": _finite_or_none(cls_metrics.get("val_accuracy")),   # None: no validation split
         "classifier_epochs": cls_metrics.get("epochs"),
-        "classifier_feature_dim": classifier.kwargs["feature_dim"],
+        "classifier_feature_dim": None if classifier is None else classifier.kwargs["feature_dim"],
         "train_seconds": ckpt["train_seconds"],
         "eval_seconds": time.perf_counter() - t0,
         "epochs": ckpt["epochs"],

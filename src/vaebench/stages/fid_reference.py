@@ -3,7 +3,11 @@ cell: the mean and covariance of the classifier features of the whole test split
 floor, the FID of ``fid_n`` validation images (real images the models never saw scored exactly like
 samples) against those statistics (Heusel et al. 2017 give the estimator; the floor is the value a perfect
 model would get at this N, since FID is biased upwards at finite N: Chong & Forsyth 2020, "Effectively
-Unbiased FID and Inception Score and where to find them")."""
+Unbiased FID and Inception Score and where to find them").
+
+A dataset without a classifier (unlabelled, e.g. Frey Face; stage ``classifier`` wrote its marker) gets a
+``classifier.npz`` holding ``available`` = False and the ``reason`` instead of statistics; its Inception
+reference does not need labels and is computed as usual when the weights are there."""
 from __future__ import annotations
 
 import numpy as np
@@ -42,33 +46,40 @@ def inception_weights(study_or_config) -> "Path | None":
 
 
 def run(study: Study, dataset: str) -> dict:
-    """Write ``paths.FID_REFERENCE`` (npz: ``mu`` (d,), ``sigma`` (d, d) float64, ``n_reference``,
-    ``floor_fid``, ``floor_n``, ``floor_split``) and ``paths.FID_INCEPTION_REFERENCE`` (the Inception-v3
-    pool3 statistics of the whole test split when the weights are there, else a record saying why not);
-    returns the scalars.
+    """Write ``paths.FID_REFERENCE`` (npz: ``available`` True, ``mu`` (d,), ``sigma`` (d, d) float64,
+    ``n_reference``, ``floor_fid``, ``floor_n`` (min(fid_n, images of the floor split)), ``floor_split``; for a
+    dataset without a classifier only ``available`` False and ``reason``) and ``paths.FID_INCEPTION_REFERENCE``
+    (the Inception-v3 pool3 statistics of the whole test split when the weights are there, else a record saying
+    why not); returns the scalars.
 
     Raises:
         FileNotFoundError: prepared data or classifier missing. ValueError: fewer than 2 floor images.
     """
-    from vaebench.metrics.classifier import load_classifier
+    from vaebench.metrics.classifier import ClassifierUnavailable, load_classifier
     from vaebench.metrics.fid import classifier_features, feature_statistics, fid_from_statistics
 
     study.check_cell(dataset)
     ecfg = study.config.evaluate
     device = pick_device(study.device)
     data = load_prepared(paths.PREPARED.format(dataset=dataset))
-    classifier, _ = load_classifier(paths.CLASSIFIER.format(dataset=dataset), device)
-    mu, sigma = feature_statistics(classifier_features(classifier, torch.from_numpy(data["x_test"]), device,
-                                                       ecfg.batch_size))
-    split = "val" if len(data["x_val"]) >= 2 else "train"
-    pool = data[f"x_{split}"]
-    idx = fixed_subset(len(pool), ecfg.fid_n, ecfg.seed)
-    floor = fid_from_statistics((mu, sigma), classifier_features(classifier, torch.from_numpy(pool[idx]), device,
-                                                                 ecfg.batch_size))
-    out = {"n_reference": int(len(data["x_test"])), "floor_fid": float(floor), "floor_n": int(len(idx)),
-           "floor_split": split}
-    with atomic_path(paths.FID_REFERENCE.format(dataset=dataset)) as tmp, open(tmp, "wb") as f:
-        np.savez(f, mu=mu, sigma=sigma, **out)
+    try:
+        classifier, _ = load_classifier(paths.CLASSIFIER.format(dataset=dataset), device)
+    except ClassifierUnavailable as exc:
+        out = {"available": False, "reason": exc.reason}
+        with atomic_path(paths.FID_REFERENCE.format(dataset=dataset)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, available=np.array(False), reason=np.array(exc.reason))
+    else:
+        mu, sigma = feature_statistics(classifier_features(classifier, torch.from_numpy(data["x_test"]), device,
+                                                           ecfg.batch_size))
+        split = "val" if len(data["x_val"]) >= 2 else "train"
+        pool = data[f"x_{split}"]
+        idx = fixed_subset(len(pool), ecfg.fid_n, ecfg.seed)
+        floor = fid_from_statistics((mu, sigma), classifier_features(classifier, torch.from_numpy(pool[idx]),
+                                                                     device, ecfg.batch_size))
+        out = {"available": True, "n_reference": int(len(data["x_test"])), "floor_fid": float(floor),
+               "floor_n": int(len(idx)), "floor_split": split}
+        with atomic_path(paths.FID_REFERENCE.format(dataset=dataset)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, mu=mu, sigma=sigma, **out)
 
     from vaebench.metrics.inception import inception_statistics, save_statistics
 
@@ -98,9 +109,15 @@ def inception_reference_status(dataset: str) -> dict:
 
 
 def load_reference(dataset: str) -> dict:
-    """The npz of ``run`` as a dict (arrays, and the scalars as Python values)."""
+    """The npz of ``run`` as a dict (arrays, and the scalars as Python values). ``available`` is False (with a
+    ``reason``) for a dataset without a classifier, which has no statistics; files written before the field
+    existed hold statistics (``available`` True)."""
     with np.load(paths.FID_REFERENCE.format(dataset=dataset)) as z:
         out = {k: z[k] for k in z.files}
+    out["available"] = bool(out.get("available", True))
+    if not out["available"]:
+        out["reason"] = str(out.get("reason", "no classifier"))
+        return out
     for k in ("n_reference", "floor_n"):
         out[k] = int(out[k])
     out["floor_fid"] = float(out["floor_fid"])

@@ -38,6 +38,9 @@ class TrainConfig(StrictConfig):
     lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate.")
 
 
+GRID_LOGS = 10  # MLflow image grids per training run, at most
+
+
 class DivergenceError(StageError):
     """Training produced a non-finite loss; the message gives the step and the last finite loss."""
 
@@ -103,7 +106,8 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     ``cell`` (the resolved cell, ``vaebench.config.Cell.record()``), ``image_shape``, ``epochs``,
     ``train_seconds``, ``device``, ``mlflow_run_id`` and ``history`` (the per-epoch log rows).
     With MLflow tracking on (``vaebench.tracking``), the cell's run also gets the prepared file as its
-    dataset input and, each epoch, the metrics of the log row and :func:`epoch_grids` as images (their
+    dataset input and, each epoch, the metrics of the log row and (at most :data:`GRID_LOGS` epochs, evenly
+    spaced, and the last) :func:`epoch_grids` as images (their
     time is left out of ``seconds`` and ``train_seconds``; they change no result).
 
     Returns:
@@ -135,6 +139,9 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
                       tags={"dataset": dataset, "model": model_name, "seed": str(seed), "study": cell.study})
     tracker.log_dataset(dataset, paths.PREPARED.format(dataset=dataset), context="training")
     n_grid = min(grid_n(), len(x_val)) if tracker.active else 0  # per-epoch image grids: only when tracked
+    # ... and at most GRID_LOGS times per run (every epoch of a short run; evenly spaced plus the last epoch of a
+    # long one), so that their cost stays small next to training
+    grid_every = max(1, math.ceil(tcfg.epochs / GRID_LOGS))
     grid_seconds = 0.0  # their cost, left out of the reported training time
 
     batch_gen = torch.Generator().manual_seed(seed)  # CPU: minibatch order
@@ -175,7 +182,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
             row.update(model.tracked_scalars())
             history.append(row)
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-            if n_grid:
+            if n_grid and (epoch % grid_every == 0 or epoch == tcfg.epochs):
                 t_grid = time.perf_counter()
                 tracker.log_images(lambda: epoch_grids(model, x_val_u8[:n_grid], x_val[:n_grid], seed=20_000 + seed),
                                    step=epoch)
