@@ -32,4 +32,15 @@ test: install
 test-slow: install
 	$(VENV)/bin/python -m pytest -m slow
 
-.PHONY: install run repro test test-slow
+# Full-page picture of the report as headless Chromium renders it (Debian: apt-get install chromium), the
+# same view as tests/test_browser.py checks. --no-sandbox: Chromium refuses to start as root without it (it only
+# opens our own local file).
+CHROMIUM ?= chromium
+SCREENSHOT ?= reports/screenshot.png
+screenshot:
+	@test -f reports/index.html || { echo "no reports/index.html: run 'make run' first" >&2; exit 1; }
+	$(CHROMIUM) --headless --no-sandbox --disable-gpu --hide-scrollbars --log-level=3 --window-size=1400,3000 \
+		--screenshot=$(SCREENSHOT) file://$(CURDIR)/reports/index.html \
+		|| { echo "$(CHROMIUM) failed: rerun that command without --log-level=3 to see why" >&2; exit 1; }
+
+.PHONY: install run repro test test-slow screenshot
