@@ -43,6 +43,8 @@ METRICS: dict[str, tuple[str, bool]] = {
 # The metrics of every single-axis pair (compare_pair); kl and recon are compared on request (claims).
 PAIR_METRICS = ("nll", "elbo", "nll_discretised", "fid")
 LIKELIHOOD_METRICS = ("nll", "elbo", "nll_discretised")
+# Metrics that need one data space and two normalised densities.
+DENSITY_METRICS = ("nll", "elbo")
 SPACE_TEXT = {
     "binarised": "a likelihood of binarised images",
     "dequantised": "a density of dequantised 8-bit images",
@@ -190,7 +192,7 @@ def _not_comparable(metric: str, a: str, rec_a: dict, b: str, rec_b: dict) -> st
     """Why ``metric`` cannot compare the two models (None when it can): NLL and ELBO need one data space and two
     normalised densities, the reconstruction term one data space, the discretised NLL two valid discrete
     likelihoods; KL (of the latent) and FID compare any two models."""
-    if metric in ("nll", "elbo"):
+    if metric in DENSITY_METRICS:
         reasons = (_invalid_reason(a, rec_a, b, rec_b), _space_reason(a, rec_a, b, rec_b))
     elif metric == "recon":
         reasons = (_space_reason(a, rec_a, b, rec_b),)
@@ -286,7 +288,7 @@ def compare_pair(dataset: str, a: str, b: str, axis: str, cells_a: dict[int, Cel
     rows = []
     # NLL and ELBO share one reason when they cannot be compared (data spaces, densities)
     both = "; ".join(r for r in (_invalid_reason(a, rec_a, b, rec_b), _space_reason(a, rec_a, b, rec_b)) if r)
-    for metric in ("nll", "elbo"):
+    for metric in DENSITY_METRICS:
         rows.append(_row(base, metric, reason=both) if both else
                     compare_metric(base, metric, cells_a, cells_b, diagnostics))
     first = base["seeds"][0]
