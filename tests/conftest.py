@@ -1,6 +1,7 @@
 """Shared fixtures: the offline MNIST mirror and tiny real-MNIST study workspaces."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -115,3 +116,21 @@ def inception_weights_file(tmp_path_factory) -> Path:
             torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
     torch.save(net.state_dict(), d / WEIGHTS_FILE)
     return d / WEIGHTS_FILE
+
+
+@contextlib.contextmanager
+def in_process_study(tmp: Path, params: dict):
+    """Run stages in-process in ``tmp``: writes ``params`` as its params.yaml, validates it against the
+    repository's catalogue, and yields the Study with ``tmp`` as working directory and MLflow off (both undone
+    on exit)."""
+    from vaebench.config import validate_study
+
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    study = validate_study(params, "params.yaml", REPO / "catalogue.yaml")
+    mp = pytest.MonkeyPatch()
+    mp.chdir(tmp)
+    mp.setenv("VAEBENCH_MLFLOW", "0")
+    try:
+        yield study
+    finally:
+        mp.undo()

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import BIN, REPO, env, make_workspace, run, tiny_params
+from conftest import BIN, REPO, env, in_process_study, make_workspace, run, tiny_params
 from vaebench.config import load_catalogue, validate_study
 from vaebench.metrics.bounds import bits_per_dim
 
@@ -40,13 +40,7 @@ def evaluated(tmp_path_factory, mirror):
     from vaebench.stages import classifier, evaluate, fid_reference, prepare, train
 
     tmp = tmp_path_factory.mktemp("eval_all")
-    params = all_models_params()
-    (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    study = validate_study(params, "params.yaml", REPO / "catalogue.yaml")
-    mp = pytest.MonkeyPatch()
-    mp.chdir(tmp)
-    mp.setenv("VAEBENCH_MLFLOW", "0")
-    try:
+    with in_process_study(tmp, all_models_params()) as study:
         prepare.run(study, "mnist", mirror=str(mirror))
         classifier.run(study, "mnist")
         fid_reference.run(study, "mnist")
@@ -58,8 +52,6 @@ def evaluated(tmp_path_factory, mirror):
             with np.load(cell / "per_image.npz") as z:
                 arrays = {k: z[k] for k in z.files}
             out[m] = (json.loads((cell / "metrics.json").read_text()), arrays)
-    finally:
-        mp.undo()
     return tmp, study, out
 
 

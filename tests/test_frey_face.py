@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import MIRROR, REPO, tiny_params
+from conftest import MIRROR, REPO, in_process_study, tiny_params
 from vaebench import paths
 from vaebench.config import ConfigError, validate_study
 from vaebench.data.prepare import (DATASETS, DataIntegrityError, DatasetDownloadError, frey_face_split,
@@ -163,13 +163,7 @@ def unlabelled_study(tmp_path_factory):
     from vaebench.stages import classifier, evaluate, fid_reference, prepare, train
 
     tmp = tmp_path_factory.mktemp("frey_study")
-    params = _frey_params()
-    (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    study = validate_study(params, "params.yaml", REPO / "catalogue.yaml")
-    mp = pytest.MonkeyPatch()
-    mp.chdir(tmp)
-    mp.setenv("VAEBENCH_MLFLOW", "0")
-    try:
+    with in_process_study(tmp, _frey_params()) as study:
         prepare.run(study, "frey_face", mirror=str(MIRROR))
         cls_out = classifier.run(study, "frey_face")
         ref_out = fid_reference.run(study, "frey_face")
@@ -179,8 +173,6 @@ def unlabelled_study(tmp_path_factory):
             metrics[m] = evaluate.run(study, "frey_face", m, 0)
         shutil.copy2(REPO / paths.CLAIMS, tmp / paths.CLAIMS)
         report = build_report(study)
-    finally:
-        mp.undo()
     return tmp, study, cls_out, ref_out, metrics, report
 
 
