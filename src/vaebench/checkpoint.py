@@ -1,4 +1,4 @@
-"""Model checkpoints and device choice, shared by the stages that train and evaluate models."""
+"""Model checkpoints, shared by the stages that train and evaluate models."""
 from __future__ import annotations
 
 import os
@@ -9,20 +9,13 @@ import torch
 from vaebench.atomic import atomic_path
 
 
-def pick_device(setting: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cpu``; ``cuda`` (RuntimeError without a GPU)."""
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device is 'cuda' but no CUDA device is available")
-    if setting == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda")
-
-
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, meta: dict) -> None:
     """Atomically write ``{"state_dict": ..., **meta}``; ``meta`` must hold only plain values (dicts, lists,
-    strings, numbers, None) so that ``torch.load(path, weights_only=True)`` reads it back."""
+    strings, numbers, None) so that ``torch.load(path, weights_only=True)`` reads it back. The weights are saved
+    as CPU copies whatever device the model is on, so a checkpoint from a GPU loads on a machine without one."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
-        torch.save({"state_dict": model.state_dict(), **meta}, tmp)
+        torch.save({"state_dict": state, **meta}, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:

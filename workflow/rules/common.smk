@@ -7,6 +7,7 @@ import yaml
 
 from vaebench import paths
 from vaebench.config import load_study
+from vaebench.device import visible_gpus
 
 # A study given with --configfile replaces params.yaml instead of being deep-merged into it.
 if not workflow.overwrite_configfiles:
@@ -83,10 +84,21 @@ def stage_shell(stage):
     return f"{VAEBENCH} {' '.join(words)} --params {STUDY_FILE} 2> {{log}}"
 
 
+# GPU jobs (vaebench.paths.Stage.gpu) each take one `gpu_slots`; how many run at once is the global
+# `gpu_slots`: `--resources gpu_slots=N` (command line or profile), else one per GPU torch sees here (none on
+# a machine without one: then GPU stages run on the CPU and nothing limits them but cores and mem_mb). Each
+# job picks its own GPU from the slot it claims (vaebench.device). `gpu: 1` is the number of GPUs a job asks a
+# cluster scheduler for (e.g. the SLURM executor's GPU request).
+GPUS = visible_gpus(STUDY.device)
+if GPUS and "gpu_slots" not in workflow.global_resources:
+    workflow.register_resource("gpu_slots", GPUS)
+
+
 def stage_resources(stage):
-    """Snakemake resources of a stage's jobs: its declared peak memory and, for GPU stages, one GPU."""
+    """Snakemake resources of a stage's jobs: its declared peak memory and, for GPU stages, one GPU and one
+    GPU slot."""
     s = STAGES[stage]
-    return {"mem_mb": s.mem_mb, **({"gpu": 1} if s.gpu else {})}
+    return {"mem_mb": s.mem_mb, **({"gpu": 1, "gpu_slots": 1} if s.gpu else {})}
 
 
 onstart:

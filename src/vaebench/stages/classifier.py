@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from vaebench import paths
 from vaebench.atomic import write_json
-from vaebench.checkpoint import pick_device
+from vaebench.device import pick_device
 from vaebench.config import Study
 from vaebench.data.prepared import load_prepared
 from vaebench.metrics.classifier import (save_classifier, save_unavailable, train_classifier, unavailable_reason,

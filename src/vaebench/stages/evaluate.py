@@ -35,7 +35,8 @@ from pydantic import Field, NonNegativeInt, PositiveInt
 
 from vaebench import paths
 from vaebench.atomic import atomic_path, write_json
-from vaebench.checkpoint import load_checkpoint, pick_device
+from vaebench.checkpoint import load_checkpoint
+from vaebench.device import pick_device
 from vaebench.data.prepared import load_prepared
 from vaebench.metrics.bounds import bits_per_dim, per_image_estimates, samples_per_pass
 from vaebench.registry import AXES, StrictConfig

@@ -15,7 +15,7 @@ import torch
 
 from vaebench import paths
 from vaebench.atomic import atomic_path
-from vaebench.checkpoint import pick_device
+from vaebench.device import pick_device
 from vaebench.config import Study
 from vaebench.data.prepared import load_prepared
 

@@ -19,8 +19,9 @@ from pydantic import Field, PositiveInt
 
 from vaebench import paths
 from vaebench.atomic import atomic_path
-from vaebench.checkpoint import pick_device, save_checkpoint
+from vaebench.checkpoint import save_checkpoint
 from vaebench.data.prepared import iterate_minibatches, load_prepared
+from vaebench.device import device_name, pick_device
 from vaebench.errors import StageError
 from vaebench.registry import StrictConfig
 from vaebench.tracking import Tracker, grid_n
@@ -43,6 +44,68 @@ GRID_LOGS = 10  # MLflow image grids per training run, at most
 
 class DivergenceError(StageError):
     """Training produced a non-finite loss; the message gives the step and the last finite loss."""
+
+
+def train_epoch(model, opt: torch.optim.Optimizer, x_train: torch.Tensor, batch_size: int,
+                batch_gen: torch.Generator, data_gen: torch.Generator, desc: str = "") -> tuple[dict, torch.Tensor]:
+    """One pass of Adam steps over the uint8 training split, with no host synchronisation inside the loop.
+
+    The order is ``iterate_minibatches``' ``torch.randperm(N, generator=batch_gen)`` (a CPU generator: the
+    same order on every machine), copied to the data's device once per epoch; each step indexes its batch on the device, maps it
+    into the data space with ``data_gen`` (``model.preprocess``), and keeps its loss and log terms in device
+    tensors: nothing in a step waits for the GPU (no ``.item()``, ``float()`` or finiteness test on the host),
+    so the host can queue steps ahead. The caller checks ``losses`` once per epoch (:func:`check_finite`).
+
+    Args:
+        model: the VAE, in training mode. opt: its optimiser.
+        x_train: (N, C, H, W) uint8 on the training device.
+        batch_size: images per step (the last batch is partial).
+        batch_gen: CPU generator of the order. data_gen: generator of the binarisation/dequantisation noise.
+        desc: progress-bar label (shown only on a terminal).
+    Returns:
+        (sums, losses): ``sums`` {log name: 0-dim float64 device tensor}, the batch-size-weighted sums of the
+        objective's batch logs (divide by N for the epoch's image-weighted means); ``losses`` (steps,) float64
+        on the device, each step's loss.
+    """
+    from tqdm import tqdm
+
+    steps = math.ceil(len(x_train) / batch_size)
+    batches = iterate_minibatches(len(x_train), batch_size, batch_gen, device=x_train.device)
+    losses = torch.empty(steps, dtype=torch.float64, device=x_train.device)
+    sums: dict[str, torch.Tensor] = {}
+    for i, idx in enumerate(tqdm(batches, total=steps, desc=desc, disable=not sys.stderr.isatty(), leave=False)):
+        xb = model.preprocess(x_train[idx], generator=data_gen)
+        loss, logs = model.training_loss(xb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses[i] = loss.detach()
+        for k, v in logs.items():
+            weighted = v * len(idx)
+            sums[k] = sums[k] + weighted if k in sums else weighted
+    return sums, losses
+
+
+def check_finite(losses: torch.Tensor, first_step: int, last_finite: float, where: str) -> float:
+    """Check one epoch's step losses (steps,) at once (one host synchronisation); return the last of them.
+
+    Args:
+        losses: the epoch's per-step losses (:func:`train_epoch`). first_step: the global index of its first
+            step. last_finite: the loss before it (NaN before the first epoch). where: the cell and epoch, for
+            the message.
+    Raises:
+        DivergenceError: a loss is not finite; names the first such step (global index, from 0), its value and
+            the last finite loss before it with its step.
+    """
+    values = losses.cpu()
+    bad = (~torch.isfinite(values)).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        before = float(values[i - 1]) if i > 0 else last_finite
+        raise DivergenceError(
+            f"{where}: loss became {float(values[i])} at step {first_step + i}; "
+            f"last finite loss {before:.4f} nats/image at step {first_step + i - 1}")
+    return float(values[-1]) if len(values) else last_finite
 
 
 @torch.no_grad()
@@ -116,7 +179,6 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
         DivergenceError: a non-finite loss, naming the epoch, step and last finite loss.
     """
     import pandas as pd
-    from tqdm import tqdm
 
     cell = study.cell(dataset, model_name, seed)
     tcfg = cell.train
@@ -152,32 +214,16 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     try:
         for epoch in range(1, tcfg.epochs + 1):
             model.train()
-            sums: dict[str, float] = {}
-            n_seen = 0
-            batches = iterate_minibatches(len(x_train), tcfg.batch_size, batch_gen, shuffle=True)
-            bar = tqdm(batches, total=math.ceil(len(x_train) / tcfg.batch_size),
-                       desc=f"{tag} epoch {epoch}/{tcfg.epochs}", disable=not sys.stderr.isatty(), leave=False)
-            for idx in bar:
-                xb = model.preprocess(x_train[idx.to(device)], generator=data_gen)
-                loss, logs = model.training_loss(xb)
-                if not torch.isfinite(loss):
-                    raise DivergenceError(
-                        f"{tag}: loss became {loss.item()} at epoch {epoch}, step {step}; "
-                        f"last finite loss {last_finite:.4f} nats/image at step {step - 1}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                last_finite = loss.item()
-                step += 1
-                for k, v in logs.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
-                n_seen += len(idx)
-                bar.set_postfix(loss=f"{last_finite:.2f}")
+            sums, losses = train_epoch(model, opt, x_train, tcfg.batch_size, batch_gen, data_gen,
+                                       desc=f"{tag} epoch {epoch}/{tcfg.epochs}")
+            last_finite = check_finite(losses, step, last_finite, where=f"{tag}: epoch {epoch}")
+            step += len(losses)
+            n_seen = len(x_train)
             model.end_epoch()
             val = evaluate_loss(model, x_val, batch_size=1000)
             row = {"epoch": epoch, "seconds": round(time.perf_counter() - t0 - grid_seconds, 3)}
             kept = model.objective.batch_terms
-            row.update({f"train_{k}": v / n_seen for k, v in sums.items() if k in kept})
+            row.update({f"train_{k}": float(v) / n_seen for k, v in sums.items() if k in kept})
             row.update({f"val_{k}": v for k, v in val.items() if k in kept})
             row.update(model.tracked_scalars())
             history.append(row)
@@ -201,6 +247,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
         "epochs": tcfg.epochs,
         "train_seconds": train_seconds,
         "device": str(device),
+        "device_name": device_name(device),
         "mlflow_run_id": tracker.run_id,
         "history": history,
     }

@@ -50,10 +50,11 @@ class VAE(nn.Module):
         return self.likelihood.preprocess(x_uint8, generator)
 
     def preprocess_fixed(self, x_uint8: torch.Tensor, seed: int, batch_size: int) -> torch.Tensor:
-        """A whole split mapped into the data space once with a seeded generator on the data's device, in
-        batches of ``batch_size`` (so validation and test sets are the same every epoch and every model of
-        a likelihood family sees the same test data)."""
-        gen = torch.Generator(device=x_uint8.device).manual_seed(seed)
+        """A whole split mapped into the data space once with a seeded CPU generator (its noise is drawn on the
+        CPU and moved to the data's device, so a CPU and a GPU score the same data), in batches of
+        ``batch_size`` (so validation and test sets are the same every epoch and every model of a likelihood
+        family sees the same test data). Returns the data-space tensor on ``x_uint8``'s device."""
+        gen = torch.Generator().manual_seed(seed)        # CPU: the same noise on every device
         return torch.cat([self.preprocess(x_uint8[i: i + batch_size], generator=gen)
                           for i in range(0, len(x_uint8), batch_size)])
 
@@ -95,8 +96,9 @@ class VAE(nn.Module):
         return terms
 
     # --- public API used by the pipeline ------------------------------------------------------------------
-    def training_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss (scalar tensor, batch mean, to minimise) and logs (dict of floats, nats/image) of the configured
+    def training_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss (scalar tensor, batch mean, to minimise) and logs (dict of detached 0-dim tensors, nats/image: no
+        host synchronisation; see objectives/) of the configured
         objective on data-space x (B, C, H, W). In training mode also updates running state (GECO lambda and
         C_ma, the optimal-sigma running MSE)."""
         obj = self.objective

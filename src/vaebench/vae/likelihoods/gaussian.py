@@ -105,7 +105,8 @@ class GaussianFixed(Gaussian):
         self.sigma = float(sigma)
 
     def log_sigma(self, x, out, accumulate=False):
-        return torch.tensor(math.log(self.sigma), device=out.device, dtype=out.dtype)
+        # a fill on the device, not a host-to-device copy of a new tensor every step
+        return out.new_full((), math.log(self.sigma))
 
     def sample_log_sigma(self, out):
         return self.log_sigma(None, out)

@@ -3,8 +3,10 @@
 
 An objective receives the per-image ``terms`` the VAE computed for a batch and returns
 ``(loss, logs)``: ``loss`` a scalar tensor, the batch mean of a per-image quantity; ``logs`` a dict of
-Python floats ('loss', 'elbo', 'recon', 'kl' as batch means in nats/image, plus what
-``tracked_scalars`` adds, e.g. 'lambda' and 'constraint' for GECO).
+detached 0-dim float64 tensors on the model's device ('loss', 'elbo', 'recon', 'kl' as batch means in
+nats/image, plus the objective's own, e.g. 'lambda' and 'constraint' for GECO). They stay tensors so that a
+training step never waits for the device (no host synchronisation); callers convert them to floats once per
+epoch (``float(v)``).
 
 ``terms`` (built by ``VAE.forward_terms``; S = (B,) for single-sample objectives, (k, B) otherwise):
     'log_px' S        log p(x|z) in nats per image (summed over pixels)
@@ -43,7 +45,7 @@ class Objective(nn.Module, Component):
     kl_weight: float = 1.0
     batch_terms: tuple[str, ...] = ("loss", "elbo", "recon", "kl")
 
-    def forward(self, terms: dict) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, terms: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
     def tracked_scalars(self) -> dict[str, float]:
@@ -62,7 +64,9 @@ class Objective(nn.Module, Component):
         return None if likelihood_beta is None else self.kl_weight * likelihood_beta
 
 
-def batch_logs(loss: torch.Tensor, recon: torch.Tensor, kl: torch.Tensor) -> dict[str, float]:
-    """Batch means (nats/image) as Python floats: loss, recon, kl, elbo = -(recon + kl)."""
-    recon_m, kl_m = float(recon.detach().mean()), float(kl.detach().mean())
-    return {"loss": float(loss.detach()), "elbo": -(recon_m + kl_m), "recon": recon_m, "kl": kl_m}
+def batch_logs(loss: torch.Tensor, recon: torch.Tensor, kl: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Batch means (nats/image) as detached 0-dim float64 tensors, without a host synchronisation:
+    loss, recon, kl, elbo = -(recon + kl). ``recon`` and ``kl`` are per image (B,) or (k, B); their means are
+    taken in their own dtype and then widened, so the values equal the Python floats of those means."""
+    recon_m, kl_m = recon.detach().mean().double(), kl.detach().mean().double()
+    return {"loss": loss.detach().double(), "elbo": -(recon_m + kl_m), "recon": recon_m, "kl": kl_m}

@@ -75,18 +75,23 @@ class GecoState(Objective):
         """Given the batch-mean constraint C_hat (scalar, with gradient), return (lambda, C_t) for the loss and,
         in training mode, update C_ma now and log lambda with the new C_ma (applied to the next step)."""
         lam = torch.exp(self.log_lambda).to(c_hat.dtype)          # value used in this step's loss
+        started = self.initialized > 0.5                           # on the device: torch.where, never `if`
         if self.training:
             with torch.no_grad():
                 c = c_hat.detach().double()
-                new_ma = c if self.initialized < 0.5 else self.alpha * self.c_ma + (1.0 - self.alpha) * c
-                self.c_ma.copy_(new_ma)
+                self.c_ma.copy_(torch.where(started, self.alpha * self.c_ma + (1.0 - self.alpha) * c, c))
                 self.initialized.fill_(1.0)
                 self.log_lambda.add_(self.lambda_lr * self.c_ma)
-        c_ma = self.c_ma.to(c_hat.dtype) if self.initialized > 0.5 else c_hat.detach()
+                started = self.initialized > 0.5
+        c_ma = torch.where(started, self.c_ma.to(c_hat.dtype), c_hat.detach())
         return lam, stop_gradient_ma(c_hat, c_ma)
 
+    def state_logs(self) -> dict[str, torch.Tensor]:
+        """'lambda' and 'constraint' (C_ma) as detached 0-dim tensors (no host synchronisation)."""
+        return {"lambda": torch.exp(self.log_lambda).detach(), "constraint": self.c_ma.detach().clone()}
+
     def tracked_scalars(self):
-        return {"lambda": float(torch.exp(self.log_lambda)), "constraint": float(self.c_ma)}
+        return {k: float(v) for k, v in self.state_logs().items()}
 
 
 @OBJECTIVES.register
@@ -114,8 +119,8 @@ class GECO(GecoState):
         lam, c_t = self.step(c_hat)
         loss = kl.mean() + lam * c_t
         logs = batch_logs(loss, recon, kl)
-        logs.update(self.tracked_scalars())
-        logs["lambda"] = float(lam)
+        logs.update(self.state_logs())
+        logs["lambda"] = lam.detach().double()
         return loss, logs
 
 
@@ -159,6 +164,6 @@ class GECOIWAE(GecoState):
         L_k = log_mean_exp(log_w)
         loss = -L_k.mean() + (lam - 1.0) * c_t
         logs = batch_logs(loss, -log_px.mean(0), terms["kl"])
-        logs.update(self.tracked_scalars())
-        logs["lambda"] = float(lam)
+        logs.update(self.state_logs())
+        logs["lambda"] = lam.detach().double()
         return loss, logs

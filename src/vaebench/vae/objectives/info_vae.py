@@ -104,5 +104,5 @@ class InfoVAE(Objective):
         mmd = mmd2_unbiased(z, z_prior, self.kernel, 2.0 * z.shape[-1] * self.kernel_variance)
         loss = (recon + (1.0 - self.alpha) * kl).mean() + (self.alpha + self.lambda_ - 1.0) * mmd
         logs = batch_logs(loss, recon, kl)
-        logs["mmd"] = float(mmd.detach())
+        logs["mmd"] = mmd.detach().double()
         return loss, logs
