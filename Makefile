@@ -32,6 +32,13 @@ test: install
 test-slow: install
 	$(VENV)/bin/python -m pytest -m slow
 
+# Our training loop against the sigma-VAE reference loop shape, and the L_k evaluation's cost (vaebench.bench):
+# writes reports/bench.json and prints a table. The defaults are the real benchmark (a GPU: minutes; a CPU:
+# hours); shrink it with flags, e.g. make bench BENCH_ARGS="--epochs 1 --n-test 1000 --eval-images 20".
+BENCH_ARGS ?=
+bench: install
+	$(VENV)/bin/python -m vaebench bench $(BENCH_ARGS)
+
 # Full-page picture of the report as headless Chromium renders it (Debian: apt-get install chromium), the
 # same view as tests/test_browser.py checks. --no-sandbox: Chromium refuses to start as root without it (it only
 # opens our own local file).
@@ -43,4 +50,4 @@ screenshot:
 		--screenshot=$(SCREENSHOT) file://$(CURDIR)/reports/index.html \
 		|| { echo "$(CHROMIUM) failed: rerun that command without --log-level=3 to see why" >&2; exit 1; }
 
-.PHONY: install run repro test test-slow screenshot
+.PHONY: install run repro test test-slow bench screenshot

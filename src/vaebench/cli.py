@@ -1,5 +1,5 @@
 """Command-line interface: ``python -m vaebench <command> ...``, one subcommand per pipeline stage plus
-the generators of the committed files (``schema``, ``dvc-yaml``).
+the generators of the committed files (``schema``, ``dvc-yaml``) and the benchmark ``bench`` (:mod:`vaebench.bench`).
 
 Every stage subcommand validates the study (and the catalogue) first, so a bad file stops the job before
 it writes anything. Snakemake (workflow/rules/) and DVC (dvc.yaml) call exactly these commands; their
@@ -71,6 +71,22 @@ def cmd_mlflow_init(args) -> None:
     Tracker(_study(args).name).ensure_experiment()
 
 
+def cmd_bench(args) -> None:
+    from pydantic import ValidationError
+
+    from vaebench import bench
+
+    given = {k: v for k, v in vars(args).items() if k in bench.BenchConfig.model_fields and v is not None}
+    try:
+        cfg = bench.BenchConfig(**given)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        print(f"vaebench: bench: --{str(err['loc'][0]).replace('_', '-')}: {err['msg']} "
+              f"(got {err.get('input')!r})", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(bench.format_table(bench.run(cfg)))
+
+
 def _write_if_changed(path: str, text: str, check: bool, command: str) -> bool:
     """Write ``text`` to ``path`` unless it is already there; with ``check``, only compare. True if current."""
     from vaebench.atomic import write_text
@@ -125,6 +141,31 @@ STAGE_COMMANDS = {"prepare": cmd_prepare, "classifier": cmd_classifier, "fid_ref
                   "train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report}
 
 
+def add_config_flags(parser: argparse.ArgumentParser, config: type, defaults: dict | None = None) -> None:
+    """One flag ``--<field-name>`` per field of the pydantic ``config`` class, its help the field's description
+    and default (the one definition of both): lists take several values, Literals become choices. Every flag
+    defaults to None (= the field's default) unless ``defaults`` gives a value (e.g. from the environment)."""
+    import typing
+
+    for name, field in config.model_fields.items():
+        kwargs: dict = {"default": (defaults or {}).get(name)}
+        ann = field.annotation
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        base = args[0] if typing.get_origin(ann) is typing.Union or type(ann).__name__ == "UnionType" else ann
+        if typing.get_origin(base) is typing.Annotated:          # PositiveInt and the like: int plus a bound
+            base = typing.get_args(base)[0]
+        if typing.get_origin(base) is list:
+            kwargs.update(nargs="+", type=typing.get_args(base)[0])
+        elif typing.get_origin(base) is typing.Literal:
+            kwargs["choices"] = typing.get_args(base)
+        elif base in (int, float):
+            kwargs["type"] = base
+        default = field.default
+        shown = " ".join(map(str, default)) if isinstance(default, list) else default
+        kwargs["help"] = f"{field.description} (default: {shown})"
+        parser.add_argument(f"--{name.replace('_', '-')}", **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vaebench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         p = with_params(sub.add_parser(name, help=f"write {what} (generated, committed)"))
         p.add_argument("--check", action="store_true", help="only check that the committed file is current")
         p.set_defaults(func=func)
+    from vaebench.bench import BenchConfig   # torch, as every stage command; torchvision only when it runs
+
+    p = sub.add_parser("bench", help=f"benchmark our training loop against the sigma-VAE reference loop shape "
+                                     f"and the L_k evaluation's cost; writes {paths.BENCH_JSON} (not a stage)")
+    add_config_flags(p, BenchConfig, defaults={"mirror": os.environ.get("VAEBENCH_DATA_MIRROR")})
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.set_defaults(func=cmd_bench)
     p = sub.add_parser("dvc-template", help="build .dvc/plots/offline.html, the page `dvc plots show` renders "
                                             "offline (vega, vega-lite, vega-embed from the npm registry, "
                                             "SHA-512 checked; not committed)")

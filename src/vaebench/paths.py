@@ -46,6 +46,8 @@ REPORT_FIGURES = "reports/figures"
 REPORT_CLAIMS = "reports/claims.csv"
 # the training curves as DVC plots data, <dataset>/<quantity>.csv (vaebench.report.dvc_plots); kept in git
 REPORT_PLOTS = "reports/plots"
+# `python -m vaebench bench` (vaebench.bench): our training loop against the reference loop shape; not a stage
+BENCH_JSON = "reports/bench.json"
 
 # Captions of `snakemake --report` (reStructuredText, Jinja2-rendered with the job's `snakemake` object)
 CAPTION_SAMPLES = "workflow/report/samples.rst"

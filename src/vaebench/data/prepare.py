@@ -189,7 +189,7 @@ def parse_idx(buf: bytes, name: str = "<bytes>") -> np.ndarray:
     return arr.astype(dtype.newbyteorder("="), copy=True)
 
 
-def _read_maybe_gz(path: Path) -> bytes:
+def read_maybe_gz(path: Path) -> bytes:
     """Return the decompressed bytes of ``path`` (gunzipped if the name ends with ``.gz``)."""
     if path.suffix == ".gz":
         with gzip.open(path, "rb") as f:
@@ -197,7 +197,7 @@ def _read_maybe_gz(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def _find_file(folder: Path, name: str) -> Path:
+def find_file(folder: Path, name: str) -> Path:
     """Locate ``name`` or ``name.gz`` in ``folder`` (gzipped preferred); FileNotFoundError names both."""
     for candidate in (folder / f"{name}.gz", folder / name):
         if candidate.is_file():
@@ -239,7 +239,7 @@ def _download_mat(name: str, spec: dict, raw_dir: str | os.PathLike) -> Path:
     return folder
 
 
-def _resolve_source(name: str, spec: dict, mirror: str | os.PathLike | None, raw_dir: str | os.PathLike
+def resolve_source(name: str, spec: dict, mirror: str | os.PathLike | None, raw_dir: str | os.PathLike
                     ) -> tuple[Path, str]:
     """Return (folder holding the raw files, human-readable source) for dataset ``name``.
 
@@ -331,8 +331,8 @@ def read_idx_files(name: str, folder: str | os.PathLike) -> tuple[dict[str, np.n
     folder = Path(folder)
     arrays, sums = {}, {}
     for role, fname in spec["files"].items():
-        path = _find_file(folder, fname)
-        buf = _read_maybe_gz(path)
+        path = find_file(folder, fname)
+        buf = read_maybe_gz(path)
         actual = hashlib.sha256(buf).hexdigest()
         expected = spec["sha256"][fname]
         if actual != expected:
@@ -380,7 +380,7 @@ def prepare_dataset(name: str, cfg: StrictConfig | dict | None, out_path: str | 
     cfg_cls = spec["config"]
     cfg = (cfg if isinstance(cfg, cfg_cls) else cfg_cls.model_validate(
         cfg.model_dump() if isinstance(cfg, StrictConfig) else cfg or {})).model_dump()
-    folder, source = _resolve_source(name, spec, mirror, raw_dir)
+    folder, source = resolve_source(name, spec, mirror, raw_dir)
     if spec["format"] == "mat":
         splits, extra, split_meta, sums = _split_mat(name, spec, cfg, folder)
     else:

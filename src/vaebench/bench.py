@@ -1,0 +1,660 @@
+"""``python -m vaebench bench``: our training loop against the reference training-loop shape, and the cost of
+the evaluation's L_k, measured side by side in one process (same models, batch size, device and data).
+
+What runs, for each model (defaults: ``vae_bernoulli``, the MLP, and ``sigma_vae_conv``, the sigma-VAE
+reference's 28x28 conv net; both as the catalogue defines them, without a study's overrides):
+
+* **ours**: exactly the train stage's code, :func:`vaebench.stages.train.train_epoch` on the MNIST training
+  images held on the device as uint8 (N, 1, 28, 28), then :func:`vaebench.stages.train.check_finite` once per
+  epoch, and ``model.end_epoch()``;
+* **reference**: the loop shape of the sigma-VAE reference code (Rybkin et al. 2021,
+  github.com/orybkin/sigma-vae-pytorch, ``train_vae.py``): ``torchvision.datasets.MNIST(...,
+  transform=ToTensor())`` in a ``DataLoader(shuffle=True, batch_size, num_workers, pin_memory)``,
+  ``data.to(device)`` per batch and ``loss.item()`` every step. Our models take their own data space, so each
+  float batch is mapped back to its 8-bit values on the device and through ``model.preprocess`` (see
+  :func:`train_reference`).
+
+Both start from the same weights (built from the same seed), use Adam with the same learning rate, the same
+batch size and number of epochs, and train on the same images: the official 60,000 MNIST training images, or
+their first ``n_train``. Then the **test ELBO** of both trained models (nats/image, single-sample with the
+closed-form KL, ``model.elbo_terms`` in eval mode, on the first ``n_test`` official test images mapped into the
+data space once with a fixed seed; the same posterior noise for both, so the difference is paired), and
+the **L_k evaluation** (the evaluate stage's :func:`vaebench.metrics.bounds.per_image_estimates`, k = 5000 by
+default) of the model trained by our loop, on the first ``eval_images`` test images: its images x samples
+per second and the time of L_k on the whole 10,000-image test set (measured when ``eval_images`` is 10,000,
+else extrapolated linearly and marked so).
+
+Timing. Each loop first runs ``warmup_steps`` steps on a throw-away copy of its model and optimiser (same
+code, not timed; CUDA context, kernels, allocator), so the timed epochs are steady state and the trained
+model is exactly an ``epochs``-epoch run; every epoch is then timed (and reported separately, so a slow first
+epoch shows). The clock is read after ``torch.cuda.synchronize()`` on CUDA. A timed epoch includes what the
+loop itself does per epoch (our ``check_finite`` and ``end_epoch``; the reference's DataLoader worker start-up,
+which its loop shape pays every epoch) and nothing else (no validation pass). The L_k timing is preceded by one
+untimed call on one image with k = 10.
+
+Memory, per phase: the peak resident memory of this process (VmHWM of ``/proc/self/status``, reset at the
+start of each phase by writing 5 to ``/proc/self/clear_refs``; where that is impossible,
+``getrusage``'s lifetime peak, and the JSON says so) and on CUDA torch's peak allocated memory
+(``torch.cuda.reset_peak_memory_stats`` / ``max_memory_allocated``; null on the CPU). DataLoader worker
+processes (reference loop, ``num_workers`` > 0) are separate processes: their memory is not included.
+
+Imports only torch, torchvision, numpy and the package's light dependencies (never MLflow, Snakemake, DVC).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field, NonNegativeInt, PositiveInt
+
+from vaebench import paths
+from vaebench.registry import StrictConfig
+
+MNIST_TRAIN_IMAGES = 60_000        # the official MNIST training set
+MNIST_TEST_IMAGES = 10_000         # the official MNIST test set
+IMAGE_SHAPE = (1, 28, 28)
+
+# The stated target of the comparison on a GPU (reported on any device; a CPU is not expected to meet it).
+TARGET_THROUGHPUT_RATIO = 20.0     # ours / reference images per second, at least
+TARGET_ELBO_RELATIVE = 0.01        # |ELBO_ours - ELBO_reference| / |ELBO_reference|, at most
+
+
+class BenchConfig(StrictConfig):
+    """Benchmark settings. The defaults are the real benchmark (minutes on a GPU, hours on a CPU); the CLI's
+    flags shrink it."""
+
+    models: list[str] = Field(["vae_bernoulli", "sigma_vae_conv"], min_length=1,
+                              description="Catalogue models to benchmark (their catalogue definition).")
+    epochs: PositiveInt = Field(3, description="Timed epochs of each loop (the default study's train.epochs).")
+    batch_size: PositiveInt = Field(128, description="Images per step, both loops (the train stage's and the "
+                                                     "reference's default).")
+    lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate, both loops (as the reference).")
+    n_train: PositiveInt | None = Field(None, le=MNIST_TRAIN_IMAGES,
+                                        description="Train on the first N official training images (null = all 60,000).")
+    n_test: PositiveInt | None = Field(None, le=MNIST_TEST_IMAGES,
+                                       description="Test ELBO on the first N official test images (null = all 10,000).")
+    eval_images: PositiveInt = Field(MNIST_TEST_IMAGES, le=MNIST_TEST_IMAGES,
+                                     description="Test images of the timed L_k evaluation (the whole-test-set time "
+                                                 "is extrapolated from fewer).")
+    k: int = Field(5000, ge=10, description="Importance samples of the L_k evaluation (>= 10).")
+    memory_mb: float = Field(256.0, gt=0, description="Working memory of one L_k forward pass, MiB (the evaluate "
+                                                      "stage's memory_mb default).")
+    eval_batch_size: PositiveInt = Field(500, description="Images per forward pass of the test ELBO (capped by "
+                                                          "memory_mb, as in the evaluate stage).")
+    warmup_steps: NonNegativeInt = Field(5, description="Untimed steps of each loop on a throw-away copy of its "
+                                                        "model before the timed epochs.")
+    num_workers: NonNegativeInt | None = Field(
+        None, description="DataLoader workers of the reference loop (null = the reference's own choice: 10 with "
+                          "pin_memory on CUDA, 0 without on the CPU).")
+    seed: NonNegativeInt = Field(0, description="Seed of the initial weights, the batch order and the training noise.")
+    eval_seed: NonNegativeInt = Field(1234, description="Seed of the test data's binarisation/dequantisation and "
+                                                        "of the posterior samples of the ELBO and L_k.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available.")
+    mirror: str | None = Field(None, description="Offline mirror root holding mnist/ (IDX files, optionally "
+                                                 "gzipped); null = download into raw_dir.")
+    raw_dir: str = Field("data/raw", description="Where torchvision's MNIST reads its files (<raw_dir>/MNIST/raw/).")
+    out: str = Field(paths.BENCH_JSON, description="The JSON report.")
+
+
+# ------------------------------------------------------------------------------------------------
+# Clocks and memory
+
+def _clock(device: torch.device) -> float:
+    """time.perf_counter() in seconds, after waiting for the device's queued work (CUDA is asynchronous)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def host_peak_method() -> str:
+    """How this process's peak resident memory can be measured per phase: ``"vmhwm"`` when
+    ``/proc/self/clear_refs`` accepts "5" (resets VmHWM to the current RSS) and ``/proc/self/status`` has VmHWM,
+    else ``"getrusage"`` (the lifetime peak, which cannot be reset)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        with open("/proc/self/status") as f:
+            if any(line.startswith("VmHWM:") for line in f):
+                return "vmhwm"
+    except OSError:
+        pass
+    return "getrusage"
+
+
+HOST_PEAK_DESCRIPTION = {
+    "vmhwm": "VmHWM of /proc/self/status, reset at the start of each phase by writing 5 to /proc/self/clear_refs "
+             "(this process only; DataLoader worker processes are not included)",
+    "getrusage": "resource.getrusage(RUSAGE_SELF).ru_maxrss: the process's peak since it started, which cannot be "
+                 "reset, so a phase's figure may be an earlier phase's peak (this process only)",
+}
+
+
+def _proc_status_mib(field: str) -> float | None:
+    """A memory line of /proc/self/status (``VmHWM``, ``VmRSS``) in MiB; None where there is none."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) / 1024          # kB -> MiB
+    except OSError:
+        pass
+    return None
+
+
+def _host_peak_mib(method: str) -> float:
+    if method == "vmhwm":
+        peak = _proc_status_mib("VmHWM")
+        if peak is not None:
+            return peak
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if platform.system() == "Darwin" else rss / 1024   # bytes on macOS, kB on Linux
+
+
+class PeakMemory:
+    """Context manager measuring a phase's peak memory: ``result`` = {``host_rss_start_mib``: this process's
+    resident memory when the block starts (None without /proc), ``host_rss_peak_mib``: its peak resident memory
+    in the block (the whole process: the data and models already loaded included), ``cuda_max_allocated_mib``:
+    torch's peak allocated CUDA memory in the block (None off CUDA)}, all MiB."""
+
+    def __init__(self, device: torch.device, method: str):
+        self.device, self.method = device, method
+        self.result: dict = {}
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        if self.method == "vmhwm":
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        self._start = _proc_status_mib("VmRSS")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        cuda = None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            cuda = torch.cuda.max_memory_allocated(self.device) / 2**20
+        self.result = {"host_rss_start_mib": None if self._start is None else round(self._start, 1),
+                       "host_rss_peak_mib": round(_host_peak_mib(self.method), 1),
+                       "cuda_max_allocated_mib": None if cuda is None else round(cuda, 1)}
+
+
+class StepCounter:
+    """Counts what a training loop really did: optimiser steps (a post-step hook on the optimiser) and images
+    (a forward pre-hook on the encoder, training mode with gradients only). Hooks cost a Python call per step
+    and are attached to both loops alike; :meth:`remove` detaches them."""
+
+    def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer):
+        self.steps = self.images = 0
+        self._handles = [model.encoder.register_forward_pre_hook(self._on_encode),
+                         opt.register_step_post_hook(self._on_step)]
+
+    def _on_encode(self, module, args) -> None:
+        if module.training and torch.is_grad_enabled():
+            self.images += int(args[0].shape[0])
+
+    def _on_step(self, opt, args, kwargs) -> None:
+        self.steps += 1
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+# ------------------------------------------------------------------------------------------------
+# Data
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_mnist(mirror: str | os.PathLike | None, raw_dir: str | os.PathLike) -> dict:
+    """MNIST for both loops, verified: torchvision's ``MNIST`` datasets (``transform=ToTensor()``) and the same
+    images as uint8 tensors.
+
+    The files come from ``<mirror>/mnist/`` or, without a mirror, are downloaded by torchvision into
+    ``<raw_dir>/MNIST/raw/`` (the prepare stage's own source resolution); the SHA-256 of every decompressed file
+    is checked (the prepare stage's ``read_idx_files``). torchvision's ``MNIST`` reads only decompressed IDX files
+    from ``<root>/MNIST/raw/``, while a mirror may hold them gzipped and read-only: a mirror's files are therefore
+    decompressed into ``<raw_dir>/MNIST/raw/`` (atomically; kept when their SHA-256 is already right). Finally the
+    images torchvision loaded are checked to be the verified ones.
+
+    Returns:
+        {``train``, ``test``: torchvision MNIST datasets yielding ((1, 28, 28) float32 in [0, 1], label);
+        ``train_uint8`` (60000, 1, 28, 28) and ``test_uint8`` (10000, 1, 28, 28) uint8 CPU tensors;
+        ``source``: the folder or URLs read; ``sha256``: {file: digest of the decompressed file}}.
+    Raises:
+        FileNotFoundError: the mirror lacks mnist/ or a file. DatasetDownloadError: the download failed.
+        DataIntegrityError: a checksum mismatch, bad IDX data, or torchvision loaded other images.
+    """
+    from torchvision import datasets, transforms    # lazy: importing torchvision takes seconds
+
+    from vaebench.atomic import atomic_path
+    from vaebench.data.prepare import (DATASETS, DataIntegrityError, find_file, read_maybe_gz, resolve_source,
+                                       read_idx_files)
+
+    spec = DATASETS["mnist"]
+    folder, source = resolve_source("mnist", spec, mirror, raw_dir)
+    arrays, sums = read_idx_files("mnist", folder)
+    raw = Path(raw_dir) / spec["torchvision_class"] / "raw"
+    if folder.resolve() != raw.resolve():
+        for fname, digest in spec["sha256"].items():
+            target = raw / fname
+            if target.is_file() and _sha256_file(target) == digest:
+                continue
+            buf = read_maybe_gz(find_file(folder, fname))     # verified above
+            with atomic_path(target) as tmp:
+                tmp.write_bytes(buf)
+    to_tensor = transforms.ToTensor()
+    train = datasets.MNIST(str(raw_dir), train=True, transform=to_tensor, download=False)
+    test = datasets.MNIST(str(raw_dir), train=False, transform=to_tensor, download=False)
+    out = {"train": train, "test": test, "source": source, "sha256": sums}
+    for split, ds in (("train", train), ("test", test)):
+        verified = torch.from_numpy(arrays[f"{split}_images"])
+        if not torch.equal(ds.data, verified):
+            raise DataIntegrityError(f"torchvision's MNIST in {raw} holds other {split} images than the verified "
+                                     f"files of {folder}")
+        out[f"{split}_uint8"] = verified.unsqueeze(1)         # (N, 28, 28) -> (N, 1, 28, 28)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Models
+
+def build_models(name: str, seed: int, device: torch.device) -> tuple:
+    """Two identical VAEs of catalogue model ``name`` for 28x28 grey images, each built right after
+    ``torch.manual_seed(seed)`` (same initial weights), on ``device``.
+
+    Returns:
+        (model for our loop, model for the reference loop, the resolved model config as a JSON dict).
+    Raises:
+        vaebench.config.ConfigError: ``name`` is not in the catalogue (lists the names) or is invalid there.
+    """
+    from vaebench.config import ConfigError, load_catalogue, resolve_model
+    from vaebench.vae import build_model
+
+    entries = load_catalogue(paths.CATALOGUE)
+    if name not in entries:
+        raise ConfigError(f"bench: model {name!r} is not in the catalogue {paths.CATALOGUE} "
+                          f"(defined: {', '.join(sorted(entries))})")
+    cfg = resolve_model(name, entries[name], None, None, paths.CATALOGUE, paths.CATALOGUE)
+    models = []
+    for _ in range(2):
+        torch.manual_seed(seed)
+        models.append(build_model(cfg, IMAGE_SHAPE).to(device))
+    return models[0], models[1], cfg.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# The two training loops
+
+def _loop_record(counter: StepCounter, epoch_seconds: list[float], step_losses: list[float],
+                 warmup_seconds: float, memory: dict) -> dict:
+    seconds = sum(epoch_seconds)
+    return {
+        "steps": counter.steps,
+        "images": counter.images,
+        "epochs": len(epoch_seconds),
+        "seconds": seconds,
+        "epoch_seconds": epoch_seconds,
+        "seconds_per_epoch": seconds / len(epoch_seconds),
+        "images_per_s": counter.images / seconds,
+        "warmup_seconds": warmup_seconds,
+        "last_epoch_mean_step_loss": sum(step_losses) / len(step_losses),
+        "memory": memory,
+    }
+
+
+def train_ours(model, x_train: torch.Tensor, cfg: BenchConfig, device: torch.device, mem_method: str,
+               tag: str) -> dict:
+    """Train ``model`` with the train stage's own loop: per epoch ``train_epoch`` on the device-resident uint8
+    images, ``check_finite`` on its step losses, ``model.end_epoch()``; Adam(lr). Generators as the train stage
+    seeds them (batch order: CPU generator ``seed``; data noise: device generator ``seed + 1``).
+
+    Args:
+        model: the VAE (trained in place). x_train: (N, 1, 28, 28) uint8 on ``device``.
+    Returns:
+        the loop's record: ``steps`` and ``images`` (counted), ``epochs``, ``seconds`` (timed epochs),
+        ``epoch_seconds``, ``seconds_per_epoch``, ``images_per_s``, ``warmup_seconds`` (untimed warm-up),
+        ``last_epoch_mean_step_loss`` (nats/image), ``memory`` (:class:`PeakMemory`).
+    Raises:
+        vaebench.stages.train.DivergenceError: a non-finite loss.
+    """
+    from vaebench.stages.train import check_finite, train_epoch
+
+    bs = cfg.batch_size
+    n_warm = min(len(x_train), cfg.warmup_steps * bs)
+    t0 = _clock(device)
+    if n_warm:
+        warm = copy.deepcopy(model)
+        warm_opt = torch.optim.Adam(warm.parameters(), lr=cfg.lr)
+        warm.train()
+        _, losses = train_epoch(warm, warm_opt, x_train[:n_warm], bs, torch.Generator().manual_seed(cfg.seed),
+                                torch.Generator(device=device).manual_seed(cfg.seed + 1))
+        check_finite(losses, 0, float("nan"), where=f"{tag}: warm-up")
+        del warm, warm_opt, losses
+    warmup_seconds = _clock(device) - t0
+
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    torch.manual_seed(cfg.seed + 2)                              # the posterior noise (global RNG), as the reference's
+    batch_gen = torch.Generator().manual_seed(cfg.seed)          # the train stage's generators
+    data_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    counter = StepCounter(model, opt)
+    epoch_seconds, step, last_finite = [], 0, float("nan")
+    with PeakMemory(device, mem_method) as mem:
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = _clock(device)
+            model.train()
+            _, losses = train_epoch(model, opt, x_train, bs, batch_gen, data_gen,
+                                    desc=f"{tag} epoch {epoch}/{cfg.epochs}")
+            last_finite = check_finite(losses, step, last_finite, where=f"{tag}: epoch {epoch}")
+            step += len(losses)
+            model.end_epoch()
+            epoch_seconds.append(_clock(device) - t0)
+    counter.remove()
+    return _loop_record(counter, epoch_seconds, losses.double().cpu().tolist(), warmup_seconds, mem.result)
+
+
+def reference_loader_settings(cfg: BenchConfig, device: torch.device) -> dict:
+    """The reference's DataLoader keyword arguments: ``num_workers`` (``cfg.num_workers``, else the reference's
+    10 on CUDA and 0 on the CPU) and ``pin_memory`` (on CUDA, as the reference)."""
+    cuda = device.type == "cuda"
+    workers = cfg.num_workers if cfg.num_workers is not None else (10 if cuda else 0)
+    return {"num_workers": workers, "pin_memory": cuda}
+
+
+def _reference_epoch(model, opt, loader, device: torch.device, data_gen: torch.Generator) -> list[float]:
+    """One epoch of the reference loop shape; returns the step losses read on the host."""
+    model.train()
+    step_losses = []
+    for data, _ in loader:
+        data = data.to(device)
+        # Our models take their own data space (dynamically binarised or dequantised 8-bit images), not
+        # ToTensor's x/255, so the float batch is mapped back to its exact 8-bit values on the device
+        # ((x*255).round() is exact: x*255 lies within float32 rounding of an integer) and through
+        # model.preprocess with a seeded generator, as the train stage does; then the reference's steps.
+        xb = model.preprocess((data * 255).round().to(torch.uint8), generator=data_gen)
+        opt.zero_grad()
+        loss, _ = model.training_loss(xb)
+        loss.backward()
+        step_losses.append(loss.item())          # the reference reads the loss on the host every step
+        opt.step()
+    model.end_epoch()
+    return step_losses
+
+
+def train_reference(model, train_ds, n_train: int, cfg: BenchConfig, device: torch.device, mem_method: str,
+                    tag: str) -> dict:
+    """Train ``model`` with the sigma-VAE reference's loop shape (``train_vae.py``): a ``DataLoader(shuffle=True)``
+    over torchvision's MNIST with ``ToTensor`` (a ``Subset`` of the first ``n_train`` images when fewer than all),
+    ``data.to(device)`` per batch, Adam(lr), ``loss.item()`` every step; see :func:`_reference_epoch` for the
+    mapping into the model's data space. The DataLoader's shuffling uses a CPU generator seeded with ``seed``.
+
+    Args:
+        model: the VAE (trained in place). train_ds: torchvision ``MNIST(train=True, transform=ToTensor())``.
+        n_train: images to train on (the first of ``train_ds``).
+    Returns:
+        the loop's record, as :func:`train_ours`, plus the DataLoader's ``num_workers`` and ``pin_memory``.
+    Raises:
+        vaebench.stages.train.DivergenceError: a non-finite loss.
+    """
+    from torch.utils.data import DataLoader, Subset
+
+    from vaebench.stages.train import check_finite
+
+    kwargs = reference_loader_settings(cfg, device)
+    ds = train_ds if n_train == len(train_ds) else Subset(train_ds, range(n_train))
+    n_warm = min(n_train, cfg.warmup_steps * cfg.batch_size)
+    t0 = _clock(device)
+    if n_warm:
+        warm = copy.deepcopy(model)
+        warm_opt = torch.optim.Adam(warm.parameters(), lr=cfg.lr)
+        warm_loader = DataLoader(Subset(train_ds, range(n_warm)), batch_size=cfg.batch_size, shuffle=True,
+                                 generator=torch.Generator().manual_seed(cfg.seed), **kwargs)
+        losses = _reference_epoch(warm, warm_opt, warm_loader, device,
+                                  torch.Generator(device=device).manual_seed(cfg.seed + 1))
+        check_finite(torch.tensor(losses, dtype=torch.float64), 0, float("nan"), where=f"{tag}: warm-up")
+        del warm, warm_opt, warm_loader
+    warmup_seconds = _clock(device) - t0
+
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    torch.manual_seed(cfg.seed + 2)
+    loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(cfg.seed), **kwargs)
+    data_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    counter = StepCounter(model, opt)
+    epoch_seconds, step, last_finite = [], 0, float("nan")
+    with PeakMemory(device, mem_method) as mem:
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = _clock(device)
+            losses = _reference_epoch(model, opt, loader, device, data_gen)
+            epoch_seconds.append(_clock(device) - t0)
+            last_finite = check_finite(torch.tensor(losses, dtype=torch.float64), step, last_finite,
+                                       where=f"{tag}: epoch {epoch}")
+            step += len(losses)
+    counter.remove()
+    return {**_loop_record(counter, epoch_seconds, losses, warmup_seconds, mem.result), **kwargs}
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation
+
+@torch.no_grad()
+def elbo_per_image(model, x: torch.Tensor, batch_size: int, seed: int) -> torch.Tensor:
+    """Per-image single-sample ELBO (closed-form KL) of data-space images ``x`` (N, C, H, W), model in eval mode,
+    posterior samples from a CPU generator seeded with ``seed``. Returns (N,) float64 on the CPU, nats/image."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    return torch.cat([model.elbo_terms(x[i : i + batch_size], generator=gen)["elbo"].double().cpu()
+                      for i in range(0, len(x), batch_size)])
+
+
+def _mean_se(v: torch.Tensor) -> dict:
+    return {"mean": float(v.mean()), "se": float(v.std(unbiased=True) / math.sqrt(len(v))) if len(v) > 1 else None}
+
+
+def time_lk(model, x: torch.Tensor, x_uint8: torch.Tensor, cfg: BenchConfig, device: torch.device,
+            mem_method: str) -> dict:
+    """Time the evaluate stage's L_k (:func:`vaebench.metrics.bounds.per_image_estimates`, k = ``cfg.k``,
+    ``cfg.memory_mb``) on data-space ``x`` (n, C, H, W) with its uint8 images ``x_uint8``; model in eval mode.
+    One untimed call on one image with k = 10 goes first.
+
+    Returns:
+        {``k``, ``images``, ``seconds``, ``images_x_samples_per_s``, ``full_test_images`` (10,000),
+        ``full_test_seconds``, ``full_test_seconds_kind`` ("measured" when ``images`` is 10,000, else
+        "extrapolated": seconds * 10,000 / images), ``samples_per_pass``, ``L_k_mean_nats``,
+        ``memory``}.
+    Raises:
+        FloatingPointError: a non-finite L_k.
+    """
+    from vaebench.metrics.bounds import per_image_estimates, samples_per_pass
+
+    model.eval()
+    per_image_estimates(model, x[:1], x_uint8[:1], 10, cfg.memory_mb, torch.Generator().manual_seed(cfg.eval_seed))
+    with PeakMemory(device, mem_method) as mem:
+        t0 = _clock(device)
+        est = per_image_estimates(model, x, x_uint8, cfg.k, cfg.memory_mb,
+                                  torch.Generator().manual_seed(cfg.eval_seed))
+        seconds = _clock(device) - t0
+    lk = est["L_k"]
+    if not torch.isfinite(lk).all():
+        raise FloatingPointError(f"bench: L_k is not finite for {int((~torch.isfinite(lk)).sum())} image(s)")
+    n = len(x)
+    return {
+        "k": cfg.k,
+        "images": n,
+        "seconds": seconds,
+        "images_x_samples_per_s": n * cfg.k / seconds,
+        "full_test_images": MNIST_TEST_IMAGES,
+        "full_test_seconds": seconds if n == MNIST_TEST_IMAGES else seconds * MNIST_TEST_IMAGES / n,
+        "full_test_seconds_kind": "measured" if n == MNIST_TEST_IMAGES else "extrapolated",
+        "samples_per_pass": samples_per_pass(model, cfg.memory_mb),
+        "L_k_mean_nats": float(lk.mean()),
+        "memory": mem.result,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# The benchmark
+
+def bench_model(name: str, data: dict, cfg: BenchConfig, device: torch.device, mem_method: str) -> dict:
+    """Every figure of one model: both training loops, both test ELBOs, the L_k timing, their ratios.
+
+    Args:
+        name: catalogue model. data: :func:`load_mnist`'s result.
+    Raises:
+        vaebench.config.ConfigError (unknown model), DivergenceError, FloatingPointError (non-finite ELBO/L_k).
+    """
+    from vaebench.metrics.bounds import samples_per_pass
+
+    ours_model, ref_model, model_config = build_models(name, cfg.seed, device)
+    if any(not torch.equal(a, b) for a, b in zip(ours_model.state_dict().values(), ref_model.state_dict().values())):
+        raise RuntimeError(f"bench: the two {name} models do not start from the same weights")
+    n_train = cfg.n_train or len(data["train"])
+    x_train = data["train_uint8"][:n_train].to(device)
+    ours = train_ours(ours_model, x_train, cfg, device, mem_method, tag=f"bench {name} ours")
+    del x_train
+    ref = train_reference(ref_model, data["train"], n_train, cfg, device, mem_method,
+                          tag=f"bench {name} reference")
+
+    n_test = cfg.n_test or len(data["test"])
+    test_u8 = data["test_uint8"][:n_test].to(device)
+    bs = max(1, min(cfg.eval_batch_size, samples_per_pass(ours_model, cfg.memory_mb)))
+    # the likelihood fixes the data space: one mapping serves both models (the same test data)
+    x_test = ours_model.preprocess_fixed(test_u8, seed=cfg.eval_seed, batch_size=bs)
+    elbo = {}
+    with PeakMemory(device, mem_method) as mem:
+        for loop, model in (("ours", ours_model), ("reference", ref_model)):
+            t0 = _clock(device)
+            elbo[loop] = elbo_per_image(model, x_test, bs, cfg.eval_seed)
+            if not torch.isfinite(elbo[loop]).all():
+                raise FloatingPointError(f"bench: {name} ({loop} loop): the test ELBO is not finite")
+            elbo[f"{loop}_seconds"] = _clock(device) - t0
+    del x_test, test_u8
+    diff = elbo["ours"] - elbo["reference"]
+    ref_mean = float(elbo["reference"].mean())
+    relative = float(diff.mean()) / abs(ref_mean)
+
+    eval_u8 = data["test_uint8"][: cfg.eval_images].to(device)
+    x_eval = ours_model.preprocess_fixed(eval_u8, seed=cfg.eval_seed, batch_size=bs)
+    lk = time_lk(ours_model, x_eval, eval_u8, cfg, device, mem_method)
+
+    ratio = ours["images_per_s"] / ref["images_per_s"]
+    return {
+        "model_config": model_config,
+        "parameters": sum(p.numel() for p in ours_model.parameters()),
+        "train": {"n_train": n_train, "ours": ours, "reference": ref, "throughput_ratio": ratio},
+        "test_elbo": {
+            "n_images": n_test,
+            "ours": {**_mean_se(elbo["ours"]), "seconds": elbo["ours_seconds"]},
+            "reference": {**_mean_se(elbo["reference"]), "seconds": elbo["reference_seconds"]},
+            "difference": _mean_se(diff),              # paired: same images, same posterior noise
+            "relative_difference": relative,           # (ours - reference) / |reference|
+            "memory": mem.result,
+        },
+        "lk_evaluation": lk,
+        "target": {
+            "description": (f"on a GPU: ours >= {TARGET_THROUGHPUT_RATIO:g}x the reference's images/s at equal test "
+                            f"ELBO +-{TARGET_ELBO_RELATIVE:.0%}"),
+            "throughput_ratio": ratio,
+            "relative_elbo_difference": relative,
+            "met": bool(ratio >= TARGET_THROUGHPUT_RATIO and abs(relative) <= TARGET_ELBO_RELATIVE),
+        },
+    }
+
+
+def run(cfg: BenchConfig) -> dict:
+    """Run the benchmark, write ``cfg.out`` (JSON, atomically) and return its content.
+
+    Raises:
+        FileNotFoundError, DatasetDownloadError, DataIntegrityError (data); vaebench.device.DeviceError
+        (``device: cuda`` without a GPU); vaebench.config.ConfigError (an unknown model); DivergenceError;
+        FloatingPointError (a non-finite ELBO or L_k).
+    """
+    import torchvision
+
+    from vaebench.atomic import write_json
+    from vaebench.device import device_name, pick_device
+
+    device = pick_device(cfg.device)
+    mem_method = host_peak_method()
+    t_start = time.perf_counter()
+    data = load_mnist(cfg.mirror, cfg.raw_dir)
+    if len(data["train"]) != MNIST_TRAIN_IMAGES or len(data["test"]) != MNIST_TEST_IMAGES:
+        raise ValueError(f"bench: expected the official {MNIST_TRAIN_IMAGES} training and {MNIST_TEST_IMAGES} "
+                         f"test images, got {len(data['train'])} and {len(data['test'])}")
+    result = {
+        "benchmark": "vaebench bench: our train loop vs the sigma-VAE reference loop shape; L_k evaluation cost",
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch_version": torch.__version__,
+        "torchvision_version": torchvision.__version__,
+        "cuda_version": torch.version.cuda if device.type == "cuda" else None,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "python_version": platform.python_version(),
+        "config": cfg.model_dump(mode="json"),
+        "data": {"dataset": "mnist", "source": data["source"], "sha256": data["sha256"],
+                 "train_images": cfg.n_train or MNIST_TRAIN_IMAGES, "test_images_elbo": cfg.n_test or MNIST_TEST_IMAGES,
+                 "test_images_lk": cfg.eval_images},
+        "host_memory_method": HOST_PEAK_DESCRIPTION[mem_method],
+        "timing": ("each loop: warmup_steps untimed steps on a throw-away copy, then every epoch timed "
+                   "(clock read after torch.cuda.synchronize() on CUDA); images_per_s = images counted / timed "
+                   "seconds; L_k: one untimed call (1 image, k = 10), then timed"),
+        "units": {"seconds": "s", "images_per_s": "images/s", "test_elbo": "nats/image",
+                  "memory": "MiB (2^20 bytes)"},
+        "models": {},
+    }
+    for name in cfg.models:
+        result["models"][name] = bench_model(name, data, cfg, device, mem_method)
+    result["total_seconds"] = time.perf_counter() - t_start
+    write_json(cfg.out, result)
+    return result
+
+
+def _mib(v) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def format_table(result: dict) -> str:
+    """The benchmark as a readable text table (what ``python -m vaebench bench`` prints)."""
+    cfg = result["config"]
+    lines = [f"vaebench bench on {result['device']} ({result['device_name']}), torch {result['torch_version']}, "
+             f"{result['torch_threads']} threads; batch {cfg['batch_size']}, {cfg['epochs']} epoch(s), "
+             f"{result['data']['train_images']} training images, test ELBO on {result['data']['test_images_elbo']}",
+             "",
+             f"{'model':<16} {'loop':<10} {'steps':>6} {'images/s':>10} {'s/epoch':>9} {'test ELBO':>11} "
+             f"{'+-se':>6} {'RSS MiB':>8} {'CUDA MiB':>9}"]
+    for name, m in result["models"].items():
+        for loop in ("ours", "reference"):
+            t, e = m["train"][loop], m["test_elbo"][loop]
+            lines.append(f"{name:<16} {loop:<10} {t['steps']:>6} {t['images_per_s']:>10,.0f} "
+                         f"{t['seconds_per_epoch']:>9.2f} {e['mean']:>11.2f} {e['se'] or 0:>6.2f} "
+                         f"{_mib(t['memory']['host_rss_peak_mib']):>8} {_mib(t['memory']['cuda_max_allocated_mib']):>9}")
+        lines.append(f"{'':<16} {'ours/ref':<10} {'':>6} {m['train']['throughput_ratio']:>9.2f}x {'':>9} "
+                     f"{m['test_elbo']['relative_difference']:>+10.2%} (paired diff "
+                     f"{m['test_elbo']['difference']['mean']:+.2f} +- {m['test_elbo']['difference']['se'] or 0:.2f} nats); "
+                     f"target met: {m['target']['met']}")
+    lines += ["", f"{'model':<16} {'L_k k':>6} {'images':>7} {'seconds':>9} {'img*samples/s':>14} "
+                  f"{'10k test s':>11} {'':<12} {'RSS MiB':>8} {'CUDA MiB':>9}"]
+    for name, m in result["models"].items():
+        lk = m["lk_evaluation"]
+        lines.append(f"{name:<16} {lk['k']:>6} {lk['images']:>7} {lk['seconds']:>9.2f} "
+                     f"{lk['images_x_samples_per_s']:>14,.0f} {lk['full_test_seconds']:>11,.0f} "
+                     f"{lk['full_test_seconds_kind']:<12} {_mib(lk['memory']['host_rss_peak_mib']):>8} "
+                     f"{_mib(lk['memory']['cuda_max_allocated_mib']):>9}")
+    lines += ["", f"total {result['total_seconds']:.1f} s; written to {result['config']['out']}"]
+    return "\n".join(lines)
