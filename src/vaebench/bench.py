@@ -301,8 +301,32 @@ def build_models(name: str, seed: int, device: torch.device) -> tuple:
 # ------------------------------------------------------------------------------------------------
 # The two training loops
 
-def _loop_record(counter: StepCounter, epoch_seconds: list[float], step_losses: list[float],
-                 warmup_seconds: float, memory: dict) -> dict:
+def _timed_epochs(model, opt, epoch, cfg: BenchConfig, device: torch.device, mem_method: str, tag: str,
+                  warmup_seconds: float) -> dict:
+    """Run ``epoch(e)`` (one training epoch of either loop, returning its step losses (steps,)) for e = 1..epochs,
+    each timed with the device's queue drained, its losses checked (``check_finite``, inside the timing: our
+    loop's one host synchronisation per epoch), steps and images counted (:class:`StepCounter`) and the peak
+    memory measured (:class:`PeakMemory`).
+
+    Returns:
+        the loop's record: ``steps`` and ``images`` (counted), ``epochs``, ``seconds`` (timed epochs),
+        ``epoch_seconds``, ``seconds_per_epoch``, ``images_per_s``, ``warmup_seconds``,
+        ``last_epoch_mean_step_loss`` (nats/image), ``memory``.
+    Raises:
+        vaebench.stages.train.DivergenceError: a non-finite loss.
+    """
+    from vaebench.stages.train import check_finite
+
+    counter = StepCounter(model, opt)
+    epoch_seconds, step, last_finite = [], 0, float("nan")
+    with PeakMemory(device, mem_method) as mem:
+        for e in range(1, cfg.epochs + 1):
+            t0 = _clock(device)
+            losses = epoch(e)
+            last_finite = check_finite(losses, step, last_finite, where=f"{tag}: epoch {e}")
+            epoch_seconds.append(_clock(device) - t0)
+            step += len(losses)
+    counter.remove()
     seconds = sum(epoch_seconds)
     return {
         "steps": counter.steps,
@@ -313,8 +337,8 @@ def _loop_record(counter: StepCounter, epoch_seconds: list[float], step_losses: 
         "seconds_per_epoch": seconds / len(epoch_seconds),
         "images_per_s": counter.images / seconds,
         "warmup_seconds": warmup_seconds,
-        "last_epoch_mean_step_loss": sum(step_losses) / len(step_losses),
-        "memory": memory,
+        "last_epoch_mean_step_loss": float(losses.double().mean()),
+        "memory": mem.result,
     }
 
 
@@ -352,20 +376,14 @@ def train_ours(model, x_train: torch.Tensor, cfg: BenchConfig, device: torch.dev
     torch.manual_seed(cfg.seed + 2)                              # the posterior noise (global RNG), as the reference's
     batch_gen = torch.Generator().manual_seed(cfg.seed)          # the train stage's generators
     data_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    counter = StepCounter(model, opt)
-    epoch_seconds, step, last_finite = [], 0, float("nan")
-    with PeakMemory(device, mem_method) as mem:
-        for epoch in range(1, cfg.epochs + 1):
-            t0 = _clock(device)
-            model.train()
-            _, losses = train_epoch(model, opt, x_train, bs, batch_gen, data_gen,
-                                    desc=f"{tag} epoch {epoch}/{cfg.epochs}")
-            last_finite = check_finite(losses, step, last_finite, where=f"{tag}: epoch {epoch}")
-            step += len(losses)
-            model.end_epoch()
-            epoch_seconds.append(_clock(device) - t0)
-    counter.remove()
-    return _loop_record(counter, epoch_seconds, losses.double().cpu().tolist(), warmup_seconds, mem.result)
+
+    def epoch(e: int) -> torch.Tensor:
+        model.train()
+        _, losses = train_epoch(model, opt, x_train, bs, batch_gen, data_gen, desc=f"{tag} epoch {e}/{cfg.epochs}")
+        model.end_epoch()
+        return losses
+
+    return _timed_epochs(model, opt, epoch, cfg, device, mem_method, tag, warmup_seconds)
 
 
 def reference_loader_settings(cfg: BenchConfig, device: torch.device) -> dict:
@@ -435,18 +453,11 @@ def train_reference(model, train_ds, n_train: int, cfg: BenchConfig, device: tor
     loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(cfg.seed), **kwargs)
     data_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    counter = StepCounter(model, opt)
-    epoch_seconds, step, last_finite = [], 0, float("nan")
-    with PeakMemory(device, mem_method) as mem:
-        for epoch in range(1, cfg.epochs + 1):
-            t0 = _clock(device)
-            losses = _reference_epoch(model, opt, loader, device, data_gen)
-            epoch_seconds.append(_clock(device) - t0)
-            last_finite = check_finite(torch.tensor(losses, dtype=torch.float64), step, last_finite,
-                                       where=f"{tag}: epoch {epoch}")
-            step += len(losses)
-    counter.remove()
-    return {**_loop_record(counter, epoch_seconds, losses, warmup_seconds, mem.result), **kwargs}
+
+    def epoch(e: int) -> torch.Tensor:
+        return torch.tensor(_reference_epoch(model, opt, loader, device, data_gen), dtype=torch.float64)
+
+    return {**_timed_epochs(model, opt, epoch, cfg, device, mem_method, tag, warmup_seconds), **kwargs}
 
 
 # ------------------------------------------------------------------------------------------------
