@@ -1,17 +1,15 @@
 """SmallCNN feature classifier trained on a real MNIST subset from the offline mirror."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import MIRROR
 from vaebench.data.prepare import prepare_dataset
 from vaebench.data.prepared import load_prepared
 from vaebench.metrics.classifier import ClassifierConfig, SmallCNN, load_classifier, save_classifier, train_classifier
 
-MIRROR = Path(__file__).parents[1].parent / "shared" / "datasets"
-pytestmark = pytest.mark.skipif(not (MIRROR / "mnist").is_dir(),
-                                reason=f"offline MNIST mirror not found at {MIRROR / 'mnist'}")
+pytestmark = pytest.mark.mirror("mnist")
 
 
 @pytest.fixture(scope="module")

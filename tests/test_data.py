@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import MIRROR
 from vaebench.data.prepare import DATASETS, DataIntegrityError, parse_idx, prepare_dataset
 from vaebench.data.prepared import iterate_minibatches, load_prepared, to_device_uint8
 
-MIRROR = Path(__file__).parents[1].parent / "shared" / "datasets"
-needs_mirror = pytest.mark.skipif(not (MIRROR / "mnist").is_dir(),
-                                  reason=f"offline MNIST mirror not found at {MIRROR / 'mnist'}")
+needs_mirror = pytest.mark.mirror("mnist")
 FILES = list(DATASETS["mnist"]["files"].values())
 # From the mirror README.
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -183,3 +182,15 @@ def test_cli_corrupted_mirror_fails_cleanly(tmp_path):
     assert "DataIntegrityError" in proc.stderr and name in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "data" / "prepared" / "mnist.npz").exists()
+
+
+def test_a_missing_mirror_skips_locally_and_fails_where_it_is_required(monkeypatch):
+    from conftest import REQUIRE_MIRROR, check_mirror
+
+    monkeypatch.delenv(REQUIRE_MIRROR, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no_such_dataset"):
+        check_mirror("mnist", "no_such_dataset")
+    monkeypatch.setenv(REQUIRE_MIRROR, "1")
+    with pytest.raises(pytest.fail.Exception, match="no_such_dataset.*fails instead of skipping"):
+        check_mirror("mnist", "no_such_dataset")
+    check_mirror("mnist")           # present: nothing happens

@@ -1,20 +1,18 @@
 """Fréchet distance, classifier FID (torchmetrics with a custom extractor) and the Inception entry point."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 
+from conftest import MIRROR
 from vaebench.data.prepare import prepare_dataset
 from vaebench.data.prepared import load_prepared
 from vaebench.metrics.classifier import ClassifierConfig, train_classifier
 from vaebench.metrics.fid import (ClassifierFeatures, feature_statistics, fid_classifier,
                           frechet_distance, quantize_uint8)
 
-MIRROR = Path(__file__).parents[1].parent / "shared" / "datasets"
-needs_mirror = pytest.mark.skipif(not (MIRROR / "mnist").is_dir(),
-                                  reason=f"offline MNIST mirror not found at {MIRROR / 'mnist'}")
+needs_mirror = pytest.mark.mirror("mnist")
 
 
 def scipy_fid(mu1, s1, mu2, s2):

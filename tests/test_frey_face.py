@@ -24,7 +24,7 @@ from vaebench.data.prepare import (DATASETS, DataIntegrityError, DatasetDownload
 from vaebench.data.prepared import load_prepared
 
 FREY = MIRROR / "frey_face" / "frey_rawface.mat"
-pytestmark = pytest.mark.skipif(not FREY.is_file(), reason=f"Frey Face mirror file not found at {FREY}")
+pytestmark = pytest.mark.mirror("frey_face")
 # From the mirror's README (the MD5 is the one public loaders check for the official URL).
 SHA256 = "265a83a23adb081755cd3de375509828e690324d1d60f076b8ecebc840d59c64"
 MD5 = "5aeb024d42b8a6091f30e5eb18c8a48d"
