@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import BIN, TINY_MODELS, env, make_workspace, run, tiny_params
+from conftest import BIN, REPO, TINY_MODELS, env, make_workspace, run, tiny_params
 
 SUMMARY_COLUMNS = [
     "dataset", "model", "seed", "test_elbo_nats", "test_recon_nats", "test_kl_nats",
@@ -150,6 +150,38 @@ def test_snakemake_end_to_end(snakemake_run):
     assert dry_run_jobs(ws, tmp) == {}
     edit_yaml(ws / "params.yaml", lambda p: p["models"]["sigma_vae_optimal"]["train"].update(lr=0.003))
     assert dry_run_jobs(ws, tmp) == {"train": 1, "evaluate": 1, "report": 1}
+
+
+def test_dvc_remote_round_trip(dvc_run, tmp_path):
+    """The committed default remote is a folder outside the repository; after `dvc repro` and `dvc push`, a fresh
+    clone gets every output with `dvc pull`, `dvc status` is clean and `dvc repro` runs nothing. (Runs before
+    test_dvc_end_to_end, which changes the workspace.)"""
+    ws, tmp, params, _ = dvc_run
+    dvc = str(BIN / "dvc")
+    name = run([dvc, "remote", "default"], REPO).stdout.strip()
+    url = dict(line.split()[:2] for line in run([dvc, "remote", "list"], REPO).stdout.splitlines())[name]
+    assert not Path(url).resolve().is_relative_to(REPO)         # beside the repository, never inside it
+
+    remote = tmp_path / "remote"        # the same remote name, its url set per machine as the README says
+    run([dvc, "remote", "add", "--local", "-d", name, str(remote)], ws)
+    run(["git", "add", "-A"], ws)        # dvc.lock, the uncached report files; the cached outputs stay out of git
+    run(["git", "commit", "-q", "-m", "study run"], ws)
+    assert "pushed" in run([dvc, "push"], ws, env=env(tmp, ws)).stdout
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(ws), str(clone)], tmp_path)
+    run([dvc, "remote", "add", "--local", "-d", name, str(remote)], clone)
+    outs = [o["path"] for stage in yaml.safe_load((clone / "dvc.lock").read_text())["stages"].values()
+            for o in stage.get("outs", [])]
+    assert outs and not all((clone / o).exists() for o in outs)    # the cached outputs are not in git
+    run([dvc, "pull"], clone, env=env(tmp, clone))
+    for o in outs:
+        assert (clone / o).exists(), o
+        if (clone / o).is_file():
+            assert (clone / o).read_bytes() == (ws / o).read_bytes(), o
+    assert run([dvc, "status"], clone, env=env(tmp, clone)).stdout.strip().startswith(
+        "Data and pipelines are up to date")
+    assert "Running stage" not in run([dvc, "repro"], clone, env=env(tmp, clone), timeout=600).stdout
 
 
 def test_dvc_end_to_end(dvc_run):
