@@ -52,6 +52,18 @@ def _write_half(target, data: bytes, wrote: list) -> None:
     raise Halfway(f"writer interrupted after {len(half)} of {len(data)} bytes of {name}")
 
 
+def _halfway(real, wrote: list):
+    """A stand-in for ``real(file, *args, **kwargs)`` (``np.savez`` and the like, the file first) that renders
+    the real bytes in memory and writes half of them to ``file`` before raising (:func:`_write_half`)."""
+
+    def fake(file, *args, **kwargs):
+        buf = io.BytesIO()
+        real(buf, *args, **kwargs)
+        _write_half(file, buf.getvalue(), wrote)
+
+    return fake
+
+
 def _interrupted(dest: Path, rewrite: Callable[[], None], wrote: list) -> list[str]:
     """Run ``rewrite`` (which must fail halfway through writing ``dest``) and return what went wrong."""
     dest = Path(dest)
@@ -102,16 +114,9 @@ def npz_prepared(tmp_path: Path, monkeypatch) -> list[str]:
     assert np.load(dest)["x_train"].shape == (25, 1, 28, 28)
 
     wrote = []
-    real = np.savez
-
-    def savez(file, *args, **kwargs):
-        buf = io.BytesIO()
-        real(buf, *args, **kwargs)
-        _write_half(file, buf.getvalue(), wrote)
-
     with monkeypatch.context() as mp:
         mp.setattr(prepare, "read_idx_files", fake_idx(1))
-        mp.setattr(np, "savez", savez)
+        mp.setattr(np, "savez", _halfway(np.savez, wrote))
         return _interrupted(dest, run, wrote)
 
 
@@ -131,15 +136,8 @@ def npz_per_image(tmp_path: Path, monkeypatch) -> list[str]:
 
     run({"index": np.arange(5), "elbo": np.linspace(-1, 0, 5)})
     wrote = []
-    real = np.savez_compressed
-
-    def savez_compressed(file, *args, **kwargs):
-        buf = io.BytesIO()
-        real(buf, *args, **kwargs)
-        _write_half(file, buf.getvalue(), wrote)
-
     with monkeypatch.context() as mp:
-        mp.setattr(np, "savez_compressed", savez_compressed)
+        mp.setattr(np, "savez_compressed", _halfway(np.savez_compressed, wrote))
         return _interrupted(tmp_path / out["per_image"],
                             lambda: run({"index": np.arange(50), "elbo": np.linspace(-2, 0, 50)}), wrote)
 
