@@ -43,7 +43,6 @@ Imports only torch, torchvision, numpy and the package's light dependencies (nev
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import os
 import platform
@@ -213,14 +212,6 @@ class StepCounter:
 # ------------------------------------------------------------------------------------------------
 # Data
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_mnist(mirror: str | os.PathLike | None, raw_dir: str | os.PathLike) -> dict:
     """MNIST for both loops, verified: torchvision's ``MNIST`` datasets (``transform=ToTensor()``) and the same
     images as uint8 tensors.
@@ -243,8 +234,9 @@ def load_mnist(mirror: str | os.PathLike | None, raw_dir: str | os.PathLike) -> 
     from torchvision import datasets, transforms    # lazy: importing torchvision takes seconds
 
     from vaebench.atomic import atomic_path
-    from vaebench.data.prepare import (DATASETS, DataIntegrityError, find_file, read_maybe_gz, resolve_source,
-                                       read_idx_files)
+    from vaebench.data.prepare import (DATASETS, DataIntegrityError, find_file, read_idx_files, read_maybe_gz,
+                                       resolve_source)
+    from vaebench.tracking import file_sha256   # light: MLflow is imported only when a run is tracked
 
     spec = DATASETS["mnist"]
     folder, source = resolve_source("mnist", spec, mirror, raw_dir)
@@ -253,7 +245,7 @@ def load_mnist(mirror: str | os.PathLike | None, raw_dir: str | os.PathLike) -> 
     if folder.resolve() != raw.resolve():
         for fname, digest in spec["sha256"].items():
             target = raw / fname
-            if target.is_file() and _sha256_file(target) == digest:
+            if target.is_file() and file_sha256(target) == digest:
                 continue
             buf = read_maybe_gz(find_file(folder, fname))     # verified above
             with atomic_path(target) as tmp:
