@@ -29,6 +29,11 @@ CLASSIFIER_METRICS = "data/classifier/{dataset}.json"
 FID_REFERENCE = "data/fid/{dataset}/classifier.npz"
 FID_INCEPTION_REFERENCE = "data/fid/{dataset}/inception.npz"
 CHECKPOINT = "data/train/{dataset}/{model}/seed{seed}/model.pt"
+# The train stage's per-epoch resume file (vaebench.stages.train), beside the checkpoint. It is no stage's
+# output: DVC neither caches nor removes it (it hashes and removes only declared outs), Snakemake neither deletes
+# it when it cleans a failed or incomplete job (only declared outputs) nor asks for it; the job deletes it when it
+# finishes.
+RESUME = "data/train/{dataset}/{model}/seed{seed}/resume.pt"
 # The per-epoch log lives apart from the checkpoint so that the report, which reads logs but never
 # checkpoints, depends on a folder that holds nothing else (DVC tracks the report's inputs by folder).
 TRAIN_LOG = "data/history/{dataset}/{model}/seed{seed}/log.csv"
@@ -229,6 +234,7 @@ def cell_paths(dataset: str, model: str, seed: int) -> dict[str, Path]:
     fmt = dict(dataset=dataset, model=model, seed=seed)
     return {
         "checkpoint": Path(CHECKPOINT.format(**fmt)),
+        "resume": Path(RESUME.format(**fmt)),
         "train_log": Path(TRAIN_LOG.format(**fmt)),
         "metrics": Path(METRICS.format(**fmt)),
         "samples_png": Path(SAMPLES_PNG.format(**fmt)),

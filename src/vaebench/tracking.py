@@ -207,6 +207,28 @@ class Tracker:
 
         self._call("resuming the run", _resume)
 
+    def continue_run(self, run_id: str | None, step_key: str) -> int | None:
+        """Reopen the training run of a resumed job: mark run ``run_id`` RUNNING again and return the last step
+        at which metric ``step_key`` was logged (0 when never), so that the caller logs only the epochs after
+        it (a job killed between logging an epoch and saving its resume file logs no epoch twice).
+
+        Returns None, leaving tracking on, when the run is gone or ``run_id`` is None (the caller starts a new
+        run); None with tracking off when MLflow itself fails (as every other call)."""
+        if run_id is None or not self.enabled:
+            return None
+
+        def _continue():
+            try:
+                self._client.get_run(run_id)
+            except Exception:  # noqa: BLE001 - deleted run or another store: the caller starts a new run
+                return None
+            self._client.update_run(run_id, status="RUNNING")
+            self.run_id = run_id
+            history = self._client.get_metric_history(run_id, step_key)
+            return max((m.step for m in history), default=0)
+
+        return self._call("reopening the run", _continue)
+
     def log_metrics(self, metrics: dict[str, float | None], step: int | None = None) -> None:
         """Log finite numeric metrics (None and non-numbers are skipped)."""
 

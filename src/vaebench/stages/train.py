@@ -9,9 +9,12 @@ images, mapped once with a fixed seed so epochs are comparable. ``device: auto``
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 import time
+import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -44,6 +47,85 @@ GRID_LOGS = 10  # MLflow image grids per training run, at most
 
 class DivergenceError(StageError):
     """Training produced a non-finite loss; the message gives the step and the last finite loss."""
+
+
+class ResumeIgnoredWarning(UserWarning):
+    """A resume file was found but not used (other params, code, device or an unreadable file)."""
+
+
+RESUME_FORMAT = 1  # bump when the resume file's layout changes: older files are then ignored
+
+
+def code_sha256() -> str:
+    """SHA-256 over the train stage's source files (``paths.STAGES["train"].sources``) as this process imports
+    them (the package's own files, wherever it is installed), in sorted order, each as its path and content."""
+    import vaebench
+
+    pkg = Path(vaebench.__file__).resolve().parent
+    prefix = paths.SRC + "/"
+    h = hashlib.sha256()
+    for src in paths.STAGES["train"].sources:
+        root = pkg / src.removeprefix(prefix)
+        files = sorted(f for f in root.rglob("*.py") if "__pycache__" not in f.parts) if root.is_dir() else [root]
+        for f in files:
+            h.update(f.relative_to(pkg).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def resume_key(record: dict, device: torch.device) -> dict:
+    """What a resume file must match to be used: the resolved cell (params), the training code, the device
+    and the torch version and thread count (float results can depend on each)."""
+    return {"format": RESUME_FORMAT, "cell": record, "code_sha256": code_sha256(), "device": str(device),
+            "torch": str(torch.__version__), "threads": torch.get_num_threads()}
+
+
+def save_resume(path: Path, key: dict, model, opt: torch.optim.Optimizer, generators: dict[str, torch.Generator],
+                progress: dict) -> None:
+    """Atomically write the resume file of a training job at the end of an epoch.
+
+    It holds ``key`` (:func:`resume_key`), the model's ``state_dict`` (weights and buffers: GECO's log lambda
+    and moving average, the optimal sigma's accumulators) and the optimiser's, as CPU copies; every RNG state
+    the job draws from (torch's global CPU generator, CUDA's when used, and ``generators``: the minibatch order
+    and the preprocessing noise); and ``progress``: ``epoch`` (finished epochs), ``step``, ``last_finite``,
+    ``seconds`` (training time so far), ``history`` (the per-epoch log rows) and ``mlflow_run_id``. Plain
+    values and tensors only, so ``torch.load(path, weights_only=True)`` reads it.
+    """
+    rng = {"torch": torch.get_rng_state(), **{name: g.get_state() for name, g in generators.items()}}
+    if torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    state = {"key": key, "progress": progress, "rng": rng,
+             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+             "optimizer": opt.state_dict()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_resume(path: Path, key: dict) -> dict | None:
+    """The resume file at ``path`` if it exists and was written under ``key`` (:func:`resume_key`), else None.
+
+    A file that cannot be read, or that was written with other params, code, device or torch, is never mixed
+    in: it is ignored with a :class:`ResumeIgnoredWarning` naming it and what differs (training starts from
+    epoch 1 and overwrites it after the first epoch)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        found = state["key"]
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is ignored, not fatal
+        warnings.warn(f"ignoring resume file {path}: unreadable ({type(exc).__name__}: {exc}); "
+                      "training starts from epoch 1", ResumeIgnoredWarning, stacklevel=2)
+        return None
+    if found != key:
+        differs = sorted(k for k in set(key) | set(found) if key.get(k) != found.get(k))
+        if "cell" in differs:
+            cell_diff = sorted(k for k in set(key["cell"]) | set(found["cell"] or {})
+                               if key["cell"].get(k) != (found["cell"] or {}).get(k))
+            differs[differs.index("cell")] = f"cell ({', '.join(cell_diff)})"
+        warnings.warn(f"ignoring resume file {path}: written with different {', '.join(differs)}; "
+                      "training starts from epoch 1", ResumeIgnoredWarning, stacklevel=2)
+        return None
+    return state
 
 
 def train_epoch(model, opt: torch.optim.Optimizer, x_train: torch.Tensor, batch_size: int,
@@ -173,6 +255,13 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     spaced, and the last) :func:`epoch_grids` as images (their
     time is left out of ``seconds`` and ``train_seconds``; they change no result).
 
+    **Resuming.** At the end of every epoch the job atomically writes ``paths.RESUME`` beside the checkpoint
+    (:func:`save_resume`: weights, optimiser, every RNG state, the log so far, the MLflow run id). A rerun of a
+    killed job continues after its last finished epoch, in the same MLflow run, and ends with the same
+    checkpoint and log (timings aside) as an uninterrupted run; a resume file from other params, code, device
+    or torch is ignored with a warning (:func:`load_resume`). The file is deleted when the job finishes. It is
+    no output of either engine, so neither caches nor cleans it.
+
     Returns:
         The checkpoint's metadata (everything but the weights).
     Raises:
@@ -196,23 +285,49 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     x_val = model.preprocess_fixed(x_val_u8, seed=10_000 + seed, batch_size=1000)
 
     record = cell.record()
+    batch_gen = torch.Generator().manual_seed(seed)  # CPU: minibatch order
+    data_gen = torch.Generator(device=device).manual_seed(seed + 1)  # binarisation / dequantisation noise
+    generators = {"batch_gen": batch_gen, "data_gen": data_gen}
+    key = resume_key(record, device)
+    resumed = load_resume(out["resume"], key)
+    progress = {"epoch": 0, "step": 0, "last_finite": float("nan"), "seconds": 0.0, "history": [],
+                "mlflow_run_id": None}
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        opt.load_state_dict(resumed["optimizer"])
+        rng = resumed["rng"]
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        for name, g in generators.items():
+            g.set_state(rng[name])  # CPU ByteTensors, for CPU and CUDA generators alike
+        progress = resumed["progress"]
+        print(f"[train] {tag}: resuming after epoch {progress['epoch']}/{tcfg.epochs} from {out['resume']}",
+              file=sys.stderr, flush=True)
+    history: list[dict] = progress["history"]
+
     tracker = Tracker(cell.study)
-    tracker.start_run(run_name=tag, params=record,
-                      tags={"dataset": dataset, "model": model_name, "seed": str(seed), "study": cell.study})
-    tracker.log_dataset(dataset, paths.PREPARED.format(dataset=dataset), context="training")
+    logged = tracker.continue_run(progress["mlflow_run_id"], "seconds") if resumed is not None else None
+    if logged is None:
+        tracker.start_run(run_name=tag, params=record,
+                          tags={"dataset": dataset, "model": model_name, "seed": str(seed), "study": cell.study})
+        tracker.log_dataset(dataset, paths.PREPARED.format(dataset=dataset), context="training")
+        logged = 0
+    if resumed is not None:
+        tracker.set_tag("resumed_after_epoch", str(progress["epoch"]))
+    for row in history:  # epochs finished before a kill but not yet in the run (a new run, or killed in between)
+        if row["epoch"] > logged:
+            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
     n_grid = min(grid_n(), len(x_val)) if tracker.active else 0  # per-epoch image grids: only when tracked
     # ... and at most GRID_LOGS times per run (every epoch of a short run; evenly spaced plus the last epoch of a
     # long one), so that their cost stays small next to training
     grid_every = max(1, math.ceil(tcfg.epochs / GRID_LOGS))
     grid_seconds = 0.0  # their cost, left out of the reported training time
 
-    batch_gen = torch.Generator().manual_seed(seed)  # CPU: minibatch order
-    data_gen = torch.Generator(device=device).manual_seed(seed + 1)  # binarisation / dequantisation noise
-    history: list[dict] = []
-    step, last_finite = 0, float("nan")
-    t0 = time.perf_counter()
+    step, last_finite = progress["step"], progress["last_finite"]
+    t0 = time.perf_counter() - progress["seconds"]
     try:
-        for epoch in range(1, tcfg.epochs + 1):
+        for epoch in range(progress["epoch"] + 1, tcfg.epochs + 1):
             model.train()
             sums, losses = train_epoch(model, opt, x_train, tcfg.batch_size, batch_gen, data_gen,
                                        desc=f"{tag} epoch {epoch}/{tcfg.epochs}")
@@ -221,12 +336,17 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
             n_seen = len(x_train)
             model.end_epoch()
             val = evaluate_loss(model, x_val, batch_size=1000)
-            row = {"epoch": epoch, "seconds": round(time.perf_counter() - t0 - grid_seconds, 3)}
+            seconds = time.perf_counter() - t0 - grid_seconds
+            row = {"epoch": epoch, "seconds": round(seconds, 3)}
             kept = model.objective.batch_terms
             row.update({f"train_{k}": float(v) / n_seen for k, v in sums.items() if k in kept})
             row.update({f"val_{k}": v for k, v in val.items() if k in kept})
             row.update(model.tracked_scalars())
             history.append(row)
+            # the resume file first: a kill after it loses no epoch, and continue_run then logs what is missing
+            save_resume(out["resume"], key, model, opt, generators,
+                        {"epoch": epoch, "step": step, "last_finite": last_finite, "seconds": seconds,
+                         "history": history, "mlflow_run_id": tracker.run_id})
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
             if n_grid and (epoch % grid_every == 0 or epoch == tcfg.epochs):
                 t_grid = time.perf_counter()
@@ -258,4 +378,5 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     tracker.log_artifact(str(out["train_log"]))
     tracker.log_artifact(str(out["checkpoint"]), "checkpoint")
     tracker.end("FINISHED")
+    out["resume"].unlink(missing_ok=True)  # last: a kill before this reruns from the finished state
     return meta
