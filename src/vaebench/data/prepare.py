@@ -43,6 +43,7 @@ import io
 import json
 import os
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +51,18 @@ import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from vaebench.atomic import atomic_path
-from vaebench.errors import StageError
+from vaebench.errors import StageError, one_line
 from vaebench.registry import StrictConfig
 
 
 class DataIntegrityError(StageError):
     """A dataset file's content does not match its recorded checksum (or is not valid IDX / MATLAB data)."""
+
+
+class MirrorError(StageError, FileNotFoundError):
+    """The offline mirror lacks something the prepare stage reads: its root folder, the dataset's folder in it, or
+    a file there. The message names the missing folder or file and shows the layout expected
+    (:func:`mirror_layout`). Also a FileNotFoundError (the CLI reports it as a missing file, exit code 2)."""
 
 
 class DatasetDownloadError(StageError):
@@ -190,10 +197,18 @@ def parse_idx(buf: bytes, name: str = "<bytes>") -> np.ndarray:
 
 
 def read_maybe_gz(path: Path) -> bytes:
-    """Return the decompressed bytes of ``path`` (gunzipped if the name ends with ``.gz``)."""
+    """Return the decompressed bytes of ``path`` (gunzipped if the name ends with ``.gz``).
+
+    Raises:
+        DataIntegrityError: a ``.gz`` file that is not valid gzip data (truncated, corrupted); names the file.
+    """
     if path.suffix == ".gz":
-        with gzip.open(path, "rb") as f:
-            return f.read()
+        try:
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise DataIntegrityError(f"{path}: not valid gzip data ({one_line(exc)}): the file is truncated or "
+                                     "corrupted; replace it with an intact copy") from None
     return path.read_bytes()
 
 
@@ -239,6 +254,53 @@ def _download_mat(name: str, spec: dict, raw_dir: str | os.PathLike) -> Path:
     return folder
 
 
+def check_mirror(name: str, mirror: str | os.PathLike) -> Path:
+    """Check that the offline mirror root ``mirror`` exists and holds the folder of dataset ``name``; returns
+    that folder, ``<mirror>/<mirror_subdir>/``. (Its files are checked when they are read:
+    :func:`missing_mirror_files`.)
+
+    Raises:
+        KeyError: unknown dataset name.
+        MirrorError: the root does not exist (or is no folder), or ``<mirror>/<mirror_subdir>/`` is missing; the
+            message names the missing folder, the mirror root and where it came from (``--mirror`` /
+            ``$VAEBENCH_DATA_MIRROR``) and shows :func:`mirror_layout`.
+    """
+    spec = _spec(name)
+    root = Path(mirror)
+    folder = root / spec["mirror_subdir"]
+    origin = "from --mirror or $VAEBENCH_DATA_MIRROR"
+    if not root.is_dir():
+        state = "is not a folder" if root.exists() else "does not exist"
+        raise MirrorError(f"dataset mirror root {str(root)!r} ({origin}) {state}: expected the mirror folder of "
+                          f"{name!r} at {folder}; {_layout_text(name)}")
+    if not folder.is_dir():
+        raise MirrorError(f"dataset mirror folder missing for {name!r}: expected {folder} (the mirror root "
+                          f"{str(root)!r}, {origin}, has no {spec['mirror_subdir']}/ folder); {_layout_text(name)}")
+    return folder
+
+
+def missing_mirror_files(name: str, folder: str | os.PathLike) -> MirrorError | None:
+    """The error for the files of dataset ``name`` missing from its mirror folder ``folder`` (IDX files: neither
+    ``<file>`` nor ``<file>.gz``), or None when every file is there. Its message names every missing file and
+    what the folder holds, and shows :func:`mirror_layout`."""
+    spec = _spec(name)
+    folder = Path(folder)
+    gz = spec["format"] == "idx"
+    missing = [f for f in spec["files"].values()
+               if not ((folder / f).is_file() or (gz and (folder / f"{f}.gz").is_file()))]
+    if not missing:
+        return None
+    expected = ", ".join(f"{folder / f}[.gz]" if gz else str(folder / f) for f in missing)
+    present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    held = ", ".join(present[:10]) + (f" and {len(present) - 10} more" if len(present) > 10 else "")
+    return MirrorError(f"dataset file missing from the mirror of {name!r}: expected {expected} (the folder "
+                       f"holds {held or 'nothing'}); {_layout_text(name)}")
+
+
+def _layout_text(name: str) -> str:
+    return f"the mirror of {name!r} is laid out as\n{mirror_layout(name)}"
+
+
 def resolve_source(name: str, spec: dict, mirror: str | os.PathLike | None, raw_dir: str | os.PathLike
                     ) -> tuple[Path, str]:
     """Return (folder holding the raw files, human-readable source) for dataset ``name``.
@@ -248,15 +310,12 @@ def resolve_source(name: str, spec: dict, mirror: str | os.PathLike | None, raw_
     from ``spec["url"]`` into ``<raw_dir>/<mirror_subdir>/``.
 
     Raises:
-        FileNotFoundError: the mirror has no folder for the dataset (names it and the expected layout).
+        MirrorError: (a FileNotFoundError) the mirror root or its folder for the dataset is missing (names
+            it and shows the expected layout; see :func:`check_mirror`).
         DatasetDownloadError: the download failed (names the dataset, URL, file expected, mirror layout).
     """
     if mirror is not None:
-        folder = Path(mirror) / spec["mirror_subdir"]
-        if not folder.is_dir():
-            raise FileNotFoundError(f"dataset mirror folder missing for {name!r}: expected {folder} "
-                                    f"(mirror root {mirror!r}, e.g. set VAEBENCH_DATA_MIRROR), laid out as\n"
-                                    f"{mirror_layout(name)}")
+        folder = check_mirror(name, mirror)
         return folder, str(folder.resolve())
     if spec["format"] == "mat":
         return _download_mat(name, spec, raw_dir), spec["url"]
@@ -373,18 +432,25 @@ def prepare_dataset(name: str, cfg: StrictConfig | dict | None, out_path: str | 
         ``image_shape`` [C, H, W], ``sha256`` {file: digest}.
     Raises:
         KeyError (unknown dataset), ValueError (an invalid setting, named; a split too large),
-        FileNotFoundError (mirror folder/file missing), DatasetDownloadError (download failed),
-        DataIntegrityError (checksum mismatch, bad file). On any error no output file is written.
+        MirrorError (a FileNotFoundError: mirror root, folder or file missing, with the expected layout),
+        DatasetDownloadError (download failed), DataIntegrityError (checksum mismatch, bad file, a ``.gz``
+        that is not valid gzip data). On any error no output file is written (an earlier one is kept as it was).
     """
     spec = _spec(name)
     cfg_cls = spec["config"]
     cfg = (cfg if isinstance(cfg, cfg_cls) else cfg_cls.model_validate(
         cfg.model_dump() if isinstance(cfg, StrictConfig) else cfg or {})).model_dump()
     folder, source = resolve_source(name, spec, mirror, raw_dir)
-    if spec["format"] == "mat":
-        splits, extra, split_meta, sums = _split_mat(name, spec, cfg, folder)
-    else:
-        splits, extra, split_meta, sums = _split_idx(name, cfg, folder)
+    try:
+        if spec["format"] == "mat":
+            splits, extra, split_meta, sums = _split_mat(name, spec, cfg, folder)
+        else:
+            splits, extra, split_meta, sums = _split_idx(name, cfg, folder)
+    except FileNotFoundError:
+        missing = missing_mirror_files(name, folder) if mirror is not None else None
+        if missing is None:
+            raise
+        raise missing from None     # the same, with every missing file, the folder's content and the layout
 
     out = {}
     for split, (x, y) in splits.items():

@@ -15,32 +15,107 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
+from vaebench.errors import StageError, one_line, rerun_hint
+
+REQUIRED = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "meta")
+SPLITS = ("train", "val", "test")
+
+
+class PreparedDataError(StageError):
+    """A prepared dataset file (``data/prepared/<dataset>.npz``) is damaged (truncated, corrupted, not an npz
+    archive) or breaks the file contract (an array missing, of another dtype or shape, unreadable ``meta``);
+    the message names the file, what is wrong and the prepare job that rewrites it."""
+
+
+def _bad(path: Path, what: str) -> PreparedDataError:
+    return PreparedDataError(f"{path}: {what}; {rerun_hint('prepare', path)}")
+
 
 def load_prepared(path: str | os.PathLike) -> dict:
-    """Load a file written by ``prepare_dataset``.
+    """Load a file written by ``prepare_dataset`` and check it against the file contract (module docstring).
 
     Returns:
         dict with ``x_train, x_val, x_test`` (uint8 (N,C,H,W)), ``y_*`` (int64 (N,)), any further arrays
         of the file (e.g. ``source_index_*``) as numpy arrays and ``meta`` (the parsed JSON dict).
     Raises:
-        FileNotFoundError: ``path`` missing. KeyError: an expected array is absent (names it and the file).
+        FileNotFoundError: ``path`` missing.
+        PreparedDataError: the file is not a readable npz archive (truncated, random bytes), a member is
+            damaged (CRC error, bad array header), an expected array is absent, an array has another dtype or
+            shape than the contract (x: uint8 (N, C, H, W), one (C, H, W) for every split; y and
+            source_index: int64 (N,) of the split's N), or ``meta`` is not a JSON object agreeing with the
+            arrays (``image_shape``, ``counts``). The message names the file and the job that rewrites it.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prepared dataset not found: {path}")
-    with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "meta") if k not in z]
+    if not zipfile.is_zipfile(path):
+        raise _bad(path, f"not an .npz archive ({path.stat().st_size} bytes, no zip directory found): the file is "
+                         "truncated or corrupted")
+    data: dict = {}
+    try:
+        z = np.load(path, allow_pickle=False)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zipfile/numpy raise BadZipFile, ValueError, OSError, EOFError, ...
+        raise _bad(path, f"not a readable .npz archive ({one_line(exc)}): the file is truncated or corrupted") from None
+    with z:
+        missing = [k for k in REQUIRED if k not in z.files]
         if missing:
-            raise KeyError(f"{path}: missing array(s) {missing}")
-        data = {k: z[k] for k in z.files if k != "meta"}
-        data["meta"] = json.loads(str(z["meta"]))
+            raise _bad(path, f"missing array(s) {', '.join(missing)} (a prepared dataset holds "
+                             f"{', '.join(REQUIRED)})")
+        for key in z.files:
+            try:
+                data[key] = z[key]
+            except MemoryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - BadZipFile (CRC), zlib.error, ValueError (header), EOFError
+                raise _bad(path, f"array {key!r} is damaged ({one_line(exc)}): the file is corrupted") from None
+    meta = data.pop("meta")
+    try:
+        data["meta"] = json.loads(str(meta)) if meta.ndim == 0 and meta.dtype.kind == "U" else None
+    except ValueError as exc:
+        raise _bad(path, f"'meta' is not valid JSON ({one_line(exc)})") from None
+    if not isinstance(data["meta"], dict):
+        raise _bad(path, f"'meta' should be a JSON object in a 0-d string array, got {meta.dtype} of shape "
+                         f"{meta.shape}")
+    _check_contract(path, data)
     return data
+
+
+def _describe(a: np.ndarray) -> str:
+    return f"{a.dtype} of shape {tuple(a.shape)}"
+
+
+def _check_contract(path: Path, data: dict) -> None:
+    """Raise PreparedDataError unless the arrays of ``data`` have the dtypes and shapes of the file contract."""
+    image_shape = None
+    for split in SPLITS:
+        x, y = data[f"x_{split}"], data[f"y_{split}"]
+        if x.dtype != np.uint8 or x.ndim != 4:
+            raise _bad(path, f"array 'x_{split}' is {_describe(x)}, expected uint8 of shape (N, C, H, W)")
+        if image_shape is None:
+            image_shape = x.shape[1:]
+        elif x.shape[1:] != image_shape:
+            raise _bad(path, f"array 'x_{split}' has images of shape {tuple(x.shape[1:])}, but 'x_train' has "
+                             f"{tuple(image_shape)}")
+        for name in (f"y_{split}", f"source_index_{split}"):
+            a = data.get(name)
+            if a is not None and (a.dtype != np.int64 or a.shape != (len(x),)):
+                raise _bad(path, f"array {name!r} is {_describe(a)}, expected int64 of shape ({len(x)},) (one "
+                                 f"per image of 'x_{split}')")
+    meta = data["meta"]
+    if isinstance(meta.get("image_shape"), list) and meta["image_shape"] != list(image_shape):
+        raise _bad(path, f"'meta' records image_shape {meta['image_shape']}, the arrays hold {list(image_shape)}")
+    counts = {split: len(data[f"x_{split}"]) for split in SPLITS}
+    if isinstance(meta.get("counts"), dict) and meta["counts"] != counts:
+        raise _bad(path, f"'meta' records counts {meta['counts']}, the arrays hold {counts}")
 
 
 # -----------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt
 
 from vaebench import paths
 from vaebench.atomic import atomic_path, write_json
-from vaebench.checkpoint import load_checkpoint
+from vaebench.checkpoint import CELL_KEYS, load_checkpoint
 from vaebench.device import pick_device
 from vaebench.data.prepared import load_prepared
 from vaebench.metrics.bounds import bits_per_dim, per_image_estimates, samples_per_pass
@@ -119,6 +119,12 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
         The metrics dict (nats per image unless the key says otherwise).
     Raises:
         FileNotFoundError: the checkpoint, prepared data, classifier or FID reference is missing.
+        vaebench.checkpoint.CheckpointError: the checkpoint is damaged (truncated, corrupted) or not a train
+            checkpoint; CheckpointMismatchError (a subclass): it is another cell's (dataset, model, seed), stale
+            (its model_config differs from the study's current one) or its weights do not fit its model. The
+            message names the file, the expected and found model and the train job to rerun.
+        vaebench.data.prepared.PreparedDataError: the prepared dataset is damaged or breaks its contract.
+        (Each is raised before any output is written: earlier outputs of the cell stay as they were.)
         (A dataset without a classifier is not an error: its classifier-feature FID fields are None and
         ``fid_classifier_unavailable`` says why.)
         FloatingPointError: a metric is not finite (nothing is written).
@@ -135,7 +141,9 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     out = paths.cell_paths(dataset, model_name, seed)
     device = pick_device(cell.device)
     t0 = time.perf_counter()
-    model, ckpt = load_checkpoint(out["checkpoint"], device)
+    # the checkpoint must be this cell's, trained with the study's current model_config (not a stale one)
+    record = cell.record()
+    model, ckpt = load_checkpoint(out["checkpoint"], device, expect={k: record[k] for k in CELL_KEYS})
     data = load_prepared(paths.PREPARED.format(dataset=dataset))
     n_test = len(data["x_test"])
     index = fixed_subset(n_test, ecfg.n_images or n_test, ecfg.seed)
