@@ -33,7 +33,7 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, TypeAdapter,
                       create_model, field_validator)
 
 from vaebench import paths
-from vaebench.data.prepare import DATASET_CONFIGS, DATASETS
+from vaebench.data.prepare import DATASET_CONFIGS, DATASETS, ImageFolderConfig, dataset_spec
 from vaebench.metrics.classifier import ClassifierConfig
 from vaebench.registry import AXES, StrictConfig
 from vaebench.stages.evaluate import EvaluateConfig
@@ -170,25 +170,44 @@ class ModelOverride(BaseModel):
     evaluate: EvaluateOverride | None = None
 
 
+class _DatasetSettingsBase(StrictConfig):
+    """Registered datasets are fields; any other name is an extra key whose value must be ImageFolderConfig."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True,
+                              json_schema_extra={"propertyNames": {"pattern": NAME_PATTERN}})
+    __pydantic_extra__: dict[str, ImageFolderConfig] = Field(init=False)
+
+
 def _datasets_class() -> type[BaseModel]:
     """The ``datasets`` section: one optional key per registered dataset, each with its own settings class
-    (``DATASET_CONFIGS``); null = that dataset's defaults."""
+    (``DATASET_CONFIGS``; null = that dataset's defaults), and any other name (``[A-Za-z0-9_]+``) for a folder of
+    the user's own images, ``kind: image_folder`` (:class:`vaebench.data.prepare.ImageFolderConfig`)."""
     fields = {name: (cls | None, Field(None, description=(cls.__doc__ or "").strip().split("\n")[0]))
               for name, cls in DATASET_CONFIGS.items()}
-    return create_model("DatasetSettings", __base__=StrictConfig,
-                        __doc__="The grid's datasets (at least one), each with its own preparation settings.",
+    return create_model("DatasetSettings", __base__=_DatasetSettingsBase,
+                        __doc__="The grid's datasets (at least one), each with its own preparation settings: the "
+                                "registered ones by name, and any other name with kind: image_folder for a folder "
+                                "of your own images.",
                         **fields)
 
 
 _DATASET_KEYS = TypeAdapter(dict[Literal[tuple(DATASETS)], Any])
+_IMAGE_FOLDER_KEYS = TypeAdapter(dict[Annotated[str, Field(pattern=NAME_PATTERN)], Any])
+
+
+def _is_image_folder(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("kind") == "image_folder"
 
 
 def _datasets_by_name(value: Any, handler) -> dict[str, StrictConfig]:
-    """Validate ``datasets`` key by key: an unknown name is an error at that key (the known names listed), each
-    dataset's settings are validated by its own class (errors at ``datasets.<name>.<key>``). Returns
-    {name: settings} in the file's order (the grid's order)."""
+    """Validate ``datasets`` key by key: an unknown name is an error at that key (the known names listed) unless
+    its settings say ``kind: image_folder`` (then the name must match ``[A-Za-z0-9_]+``); each dataset's settings
+    are validated by its own class (errors at ``datasets.<name>.<key>``; an image folder's path must exist).
+    Returns {name: settings} in the file's order (the grid's order)."""
     if isinstance(value, dict):
-        _DATASET_KEYS.validate_python(value)
+        _DATASET_KEYS.validate_python({k: v for k, v in value.items()
+                                       if k in DATASETS or not _is_image_folder(v)})
+        _IMAGE_FOLDER_KEYS.validate_python({k: v for k, v in value.items() if k not in DATASETS})
     typed = handler(value)
     out = {name: getattr(typed, name) or DATASET_CONFIGS[name]() for name in value}
     if not out:
@@ -427,7 +446,8 @@ def validate_study(raw: Any, source: str = DEFAULT_STUDY, catalogue: str | os.Pa
 
 
 def _check_image_shapes(config, models: dict[str, ModelConfig], source: str) -> None:
-    """Every model's networks must take every dataset's image shape (``DATASETS[name]["image_shape"]``, e.g.
+    """Every model's networks must take every dataset's image shape (``dataset_spec(name, settings)[
+    "image_shape"]``, e.g.
     'conv28' needs 28x28 and Frey Face is 28x20): each architecture is built on PyTorch's meta device (no
     memory, no compute), so a mismatch fails before any job runs. Raises ConfigError naming the model, its
     architecture, the dataset and both sizes."""
@@ -436,7 +456,7 @@ def _check_image_shapes(config, models: dict[str, ModelConfig], source: str) -> 
     from vaebench.registry import ARCHITECTURES, LIKELIHOODS, POSTERIORS
 
     for dataset in config.datasets:
-        shape = tuple(DATASETS[dataset]["image_shape"])
+        shape = tuple(dataset_spec(dataset, config.datasets[dataset])["image_shape"])
         for name, m in models.items():
             try:
                 with torch.device("meta"):
@@ -544,6 +564,9 @@ def _allowed_keys(cls: Any, loc: tuple, data: Any) -> list[str]:
         if isinstance(node, type) and issubclass(node, BaseModel):
             field = node.model_fields.get(part) or next(
                 (f for f in node.model_fields.values() if f.alias == part), None)
+            if field is None and issubclass(node, _DatasetSettingsBase):     # an image folder's settings
+                node, value = ImageFolderConfig, value.get(part) if isinstance(value, dict) else None
+                continue
             if field is None:
                 return []
             node, value = field.annotation, value.get(part) if isinstance(value, dict) else None

@@ -33,6 +33,17 @@ Datasets (registry :data:`DATASETS`; the study's ``datasets`` section takes each
   (``source_index_*``) and the rule, seed and counts in ``meta["split"]``. Both the file's MD5 (the sum of
   the official URL) and its SHA-256 are checked.
 
+Any other dataset name with ``kind: image_folder`` is a folder of the user's own PNG / JPEG images, or a
+``.tar`` / ``.tar.gz`` / ``.tgz`` of one (:class:`ImageFolderConfig`, :func:`dataset_spec`): its ``path`` is the
+source (no mirror, no download). Layouts: ``split: folders``: ``train/[<class>/]*.{png,jpg,jpeg}`` and
+``test/[<class>/]*.{png,jpg,jpeg}``, validation = a seeded draw of ``n_validation`` training images; ``split:
+random``: ``*.ext`` or ``<class>/*.ext``, split with ``split_seed`` into test, validation and train. Labels = the
+index of the class folder in the sorted class names (stored in ``meta["classes"]``), -1 without class folders.
+Paths are sorted, so the result is deterministic; ``sha256`` records the archive's SHA-256, or for a folder the
+SHA-256 of its sorted listing of (relative path, SHA-256) over the image files. Files without an image extension
+are ignored; every file with one must be an image of the configured size (or ``resize: center_crop_resize``),
+else :class:`ImageFolderError` names it.
+
 Reading the file back and batching by index: :mod:`vaebench.data.prepared`.
 """
 from __future__ import annotations
@@ -45,10 +56,10 @@ import os
 import urllib.request
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 
 from vaebench.atomic import atomic_path
 from vaebench.errors import StageError, one_line
@@ -63,6 +74,14 @@ class MirrorError(StageError, FileNotFoundError):
     """The offline mirror lacks something the prepare stage reads: its root folder, the dataset's folder in it, or
     a file there. The message names the missing folder or file and shows the layout expected
     (:func:`mirror_layout`). Also a FileNotFoundError (the CLI reports it as a missing file, exit code 2)."""
+
+
+class ImageFolderError(StageError):
+    """A user's image folder (or ``.tar`` / ``.tar.gz`` / ``.tgz`` of one; dataset kind ``image_folder``) cannot
+    be prepared: the path is missing, a file with an image extension is not a readable image (not an image,
+    corrupt, truncated), an image has the wrong size (``resize: error``), an image lies outside the layout, a
+    split is empty or too small for ``n_validation`` / ``n_test``, or the archive is unreadable. The one-line
+    message names the file (its path inside the folder or archive) and what is wrong."""
 
 
 class DatasetDownloadError(StageError):
@@ -108,6 +127,70 @@ class FreyFaceConfig(StrictConfig):
             raise ValueError(f"n_validation + n_test = {self.n_validation} + {self.n_test} leaves no training "
                              f"image (Frey Face has {FREY_N_IMAGES})")
         return self
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")     # matched case-insensitively
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+def _is_tar_name(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(TAR_SUFFIXES)
+
+
+class ImageFolderConfig(StrictConfig):
+    """A folder of your own images (PNG / JPEG), or a .tar / .tar.gz / .tgz of one (dataset kind image_folder)."""
+
+    kind: Literal["image_folder"] = Field(..., description="The dataset kind: a folder of the user's own images "
+                                                           "(any dataset name that is not a registered dataset).")
+    path: str = Field(..., min_length=1, description=(
+        "The folder, or a .tar / .tar.gz / .tgz archive of it (read member by member, never extracted), relative "
+        "to the repository root (the working directory of every stage) or absolute. It is the source itself: the "
+        "data mirror ($VAEBENCH_DATA_MIRROR / --mirror) is not used."))
+    image_size: PositiveInt | tuple[PositiveInt, PositiveInt] = Field(..., description=(
+        "Image height = width after resizing (an integer), or [height, width]; other sizes: see resize."))
+    channels: Literal[1, 3] = Field(..., description='1: converted to grey (Pillow mode "L"); 3: RGB (an alpha '
+                                                     'channel is dropped).')
+    resize: Literal["error", "center_crop_resize"] = Field("error", description=(
+        "An image of another size: error (the file is named) or center_crop_resize (crop the centre to the "
+        "aspect ratio of image_size, then resize with bicubic interpolation)."))
+    split: Literal["folders", "random"] = Field("folders", description=(
+        "folders: <root>/train/ and <root>/test/ (each [<class>/]*.png|jpg|jpeg), validation = a seeded draw of "
+        "n_validation training images; random: a flat (*.png) or class-folder (<class>/*.png) tree split with "
+        "split_seed into test (n_test), validation (n_validation) and train (the rest)."))
+    n_validation: PositiveInt = Field(1000, description="Images held out as validation, drawn with split_seed "
+                                                        "(from train/ with split: folders).")
+    n_test: PositiveInt = Field(1000, description="Images held out as the test split (split: random only; with "
+                                                  "split: folders the test split is the test/ folder).")
+    split_seed: NonNegativeInt = Field(0, description="Seed of the draw: numpy RandomState(split_seed).permutation("
+                                                      "n) over the sorted paths; test first, then validation.")
+    max_train: PositiveInt | None = Field(None, description="Keep a seeded subset of N training images (null = all): the first N of RandomState(split_seed).permutation, so every class stays represented.")
+    max_validation: PositiveInt | None = Field(None, description="Keep a seeded subset of N validation images (null = all).")
+    max_test: PositiveInt | None = Field(None, description="Keep a seeded subset of N test images (null = all).")
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, value: str) -> str:
+        """The path must exist now (relative to the working directory, the repository root) and be a folder or a
+        tar archive; the value is kept as written (so the study's params do not change with the checkout)."""
+        p = Path(value)
+        where = "" if p.is_absolute() else f" (relative to the repository root {Path.cwd()})"
+        if not p.exists():
+            raise ValueError(f"no such folder or archive: {p.absolute()}{where}")
+        if not (p.is_dir() or (p.is_file() and _is_tar_name(p))):
+            raise ValueError(f"{p.absolute()} is neither a folder nor a {' / '.join(TAR_SUFFIXES)} archive")
+        return value
+
+    @model_validator(mode="after")
+    def _n_test_only_for_random(self):
+        if self.split == "folders" and "n_test" in self.model_fields_set:
+            raise ValueError("n_test is only for split: random (with split: folders the test split is the test/ "
+                             "folder); remove it or set split: random")
+        return self
+
+    @property
+    def size_hw(self) -> tuple[int, int]:
+        """(height, width) of the prepared images."""
+        return (self.image_size, self.image_size) if isinstance(self.image_size, int) else tuple(self.image_size)
 
 
 # -----------------------------------------------------------------------------
@@ -412,6 +495,29 @@ def _spec(name: str) -> dict:
     return DATASETS[name]
 
 
+def dataset_spec(name: str, cfg: StrictConfig | dict | None = None) -> dict:
+    """The spec of dataset ``name`` with settings ``cfg`` (the study's ``datasets.<name>``): a registered
+    dataset's entry of :data:`DATASETS`, or for any other name with ``kind: image_folder`` a spec built from its
+    settings: ``{"format": "image_folder", "image_shape": (channels, H, W), "config": ImageFolderConfig,
+    "settings": the validated ImageFolderConfig}``. An image folder's number of classes is known only once it is
+    read: the prepared file's ``meta["n_classes"]`` (what the classifier stage reads), not the spec.
+
+    Raises:
+        KeyError: an unregistered name without ``kind: image_folder`` (lists the known names).
+        pydantic.ValidationError: invalid image-folder settings (a dict).
+    """
+    if name in DATASETS:
+        return DATASETS[name]
+    kind = cfg.get("kind") if isinstance(cfg, dict) else getattr(cfg, "kind", None)
+    if kind != "image_folder":
+        raise KeyError(f"unknown dataset {name!r}; known: {sorted(DATASETS)} (or a folder of your own images: "
+                       "kind: image_folder)")
+    settings = cfg if isinstance(cfg, ImageFolderConfig) else ImageFolderConfig.model_validate(
+        cfg.model_dump() if isinstance(cfg, StrictConfig) else cfg)
+    return {"format": "image_folder", "image_shape": (settings.channels, *settings.size_hw),
+            "config": ImageFolderConfig, "settings": settings}
+
+
 # -----------------------------------------------------------------------------
 # Preparation
 
@@ -420,12 +526,14 @@ def prepare_dataset(name: str, cfg: StrictConfig | dict | None, out_path: str | 
     """Fetch, verify, split and save dataset ``name`` as one ``.npz`` (written atomically).
 
     Args:
-        name: registry key in ``DATASETS`` (``"mnist"``, ``"frey_face"``).
-        cfg: the dataset's settings (its class in :data:`DATASET_CONFIGS`; ``max_*`` keeps the first N of a
-            split); a dict is validated into that class; None = the defaults.
+        name: registry key in ``DATASETS`` (``"mnist"``, ``"frey_face"``), or any other name whose ``cfg`` has
+            ``kind: image_folder`` (:class:`ImageFolderConfig`; see :func:`dataset_spec`).
+        cfg: the dataset's settings (its class in :data:`DATASET_CONFIGS`, or ImageFolderConfig; ``max_*`` keeps
+            the first N of a split); a dict is validated into that class; None = the defaults.
         out_path: destination ``.npz`` (see the module docstring for its arrays).
         mirror: root of an offline mirror holding ``<mirror>/<mirror_subdir>/<files>`` (see
-            :func:`mirror_layout`); ``None`` downloads into ``raw_dir``.
+            :func:`mirror_layout`); ``None`` downloads into ``raw_dir``. Unused for an image folder (its
+            ``path`` is the source).
         raw_dir: download root (used only when ``mirror`` is None).
     Returns:
         summary dict: ``dataset``, ``out_path``, ``source``, ``counts`` {train, val, test},
@@ -434,12 +542,20 @@ def prepare_dataset(name: str, cfg: StrictConfig | dict | None, out_path: str | 
         KeyError (unknown dataset), ValueError (an invalid setting, named; a split too large),
         MirrorError (a FileNotFoundError: mirror root, folder or file missing, with the expected layout),
         DatasetDownloadError (download failed), DataIntegrityError (checksum mismatch, bad file, a ``.gz``
-        that is not valid gzip data). On any error no output file is written (an earlier one is kept as it was).
+        that is not valid gzip data), ImageFolderError (an image folder: a missing path, an unreadable or
+        wrongly sized image, a file outside the layout, an empty split; names the file). On any error no output
+        file is written (an earlier one is kept as it was).
     """
-    spec = _spec(name)
+    spec = dataset_spec(name, cfg)
     cfg_cls = spec["config"]
     cfg = (cfg if isinstance(cfg, cfg_cls) else cfg_cls.model_validate(
-        cfg.model_dump() if isinstance(cfg, StrictConfig) else cfg or {})).model_dump()
+        cfg.model_dump() if isinstance(cfg, StrictConfig) else cfg or {})).model_dump(mode="json")
+    n_classes = spec.get("n_classes")
+    if spec["format"] == "image_folder":    # its path is the source: no mirror, no download (mirror unused)
+        splits, extra, split_meta, sums, source, classes = _split_image_folder(spec["settings"], cfg)
+        n_classes = len(classes) if classes else None
+        return _write_prepared(name, out_path, splits, extra, split_meta, sums, source, n_classes, cfg,
+                               {"classes": classes} if classes else {})
     folder, source = resolve_source(name, spec, mirror, raw_dir)
     try:
         if spec["format"] == "mat":
@@ -451,7 +567,12 @@ def prepare_dataset(name: str, cfg: StrictConfig | dict | None, out_path: str | 
         if missing is None:
             raise
         raise missing from None     # the same, with every missing file, the folder's content and the layout
+    return _write_prepared(name, out_path, splits, extra, split_meta, sums, source, n_classes, cfg)
 
+
+def _write_prepared(name: str, out_path: str | os.PathLike, splits: dict, extra: dict, split_meta: dict,
+                    sums: dict, source: str, n_classes: int | None, cfg: dict, more_meta: dict | None = None) -> dict:
+    """Write the ``.npz`` of the file contract atomically (nothing on error); returns prepare_dataset's summary."""
     out = {}
     for split, (x, y) in splits.items():
         out[f"x_{split}"] = np.ascontiguousarray(x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2),
@@ -460,7 +581,7 @@ def prepare_dataset(name: str, cfg: StrictConfig | dict | None, out_path: str | 
     out.update(extra)
     counts = {split: int(len(out[f"y_{split}"])) for split in splits}
     image_shape = list(out["x_train"].shape[1:])
-    labelled = spec.get("n_classes") is not None
+    labelled = n_classes is not None
 
     meta = {
         "dataset": name,
@@ -468,16 +589,25 @@ def prepare_dataset(name: str, cfg: StrictConfig | dict | None, out_path: str | 
         "sha256": sums,
         "counts": counts,
         "image_shape": image_shape,
-        "n_classes": spec.get("n_classes"),
+        "n_classes": n_classes,
         "labelled": labelled,
         "dtype": "uint8 (0..255), layout N,C,H,W; labels int64" + ("" if labelled else " (-1: unlabelled)"),
         "split": split_meta,
         "config": cfg,
+        **(more_meta or {}),
     }
     with atomic_path(out_path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **out, meta=np.array(json.dumps(meta, sort_keys=True)))
     return {"dataset": name, "out_path": str(out_path), "source": source, "counts": counts,
             "image_shape": image_shape, "sha256": sums}
+
+
+def _seeded_subset(idx: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
+    """``idx`` when ``cap`` is None or at least its length, else ``cap`` of its entries: the first ``cap`` of
+    ``numpy.random.RandomState(seed).permutation(len(idx))``, in their original (sorted) order."""
+    if cap is None or cap >= len(idx):
+        return idx
+    return idx[np.sort(np.random.RandomState(seed).permutation(len(idx))[:cap])]
 
 
 def _first(x: np.ndarray, cfg: dict, key: str) -> np.ndarray:
@@ -549,3 +679,230 @@ def _split_mat(name: str, spec: dict, cfg: dict, folder: Path) -> tuple[dict, di
                          for split, idx in index.items()},
     }
     return splits, {f"source_index_{split}": idx for split, idx in index.items()}, split_meta, sums
+
+
+# -----------------------------------------------------------------------------
+# Image folders (kind ``image_folder``): a user's own PNG / JPEG files, in a folder or a tar archive
+#
+# Decoded with Pillow, file by file, rather than with torchvision.datasets.ImageFolder: ImageFolder needs the files
+# extracted on disk (we read a .tar / .tar.gz member by member, never extracting it), returns PIL images or float
+# tensors through per-sample transforms (we need one uint8 array), and fails on a bad file with an error that does
+# not name the file inside an archive (we name every bad file, and check all of them before writing anything).
+
+def _read_image_files(root: Path) -> tuple[list[tuple[str, str, bytes]], str, dict[str, str]]:
+    """The image files of a folder or tar archive ``root``, sorted by path.
+
+    Only regular files whose name ends with an image extension (``.png``, ``.jpg``, ``.jpeg``, any case) are
+    read; every other file (README, labels.csv, .DS_Store, ...) is ignored. A file WITH an image extension is
+    never skipped: if it is not a readable image the preparation fails naming it.
+
+    Returns:
+        ([(path relative to the root, as shown in errors, bytes)], source description,
+        {name: SHA-256}); a tar: the SHA-256 of the archive file; a folder: the SHA-256 of its sorted listing
+        ``"<relative path>\\t<SHA-256 of the file>\\n"`` over the image files (stored under ``"<folder>/"``).
+    Raises:
+        ImageFolderError: the path is missing, is neither a folder nor a tar archive, the archive is unreadable
+            (truncated, corrupt) or holds an image path twice or as a link.
+    """
+    import tarfile
+
+    if not root.exists():
+        raise ImageFolderError(f"image folder {root} does not exist (the dataset's path, relative to the "
+                               f"repository root {Path.cwd()})")
+    files: list[tuple[str, str, bytes]] = []
+    if root.is_dir():
+        listing = hashlib.sha256()
+        for p in sorted(root.rglob("*")):
+            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
+                rel = p.relative_to(root).as_posix()
+                buf = p.read_bytes()
+                files.append((rel, str(p), buf))
+        files.sort(key=lambda f: f[0])
+        for rel, _, buf in files:
+            listing.update(f"{rel}\t{hashlib.sha256(buf).hexdigest()}\n".encode())
+        return files, str(root.resolve()), {f"{root.name}/": listing.hexdigest()}
+    if not (root.is_file() and _is_tar_name(root)):
+        raise ImageFolderError(f"image folder {root} is neither a folder nor a {' / '.join(TAR_SUFFIXES)} archive")
+    digest = hashlib.sha256()
+    with open(root, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    seen: set[str] = set()
+    member = None
+    try:
+        with tarfile.open(root, "r:*") as tar:
+            for member in tar:                   # sequential: each member read as the stream passes it
+                name = member.name.removeprefix("./")
+                if not name.lower().endswith(IMAGE_EXTENSIONS) or member.isdir():
+                    continue
+                shown = f"{name} (in {root})"
+                if not member.isfile():
+                    raise ImageFolderError(f"{shown}: a link or special file, not an image file")
+                if name in seen:
+                    raise ImageFolderError(f"{shown}: the archive holds this path twice")
+                seen.add(name)
+                files.append((name, shown, tar.extractfile(member).read()))
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        after = f" after member {member.name}" if member is not None else ""
+        raise ImageFolderError(f"{root}: not a readable tar archive ({one_line(exc)}){after}: the file is "
+                               "truncated or corrupted") from None
+    files.sort(key=lambda f: f[0])
+    return files, str(root.resolve()), {root.name: digest.hexdigest()}
+
+
+def _decode_image(shown: str, buf: bytes, settings: ImageFolderConfig) -> np.ndarray:
+    """One image file as uint8 (H, W) (channels 1) or (H, W, 3), converted and sized as ``settings`` say.
+    Raises ImageFolderError naming the file: not decodable (not an image, corrupt, truncated: ``load()`` decodes
+    every pixel), or another size with ``resize: error``."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    h, w = settings.size_hw
+    try:
+        img = Image.open(io.BytesIO(buf))
+        img.load()
+        img = img.convert("L" if settings.channels == 1 else "RGB")
+    except Exception as exc:  # noqa: BLE001 - Pillow raises UnidentifiedImageError, OSError, SyntaxError, ...
+        why = ("UnidentifiedImageError: Pillow recognises no image format in it"
+               if isinstance(exc, UnidentifiedImageError) else one_line(exc))     # (its message shows an address)
+        raise ImageFolderError(f"{shown}: not a readable image ({why}): the file is not a PNG/JPEG image, or it is "
+                               "corrupt or truncated") from None
+    if img.size != (w, h):
+        if settings.resize == "error":
+            raise ImageFolderError(f"{shown}: image is {img.size[1]}x{img.size[0]} (height x width), expected "
+                                   f"{h}x{w} (image_size); set resize: center_crop_resize to crop and resize such "
+                                   "images")
+        img = ImageOps.fit(img, (w, h), method=Image.Resampling.BICUBIC, centering=(0.5, 0.5))
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _image_folder_layout(files: list[tuple[str, str, bytes]], root: Path, split: str
+                         ) -> tuple[dict[str, list[int]], dict[str, list[str | None]]]:
+    """Assign every image file to a source group and a class.
+
+    A tar whose images all lie in one top-level folder (other than train/ or test/) has that folder as its root.
+    ``split: folders``: ``train/[<class>/]*.ext`` and ``test/[<class>/]*.ext``; ``split: random``: ``*.ext`` or
+    ``<class>/*.ext``. Every image follows the same pattern (all with a class folder, or none).
+
+    Returns:
+        ({group: [index into files]}, {group: [class name or None]}); groups "train", "test" (folders) or "all".
+    Raises:
+        ImageFolderError: no image at all, an image outside the layout (named), a mixed layout, an empty split.
+    """
+    where = f"{root} (folder)" if root.is_dir() else f"{root} (archive)"
+    exts = ",".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+    expected = (f"train/[<class>/]*.{{{exts}}} and test/[<class>/]*.{{{exts}}}" if split == "folders"
+                else f"*.{{{exts}}} or <class>/*.{{{exts}}}")
+    if not files:
+        raise ImageFolderError(f"{where}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found; expected "
+                               f"{expected}")
+    parts = [rel.split("/") for rel, _, _ in files]
+    tops = {p[0] for p in parts}
+    if (not root.is_dir() and len(tops) == 1 and all(len(p) > 1 for p in parts)
+            and not tops & {"train", "test"}):
+        parts = [p[1:] for p in parts]           # archive with a single top-level folder
+        tops = {p[0] for p in parts}
+    if split == "random" and {"train", "test"} <= tops:
+        raise ImageFolderError(f"{where}: holds train/ and test/ folders: use split: folders (split: random "
+                               f"expects {expected})")
+    groups: dict[str, list[int]] = {}
+    classes: dict[str, list[str | None]] = {}
+    with_class = None
+    for i, p in enumerate(parts):
+        shown = files[i][1]
+        if split == "folders":
+            if p[0] not in ("train", "test") or len(p) == 1:
+                raise ImageFolderError(f"{shown}: image outside train/ and test/ (split: folders expects "
+                                       f"{expected})")
+            group, rest = p[0], p[1:]
+        else:
+            group, rest = "all", p
+        if len(rest) > 2:
+            raise ImageFolderError(f"{shown}: image nested too deep (expected {expected})")
+        has_class = len(rest) == 2
+        if with_class is None:
+            with_class = has_class
+        elif has_class != with_class:
+            raise ImageFolderError(f"{shown}: mixed layout, some images lie in class folders and some do not "
+                                   f"(expected {expected}, all images alike)")
+        groups.setdefault(group, []).append(i)
+        classes.setdefault(group, []).append(rest[0] if has_class else None)
+    for group in (("train", "test") if split == "folders" else ()):
+        if group not in groups:
+            raise ImageFolderError(f"{where}: no images in {group}/ (split: folders expects {expected})")
+    return groups, classes
+
+
+def _split_image_folder(settings: ImageFolderConfig, cfg: dict
+                        ) -> tuple[dict, dict, dict, dict, str, list[str]]:
+    """Read, check and split an image folder. Every image is decoded (and checked) before anything is returned.
+
+    Split (stored in ``meta["split"]`` and, per image, ``source_index_<split>``: its index in the sorted list of
+    its source group): ``split: folders``: test = test/, ``perm = numpy.random.RandomState(split_seed).permutation(
+    n_train_folder)``, validation = ``perm[:n_validation]``, train = the rest; ``split: random``: over all images,
+    test = ``perm[:n_test]``, validation = ``perm[n_test:n_test + n_validation]``, train = the rest; each sorted
+    (:func:`frey_face_split`). Then ``max_*`` keeps the first N of a split. Labels: the index of the class folder
+    in the sorted class names (of train/ with split: folders), -1 for every image without class folders.
+
+    Returns:
+        ({split: (images (N,H,W) or (N,H,W,3), labels)}, {"source_index_<split>": indices}, meta["split"],
+        sha256, source, sorted class names ([] when unlabelled)).
+    Raises:
+        ImageFolderError: see :func:`_read_image_files`, :func:`_image_folder_layout`, :func:`_decode_image`; a
+            test class without training images; a split left empty by n_validation / n_test.
+    """
+    root = Path(settings.path)
+    files, source, sums = _read_image_files(root)
+    groups, group_classes = _image_folder_layout(files, root, settings.split)
+    first_group = "train" if settings.split == "folders" else "all"
+    class_names = sorted({c for c in group_classes[first_group] if c is not None})
+    label = {c: i for i, c in enumerate(class_names)}
+    for group, names in group_classes.items():
+        for i, c in zip(groups[group], names):
+            if c is not None and c not in label:
+                raise ImageFolderError(f"{files[i][1]}: class {c!r} has no training images (classes of train/: "
+                                       f"{', '.join(class_names)})")
+    images = {group: np.stack([_decode_image(files[i][1], files[i][2], settings) for i in idx])
+              for group, idx in groups.items()}
+    labels = {group: np.array([label[c] if c is not None else -1 for c in names], dtype=np.int64)
+              for group, names in group_classes.items()}
+    n_val, seed = settings.n_validation, settings.split_seed
+    if settings.split == "folders":
+        n = len(images["train"])
+        if n_val >= n:
+            raise ImageFolderError(f"{root}: n_validation = {n_val} leaves no training image: train/ holds {n} "
+                                   "images")
+        drawn = frey_face_split(n, n_val, 0, seed)
+        index = {"train": ("train", drawn["train"]), "val": ("train", drawn["val"]),
+                 "test": ("test", np.arange(len(images["test"]), dtype=np.int64))}
+        rule = (f"test = the images of test/ (sorted paths); perm = numpy.random.RandomState({seed}).permutation({n}) "
+                f"over the sorted images of train/: validation = perm[:{n_val}], train = the other {n - n_val}, "
+                "each sorted")
+    else:
+        n, n_test = len(images["all"]), settings.n_test
+        if n_val + n_test >= n:
+            raise ImageFolderError(f"{root}: n_validation + n_test = {n_val} + {n_test} leaves no training image: "
+                                   f"the folder holds {n} images")
+        drawn = frey_face_split(n, n_val, n_test, seed)
+        index = {split: ("all", idx) for split, idx in drawn.items()}
+        rule = (f"perm = numpy.random.RandomState({seed}).permutation({n}) over all images (sorted paths): "
+                f"test = perm[:{n_test}], validation = perm[{n_test}:{n_test + n_val}], train = the other "
+                f"{n - n_test - n_val}, each sorted")
+    # max_*: a seeded subset, not the first N: the paths are sorted by class folder, so the first N would hold
+    # only the first classes
+    caps = {"train": "max_train", "val": "max_validation", "test": "max_test"}
+    index = {split: (group, _seeded_subset(idx, cfg[caps[split]], seed)) for split, (group, idx) in index.items()}
+    splits = {split: (images[group][idx], labels[group][idx]) for split, (group, idx) in index.items()}
+    split_meta = {
+        "description": (f"{rule}; then max_* keeps a seeded subset of N of a split: the first N of "
+                        f"numpy.random.RandomState({seed}).permutation(n) over its images, sorted. source_index_<split> is each image's "
+                        "index in the sorted paths of its source (" +
+                        ("train/ or test/" if settings.split == "folders" else "all images") + ")"),
+        "kind": "image_folder",
+        "layout": settings.split,
+        "seed": seed,
+        "n_source_images": {group: len(idx) for group, idx in groups.items()},
+        "index_sha256": {split: hashlib.sha256(idx.astype("<i8").tobytes()).hexdigest()
+                         for split, (_, idx) in index.items()},
+    }
+    return (splits, {f"source_index_{split}": idx for split, (_, idx) in index.items()}, split_meta, sums, source,
+            class_names)
