@@ -110,6 +110,10 @@ class Stage:
         mem_mb: the peak resident memory of one job at the default and paper study sizes, MiB, with
             headroom (Snakemake resource ``mem_mb``, so a local run or a cluster scheduler packs jobs
             safely; measured with ``/usr/bin/time -v``, see README).
+        runtime: the wall-time limit of one job, minutes (Snakemake's standard resource ``runtime``; the
+            SLURM executor passes it as ``--time``, a local run ignores it). Sized for the paper study
+            (``studies/paper.yaml``) on one GPU with about 2-4x headroom; default 60. A GPU stage on a
+            CPU-only cluster needs far longer: raise it there with ``--set-resources <stage>:runtime=<min>``.
     """
 
     name: str
@@ -128,6 +132,7 @@ class Stage:
     threads: int = 1
     gpu: bool = False
     mem_mb: int = 2000
+    runtime: int = 60
 
     def command(self, **values) -> list[str]:
         """The CLI words of one job: ``vaebench <name> --<axis> <value> ... --threads <n>``."""
@@ -157,6 +162,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
         sources=(f"{SRC}/stages/prepare.py", f"{SRC}/data/prepare.py"),
         outs={"data": PREPARED},
         params=((STUDY, "datasets.{dataset}"),),
+        runtime=15,
     ),
     Stage(
         name="classifier", help="train the FID feature classifier of a dataset",
@@ -167,6 +173,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
         outs={"model": CLASSIFIER, "metrics": CLASSIFIER_METRICS},
         params=((STUDY, "classifier"), (STUDY, "device")),
         gpu=True,
+        runtime=30,
     ),
     Stage(
         name="fid_reference", help="FID reference statistics of a dataset's test split and its FID floor",
@@ -177,6 +184,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
         outs={"reference": FID_REFERENCE, "inception": FID_INCEPTION_REFERENCE},
         params=((STUDY, "evaluate"), (STUDY, "device")),
         gpu=True,
+        runtime=30,
     ),
     Stage(
         name="train", help="train one cell (dataset x model x seed)",
@@ -188,6 +196,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
         params=((CAT, "models.{model}"), (STUDY, "models.{model}"), (STUDY, "components"),
                 (STUDY, "train"), (STUDY, "device")),
         gpu=True,
+        runtime=120,
     ),
     Stage(
         name="evaluate", help="evaluate one cell: ELBO, L_k and its diagnostic, latent analysis, FID, grids",
@@ -203,6 +212,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                                     labels={"model": "{model}", "seed": "{seed}"})},
         params=((STUDY, "models.{model}"), (STUDY, "evaluate"), (STUDY, "device")),
         gpu=True,
+        runtime=120,
     ),
     Stage(
         name="report", help="render reports/ from every cell of the study",
@@ -224,6 +234,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                     patterns=("{dataset}_{figure,validation_curves|training_curves|log_sigma_lambda}.png",)),
                 "html": ReportItem(CAPTION_REPORT, "Report")},
         params=((STUDY, "study"), (STUDY, "datasets"), (STUDY, "models"), (STUDY, "seeds")),
+        runtime=20,
     ),
 )}
 REPORT_OUTPUTS = list(STAGES["report"].outs.values())

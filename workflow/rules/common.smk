@@ -95,10 +95,12 @@ if GPUS and "gpu_slots" not in workflow.global_resources:
 
 
 def stage_resources(stage):
-    """Snakemake resources of a stage's jobs: its declared peak memory and, for GPU stages, one GPU and one
-    GPU slot."""
+    """Snakemake resources of a stage's jobs: its declared peak memory, its wall-time limit in minutes
+    (`runtime`: a cluster executor's time request, e.g. SLURM --time; a local run ignores it) and, for GPU
+    stages, one GPU and one GPU slot. Threads are the rule's `threads:` (a cluster executor's CPU request:
+    SLURM --cpus-per-task)."""
     s = STAGES[stage]
-    return {"mem_mb": s.mem_mb, **({"gpu": 1, "gpu_slots": 1} if s.gpu else {})}
+    return {"mem_mb": s.mem_mb, "runtime": s.runtime, **({"gpu": 1, "gpu_slots": 1} if s.gpu else {})}
 
 
 onstart:
