@@ -38,6 +38,25 @@ def tiny_params(models=TINY_MODELS, seeds=(0,), datasets=("mnist",)) -> dict:
     return params
 
 
+def write_random_prepared(root: Path, n_train: int = 64, n_val: int = 16, n_test: int = 16) -> Path:
+    """A prepared 'mnist' of random uint8 28x28 'images' (label 0) under ``root`` at ``paths.PREPARED``, for tests
+    of the training loop that need no real digits; returns its path."""
+    import json
+
+    import numpy as np
+
+    from vaebench import paths
+
+    rng = np.random.default_rng(0)
+    arrays = {f"x_{s}": rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8)
+              for s, n in (("train", n_train), ("val", n_val), ("test", n_test))}
+    arrays.update({f"y_{s}": np.zeros(len(arrays[f"x_{s}"]), dtype=np.int64) for s in ("train", "val", "test")})
+    out = root / paths.PREPARED.format(dataset="mnist")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, meta=np.array(json.dumps({"dataset": "mnist"})), **arrays)
+    return out
+
+
 def make_workspace(root: Path, params: dict, git: bool = False) -> Path:
     """A copy of the pipeline definition (Snakefile, dvc.yaml, catalogue, workflow/, profiles/, src/) with
     ``params``. Commands run in it import the package from the copy (see ``env``)."""

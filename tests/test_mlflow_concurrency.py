@@ -8,7 +8,6 @@ fail a job: this test fails on that warning and reads every run back from the st
 from __future__ import annotations
 
 import csv
-import json
 import re
 import shutil
 import subprocess
@@ -16,11 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, env, run, tiny_params
+from conftest import REPO, env, run, tiny_params, write_random_prepared
 from vaebench import paths
 from vaebench.tracking import flatten
 
@@ -39,13 +37,7 @@ def concurrent_workspace(tmp_path) -> Path:
     'mnist' of random uint8 images (64 train, 16 validation, 16 test)."""
     for name in (paths.CATALOGUE, paths.CLAIMS):
         shutil.copy2(REPO / name, tmp_path / name)
-    rng = np.random.default_rng(0)
-    arrays = {f"x_{s}": rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8)
-              for s, n in (("train", 64), ("val", 16), ("test", 16))}
-    arrays.update({f"y_{s}": np.zeros(len(arrays[f"x_{s}"]), dtype=np.int64) for s in ("train", "val", "test")})
-    out = tmp_path / paths.PREPARED.format(dataset="mnist")
-    out.parent.mkdir(parents=True)
-    np.savez(out, meta=np.array(json.dumps({"dataset": "mnist"})), **arrays)
+    write_random_prepared(tmp_path, n_train=64)
     params = tiny_params(models=MODELS, seeds=SEEDS)
     params["train"].update(epochs=EPOCHS, batch_size=16)
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -3,19 +3,17 @@ checkpoint and log of an uninterrupted run, bit for bit (timings aside), in the 
 written under other params, code or a damaged one is ignored with a warning; the file is gone when the job ends."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, env, make_workspace, run, tiny_params
+from conftest import REPO, env, make_workspace, run, tiny_params, write_random_prepared
 from vaebench import paths
 from vaebench.config import validate_study
 from vaebench.stages import train as train_stage
@@ -36,13 +34,7 @@ def workspace(tmp_path, monkeypatch):
     """A prepared dataset of random uint8 'images' in tmp_path, MLflow off."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VAEBENCH_MLFLOW", "0")
-    rng = np.random.default_rng(0)
-    arrays = {f"x_{s}": rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8)
-              for s, n in (("train", 96), ("val", 16), ("test", 16))}
-    arrays.update({f"y_{s}": np.zeros(len(arrays[f"x_{s}"]), dtype=np.int64) for s in ("train", "val", "test")})
-    out = tmp_path / paths.PREPARED.format(dataset="mnist")
-    out.parent.mkdir(parents=True)
-    np.savez(out, meta=np.array(json.dumps({"dataset": "mnist"})), **arrays)
+    write_random_prepared(tmp_path, n_train=96)
     return tmp_path
 
 

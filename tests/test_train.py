@@ -1,13 +1,11 @@
 """Training-loop behaviour that the maths tests cannot see: divergence handling and checkpoints."""
 from __future__ import annotations
 
-import json
 
-import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, tiny_params
+from conftest import REPO, tiny_params, write_random_prepared
 from vaebench import paths
 from vaebench.checkpoint import load_checkpoint
 from vaebench.config import validate_study
@@ -20,12 +18,7 @@ def workspace(tmp_path, monkeypatch):
     """A prepared dataset of random uint8 'images' in tmp_path, the tiny study, MLflow off."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VAEBENCH_MLFLOW", "0")
-    rng = np.random.default_rng(0)
-    arrays = {f"x_{s}": rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8) for s, n in (("train", 64), ("val", 16), ("test", 16))}
-    arrays.update({f"y_{s}": np.zeros(len(arrays[f"x_{s}"]), dtype=np.int64) for s in ("train", "val", "test")})
-    out = tmp_path / paths.PREPARED.format(dataset="mnist")
-    out.parent.mkdir(parents=True)
-    np.savez(out, meta=np.array(json.dumps({"dataset": "mnist"})), **arrays)
+    write_random_prepared(tmp_path, n_train=64)
     params = tiny_params(models=["vae_bernoulli", "sigma_vae", "info_vae"])
     params["train"].update(epochs=2, batch_size=16)
     return validate_study(params, catalogue=REPO / paths.CATALOGUE)
