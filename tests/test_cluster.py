@@ -266,6 +266,7 @@ def test_cluster_results_equal_a_local_run(cluster_study):
             assert np.array_equal(cluster_arrays[k], local_arrays[k]), (c, k)
 
 
+@pytest.mark.slow   # a check of the stand-in scheduler itself (about 25 s): `make test-slow`
 @pytest.mark.mirror("mnist")
 def test_an_undeclared_input_fails_on_the_fake_cluster(cluster_study):
     """The scratch folders do catch a missing declaration: with the classifier dropped from the evaluate

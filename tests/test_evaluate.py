@@ -171,9 +171,14 @@ def test_geco_moving_average_known_values():
     assert obj.effective_beta(None) == pytest.approx(1.0 / math.exp(log_lambda), rel=1e-12)
 
 
+@pytest.mark.slow
 def test_same_cell_twice_gives_identical_metrics(tmp_path, mirror):
     """Same commit, params, seed and machine -> identical metrics.json and per-image values (CPU): one tiny
-    cell trained and evaluated twice through the CLI, in two workspaces sharing the prepared data."""
+    cell trained and evaluated twice through the CLI, in two workspaces sharing the prepared data.
+
+    Slow (about a minute): the default suite checks the same, on two whole studies run from scratch, in
+    tests/test_faults.py (a recovered run against an uninterrupted one: every metrics.json and per-image value
+    equal)."""
     params = tiny_params(models=["sigma_vae_optimal"])
     params["evaluate"].update({"fid_seeds": 1})
     first = make_workspace(tmp_path / "a", params)
