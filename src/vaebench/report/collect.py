@@ -25,13 +25,15 @@ import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from vaebench import paths
 from vaebench.metrics.uncertainty import seed_summary
+
+if TYPE_CHECKING:   # pandas is imported where it is used: loading the study (every job) imports this module
+    import pandas as pd
 
 Cell = tuple[str, str, int]
 
@@ -72,7 +74,7 @@ class CellData:
 
     cell: Cell
     record: dict
-    log: pd.DataFrame
+    log: "pd.DataFrame"
     files: dict[str, Path]
     per_image: dict[str, np.ndarray]
 
@@ -148,6 +150,8 @@ def read_cells(cells: list[Cell]) -> list[CellData]:
         ValueError: a metrics or per-image file is invalid or names another cell (see :func:`read_metrics`,
             :func:`read_per_image`).
     """
+    import pandas as pd
+
     check_inputs(cells)
     out = []
     for cell in cells:
@@ -190,13 +194,15 @@ def flatten(record: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def summary_frame(records: list[dict], include_cell: bool = False) -> pd.DataFrame:
+def summary_frame(records: list[dict], include_cell: bool = False) -> "pd.DataFrame":
     """One row per metrics record: :data:`SUMMARY_COLUMNS` first, then every other (flattened) field, sorted.
 
     The ``cell`` record (the cell's whole resolved configuration) is left out unless ``include_cell``, in
     which case it is flattened to ``cell.train.epochs``, ``cell.evaluate.iwae_k``, ... (what the report's
     protocol reads). Missing values are ``None``.
     """
+    import pandas as pd
+
     rows = []
     for rec in records:
         rec = dict(rec)
