@@ -159,7 +159,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage(
         name="prepare", help="download (or read from a mirror), verify and split a dataset",
         over=("dataset",),
-        sources=(f"{SRC}/stages/prepare.py", f"{SRC}/data/prepare.py"),
+        sources=(f"{SRC}/stages/prepare.py", f"{SRC}/data"),   # every dataset module
         outs={"data": PREPARED},
         params=((STUDY, "datasets.{dataset}"),),
         runtime=15,

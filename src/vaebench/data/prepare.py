@@ -9,18 +9,27 @@ downloaded from the official host), checks their checksums against the sums reco
     x_train, x_val, x_test   uint8   (N, C, H, W)   pixel values 0..255
     y_train, y_val, y_test   int64   (N,)           class labels; -1 for every image of an unlabelled dataset
     meta                     str     JSON: dataset, source, split, sha256 per file, counts, image_shape,
-                                     n_classes (null: unlabelled), labelled
-    source_index_train, source_index_val, source_index_test   int64 (N,)   (Frey Face only) the image's
-                                     column in the original ``ff`` matrix: the stored split
+                                     n_classes (null: unlabelled), labelled; some datasets add classes
+                                     (class names), preprocessing (a resize or crop applied)
+    source_index_train, source_index_val, source_index_test   int64 (N,)   (seeded or listed splits: Frey Face,
+                                     SVHN, CelebA, image folders) each image's index in its source (Frey Face:
+                                     its column in the original ``ff`` matrix): the stored split
 
 Datasets (registry :data:`DATASETS`; the study's ``datasets`` section takes each one's own settings class,
-:data:`DATASET_CONFIGS`):
+:data:`DATASET_CONFIGS`). Every file is checked against the checksums recorded here before it is parsed; a mismatch
+or a malformed file raises :class:`DataIntegrityError` naming the file, and nothing is written.
 
 * ``mnist`` (LeCun & Cortes, http://yann.lecun.com/exdb/mnist/): the four IDX files; SHA-256 of the
   *decompressed* bytes. Split (fixed, documented in ``meta``): validation = the LAST ``n_validation`` images
   of the official training set, train = the images before them, test = the official test set; then
   ``max_*`` keeps the first N images of a split (for quick runs). IDX format: 2 zero bytes, 1 type byte,
   1 byte giving the number of dimensions ``k``, ``k`` big-endian int32 sizes, then the data in C order.
+* ``fashion_mnist`` (Xiao, Rasul & Vollgraf 2017, "Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine
+  Learning Algorithms", arXiv:1708.07747; http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/): the same four
+  IDX file names and format as MNIST (28 x 28 grey, 10 classes, names in ``meta["classes"]``), distributed gzipped;
+  the official sums are the MD5s of the ``.gz`` files (Fashion-MNIST README, torchvision's ``FashionMNIST``), so the
+  mirror must hold the ``.gz`` files as distributed (an uncompressed copy cannot be verified and is refused). Split
+  exactly like ``mnist`` (default ``n_validation`` 10,000).
 * ``frey_face`` (Brendan Frey's face images, distributed as ``frey_rawface.mat`` from Sam Roweis' data page
   https://cs.nyu.edu/~roweis/data.html; used by Kingma & Welling 2014, "Auto-Encoding Variational Bayes"):
   one MATLAB 5.0 file, variable ``ff`` of shape (560, 1965) uint8, each column one grey 28 x 20 (rows x
@@ -32,6 +41,38 @@ Datasets (registry :data:`DATASETS`; the study's ``datasets`` section takes each
   ``max_*`` keeps the first N of a split. The column indices are stored in the file
   (``source_index_*``) and the rule, seed and counts in ``meta["split"]``. Both the file's MD5 (the sum of
   the official URL) and its SHA-256 are checked.
+* ``cifar10`` (Krizhevsky 2009, "Learning Multiple Layers of Features from Tiny Images";
+  https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz; :mod:`vaebench.data.cifar10`): the archive
+  ``cifar-10-python.tar.gz`` (its MD5 and every member's MD5 checked), read member by member without extracting;
+  ``data_batch_1..5`` and ``test_batch`` are Python 2 pickles of {data: (10000, 3072) uint8 (1024 R, 1024 G, 1024 B
+  values, each 32 x 32 row-major), labels: 10,000 ints}, unpickled only after their checksum passes and only with a
+  restricted unpickler (numpy's array reconstruction; any other global is refused). 32 x 32 RGB, 10 classes (names
+  from ``batches.meta`` in ``meta["classes"]``). Split: validation = the last ``n_validation`` (default 5,000) of
+  the 50,000 training images in batch order, test = ``test_batch``; ``max_*`` keeps the first N.
+* ``svhn`` (Netzer et al. 2011, "Reading Digits in Natural Images with Unsupervised Feature Learning";
+  http://ufldl.stanford.edu/housenumbers/; :mod:`vaebench.data.svhn`): ``train_32x32.mat``, ``test_32x32.mat`` and,
+  only with ``extra: true`` (appended to train), ``extra_32x32.mat``; MD5 of each file. ``X`` (32, 32, 3, N) uint8
+  (row, column, channel, image), ``y`` (N, 1) with 1..10, 10 = digit 0, mapped to 0. ``image_size`` 32 (the
+  official pixels) or 28 (Pillow ``resize((28, 28), BILINEAR)`` per image, the sigma-VAE paper's size). Split:
+  validation = a seeded draw of ``n_validation`` (default 5,000) images of the official train file (``RandomState(
+  split_seed).permutation``), test = the official test file; ``max_*`` keeps a seeded subset; ``source_index_*``
+  stored.
+* ``celeba`` (Liu et al. 2015, "Deep Learning Face Attributes in the Wild";
+  http://mmlab.ie.cuhk.edu.hk/projects/CelebA.html; :mod:`vaebench.data.celeba`): ``img_align_celeba.zip`` (202,599
+  JPEGs, 178 x 218) and ``list_eval_partition.txt`` (the official split, 0 / 1 / 2 = train / validation / test);
+  MD5 of both. Unlabelled (``y_*`` = -1, no FID classifier). Centre crop ``crop`` (default 148) then a Pillow
+  bilinear resize to ``image_size`` (64 or 32), as torchvision's ``CenterCrop(148)``, ``Resize(64)``; ``max_*``
+  keeps a seeded subset; ``source_index_*`` stored. Never downloaded: Google Drive refuses automated downloads,
+  so without a mirror the preparation stops with instructions (:class:`DatasetDownloadError`).
+
+Mirror: ``<mirror>/<mirror_subdir>/<official file names>`` (:func:`mirror_layout`); without a mirror the files are
+downloaded from the official hosts into ``raw_dir`` (MNIST through torchvision, the others from the URLs recorded
+here); a failed download leaves nothing behind (no partial file, no folder it created) and raises one
+:class:`DatasetDownloadError` naming the dataset, the URLs tried, the files expected and the mirror layout.
+
+A new registered dataset is one module of this package (its settings class, its reader returning
+:class:`~vaebench.data.common.Prepared`, its ``ENTRY``) plus one line in :data:`DATASETS`; the entry's keys are
+described above :data:`DATASETS`.
 
 Any other dataset name with ``kind: image_folder`` is a folder of the user's own PNG / JPEG images, or a
 ``.tar`` / ``.tar.gz`` / ``.tgz`` of one (:class:`ImageFolderConfig`, :func:`dataset_spec`): its ``path`` is the
@@ -48,6 +89,7 @@ Reading the file back and batching by index: :mod:`vaebench.data.prepared`.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -62,19 +104,12 @@ import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 
 from vaebench.atomic import atomic_path
+from vaebench.data import celeba, cifar10, svhn
+# the errors and Prepared are defined in common (shared with the dataset modules) and re-exported from here
+from vaebench.data.common import (SPLIT_CAPS, DataIntegrityError, DatasetDownloadError, MirrorError,  # noqa: F401
+                                  Prepared, check_digests, first_n, index_sha256, seeded_split, seeded_subset)
 from vaebench.errors import StageError, one_line
 from vaebench.registry import StrictConfig
-
-
-class DataIntegrityError(StageError):
-    """A dataset file's content does not match its recorded checksum (or is not valid IDX / MATLAB data)."""
-
-
-class MirrorError(StageError, FileNotFoundError):
-    """The offline mirror lacks something the prepare stage reads: its root folder, the dataset's folder in it, or
-    a file there. The message names the missing folder or file and shows the layout expected
-    (:func:`mirror_layout`). Also a FileNotFoundError (the CLI reports it as a missing file, exit code 2)."""
-
 
 class ImageFolderError(StageError):
     """A user's image folder (or ``.tar`` / ``.tar.gz`` / ``.tgz`` of one; dataset kind ``image_folder``) cannot
@@ -84,16 +119,11 @@ class ImageFolderError(StageError):
     message names the file (its path inside the folder or archive) and what is wrong."""
 
 
-class DatasetDownloadError(StageError):
-    """A dataset could not be downloaded; the message names the dataset, the URL tried, the file expected and
-    the offline mirror layout that avoids the download."""
-
-
 # -----------------------------------------------------------------------------
 # Per-dataset settings (the study's ``datasets.<name>`` section)
 
 class DatasetConfig(StrictConfig):
-    """How MNIST is split and (for quick runs) truncated."""
+    """How MNIST or Fashion-MNIST is split (the last n_validation training images: validation) and truncated."""
 
     n_validation: PositiveInt = Field(10000, description="The last N official training images, held out as validation.")
     max_train: PositiveInt | None = Field(None, description="Keep the first N training images (null = all).")
@@ -194,17 +224,33 @@ class ImageFolderConfig(StrictConfig):
 
 
 # -----------------------------------------------------------------------------
-# Registry. Each dataset names its files (by role), their checksums, the folder name inside a mirror, how to
-# download them, its image shape (C, H, W), its number of classes (None: unlabelled) and its settings class.
-# IDX datasets: SHA-256 of each DECOMPRESSED file, and the torchvision class that can download them
-# (Fashion-MNIST, class "FashionMNIST", uses the same file names and format: add an entry with its sums).
-# MATLAB datasets: MD5 and SHA-256 of the file as distributed, its URL and the variable holding the images.
+# Registry: one entry per dataset. Keys:
+#   format          "idx" (MNIST-like), "mat" (Frey Face) or the name of a module's own format
+#   prepare         (modules) the reader: prepare(name, spec, cfg: dict, folder: Path) -> Prepared, images N,C,H,W;
+#                   without it, prepare_dataset dispatches on format (_split_idx, _split_mat)
+#   mirror_subdir   the dataset's folder in an offline mirror (and in raw_dir when downloaded)
+#   files           {role: file name as distributed}: what the mirror holds, what a download fetches
+#   optional_files  {file: setting}: a file needed only when that (bool) setting is true (SVHN's extra set)
+#   md5, sha256     {file: hex digest} recorded sums, checked before the file is parsed (at least one per file)
+#   urls            {file: official URL}, downloaded by _download_files; or torchvision_class (MNIST, downloaded by
+#                   torchvision); or download_refusal(layout) -> message (CelebA: never downloaded)
+#   gz_optional     (MNIST) each file may be stored as <file> or <file>.gz; its SHA-256 is of the decompressed bytes
+#   image_shape     (C, H, W) with the default settings; image_shape_of(settings) -> (C, H, W) when it depends on them
+#   n_classes       number of classes, None for an unlabelled dataset; classes: their names (meta["classes"])
+#   config          the settings class (the study's datasets.<name>)
+#   citation        the source paper and page
+
+FASHION_HOST = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+_FASHION_FILES = {"train_images": "train-images-idx3-ubyte.gz", "train_labels": "train-labels-idx1-ubyte.gz",
+                  "test_images": "t10k-images-idx3-ubyte.gz", "test_labels": "t10k-labels-idx1-ubyte.gz"}
 
 DATASETS: dict[str, dict[str, Any]] = {
     "mnist": {
         "format": "idx",
+        "citation": "LeCun & Cortes, MNIST handwritten digit database, http://yann.lecun.com/exdb/mnist/",
         "mirror_subdir": "mnist",
         "torchvision_class": "MNIST",
+        "gz_optional": True,
         "files": {
             "train_images": "train-images-idx3-ubyte",
             "train_labels": "train-labels-idx1-ubyte",
@@ -222,10 +268,32 @@ DATASETS: dict[str, dict[str, Any]] = {
         "n_classes": 10,
         "config": DatasetConfig,
     },
+    "fashion_mnist": {
+        "format": "idx",
+        "citation": ('Xiao, Rasul & Vollgraf 2017, "Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine '
+                     'Learning Algorithms", arXiv:1708.07747; ' + FASHION_HOST),
+        "mirror_subdir": "fashion_mnist",
+        "files": dict(_FASHION_FILES),
+        "urls": {f: FASHION_HOST + f for f in _FASHION_FILES.values()},
+        # MD5 of the gzipped files as distributed: the official sums (Fashion-MNIST README, torchvision FashionMNIST)
+        "md5": {
+            "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+            "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
+        "image_shape": (1, 28, 28),
+        "n_classes": 10,
+        "classes": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                    "Ankle boot"],
+        "config": DatasetConfig,
+    },
     "frey_face": {
         "format": "mat",
+        "citation": ("Brendan Frey's face images, from Sam Roweis' data page https://cs.nyu.edu/~roweis/data.html; "
+                     'used by Kingma & Welling 2014, "Auto-Encoding Variational Bayes"'),
         "mirror_subdir": "frey_face",
-        "url": "https://cs.nyu.edu/~roweis/data/frey_rawface.mat",
+        "urls": {"frey_rawface.mat": "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"},
         "files": {"images": "frey_rawface.mat"},
         # MD5: the sum public loaders check for the official URL; SHA-256 computed from the offline mirror's
         # copy (1,100,584 bytes), whose MD5 is that official sum.
@@ -237,6 +305,9 @@ DATASETS: dict[str, dict[str, Any]] = {
         "n_classes": None,
         "config": FreyFaceConfig,
     },
+    "cifar10": cifar10.ENTRY,
+    "svhn": svhn.ENTRY,
+    "celeba": celeba.ENTRY,
 }
 
 # The settings class of each dataset (the study's ``datasets.<name>``).
@@ -279,6 +350,16 @@ def parse_idx(buf: bytes, name: str = "<bytes>") -> np.ndarray:
     return arr.astype(dtype.newbyteorder("="), copy=True)
 
 
+def _gunzip(raw: bytes, path: Path) -> bytes:
+    """The decompressed bytes of the gzip data ``raw`` read from ``path``; DataIntegrityError names the file when
+    the data is not valid gzip (truncated, corrupted)."""
+    try:
+        return gzip.decompress(raw)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataIntegrityError(f"{path}: not valid gzip data ({one_line(exc)}): the file is truncated or "
+                                 "corrupted; replace it with an intact copy") from None
+
+
 def read_maybe_gz(path: Path) -> bytes:
     """Return the decompressed bytes of ``path`` (gunzipped if the name ends with ``.gz``).
 
@@ -303,44 +384,133 @@ def find_file(folder: Path, name: str) -> Path:
     raise FileNotFoundError(f"dataset file missing: expected {folder / name}.gz or {folder / name}")
 
 
+def _setting(cfg: StrictConfig | dict | None, key: str) -> Any:
+    """The value of setting ``key`` in ``cfg`` (a settings object or dict); None when absent or ``cfg`` is None."""
+    if cfg is None:
+        return None
+    return cfg.get(key) if isinstance(cfg, dict) else getattr(cfg, key, None)
+
+
+def required_files(name: str, cfg: StrictConfig | dict | None = None) -> list[str]:
+    """The files of dataset ``name`` that preparing it with settings ``cfg`` reads (None: the defaults): every file
+    of its entry except an optional one whose setting is false (SVHN's ``extra_32x32.mat`` without ``extra: true``).
+
+    Raises:
+        KeyError: unknown dataset name.
+    """
+    spec = _spec(name)
+    optional = spec.get("optional_files", {})
+    return [f for f in spec["files"].values() if f not in optional or _setting(cfg, optional[f])]
+
+
 def mirror_layout(name: str) -> str:
     """The files of dataset ``name`` as an offline mirror holds them: ``<mirror>/<subdir>/<file>``, one per line
-    (IDX files may also be gzipped: ``<file>.gz``)."""
+    (MNIST's IDX files may also be gzipped: ``<file>[.gz]``; a file needed only with a setting is marked
+    ``(optional: ...)``)."""
     spec = _spec(name)
-    gz = "[.gz]" if spec["format"] == "idx" else ""
-    return "\n".join(f"  <mirror>/{spec['mirror_subdir']}/{f}{gz}" for f in spec["files"].values())
+    gz = "[.gz]" if spec.get("gz_optional") else ""
+    optional = spec.get("optional_files", {})
+    return "\n".join(f"  <mirror>/{spec['mirror_subdir']}/{f}{gz}"
+                     + (f"   (optional: read only with {optional[f]}: true)" if f in optional else "")
+                     for f in spec["files"].values())
 
 
 def _download_error(name: str, spec: dict, urls: list[str], expected: list[Path], exc: BaseException
                     ) -> DatasetDownloadError:
+    why = " ".join(f"{type(exc).__name__}: {exc}".split())          # one line (torchvision's errors span several)
+    if len(why) > 600:
+        why = why[:597] + "..."
     return DatasetDownloadError(
-        f"could not download dataset {name!r}: tried {', '.join(urls)} ({type(exc).__name__}: {exc}); "
-        f"expected file(s) {', '.join(str(p) for p in expected)}. Without internet access, use an offline "
-        f"mirror laid out as\n{mirror_layout(name)}\nand pass --mirror <mirror> (or set VAEBENCH_DATA_MIRROR).")
+        f"could not download dataset {name!r}: tried {', '.join(urls)} ({why}); expected file(s) "
+        f"{', '.join(str(p) for p in expected)}; nothing was kept (no partial file, no folder this attempt created). "
+        f"Without internet access, use an offline mirror laid out as\n{mirror_layout(name)}\nand pass --mirror "
+        "<mirror> (or set VAEBENCH_DATA_MIRROR).")
 
 
-def _download_mat(name: str, spec: dict, raw_dir: str | os.PathLike) -> Path:
-    """Download the files of a MATLAB dataset into ``<raw_dir>/<mirror_subdir>/`` (atomically; a file already
-    there is kept, it is verified when read). Raises DatasetDownloadError naming URL, file and mirror layout."""
+@contextlib.contextmanager
+def _undo_on_failure(root: Path):
+    """Leave the disk as it was if the block raises: remove every file and folder it created under ``root``, then
+    ``root`` and its parents if it created them (each only when empty). Files that were there before are kept."""
+    created = []
+    for p in (root, *root.parents):           # the missing folders, deepest first
+        if p.exists():
+            break
+        created.append(p)
+    before = set(root.rglob("*")) if root.is_dir() else set()
+    try:
+        yield
+    except BaseException:
+        if root.is_dir():
+            for p in sorted(root.rglob("*"), key=lambda q: len(q.parts), reverse=True):
+                if p in before:
+                    continue
+                with contextlib.suppress(OSError):
+                    p.rmdir() if p.is_dir() and not p.is_symlink() else p.unlink()
+        for p in created:
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise
+
+
+def _download_files(name: str, spec: dict, raw_dir: str | os.PathLike, files: list[str]) -> Path:
+    """Download ``files`` of dataset ``name`` from their URLs (``spec["urls"]``) into ``<raw_dir>/<mirror_subdir>/``.
+
+    Each file is streamed to a temporary file beside its target and moved into place once complete and its MD5
+    (when recorded) matches; a file already there is kept (it is verified when read). On any failure every file and
+    folder this call created is removed (:func:`_undo_on_failure`), so nothing partial is left.
+
+    Returns:
+        the folder.
+    Raises:
+        DatasetDownloadError: a network or file-system failure; names the dataset, the URLs tried, the files
+            expected and the mirror layout.
+        DataIntegrityError: a downloaded file's MD5 differs from the recorded one (names URL, expected and actual).
+    """
     folder = Path(raw_dir) / spec["mirror_subdir"]
-    for fname in spec["files"].values():
-        target = folder / fname
-        if target.is_file():
-            continue
-        try:
-            with urllib.request.urlopen(spec["url"], timeout=60) as resp:
-                buf = resp.read()
-        except Exception as exc:  # noqa: BLE001 - any network failure: one message
-            raise _download_error(name, spec, [spec["url"]], [target], exc) from None
-        with atomic_path(target) as tmp:
-            Path(tmp).write_bytes(buf)
+    tried: list[str] = []
+    with _undo_on_failure(folder):
+        for fname in files:
+            target = folder / fname
+            if target.is_file():
+                continue
+            url = spec["urls"][fname]
+            tried.append(url)
+            try:
+                with urllib.request.urlopen(url, timeout=60) as resp, atomic_path(target) as tmp, \
+                        open(tmp, "wb") as f:
+                    md5 = hashlib.md5()
+                    for chunk in iter(lambda: resp.read(1 << 20), b""):
+                        md5.update(chunk)
+                        f.write(chunk)
+                    f.flush()
+                    check_digests(f"{url} (downloaded as {target}; not kept)",
+                                  {"md5": spec.get("md5", {}).get(fname)}, {"md5": md5.hexdigest()})
+            except DataIntegrityError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any network or disk failure: one message
+                raise _download_error(name, spec, tried, [folder / f for f in files], exc) from None
     return folder
+
+
+def _download_torchvision(name: str, spec: dict, raw_dir: str | os.PathLike) -> tuple[Path, str]:
+    """Download an IDX dataset with torchvision (``spec["torchvision_class"]``, which checks the gz MD5s) into
+    ``<raw_dir>/<TorchvisionClass>/raw/``; on failure nothing it created is left. Returns (folder, URLs)."""
+    import torchvision.datasets  # lazy: importing torchvision takes seconds
+
+    cls = getattr(torchvision.datasets, spec["torchvision_class"])
+    folder = Path(raw_dir) / spec["torchvision_class"] / "raw"
+    urls = [cls.mirrors[0] + f + ".gz" for f in spec["files"].values()]
+    try:
+        with _undo_on_failure(folder):
+            cls(root=str(raw_dir), train=True, download=True)  # downloads all four files, checks gz MD5s
+    except Exception as exc:  # noqa: BLE001 - torchvision raises RuntimeError / URLError / OSError
+        raise _download_error(name, spec, urls, [folder / f for f in spec["files"].values()], exc) from None
+    return folder, " ".join(urls)
 
 
 def check_mirror(name: str, mirror: str | os.PathLike) -> Path:
     """Check that the offline mirror root ``mirror`` exists and holds the folder of dataset ``name``; returns
-    that folder, ``<mirror>/<mirror_subdir>/``. (Its files are checked when they are read:
-    :func:`missing_mirror_files`.)
+    that folder, ``<mirror>/<mirror_subdir>/``. (Its files are checked by :func:`missing_mirror_files`.)
 
     Raises:
         KeyError: unknown dataset name.
@@ -362,56 +532,62 @@ def check_mirror(name: str, mirror: str | os.PathLike) -> Path:
     return folder
 
 
-def missing_mirror_files(name: str, folder: str | os.PathLike) -> MirrorError | None:
-    """The error for the files of dataset ``name`` missing from its mirror folder ``folder`` (IDX files: neither
-    ``<file>`` nor ``<file>.gz``), or None when every file is there. Its message names every missing file and
-    what the folder holds, and shows :func:`mirror_layout`."""
+def missing_mirror_files(name: str, folder: str | os.PathLike, cfg: StrictConfig | dict | None = None
+                         ) -> MirrorError | None:
+    """The error for the files of dataset ``name`` that preparing it with settings ``cfg`` needs
+    (:func:`required_files`; None: the defaults) and its mirror folder ``folder`` lacks (MNIST: neither ``<file>``
+    nor ``<file>.gz``), or None when every one is there. Its message names every missing file and what the folder
+    holds, and shows :func:`mirror_layout`. A gzipped official file (Fashion-MNIST) present only decompressed is
+    named as such: only the sums of the files as distributed are recorded, so the mirror must hold those."""
     spec = _spec(name)
     folder = Path(folder)
-    gz = spec["format"] == "idx"
-    missing = [f for f in spec["files"].values()
+    gz = bool(spec.get("gz_optional"))
+    missing = [f for f in required_files(name, cfg)
                if not ((folder / f).is_file() or (gz and (folder / f"{f}.gz").is_file()))]
     if not missing:
         return None
-    expected = ", ".join(f"{folder / f}[.gz]" if gz else str(folder / f) for f in missing)
+    optional = spec.get("optional_files", {})
+    expected = ", ".join((f"{folder / f}[.gz]" if gz else str(folder / f))
+                         + (f" (read with {optional[f]}: true)" if f in optional else "") for f in missing)
     present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     held = ", ".join(present[:10]) + (f" and {len(present) - 10} more" if len(present) > 10 else "")
+    plain = [f.removesuffix(".gz") for f in missing if f.endswith(".gz") and (folder / f.removesuffix(".gz")).exists()]
+    hint = (f"; {', '.join(plain)} {'is' if len(plain) == 1 else 'are'} there decompressed, which cannot be verified: "
+            "the official checksums are those of the gzipped files, so the mirror must hold the official .gz files "
+            "as distributed" if plain else "")
     return MirrorError(f"dataset file missing from the mirror of {name!r}: expected {expected} (the folder "
-                       f"holds {held or 'nothing'}); {_layout_text(name)}")
+                       f"holds {held or 'nothing'}){hint}; {_layout_text(name)}")
 
 
 def _layout_text(name: str) -> str:
     return f"the mirror of {name!r} is laid out as\n{mirror_layout(name)}"
 
 
-def resolve_source(name: str, spec: dict, mirror: str | os.PathLike | None, raw_dir: str | os.PathLike
-                    ) -> tuple[Path, str]:
-    """Return (folder holding the raw files, human-readable source) for dataset ``name``.
+def resolve_source(name: str, spec: dict, mirror: str | os.PathLike | None, raw_dir: str | os.PathLike,
+                   cfg: StrictConfig | dict | None = None) -> tuple[Path, str]:
+    """Return (folder holding the raw files, human-readable source) for dataset ``name`` prepared with settings
+    ``cfg`` (None: the defaults; they decide which optional files are needed).
 
-    With ``mirror``: ``<mirror>/<mirror_subdir>/``. Without: download, IDX datasets with torchvision into
-    ``<raw_dir>/<TorchvisionClass>/raw/`` (torchvision leaves the decompressed files there), MATLAB ones
-    from ``spec["url"]`` into ``<raw_dir>/<mirror_subdir>/``.
+    With ``mirror``: ``<mirror>/<mirror_subdir>/``. Without: download, MNIST with torchvision into
+    ``<raw_dir>/MNIST/raw/`` (torchvision leaves the decompressed files there), the others from their URLs
+    (``spec["urls"]``) into ``<raw_dir>/<mirror_subdir>/``; CelebA is never downloaded.
 
     Raises:
         MirrorError: (a FileNotFoundError) the mirror root or its folder for the dataset is missing (names
             it and shows the expected layout; see :func:`check_mirror`).
-        DatasetDownloadError: the download failed (names the dataset, URL, file expected, mirror layout).
+        DatasetDownloadError: the download failed (names the dataset, URLs, files expected, mirror layout; nothing
+            is left behind), or the dataset is not downloadable (CelebA: where to get the files, the layout).
+        DataIntegrityError: a downloaded file's MD5 differs from the recorded one (the file is not kept).
     """
     if mirror is not None:
         folder = check_mirror(name, mirror)
         return folder, str(folder.resolve())
-    if spec["format"] == "mat":
-        return _download_mat(name, spec, raw_dir), spec["url"]
-    import torchvision.datasets  # lazy: importing torchvision takes seconds
-
-    cls = getattr(torchvision.datasets, spec["torchvision_class"])
-    folder = Path(raw_dir) / spec["torchvision_class"] / "raw"
-    urls = [cls.mirrors[0] + f + ".gz" for f in spec["files"].values()]
-    try:
-        cls(root=str(raw_dir), train=True, download=True)  # downloads all four files, checks gz MD5s
-    except Exception as exc:  # noqa: BLE001 - torchvision raises RuntimeError / URLError / OSError
-        raise _download_error(name, spec, urls, [folder / f for f in spec["files"].values()], exc) from None
-    return folder, " ".join(urls)
+    if spec.get("download_refusal") is not None:
+        raise DatasetDownloadError(spec["download_refusal"](mirror_layout(name)))
+    if spec.get("urls"):
+        files = required_files(name, cfg)
+        return _download_files(name, spec, raw_dir, files), " ".join(spec["urls"][f] for f in files)
+    return _download_torchvision(name, spec, raw_dir)
 
 
 def read_mat_file(name: str, folder: str | os.PathLike) -> tuple[np.ndarray, dict[str, str]]:
@@ -436,11 +612,8 @@ def read_mat_file(name: str, folder: str | os.PathLike) -> tuple[np.ndarray, dic
     if not path.is_file():
         raise FileNotFoundError(f"dataset file missing: expected {path}")
     buf = path.read_bytes()
-    sums = {"MD5": (spec["md5"][fname], hashlib.md5(buf).hexdigest()),
-            "SHA-256": (spec["sha256"][fname], hashlib.sha256(buf).hexdigest())}
-    for algo, (expected, actual) in sums.items():
-        if actual != expected:
-            raise DataIntegrityError(f"{algo} mismatch for {path}: expected {expected}, got {actual}")
+    actual = {"md5": hashlib.md5(buf).hexdigest(), "sha256": hashlib.sha256(buf).hexdigest()}
+    check_digests(str(path), {"md5": spec["md5"][fname], "sha256": spec["sha256"][fname]}, actual)
     var = spec["mat_variable"]
     _, h, w = spec["image_shape"]
     try:
@@ -453,33 +626,51 @@ def read_mat_file(name: str, folder: str | os.PathLike) -> tuple[np.ndarray, dic
         got = "absent" if ff is None else f"{getattr(ff, 'shape', '?')} {getattr(ff, 'dtype', '?')}"
         raise DataIntegrityError(f"{path}: variable {var!r} should be uint8 of shape {want}, got {got}")
     images = np.ascontiguousarray(ff.T).reshape(-1, h, w)  # column i -> row-major (H, W)
-    return images, {fname: sums["SHA-256"][1]}
+    return images, {fname: actual["sha256"]}
 
 
 def read_idx_files(name: str, folder: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Read and verify the four IDX files of dataset ``name`` from ``folder``.
+    """Read and verify the four IDX files of dataset ``name`` (MNIST, Fashion-MNIST) from ``folder``.
 
-    Every file is checked before anything is returned, so a caller writes nothing on failure.
+    MNIST (``gz_optional``): ``<file>`` or ``<file>.gz``, the SHA-256 of the decompressed bytes is checked.
+    Fashion-MNIST: the official ``<file>.gz`` as distributed, its MD5 checked before it is decompressed. Every file
+    is checked before anything is returned, so a caller writes nothing on failure.
 
     Returns:
         (arrays by role: ``train_images`` (N,H,W) uint8, ``train_labels`` (N,) uint8, ``test_*``;
-         SHA-256 hex digest of each decompressed file by file name)
+         SHA-256 hex digest by file name: of each decompressed file (MNIST), of each .gz file (Fashion-MNIST))
     Raises:
         KeyError: unknown dataset name.
-        FileNotFoundError: a file is missing (message names the expected path).
-        DataIntegrityError: a SHA-256 mismatch (names file, expected and actual sum) or bad IDX data.
+        FileNotFoundError: a file is missing (message names the expected path, and says so when a gzipped
+            official file is there only decompressed: it cannot be verified).
+        DataIntegrityError: a checksum mismatch (names file, expected and actual sum), bad gzip or IDX data, or
+            image and label counts that differ.
     """
     spec = _spec(name)
     folder = Path(folder)
     arrays, sums = {}, {}
     for role, fname in spec["files"].items():
-        path = find_file(folder, fname)
-        buf = read_maybe_gz(path)
-        actual = hashlib.sha256(buf).hexdigest()
-        expected = spec["sha256"][fname]
-        if actual != expected:
-            raise DataIntegrityError(f"SHA-256 mismatch for {path} (decompressed {fname}): "
-                                     f"expected {expected}, got {actual}")
+        if spec.get("gz_optional"):
+            path = find_file(folder, fname)
+            buf = read_maybe_gz(path)
+            actual = hashlib.sha256(buf).hexdigest()
+            expected = spec["sha256"][fname]
+            if actual != expected:
+                raise DataIntegrityError(f"SHA-256 mismatch for {path} (decompressed {fname}): "
+                                         f"expected {expected}, got {actual}")
+        else:
+            path = folder / fname
+            if not path.is_file():
+                plain = folder / fname.removesuffix(".gz")
+                raise FileNotFoundError(f"dataset file missing: expected {path}" + (
+                    f" ({plain.name} is there decompressed, which cannot be verified: the official checksums are "
+                    "those of the gzipped files as distributed)" if plain != path and plain.exists() else ""))
+            raw = path.read_bytes()
+            digests = {"md5": hashlib.md5(raw).hexdigest(), "sha256": hashlib.sha256(raw).hexdigest()}
+            check_digests(str(path), {"md5": spec.get("md5", {}).get(fname),
+                                      "sha256": spec.get("sha256", {}).get(fname)}, digests)
+            buf = _gunzip(raw, path) if fname.endswith(".gz") else raw
+            actual = digests["sha256"]
         arrays[role] = parse_idx(buf, str(path))
         sums[fname] = actual
     for split in ("train", "test"):
@@ -495,19 +686,32 @@ def _spec(name: str) -> dict:
     return DATASETS[name]
 
 
+def _settings(spec: dict, cfg: StrictConfig | dict | None) -> StrictConfig:
+    """``cfg`` as an instance of the spec's settings class (a dict or another settings object is validated)."""
+    cls = spec["config"]
+    if isinstance(cfg, cls):
+        return cfg
+    return cls.model_validate(cfg.model_dump() if isinstance(cfg, StrictConfig) else cfg or {})
+
+
 def dataset_spec(name: str, cfg: StrictConfig | dict | None = None) -> dict:
     """The spec of dataset ``name`` with settings ``cfg`` (the study's ``datasets.<name>``): a registered
-    dataset's entry of :data:`DATASETS`, or for any other name with ``kind: image_folder`` a spec built from its
-    settings: ``{"format": "image_folder", "image_shape": (channels, H, W), "config": ImageFolderConfig,
-    "settings": the validated ImageFolderConfig}``. An image folder's number of classes is known only once it is
-    read: the prepared file's ``meta["n_classes"]`` (what the classifier stage reads), not the spec.
+    dataset's entry of :data:`DATASETS`, with ``image_shape`` (C, H, W) resolved for ``cfg`` when it depends on the
+    settings (``image_shape_of``: SVHN's and CelebA's ``image_size``; with ``cfg`` None the entry itself, default
+    shape), or for any other name with ``kind: image_folder`` a spec built from its settings: ``{"format":
+    "image_folder", "image_shape": (channels, H, W), "config": ImageFolderConfig, "settings": the validated
+    ImageFolderConfig}``. An image folder's number of classes is known only once it is read: the prepared file's
+    ``meta["n_classes"]`` (what the classifier stage reads), not the spec.
 
     Raises:
         KeyError: an unregistered name without ``kind: image_folder`` (lists the known names).
-        pydantic.ValidationError: invalid image-folder settings (a dict).
+        pydantic.ValidationError: invalid settings (a dict).
     """
     if name in DATASETS:
-        return DATASETS[name]
+        spec = DATASETS[name]
+        if cfg is None or "image_shape_of" not in spec:
+            return spec
+        return {**spec, "image_shape": tuple(spec["image_shape_of"](_settings(spec, cfg)))}
     kind = cfg.get("kind") if isinstance(cfg, dict) else getattr(cfg, "kind", None)
     if kind != "image_folder":
         raise KeyError(f"unknown dataset {name!r}; known: {sorted(DATASETS)} (or a folder of your own images: "
@@ -526,10 +730,11 @@ def prepare_dataset(name: str, cfg: StrictConfig | dict | None, out_path: str | 
     """Fetch, verify, split and save dataset ``name`` as one ``.npz`` (written atomically).
 
     Args:
-        name: registry key in ``DATASETS`` (``"mnist"``, ``"frey_face"``), or any other name whose ``cfg`` has
-            ``kind: image_folder`` (:class:`ImageFolderConfig`; see :func:`dataset_spec`).
-        cfg: the dataset's settings (its class in :data:`DATASET_CONFIGS`, or ImageFolderConfig; ``max_*`` keeps
-            the first N of a split); a dict is validated into that class; None = the defaults.
+        name: registry key in ``DATASETS`` (``"mnist"``, ``"fashion_mnist"``, ``"frey_face"``, ``"cifar10"``,
+            ``"svhn"``, ``"celeba"``), or any other name whose ``cfg`` has ``kind: image_folder``
+            (:class:`ImageFolderConfig`; see :func:`dataset_spec`).
+        cfg: the dataset's settings (its class in :data:`DATASET_CONFIGS`, or ImageFolderConfig); a dict is
+            validated into that class; None = the defaults.
         out_path: destination ``.npz`` (see the module docstring for its arrays).
         mirror: root of an offline mirror holding ``<mirror>/<mirror_subdir>/<files>`` (see
             :func:`mirror_layout`); ``None`` downloads into ``raw_dir``. Unused for an image folder (its
@@ -541,42 +746,46 @@ def prepare_dataset(name: str, cfg: StrictConfig | dict | None, out_path: str | 
     Raises:
         KeyError (unknown dataset), ValueError (an invalid setting, named; a split too large),
         MirrorError (a FileNotFoundError: mirror root, folder or file missing, with the expected layout),
-        DatasetDownloadError (download failed), DataIntegrityError (checksum mismatch, bad file, a ``.gz``
-        that is not valid gzip data), ImageFolderError (an image folder: a missing path, an unreadable or
-        wrongly sized image, a file outside the layout, an empty split; names the file). On any error no output
-        file is written (an earlier one is kept as it was).
+        DatasetDownloadError (download failed, nothing left behind; CelebA without a mirror), DataIntegrityError
+        (checksum mismatch, malformed file, a ``.gz`` that is not valid gzip data; names the file),
+        ImageFolderError (an image folder: a missing path, an unreadable or wrongly sized image, a file outside the
+        layout, an empty split; names the file). On any error no output file is written (an earlier one is kept
+        as it was).
     """
     spec = dataset_spec(name, cfg)
-    cfg_cls = spec["config"]
-    cfg = (cfg if isinstance(cfg, cfg_cls) else cfg_cls.model_validate(
-        cfg.model_dump() if isinstance(cfg, StrictConfig) else cfg or {})).model_dump(mode="json")
+    settings = _settings(spec, cfg)
+    cfg = settings.model_dump(mode="json")
     n_classes = spec.get("n_classes")
     if spec["format"] == "image_folder":    # its path is the source: no mirror, no download (mirror unused)
         splits, extra, split_meta, sums, source, classes = _split_image_folder(spec["settings"], cfg)
+        splits = {s: (x.transpose(0, 3, 1, 2) if x.ndim == 4 else x, y) for s, (x, y) in splits.items()}
         n_classes = len(classes) if classes else None
         return _write_prepared(name, out_path, splits, extra, split_meta, sums, source, n_classes, cfg,
                                {"classes": classes} if classes else {})
-    folder, source = resolve_source(name, spec, mirror, raw_dir)
+    folder, source = resolve_source(name, spec, mirror, raw_dir, settings)
+    if mirror is not None:
+        missing = missing_mirror_files(name, folder, settings)
+        if missing is not None:
+            raise missing
+    reader = spec.get("prepare") or _FORMAT_READERS[spec["format"]]
     try:
-        if spec["format"] == "mat":
-            splits, extra, split_meta, sums = _split_mat(name, spec, cfg, folder)
-        else:
-            splits, extra, split_meta, sums = _split_idx(name, cfg, folder)
+        parts = reader(name, spec, cfg, folder)
     except FileNotFoundError:
-        missing = missing_mirror_files(name, folder) if mirror is not None else None
+        missing = missing_mirror_files(name, folder, settings) if mirror is not None else None
         if missing is None:
             raise
         raise missing from None     # the same, with every missing file, the folder's content and the layout
-    return _write_prepared(name, out_path, splits, extra, split_meta, sums, source, n_classes, cfg)
+    return _write_prepared(name, out_path, parts.splits, parts.extra, parts.split_meta, parts.sums, source,
+                           n_classes, cfg, parts.more_meta)
 
 
 def _write_prepared(name: str, out_path: str | os.PathLike, splits: dict, extra: dict, split_meta: dict,
                     sums: dict, source: str, n_classes: int | None, cfg: dict, more_meta: dict | None = None) -> dict:
-    """Write the ``.npz`` of the file contract atomically (nothing on error); returns prepare_dataset's summary."""
+    """Write the ``.npz`` of the file contract atomically (nothing on error); returns prepare_dataset's summary.
+    ``splits``: {split: (images (N, H, W) grey or (N, C, H, W), labels (N,))}."""
     out = {}
     for split, (x, y) in splits.items():
-        out[f"x_{split}"] = np.ascontiguousarray(x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2),
-                                                 dtype=np.uint8)  # (N,H,W) grey -> (N,1,H,W); (N,H,W,C) -> NCHW
+        out[f"x_{split}"] = np.ascontiguousarray(x[:, None] if x.ndim == 3 else x, dtype=np.uint8)  # -> N,C,H,W
         out[f"y_{split}"] = y.astype(np.int64)
     out.update(extra)
     counts = {split: int(len(out[f"y_{split}"])) for split in splits}
@@ -602,21 +811,17 @@ def _write_prepared(name: str, out_path: str | os.PathLike, splits: dict, extra:
             "image_shape": image_shape, "sha256": sums}
 
 
-def _seeded_subset(idx: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
-    """``idx`` when ``cap`` is None or at least its length, else ``cap`` of its entries: the first ``cap`` of
-    ``numpy.random.RandomState(seed).permutation(len(idx))``, in their original (sorted) order."""
-    if cap is None or cap >= len(idx):
-        return idx
-    return idx[np.sort(np.random.RandomState(seed).permutation(len(idx))[:cap])]
+_seeded_subset = seeded_subset       # (the image-folder split below uses the shared helpers under these names)
+frey_face_split = seeded_split
 
 
 def _first(x: np.ndarray, cfg: dict, key: str) -> np.ndarray:
-    return x if cfg[key] is None else x[: cfg[key]]
+    return first_n(x, cfg[key])
 
 
-def _split_idx(name: str, cfg: dict, folder: Path) -> tuple[dict, dict, dict, dict]:
-    """MNIST's fixed split: validation = the last ``n_validation`` official training images. Returns
-    ({split: (images, labels)}, extra arrays, meta["split"], sha256 by file)."""
+def _split_idx(name: str, spec: dict, cfg: dict, folder: Path) -> Prepared:
+    """MNIST's (and Fashion-MNIST's) fixed split: validation = the last ``n_validation`` official training images.
+    Returns images (N, 28, 28), labels, meta["split"], sha256 by file (and ``meta["classes"]`` if recorded)."""
     arrays, sums = read_idx_files(name, folder)
     x_full, y_full = arrays["train_images"], arrays["train_labels"]
     n_full, n_val = len(x_full), cfg["n_validation"]
@@ -638,31 +843,15 @@ def _split_idx(name: str, cfg: dict, folder: Path) -> tuple[dict, dict, dict, di
         "val_source_indices": [n_train, n_train + counts["val"]],
         "test_source_indices": [0, counts["test"]],
     }
-    return splits, {}, split_meta, sums
+    return Prepared(splits, split_meta, sums, more_meta={"classes": list(spec["classes"])} if "classes" in spec else {})
 
 
-def frey_face_split(n_images: int, n_validation: int, n_test: int, split_seed: int) -> dict[str, np.ndarray]:
-    """The seeded split of an unsplit dataset: ``perm = numpy.random.RandomState(split_seed).permutation(
-    n_images)``; test = ``perm[:n_test]``, val = ``perm[n_test:n_test + n_validation]``, train = the rest, each
-    sorted. Returns {"train", "val", "test": int64 source indices}, disjoint, covering range(n_images).
-
-    Raises:
-        ValueError: ``n_validation + n_test >= n_images`` (no training image left).
-    """
-    if n_validation + n_test >= n_images:
-        raise ValueError(f"n_validation + n_test = {n_validation + n_test} leaves no training image of {n_images}")
-    perm = np.random.RandomState(int(split_seed)).permutation(n_images).astype(np.int64)
-    return {"train": np.sort(perm[n_test + n_validation:]), "val": np.sort(perm[n_test:n_test + n_validation]),
-            "test": np.sort(perm[:n_test])}
-
-
-def _split_mat(name: str, spec: dict, cfg: dict, folder: Path) -> tuple[dict, dict, dict, dict]:
-    """Frey Face's seeded split (:func:`frey_face_split`), then ``max_*``. Returns ({split: (images, labels
-    = -1)}, {"source_index_<split>": column indices}, meta["split"], sha256 by file)."""
+def _split_mat(name: str, spec: dict, cfg: dict, folder: Path) -> Prepared:
+    """Frey Face's seeded split (:func:`frey_face_split`), then ``max_*``. Returns images (N, 28, 20), labels -1,
+    ``source_index_<split>`` (column indices), meta["split"], sha256 by file."""
     images, sums = read_mat_file(name, folder)
     index = frey_face_split(len(images), cfg["n_validation"], cfg["n_test"], cfg["split_seed"])
-    caps = {"train": "max_train", "val": "max_validation", "test": "max_test"}
-    index = {split: _first(idx, cfg, caps[split]) for split, idx in index.items()}
+    index = {split: _first(idx, cfg, SPLIT_CAPS[split]) for split, idx in index.items()}
     splits = {split: (images[idx], np.full(len(idx), -1, dtype=np.int64)) for split, idx in index.items()}
     n = len(images)
     split_meta = {
@@ -675,10 +864,13 @@ def _split_mat(name: str, spec: dict, cfg: dict, folder: Path) -> tuple[dict, di
         "seed": cfg["split_seed"],
         "rule": "numpy.random.RandomState(seed).permutation(n): test, validation, train",
         "n_source_images": n,
-        "index_sha256": {split: hashlib.sha256(idx.astype("<i8").tobytes()).hexdigest()
-                         for split, idx in index.items()},
+        "index_sha256": {split: index_sha256(idx) for split, idx in index.items()},
     }
-    return splits, {f"source_index_{split}": idx for split, idx in index.items()}, split_meta, sums
+    return Prepared(splits, split_meta, sums, extra={f"source_index_{split}": idx for split, idx in index.items()})
+
+
+# The readers of the formats defined in this module (a dataset module's entry names its own: "prepare").
+_FORMAT_READERS = {"idx": _split_idx, "mat": _split_mat}
 
 
 # -----------------------------------------------------------------------------

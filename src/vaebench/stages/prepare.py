@@ -17,8 +17,9 @@ def run(study: Study, dataset: str, mirror: str | os.PathLike | None = None) -> 
         vaebench.data.prepare.MirrorError: (a FileNotFoundError) the mirror root, its folder for the dataset or
             one of its files is missing; the message names it and shows the mirror layout expected.
         vaebench.data.prepare.DataIntegrityError: a raw file is truncated or corrupted (checksum mismatch, bad
-            gzip, IDX or MATLAB data); the message names the file.
-        vaebench.data.prepare.DatasetDownloadError: without a mirror, the download failed.
+            gzip, IDX, MATLAB, pickle, tar or zip data, an image of the wrong size); the message names the file.
+        vaebench.data.prepare.DatasetDownloadError: without a mirror, the download failed (nothing is left behind),
+            or the dataset is not downloadable (CelebA: the message says where to get the files).
         On every error nothing is written: no partial file, and an earlier ``paths.PREPARED`` stays as it was.
     """
     study.check_cell(dataset)

@@ -1,0 +1,220 @@
+"""CelebA, the aligned-and-cropped face images (Liu, Luo, Wang & Tang 2015, "Deep Learning Face Attributes in the
+Wild", ICCV; http://mmlab.ie.cuhk.edu.hk/projects/CelebA.html), used without its attributes: an unlabelled dataset
+(labels -1, no classifier-feature FID, like Frey Face).
+
+Files (from the official page, hosted on Google Drive): ``img_align_celeba.zip`` (MD5
+00d2c5bc6d35e252742224ab0c1e8fcb; 202,599 JPEG images of 178 x 218 pixels, width x height, named ``000001.jpg`` ..
+``202599.jpg`` inside the folder ``img_align_celeba/`` of the zip) and ``list_eval_partition.txt`` (MD5
+d32c9cbf5e040fd4025c592c306e6668; one line ``<image> <0|1|2>`` per image: 0 = train, 1 = validation, 2 = test).
+Both MD5s are the ones torchvision's CelebA records. The zip is read member by member with :mod:`zipfile` (never
+extracted) and each image decoded straight into a preallocated uint8 array.
+
+No automatic download: Google Drive refuses automated downloads of these files once their daily quota is used
+(which it usually is), so preparing CelebA without a mirror stops with a DatasetDownloadError saying where to get
+the files and how to lay out the mirror.
+
+Split: the official one of ``list_eval_partition.txt`` (162,770 / 19,867 / 19,962 images); then ``max_*`` keeps a
+seeded subset (the first N of ``numpy.random.RandomState(split_seed).permutation`` over a split, kept in order).
+``source_index_<split>`` stores each image's line in the partition list (0-based; image ``000001.jpg`` is 0).
+
+Preprocessing: a centre crop of ``crop`` x ``crop`` pixels (default 148) at left = round((178 - crop) / 2), top =
+round((218 - crop) / 2) (15 and 35 for 148), then a resize to ``image_size`` x ``image_size`` (64 or 32) with
+Pillow's bilinear filter: exactly what torchvision's ``CenterCrop(148)`` then ``Resize(64)`` do on a PIL image, the
+common convention of VAE results on CelebA 64 x 64 (e.g. the CelebA loader of AntixK/PyTorch-VAE, Subramanian
+2020, ``dataset.py``).
+"""
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, NonNegativeInt, PositiveInt
+
+from vaebench.data.common import SPLIT_CAPS, DataIntegrityError, Prepared, index_sha256, seeded_subset, verify_file
+from vaebench.errors import one_line
+from vaebench.registry import StrictConfig
+
+ZIP = "img_align_celeba.zip"
+PARTITION = "list_eval_partition.txt"
+ZIP_FOLDER = "img_align_celeba/"
+WIDTH, HEIGHT = 178, 218
+PAGE = "http://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
+PARTS = {0: "train", 1: "val", 2: "test"}
+_LINE = re.compile(r"^(\d{6}\.jpg)\s+([012])$")
+
+
+class CelebAConfig(StrictConfig):
+    """How CelebA's aligned faces are cropped and resized (official split; unlabelled) and truncated."""
+
+    image_size: Literal[64, 32] = Field(64, description=(
+        "Height = width of the prepared images, after the centre crop (Pillow bilinear resize)."))
+    crop: PositiveInt = Field(148, le=WIDTH, description=(
+        "Side of the centre crop of the 178x218 (width x height) aligned images before the resize: left = "
+        "round((178 - crop) / 2), top = round((218 - crop) / 2); 148 is the common convention (torchvision "
+        "CenterCrop(148), Resize(64))."))
+    split_seed: NonNegativeInt = Field(0, description="Seed of the max_* subsets: the first N of numpy "
+                                                      "RandomState(split_seed).permutation(n) over a split.")
+    max_train: PositiveInt | None = Field(None, description="Keep a seeded subset of N training images (null = all).")
+    max_validation: PositiveInt | None = Field(None, description="Keep a seeded subset of N validation images "
+                                                                 "(null = all).")
+    max_test: PositiveInt | None = Field(None, description="Keep a seeded subset of N test images (null = all).")
+
+
+def image_shape(settings: CelebAConfig) -> tuple[int, int, int]:
+    """(C, H, W) of the prepared images: (3, image_size, image_size)."""
+    return (3, settings.image_size, settings.image_size)
+
+
+def crop_box(crop: int) -> tuple[int, int, int, int]:
+    """Pillow's (left, top, right, bottom) of the centre ``crop`` x ``crop`` square of a 178 x 218 image, placed as
+    torchvision's ``center_crop`` places it: left = int(round((178 - crop) / 2)), top = int(round((218 - crop) /
+    2)); (15, 35, 163, 183) for 148."""
+    left, top = int(round((WIDTH - crop) / 2.0)), int(round((HEIGHT - crop) / 2.0))
+    return (left, top, left + crop, top + crop)
+
+
+def read_partition(path: Path) -> tuple[list[str], np.ndarray]:
+    """Parse ``list_eval_partition.txt``: one ``<6 digits>.jpg <0|1|2>`` line per image (blank lines ignored).
+
+    Returns:
+        (image names in file order, partition per image: int64 0 train / 1 validation / 2 test).
+    Raises:
+        DataIntegrityError: not ASCII text, a malformed line (its number and content are shown), an image listed
+            twice; names the file.
+    """
+    try:
+        text = path.read_bytes().decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise DataIntegrityError(f"{path}: not ASCII text ({one_line(exc)})") from None
+    names, parts, seen = [], [], set()
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        m = _LINE.match(line)
+        if m is None:
+            raise DataIntegrityError(f"{path}: line {number} is {line[:80]!r}, expected '<6 digits>.jpg <0|1|2>' "
+                                     "(0 = train, 1 = validation, 2 = test)")
+        if m.group(1) in seen:
+            raise DataIntegrityError(f"{path}: line {number} lists {m.group(1)} a second time")
+        seen.add(m.group(1))
+        names.append(m.group(1))
+        parts.append(int(m.group(2)))
+    if not names:
+        raise DataIntegrityError(f"{path}: lists no image")
+    return names, np.array(parts, dtype=np.int64)
+
+
+def decode_face(buf: bytes, shown: str, crop: int, size: int) -> np.ndarray:
+    """One aligned CelebA JPEG as uint8 (3, size, size): decoded with Pillow (RGB), centre-cropped to ``crop`` x
+    ``crop`` (:func:`crop_box`), resized with ``Image.Resampling.BILINEAR``.
+
+    Raises:
+        DataIntegrityError: not a decodable image, or not 178 x 218 (width x height); names ``shown``.
+    """
+    from PIL import Image
+
+    try:
+        img = Image.open(io.BytesIO(buf))
+        img.load()
+        img = img.convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - UnidentifiedImageError, OSError, SyntaxError, ...
+        raise DataIntegrityError(f"{shown}: not a readable image ({one_line(exc)})") from None
+    if img.size != (WIDTH, HEIGHT):
+        raise DataIntegrityError(f"{shown}: image is {img.size[0]}x{img.size[1]} (width x height), the aligned "
+                                 f"CelebA images are {WIDTH}x{HEIGHT}")
+    img = img.crop(crop_box(crop)).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def prepare_celeba(name: str, spec: dict, cfg: dict, folder: Path) -> Prepared:
+    """Verify, read, split, crop and resize CelebA (see the module docstring).
+
+    Both files' MD5s are checked first; then the partition list is parsed, the split and ``max_*`` subsets drawn,
+    every listed image's presence in the zip checked, and only the selected images decoded, one at a time, into
+    preallocated (N, 3, S, S) uint8 arrays (no PIL image is kept).
+
+    Returns:
+        :class:`~vaebench.data.common.Prepared`: images (N, 3, S, S), labels -1, ``source_index_<split>``.
+    Raises:
+        FileNotFoundError: a file is missing.
+        DataIntegrityError: an MD5 mismatch (names the file, expected and actual sum), a bad partition line, a
+            listed image missing from the zip, an unreadable zip or member (bad CRC), an image not 178 x 218 or not
+            decodable (names the member).
+    """
+    folder = Path(folder)
+    sums = {f: verify_file(spec, folder, f)["sha256"] for f in (ZIP, PARTITION)}
+    names, parts = read_partition(folder / PARTITION)
+    seed, size, crop = cfg["split_seed"], cfg["image_size"], cfg["crop"]
+    index = {split: seeded_subset(np.flatnonzero(parts == p).astype(np.int64), cfg[SPLIT_CAPS[split]], seed)
+             for p, split in PARTS.items()}
+    path = folder / ZIP
+    out = {s: np.empty((len(idx), 3, size, size), np.uint8) for s, idx in index.items()}
+    member = None
+    try:
+        with zipfile.ZipFile(path) as zf:
+            present = set(zf.namelist())
+            absent = [n for n in names if ZIP_FOLDER + n not in present]
+            if absent:
+                raise DataIntegrityError(f"{path}: lacks {len(absent)} image(s) listed in {PARTITION}, e.g. "
+                                         f"{ZIP_FOLDER}{absent[0]}")
+            for split, idx in index.items():
+                for k, i in enumerate(idx):
+                    member = ZIP_FOLDER + names[i]
+                    out[split][k] = decode_face(zf.read(member), f"{member} (in {path})", crop, size)
+    except DataIntegrityError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error, NotImplementedError) as exc:
+        where = f" member {member}" if member is not None else ""
+        raise DataIntegrityError(f"{path}{where}: not a readable zip archive ({one_line(exc)})") from None
+    n = {PARTS[p]: int((parts == p).sum()) for p in PARTS}
+    left, top, right, bottom = crop_box(crop)
+    split_meta = {
+        "description": (f"the official split of {PARTITION} (0 = train: {n['train']}, 1 = validation: {n['val']}, "
+                        f"2 = test: {n['test']} images); then max_* keeps a seeded subset of N of a split: the first N "
+                        f"of numpy.random.RandomState({seed}).permutation(n) over its images, kept in order. "
+                        f"source_index_<split> is the image's 0-based line in {PARTITION} (000001.jpg = 0)"),
+        "rule": f"official: {PARTITION}",
+        "seed": seed,
+        "n_source_images": n,
+        "index_sha256": {s: index_sha256(idx) for s, idx in index.items()},
+    }
+    more = {"preprocessing": (f"centre crop {crop}x{crop} of the {WIDTH}x{HEIGHT} image (Pillow box ({left}, {top}, "
+                              f"{right}, {bottom})), then Image.resize(({size}, {size}), Image.Resampling.BILINEAR): "
+                              f"torchvision CenterCrop({crop}) then Resize({size}) on a PIL image")}
+    splits = {s: (out[s], np.full(len(idx), -1, dtype=np.int64)) for s, idx in index.items()}
+    return Prepared(splits, split_meta, sums, extra={f"source_index_{s}": idx for s, idx in index.items()},
+                    more_meta=more)
+
+
+def download_refusal(mirror_layout: str) -> str:
+    """The DatasetDownloadError message for preparing CelebA without a mirror (``mirror_layout``: the lines of
+    :func:`vaebench.data.prepare.mirror_layout`)."""
+    return ("dataset 'celeba' is not downloaded automatically: its files are hosted on Google Drive, which refuses "
+            "automated downloads of them (its daily download quota for these files is usually used up: 'Too many "
+            "users have viewed or downloaded this file recently'). Download img_align_celeba.zip ('Align&Cropped "
+            "Images') and list_eval_partition.txt ('Eval') by hand from the official page "
+            f"{PAGE} (its Google Drive or Baidu links), put them, unchanged (do not unzip), in an offline mirror "
+            f"laid out as\n{mirror_layout}\nand pass --mirror <mirror> (or set VAEBENCH_DATA_MIRROR=<mirror>).")
+
+
+ENTRY: dict[str, Any] = {
+    "format": "celeba_zip",
+    "citation": ('Liu, Luo, Wang & Tang 2015, "Deep Learning Face Attributes in the Wild", ICCV; ' + PAGE),
+    "mirror_subdir": "celeba",
+    "files": {"images": ZIP, "partition": PARTITION},
+    # no "urls": never downloaded (see download_refusal)
+    "download_refusal": download_refusal,
+    # MD5 of each file as distributed (the sums torchvision's CelebA checks)
+    "md5": {ZIP: "00d2c5bc6d35e252742224ab0c1e8fcb", PARTITION: "d32c9cbf5e040fd4025c592c306e6668"},
+    "image_shape": (3, 64, 64),
+    "image_shape_of": image_shape,
+    "n_classes": None,
+    "config": CelebAConfig,
+    "prepare": prepare_celeba,
+}
