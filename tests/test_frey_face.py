@@ -148,9 +148,12 @@ def test_study_validation():
         validate_study(_frey_params(n_tset=5), "params.yaml", REPO / "catalogue.yaml")
     with pytest.raises(ConfigError, match=r"'datasets.frey_face'.*leaves no training image"):
         validate_study(_frey_params(n_test=1000, n_validation=965), "params.yaml", REPO / "catalogue.yaml")
-    # conv28 needs 28x28: the study fails before any job, naming model, dataset and both sizes
+    # the size-aware conv family takes 28x20; conv28 needs 28x28: the study fails before any job, naming model,
+    # dataset and both sizes
+    validate_study(_frey_params(models=["sigma_vae_conv"]), "params.yaml", REPO / "catalogue.yaml")
     with pytest.raises(ConfigError) as err:
-        validate_study(_frey_params(models=["sigma_vae_conv"]), "params.yaml", REPO / "catalogue.yaml")
+        validate_study(_frey_params(models={"sigma_vae_conv": {"architecture": {"name": "conv28"}}}), "params.yaml",
+                       REPO / "catalogue.yaml")
     msg = str(err.value)
     assert "sigma_vae_conv" in msg and "conv28" in msg and "frey_face" in msg and "28x28" in msg and "28x20" in msg
 
