@@ -55,8 +55,8 @@ def test_layers_resolve_in_order(raw, inception_weights):
     # without components, the typed default applies
     paper = load_study(REPO / "studies/paper.yaml", catalogue=CATALOGUE)
     assert paper.cell("mnist", "beta_vae", 0).model_config.architecture.hidden_dims == [512, 256]
-    # an override that names another component replaces it (conv28 has no hidden_dims)
-    assert paper.cell("mnist", "vae_categorical", 0).model_config.architecture.name == "conv28"
+    # an override that names another component replaces it (conv has no hidden_dims)
+    assert paper.cell("mnist", "vae_categorical", 0).model_config.architecture.name == "conv"
     # a model's own setting wins over the study's components
     raw = copy.deepcopy(raw)
     raw["models"]["vae_bernoulli"] = {"architecture": {"hidden_dims": [16]}, "latent_dim": 4}
@@ -88,7 +88,7 @@ def test_deep_merge():
     (lambda p: p["components"]["architecture"]["mlp"].update(hidden_dims=[0]),
      "'components.architecture.mlp.hidden_dims.0': 0: Input should be greater than 0"),
     (lambda p: p["components"]["architecture"].update(resnet={}),
-     "unknown key 'components.architecture.resnet' (allowed: conv28, mlp)"),
+     "unknown key 'components.architecture.resnet' (allowed: conv, conv28, mlp)"),
     (lambda p: p.update(device="tpu"), "'device': 'tpu': Input should be 'auto', 'cpu' or 'cuda'"),
     (lambda p: p["evaluate"].update(iwae_k=0), "'evaluate.iwae_k': 0"),
     (lambda p: p["models"].update(vae_categorical={"train": {"epochs": 0}}), "'models.vae_categorical.train.epochs': 0"),

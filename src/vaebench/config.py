@@ -223,9 +223,10 @@ def _study_train_class() -> type[BaseModel]:
     return create_model(
         "StudyTrainConfig", __base__=TrainConfig,
         __doc__="Training settings of the study, with per-dataset overrides.",
-        per_dataset=(dict[Literal[tuple(DATASETS)], TrainOverride], Field(
+        per_dataset=(dict[Annotated[str, Field(pattern=NAME_PATTERN)], TrainOverride], Field(
             default_factory=dict, description="Per-dataset overrides of these settings, e.g. "
-                                              "{frey_face: {epochs: 60}} ({} for none).")))
+                                              "{frey_face: {epochs: 60}} ({} for none); a key is a registered "
+                                              "dataset or one of the study's datasets (e.g. an image folder).")))
 
 
 def _study_classes(names: tuple) -> type[BaseModel]:
@@ -439,10 +440,21 @@ def validate_study(raw: Any, source: str = DEFAULT_STUDY, catalogue: str | os.Pa
                               f"(defined: {', '.join(sorted(entries))})")
         models[name] = resolve_model(name, entries[name], (raw["models"] or {}).get(name), raw.get("components"),
                                      source, str(catalogue))
+    _check_per_dataset(config, source)
     _check_image_shapes(config, models, source)
     _check_inception_weights(config, source)
     _check_claims(Path(catalogue).parent / paths.CLAIMS, entries)
     return Study(config, models, source)
+
+
+def _check_per_dataset(config, source: str) -> None:
+    """``train.per_dataset`` may name a registered dataset (so one block serves several studies) or any dataset
+    of this study (an image folder); any other name is a typo. Raises ConfigError naming the key."""
+    for name in config.train.per_dataset:
+        if name not in DATASETS and name not in config.datasets:
+            raise ConfigError(f"{source}: unknown key 'train.per_dataset.{name}': neither a registered dataset "
+                              f"({', '.join(sorted(DATASETS))}) nor a dataset of this study "
+                              f"({', '.join(config.datasets)})")
 
 
 def _check_image_shapes(config, models: dict[str, ModelConfig], source: str) -> None:
