@@ -95,6 +95,8 @@ def npz_prepared(tmp_path: Path, monkeypatch) -> list[str]:
     from vaebench.data import prepare
 
     (tmp_path / "mirror" / "mnist").mkdir(parents=True)   # resolve_source runs for real and finds the folder
+    for name in prepare.DATASETS["mnist"]["files"].values():   # and the files (read by the stand-in below)
+        (tmp_path / "mirror" / "mnist" / name).touch()
 
     def fake_idx(seed):  # stands in for the checksum-verified reader of the real MNIST files
         rng = np.random.RandomState(seed)

@@ -111,6 +111,32 @@ def _stats(values: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
+# Our own grid instead of torchvision.utils.make_grid + save_image: importing torchvision costs about 1.7 s per
+# evaluate job on a CPU (its package import pulls in torch._dynamo), a minute of the default study's 84 jobs;
+# tests/test_evaluate.py checks that the PNG's pixels equal torchvision's.
+def save_grid_png(images: torch.Tensor, nrow: int, path, padding: int = 2) -> None:
+    """Write ``images`` (N, C, H, W) float in [0, 1], C = 1 or 3, as one PNG grid of ``nrow`` images per row:
+    each image framed by ``padding`` black pixels (shared between neighbours), grey images as RGB, pixels
+    quantised as round-half-up of 255 x, as torchvision's ``make_grid(images, nrow, padding)`` then
+    ``save_image`` write it. Raises ValueError for another shape."""
+    from PIL import Image
+
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"save_grid_png: expected (N, 1 or 3, H, W) images, got {tuple(images.shape)}")
+    n, c, h, w = images.shape
+    images = images.expand(n, 3, h, w) if c == 1 else images
+    if n == 1:
+        padding = 0                                   # make_grid returns a single image unframed
+    ncol = min(nrow, n)
+    nrows = int(math.ceil(n / ncol))
+    grid = torch.zeros(3, nrows * (h + padding) + padding, ncol * (w + padding) + padding)
+    for i in range(n):
+        top, left = (i // ncol) * (h + padding) + padding, (i % ncol) * (w + padding) + padding
+        grid[:, top:top + h, left:left + w] = images[i]
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
+    Image.fromarray(pixels).save(path, format="png")
+
+
 def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     """Evaluate one cell; writes ``paths.METRICS``, ``paths.PER_IMAGE``, ``paths.SAMPLES_PNG`` and
     ``paths.RECON_PNG``.
@@ -129,8 +155,6 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
         ``fid_classifier_unavailable`` says why.)
         FloatingPointError: a metric is not finite (nothing is written).
     """
-    from torchvision.utils import make_grid, save_image  # lazy: torchvision import is slow
-
     from vaebench.metrics.classifier import load_classifier
     from vaebench.metrics.fid import classifier_features, fid_from_statistics
     from vaebench.metrics.latent import latent_analysis
@@ -198,14 +222,14 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     n_grid = min(ecfg.grid_n, ecfg.fid_n, len(x))
     nrow = int(math.ceil(math.sqrt(n_grid)))
     with atomic_path(out["samples_png"]) as tmp:
-        save_image(make_grid(first_samples[:n_grid].float().cpu(), nrow=nrow, padding=2), tmp)
+        save_grid_png(first_samples[:n_grid].float().cpu(), nrow, tmp)
     originals = x_u8[:n_grid].float().cpu() / 255.0
     recons = model.reconstruct(x[:n_grid]).float().cpu()
     pairs = []
     for r in range(0, n_grid, nrow):
         pairs += [originals[r : r + nrow], recons[r : r + nrow]]
     with atomic_path(out["recon_png"]) as tmp:
-        save_image(make_grid(torch.cat(pairs), nrow=nrow, padding=2), tmp)
+        save_grid_png(torch.cat(pairs), nrow, tmp)
 
     tracked = model.tracked_scalars()
     main = likelihood[""]
