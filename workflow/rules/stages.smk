@@ -15,6 +15,7 @@ for _stage in STAGES.values():
         params:
             **stage_params(_stage.name),
         threads: _stage.threads
+        priority: _stage.priority
         resources:
             **stage_resources(_stage.name),
         log:
