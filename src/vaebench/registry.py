@@ -155,6 +155,39 @@ ARCHITECTURES: Registry = Registry("architecture", "vaebench.vae.networks")
 AXES: dict[str, Registry] = {r.kind: r for r in (ARCHITECTURES, POSTERIORS, LIKELIHOODS, OBJECTIVES)}
 
 
+class DatasetTable:
+    """Name -> settings class of every dataset source, filled by the modules of :mod:`vaebench.data`.
+
+    ``configs`` holds the registered datasets (a study names them as keys of ``datasets``); ``image_folder``
+    is the settings class of the user's own image folders (any other key, with ``kind: image_folder``).
+    """
+
+    def __init__(self):
+        self.configs: dict[str, type[StrictConfig]] = {}
+        self.image_folder: type[StrictConfig] | None = None
+
+    def register(self, name: str, config: type[StrictConfig]) -> None:
+        """Add dataset ``name`` with its settings class.
+
+        Raises:
+            ValueError: another settings class is already registered under ``name``.
+        """
+        if self.configs.get(name, config) is not config:
+            raise ValueError(f"dataset {name!r} is registered twice")
+        self.configs[name] = config
+
+    def register_image_folder(self, config: type[StrictConfig]) -> None:
+        """Set the settings class of an image folder dataset."""
+        self.image_folder = config
+
+    def names(self) -> list[str]:
+        """Registered dataset names, in registration order."""
+        return list(self.configs)
+
+
+DATASETS = DatasetTable()
+
+
 class Component:
     """Base of the component base classes (posterior, likelihood, objective, architecture): the class
     attributes every registered component has, and the hook for rules across components."""

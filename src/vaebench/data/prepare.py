@@ -109,6 +109,7 @@ from vaebench.data import celeba, cifar10, svhn
 from vaebench.data.common import (SPLIT_CAPS, DataIntegrityError, DatasetDownloadError, MirrorError,  # noqa: F401
                                   Prepared, check_digests, first_n, index_sha256, seeded_split, seeded_subset)
 from vaebench.errors import StageError, one_line
+from vaebench import registry
 from vaebench.registry import StrictConfig
 
 class ImageFolderError(StageError):
@@ -312,6 +313,9 @@ DATASETS: dict[str, dict[str, Any]] = {
 
 # The settings class of each dataset (the study's ``datasets.<name>``).
 DATASET_CONFIGS: dict[str, type[StrictConfig]] = {name: spec["config"] for name, spec in DATASETS.items()}
+for _name, _config in DATASET_CONFIGS.items():
+    registry.DATASETS.register(_name, _config)
+registry.DATASETS.register_image_folder(ImageFolderConfig)
 
 
 # IDX type byte -> numpy dtype (multi-byte types are big-endian).
