@@ -165,9 +165,9 @@ def test_claims_csv_round_trip_and_readme_table(tmp_path):
 
 
 def test_the_study_is_refused_before_any_job_when_claims_yaml_is_bad(tmp_path):
-    """validate_study (what every stage and Snakemake's common.smk run first) checks the claims file next to
+    """vaebench.validation (what Snakemake's common.smk run first) checks the claims file next to
     the catalogue."""
-    from vaebench.config import load_study
+    from vaebench.validation import load_study
 
     (tmp_path / paths.CATALOGUE).write_text((REPO / paths.CATALOGUE).read_text())
     load_study(REPO / paths.DEFAULT_STUDY, catalogue=tmp_path / paths.CATALOGUE)       # no claims file: fine

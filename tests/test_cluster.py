@@ -1,7 +1,7 @@
 """The SLURM cluster profile (profiles/slurm), checked without a cluster.
 
 1. ``snakemake --workflow-profile profiles/slurm -n``, the README's command, validates the profile and plans
-   every job with the resources of its stage declaration (vaebench.paths.STAGES: mem_mb, runtime, gpu,
+   every job with the resources of its stage declaration (vaebench.dag.STAGES: mem_mb, runtime, gpu,
    threads), and the SLURM executor plugin turns those into the sbatch flags we mean (--mem, -t, --gpus,
    --cpus-per-task, -p). No fake sinfo/sbatch is needed: a dry run plans with Snakemake's dry-run executor.
 2. A real run of a tiny study through Snakemake's generic cluster executor with the same profile, where
@@ -35,7 +35,7 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO, env, make_workspace, run, tiny_params
-from vaebench import paths
+from vaebench import dag, paths
 
 sys.path.insert(0, str(Path(__file__).parent / "cluster"))
 import fake_cluster  # noqa: E402
@@ -47,7 +47,7 @@ SNAKEMAKE = str(BIN / "snakemake")
 RUN_FIELDS = {"train_seconds", "eval_seconds", "mlflow_run_id"}
 
 
-def n_jobs(stage: paths.Stage, params: dict) -> int:
+def n_jobs(stage: dag.Stage, params: dict) -> int:
     """How many jobs a stage has in a study: one per value of each axis it runs over."""
     sizes = {"dataset": len(params["datasets"]), "model": len(params["models"]), "seed": len(params["seeds"])}
     return math.prod(sizes[axis] for axis in stage.over)
@@ -70,7 +70,7 @@ def planned_jobs(stdout: str) -> list[dict]:
 
 def test_profile_settings():
     """The profile uses the SLURM executor and keeps the local profile's safety settings; no per-rule
-    resources: those come from the rules (paths.STAGES)."""
+    resources: those come from the rules (dag.STAGES)."""
     profile = yaml.safe_load(PROFILE_FILE.read_text())
     assert profile["executor"] == "slurm"
     assert isinstance(profile["jobs"], int) and profile["jobs"] > 0
@@ -92,7 +92,7 @@ def test_profile_settings():
 def test_dry_run_plans_every_job_with_its_stage_resources(tmp_path):
     """`snakemake --workflow-profile profiles/slurm --configfile <study> -n` (the README's command; no
     sinfo/sbatch needed: a dry run plans with the dry-run executor after parsing the SLURM plugin's settings)
-    lists each rule's jobs with mem_mb, runtime, gpu and threads from paths.STAGES and the partition from
+    lists each rule's jobs with mem_mb, runtime, gpu and threads from dag.STAGES and the partition from
     $VAEBENCH_SLURM_PARTITION; the SLURM plugin's own submit-string code turns them into the sbatch flags."""
     params = tiny_params(seeds=(0, 1))
     ws = make_workspace(tmp_path / "ws", params)
@@ -103,10 +103,10 @@ def test_dry_run_plans_every_job_with_its_stage_resources(tmp_path):
     out = run([SNAKEMAKE, "--workflow-profile", PROFILE, "--configfile", "studies/tiny.yaml", "-n"], ws, env=e).stdout
     jobs = [j for j in planned_jobs(out) if j["rule"] != "all"]
 
-    assert {r: sum(j["rule"] == r for j in jobs) for r in paths.STAGES} == \
-        {name: n_jobs(s, params) for name, s in paths.STAGES.items()}
+    assert {r: sum(j["rule"] == r for j in jobs) for r in dag.STAGES} == \
+        {name: n_jobs(s, params) for name, s in dag.STAGES.items()}
     for job in jobs:
-        stage, res = paths.STAGES[job["rule"]], job["resources"]
+        stage, res = dag.STAGES[job["rule"]], job["resources"]
         assert int(res["mem_mb"]) == stage.mem_mb, job
         assert int(res["runtime"]) == stage.runtime, job
         assert job["threads"] == stage.threads, job
@@ -127,7 +127,7 @@ def test_dry_run_plans_every_job_with_its_stage_resources(tmp_path):
 
     executor = SimpleNamespace(_partitions=None, _fallback_partition=None, logger=None)
     for job in jobs:
-        stage = paths.STAGES[job["rule"]]
+        stage = dag.STAGES[job["rule"]]
         res = Resources({k: int(v) if v.isdigit() else v for k, v in job["resources"].items()})
         fake = SimpleNamespace(threads=job["threads"], resources=res, name=job["rule"], is_group=lambda: False)
         call = get_submit_command(fake, {"run_uuid": "u", "slurm_logfile": "x.log", "comment_str": "c",
@@ -153,7 +153,7 @@ def check_outputs(ws: Path, params: dict) -> None:
     assert report_metrics
     html = (ws / paths.REPORT_HTML).read_text()
     assert all(m in html for m in params["models"])
-    for rel in paths.REPORT_OUTPUTS:
+    for rel in dag.REPORT_OUTPUTS:
         assert (ws / rel).exists(), rel
 
 
@@ -205,8 +205,8 @@ def test_every_job_runs_detached_from_its_declared_inputs(cluster_study):
     check_outputs(ws, params)
 
     jobs = [json.loads(f.read_text()) for f in sorted(state.glob("*/job.json"))]
-    assert {r: sum(j["rule"] == r for j in jobs) for r in paths.STAGES} == \
-        {name: n_jobs(s, params) for name, s in paths.STAGES.items()}
+    assert {r: sum(j["rule"] == r for j in jobs) for r in dag.STAGES} == \
+        {name: n_jobs(s, params) for name, s in dag.STAGES.items()}
     allowed_env = {"PATH", "HOME", "PYTHONPATH",
                    "LC_CTYPE"}   # LC_CTYPE: Python sets it itself under the C locale (PEP 538)
     for job in jobs:
@@ -246,7 +246,7 @@ def test_cluster_results_equal_a_local_run(cluster_study):
     for name in fake_cluster.DEFINITION:
         fake_cluster.copy_path(ws / name, local / name)
     for stage in ("prepare", "classifier", "fid_reference"):
-        for template in paths.STAGES[stage].outs.values():
+        for template in dag.STAGES[stage].outs.values():
             for d in params["datasets"]:
                 rel = template.format(dataset=d)
                 (local / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -279,5 +279,5 @@ def test_an_undeclared_input_fails_on_the_fake_cluster(cluster_study):
     target = str(paths.cell_paths(*cell)["metrics"])
     proc = cluster_run(tmp, ws, tmp / "cluster-undeclared", target, "--forcerun", "evaluate", check=False)
     assert proc.returncode != 0
-    log = ws / paths.STAGES["evaluate"].log().format(dataset=cell[0], model=cell[1], seed=cell[2])
+    log = ws / dag.STAGES["evaluate"].log().format(dataset=cell[0], model=cell[1], seed=cell[2])
     assert "data/classifier/mnist.pt" in log.read_text()

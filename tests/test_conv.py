@@ -11,7 +11,8 @@ import torch.nn as nn
 import yaml
 
 from conftest import REPO
-from vaebench.config import ConfigError, validate_model, validate_study
+from vaebench.config import ConfigError, validate_model
+from vaebench.validation import validate_study
 from vaebench.registry import ARCHITECTURES
 from vaebench.vae.model import build_model
 

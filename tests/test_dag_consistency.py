@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, REPO, env, make_workspace, run, tiny_params
-from vaebench import paths
+from vaebench import dag, paths
 
 
 # ------------------------------------------------------------------------------------------------
@@ -77,7 +77,3 @@ def test_both_engines_plan_the_same_jobs(tmp_path):
                       paths.TRAIN_LOG.format(dataset="mnist", model="rho_vae", seed=3)}) in smk
 
 
-@pytest.mark.parametrize("stage", list(paths.STAGES))
-def test_stage_sources_exist(stage):
-    files = paths.source_files(stage, REPO)
-    assert files and all((REPO / f).is_file() for f in files)

@@ -678,7 +678,8 @@ def test_urlerror_names_the_cause(tmp_path, monkeypatch):
 def test_the_study_checks_the_image_shape_the_settings_give():
     """config's model/dataset shape check reads dataset_spec(name, settings): SVHN at 28 fits conv28, at 32 not."""
     from conftest import REPO, tiny_params
-    from vaebench.config import ConfigError, validate_study
+    from vaebench.config import ConfigError
+    from vaebench.validation import validate_study
 
     params = tiny_params(models={"sigma_vae_conv": {"architecture": {"name": "conv28"}}})
     params["datasets"] = {"svhn": {"image_size": 28}, "celeba": {"image_size": 32}}

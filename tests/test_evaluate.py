@@ -114,7 +114,7 @@ def test_pipeline_fid_equals_an_independent_computation(evaluated):
     from vaebench.data.prepared import load_prepared
     from vaebench.metrics.classifier import load_classifier
     from vaebench.metrics.fid import fid_classifier
-    from vaebench.stages.evaluate import prior_samples
+    from vaebench.vae.sampling import prior_samples
 
     tmp, study, out = evaluated
     ecfg = study.config.evaluate
@@ -228,7 +228,7 @@ def test_inception_fid_whole_path_with_random_init_weights(tmp_path, mirror, inc
     from vaebench.data.prepared import load_prepared
     from vaebench.metrics.fid import frechet_distance
     from vaebench.stages import classifier, evaluate, fid_reference, prepare, train
-    from vaebench.stages.evaluate import prior_samples
+    from vaebench.vae.sampling import prior_samples
 
     params = tiny_params(models=["vae_bernoulli"])
     params["datasets"]["mnist"].update({"max_train": 300, "max_validation": 20, "max_test": 12})
@@ -271,6 +271,7 @@ def test_inception_required_without_weights_fails_before_any_job(tmp_path, monke
 
     from vaebench.config import ConfigError
     from vaebench.metrics import inception
+    from vaebench.validation import validate_study
 
     monkeypatch.delenv("VAEBENCH_FID_WEIGHTS", raising=False)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))

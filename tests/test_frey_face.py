@@ -151,9 +151,11 @@ def test_study_validation():
     # the size-aware conv family takes 28x20; conv28 needs 28x28: the study fails before any job, naming model,
     # dataset and both sizes
     validate_study(_frey_params(models=["sigma_vae_conv"]), "params.yaml", REPO / "catalogue.yaml")
+    from vaebench.validation import validate_study as validate_all
+
     with pytest.raises(ConfigError) as err:
-        validate_study(_frey_params(models={"sigma_vae_conv": {"architecture": {"name": "conv28"}}}), "params.yaml",
-                       REPO / "catalogue.yaml")
+        validate_all(_frey_params(models={"sigma_vae_conv": {"architecture": {"name": "conv28"}}}), "params.yaml",
+                     REPO / "catalogue.yaml")
     msg = str(err.value)
     assert "sigma_vae_conv" in msg and "conv28" in msg and "frey_face" in msg and "28x28" in msg and "28x20" in msg
 
@@ -183,7 +185,7 @@ def test_unlabelled_dataset_has_no_classifier(unlabelled_study):
     import torch
 
     from vaebench.metrics.classifier import ClassifierUnavailable, load_classifier
-    from vaebench.stages.fid_reference import load_reference
+    from vaebench.metrics.references import load_reference
 
     tmp, _, cls_out, ref_out, _, _ = unlabelled_study
     assert cls_out == {"available": False, "reason": REASON}

@@ -7,13 +7,13 @@ import jsonschema
 import yaml
 
 from conftest import BIN, REPO, run
-from vaebench import paths
+from vaebench import dag, paths
 from vaebench.config import load_study, schema_texts
 from vaebench.report import readme
 
 
 def test_dvc_yaml_is_generated_and_current():
-    assert (REPO / paths.DVC_YAML).read_text() == paths.dvc_yaml_text(), \
+    assert (REPO / paths.DVC_YAML).read_text() == dag.dvc_yaml_text(), \
         "dvc.yaml is out of date: run `python -m vaebench dvc-yaml`"
 
 
@@ -29,7 +29,7 @@ def test_generate_commands_write_and_check(tmp_path, monkeypatch):
     assert check.returncode == 1 and "dvc.yaml is out of date" in check.stderr
     run([str(BIN / "python"), "-m", "vaebench", "dvc-yaml"], tmp_path)
     run([str(BIN / "python"), "-m", "vaebench", "schema"], tmp_path)
-    assert (tmp_path / "dvc.yaml").read_text() == paths.dvc_yaml_text()
+    assert (tmp_path / "dvc.yaml").read_text() == dag.dvc_yaml_text()
     assert run([str(BIN / "python"), "-m", "vaebench", "schema", "--check"], tmp_path).returncode == 0
 
 

@@ -311,8 +311,10 @@ def test_study_validation(tmp_path):
     check({"mine": settings(root, n_test=5)}, "n_test is only for split: random")
     check({"mine": settings(root, image_size=[5])}, "datasets.mine.image_size")
     bad_model = {**base, "models": {"vae_bernoulli": {"architecture": {"name": "conv28"}}}}
+    from vaebench.validation import validate_study as validate_all
+
     with pytest.raises(ConfigError, match="cannot be used on dataset 'mine' .images C x H x W = 3 x 5 x 4."):
-        validate_study({**bad_model, "datasets": {"mine": settings(root)}}, "s.yaml", REPO / "catalogue.yaml")
+        validate_all({**bad_model, "datasets": {"mine": settings(root)}}, "s.yaml", REPO / "catalogue.yaml")
     # relative paths are relative to the repository root (the working directory)
     rel = os.path.relpath(root, REPO)
     study = validate_study({**base, "datasets": {"mine": settings(rel), "mnist": None}}, "s.yaml",

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from vaebench import paths
+from vaebench import dag, paths
 from vaebench.atomic import write_json
 from vaebench.report import build_report, output_paths
 from vaebench.report import published
@@ -264,7 +264,7 @@ def _cell_data(model: str, seed: int, per_image: dict | None = None, record: dic
 
 
 def _no_report_written() -> bool:
-    return not any(Path(p).exists() for p in paths.REPORT_OUTPUTS)
+    return not any(Path(p).exists() for p in dag.REPORT_OUTPUTS)
 
 
 @pytest.fixture(scope="module")

@@ -263,7 +263,7 @@ def snakemake_study(tmp_path_factory, mirror):
     """The tiny real-MNIST study run by Snakemake: one model that logs log sigma, one seed."""
     tmp = tmp_path_factory.mktemp("smk_report")
     ws = make_workspace(tmp / "ws", tiny_params(models=["sigma_vae_optimal"]))
-    for dep in paths.STAGES["report"].deps.values():      # config files the report reads (claims.yaml)
+    for dep in dag.STAGES["report"].deps.values():      # config files the report reads (claims.yaml)
         if not (ws / dep).exists():
             shutil.copy2(REPO / dep, ws / dep)
     run([str(BIN / "snakemake"), "--cores", "2"], ws, env=env(tmp, ws), timeout=900)

@@ -1,9 +1,9 @@
 """Command-line interface: ``python -m vaebench <command> ...``, one subcommand per pipeline stage plus
 the generators of the committed files (``schema``, ``dvc-yaml``) and the benchmark ``bench`` (:mod:`vaebench.bench`).
 
-Every stage subcommand validates the study (and the catalogue) first, so a bad file stops the job before
-it writes anything. Snakemake (workflow/rules/) and DVC (dvc.yaml) call exactly these commands; their
-arguments come from ``vaebench.paths.STAGES``.
+Every stage subcommand loads the study (:func:`vaebench.config.load_study`) first, so a bad file stops the job
+before it writes anything; ``validate`` also runs the checks of :mod:`vaebench.validation`. Snakemake (workflow/rules/) and DVC (dvc.yaml) call exactly these commands; their
+arguments come from ``vaebench.dag.STAGES``.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from vaebench import paths
+from vaebench import dag, paths
 from vaebench.errors import StageError
 
 
@@ -23,7 +23,9 @@ def _study(args):
 
 
 def cmd_validate(args) -> None:
-    study = _study(args)
+    from vaebench.validation import load_study
+
+    study = load_study(args.params)
     print(json.dumps({"study": study.name, "cells": study.cells()}, indent=1))
 
 
@@ -60,9 +62,9 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from vaebench.stages import report
+    from vaebench.report import build_report
 
-    print(json.dumps(report.run(_study(args)), indent=1, default=str))
+    print(json.dumps(build_report(_study(args)), indent=1, default=str))
 
 
 def cmd_mlflow_init(args) -> None:
@@ -109,7 +111,7 @@ def cmd_schema(args) -> None:
 
 
 def cmd_dvc_yaml(args) -> None:
-    ok = _write_if_changed(paths.DVC_YAML, paths.dvc_yaml_text(), args.check, "dvc-yaml")
+    ok = _write_if_changed(paths.DVC_YAML, dag.dvc_yaml_text(), args.check, "dvc-yaml")
     if args.check and not ok:
         raise SystemExit(1)
 
@@ -176,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     with_params(sub.add_parser("validate", help="validate the study and the catalogue, list the cells")
                 ).set_defaults(func=cmd_validate)
-    for stage in paths.STAGES.values():
+    for stage in dag.STAGES.values():
         p = with_params(sub.add_parser(stage.name, help=stage.help))
         for axis in stage.over:
             p.add_argument(f"--{axis}", required=True, type=int if axis == "seed" else str)

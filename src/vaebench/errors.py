@@ -40,9 +40,9 @@ def job_of(stage: str, path: str | os.PathLike) -> tuple[str, str] | None:
     ``("data/prepared/mnist.npz", "prepare@mnist")`` or ``("data/train/mnist/vae/seed0/model.pt",
     "train@mnist-vae-0")``; None when ``path`` is no output of the stage (a file outside the layout of
     ``vaebench.paths``). ``path`` may be relative to the repository root or absolute."""
-    from vaebench import paths
+    from vaebench.dag import STAGES
 
-    spec = paths.STAGES[stage]
+    spec = STAGES[stage]
     posix = Path(path).as_posix()
     for template in spec.outs.values():
         m = _template_regex(template).search(posix)

@@ -1,17 +1,10 @@
-"""The one source of truth for every file the pipeline reads or writes and for the DAG's stages.
+"""Every file the pipeline reads or writes, as templates over the grid (dataset, model, seed).
 
-Each stage is declared once in :data:`STAGES`: the grid axes it runs over, the source code it runs, the
-files it reads and writes, the params slices it tracks and its resources, and how its results are shown
-(DVC metrics and plots, the captions of ``snakemake --report``). Snakemake builds its rules from
-these declarations (``workflow/rules/*.smk`` through ``workflow/rules/common.smk``), the CLI finds its
-files through the templates, and ``dvc.yaml`` is generated from them (``python -m vaebench dvc-yaml``;
-a test checks the committed file is current and that both engines record the same inputs, outputs and
-params for every job). All paths are relative to the repository root (every stage's working directory).
+All paths are relative to the repository root (every stage's working directory); the stages that read and
+write them are declared in :mod:`vaebench.dag`.
 """
 from __future__ import annotations
 
-import dataclasses
-import re
 from pathlib import Path
 
 # Configuration files
@@ -51,7 +44,7 @@ REPORT_FIGURES = "reports/figures"
 REPORT_CLAIMS = "reports/claims.csv"
 # the training curves as DVC plots data, <dataset>/<quantity>.csv (vaebench.report.dvc_plots); kept in git
 REPORT_PLOTS = "reports/plots"
-# `python -m vaebench bench` (vaebench.bench): our training loop against the reference loop shape; not a stage
+# `python -m vaebench bench`: our training loop against the reference loop shape; not a stage
 BENCH_JSON = "reports/bench.json"
 
 # Captions of `snakemake --report` (reStructuredText, Jinja2-rendered with the job's `snakemake` object)
@@ -60,192 +53,6 @@ CAPTION_RECON = "workflow/report/recon.rst"
 CAPTION_CURVES = "workflow/report/curves.rst"
 CAPTION_REPORT = "workflow/report/report.rst"
 WORKFLOW_DESCRIPTION = "workflow/report/workflow.rst"     # the Snakefile's `report:` directive
-
-STUDY, CAT = "study", "catalogue"      # the two params files a stage can track (see Stage.params)
-
-
-@dataclasses.dataclass(frozen=True)
-class ReportItem:
-    """How ``snakemake --report`` shows one output of a stage (Snakemake's ``report()`` flag).
-
-    Attributes:
-        caption: the reStructuredText caption file (repository-relative).
-        category, subcategory: where the result is listed; may use the job's wildcards (``{dataset}``) and,
-            for a folder, the wildcards of ``patterns``.
-        labels: the columns of the result's row, name -> value (wildcards allowed, as for categories).
-        patterns: for a folder output, the files of it to include (``glob_wildcards`` patterns relative to
-            the folder; ``{name,regex}`` constrains a wildcard).
-    """
-
-    caption: str
-    category: str
-    subcategory: str | None = None
-    labels: dict[str, str] = dataclasses.field(default_factory=dict)
-    patterns: tuple[str, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class Stage:
-    """One stage of the DAG.
-
-    Attributes:
-        name: the stage, the CLI subcommand and the Snakemake rule.
-        over: the grid axes it runs once per value of (subset of dataset, model, seed, in that order).
-        sources: the code it runs (files, or package folders meaning every .py file below them).
-        deps: files it reads, by role: templates over ``over``.
-        grid_deps: files it reads for every cell of the study (templates over dataset, model, seed).
-        outs: files it writes, by role; ``dirs`` names the roles that are folders.
-        metrics: roles of ``outs`` that are DVC metrics (kept in git, not in the DVC cache).
-        uncached: roles of ``outs`` kept in git, not in the DVC cache, that are not metrics.
-        plots: roles of ``outs`` that are DVC plots (kept in git, not in the DVC cache), each with its plot
-            properties for dvc.yaml (``x``, ``y``, ``template``: a name in ``.dvc/plots/``); a folder role
-            makes every file below it a plot with these properties.
-        report: roles of ``outs`` that ``snakemake --report`` shows, each with its :class:`ReportItem`
-            (Snakemake only; DVC shows metrics and plots).
-        params: (file, key) slices whose change reruns it; file is STUDY (the study file) or CAT (the
-            catalogue); the key may use the ``over`` placeholders.
-        threads: torch intra-op threads, passed as ``--threads`` by both engines (fixed, because float
-            results can depend on the thread count).
-        gpu: whether a job may use the GPU (Snakemake resource ``gpu=1``).
-        mem_mb: the peak resident memory of one job at the default and paper study sizes, MiB, with
-            headroom (Snakemake resource ``mem_mb``, so a local run or a cluster scheduler packs jobs
-            safely; measured with ``/usr/bin/time -v``, see README).
-        runtime: the wall-time limit of one job, minutes (Snakemake's standard resource ``runtime``; the
-            SLURM executor passes it as ``--time``, a local run ignores it). Sized for the paper study
-            (``studies/paper.yaml``) on one GPU with about 2-4x headroom; default 60. A GPU stage on a
-            CPU-only cluster needs far longer: raise it there with ``--set-resources <stage>:runtime=<min>``.
-        priority: Snakemake's scheduling priority (higher first among jobs that are ready). The FID classifier
-            and its reference statistics are ahead of training: every evaluate job of a dataset waits for them,
-            and without it Snakemake may start them only after all training (on 2 cores this made the default
-            study 3 to 4 minutes longer). DVC runs stages in its own order.
-    """
-
-    name: str
-    help: str
-    over: tuple[str, ...]
-    sources: tuple[str, ...]
-    outs: dict[str, str]
-    deps: dict[str, str] = dataclasses.field(default_factory=dict)
-    grid_deps: dict[str, str] = dataclasses.field(default_factory=dict)
-    dirs: tuple[str, ...] = ()
-    metrics: tuple[str, ...] = ()
-    uncached: tuple[str, ...] = ()
-    plots: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
-    report: dict[str, ReportItem] = dataclasses.field(default_factory=dict)
-    params: tuple[tuple[str, str], ...] = ()
-    threads: int = 1
-    gpu: bool = False
-    mem_mb: int = 2000
-    runtime: int = 60
-    priority: int = 0
-
-    def command(self, **values) -> list[str]:
-        """The CLI words of one job: ``vaebench <name> --<axis> <value> ... --threads <n>``."""
-        words = [self.name]
-        for axis in self.over:
-            words += [f"--{axis}", str(values[axis])]
-        return words + ["--threads", str(self.threads)]
-
-    def _job_path(self) -> str:
-        parts = [f"{{{a}}}" if a != "seed" else "seed{seed}" for a in self.over]
-        return f"{self.name}/" + ("/".join(parts) if parts else self.name)
-
-    def log(self) -> str:
-        """Snakemake's log file template of a job."""
-        return f"logs/{self._job_path()}.log"
-
-    def benchmark(self) -> str:
-        """Snakemake's benchmark file template of a job (wall time, peak RSS)."""
-        return f"benchmarks/{self._job_path()}.tsv"
-
-
-SRC = "src/vaebench"
-STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage(
-        name="prepare", help="download (or read from a mirror), verify and split a dataset",
-        over=("dataset",),
-        sources=(f"{SRC}/stages/prepare.py", f"{SRC}/data"),   # every dataset module
-        outs={"data": PREPARED},
-        params=((STUDY, "datasets.{dataset}"),),
-        runtime=15,
-    ),
-    Stage(
-        name="classifier", help="train the FID feature classifier of a dataset",
-        over=("dataset",),
-        sources=(f"{SRC}/stages/classifier.py", f"{SRC}/metrics/classifier.py", f"{SRC}/data/prepared.py",
-                 f"{SRC}/device.py"),
-        deps={"data": PREPARED},
-        outs={"model": CLASSIFIER, "metrics": CLASSIFIER_METRICS},
-        params=((STUDY, "classifier"), (STUDY, "device")),
-        gpu=True,
-        runtime=30,
-        priority=10,
-    ),
-    Stage(
-        name="fid_reference", help="FID reference statistics of a dataset's test split and its FID floor",
-        over=("dataset",),
-        sources=(f"{SRC}/stages/fid_reference.py", f"{SRC}/metrics/fid.py", f"{SRC}/metrics/classifier.py",
-                 f"{SRC}/metrics/inception.py", f"{SRC}/data/prepared.py", f"{SRC}/device.py"),
-        deps={"data": PREPARED, "classifier": CLASSIFIER},
-        outs={"reference": FID_REFERENCE, "inception": FID_INCEPTION_REFERENCE},
-        params=((STUDY, "evaluate"), (STUDY, "device")),
-        gpu=True,
-        runtime=30,
-        priority=10,
-    ),
-    Stage(
-        name="train", help="train one cell (dataset x model x seed)",
-        over=("dataset", "model", "seed"),
-        sources=(f"{SRC}/stages/train.py", f"{SRC}/vae", f"{SRC}/checkpoint.py", f"{SRC}/data/prepared.py",
-                 f"{SRC}/device.py"),
-        deps={"data": PREPARED},
-        outs={"checkpoint": CHECKPOINT, "log": TRAIN_LOG},
-        params=((CAT, "models.{model}"), (STUDY, "models.{model}"), (STUDY, "components"),
-                (STUDY, "train"), (STUDY, "device")),
-        gpu=True,
-        runtime=120,
-    ),
-    Stage(
-        name="evaluate", help="evaluate one cell: ELBO, L_k and its diagnostic, latent analysis, FID, grids",
-        over=("dataset", "model", "seed"),
-        sources=(f"{SRC}/stages/evaluate.py", f"{SRC}/vae", f"{SRC}/metrics", f"{SRC}/checkpoint.py",
-                 f"{SRC}/data/prepared.py", f"{SRC}/device.py"),
-        deps={"data": PREPARED, "checkpoint": CHECKPOINT, "classifier": CLASSIFIER, "fid_reference": FID_REFERENCE,
-              "inception_reference": FID_INCEPTION_REFERENCE},
-        outs={"metrics": METRICS, "per_image": PER_IMAGE, "samples": SAMPLES_PNG, "recon": RECON_PNG},
-        report={"samples": ReportItem(CAPTION_SAMPLES, "Samples", "{dataset}",
-                                      labels={"model": "{model}", "seed": "{seed}"}),
-                "recon": ReportItem(CAPTION_RECON, "Reconstructions", "{dataset}",
-                                    labels={"model": "{model}", "seed": "{seed}"})},
-        params=((STUDY, "models.{model}"), (STUDY, "evaluate"), (STUDY, "device")),
-        gpu=True,
-        runtime=120,
-    ),
-    Stage(
-        name="report", help="render reports/ from every cell of the study",
-        over=(),
-        sources=(f"{SRC}/stages/report.py", f"{SRC}/report"),
-        deps={"claims": CLAIMS},
-        grid_deps={"metrics": METRICS, "per_image": PER_IMAGE, "samples": SAMPLES_PNG, "recon": RECON_PNG,
-                   "log": TRAIN_LOG},
-        outs={"summary": SUMMARY_CSV, "html": REPORT_HTML, "markdown": REPORT_MD, "figures": REPORT_FIGURES,
-              "metrics": REPORT_METRICS, "claims": REPORT_CLAIMS, "plots": REPORT_PLOTS},
-        dirs=("figures", "plots"),
-        metrics=("metrics",),
-        uncached=("claims",),
-        # y: the last column of each file, the quantity (vaebench.report.dvc_plots)
-        plots={"plots": {"x": "epoch", "template": "training_curves"}},
-        report={"figures": ReportItem(
-                    CAPTION_CURVES, "Training curves", "{dataset}", labels={"figure": "{figure}"},
-                    # the per-dataset curve figures (the grid copies are shown with the evaluate jobs)
-                    patterns=("{dataset}_{figure,validation_curves|training_curves|log_sigma_lambda}.png",)),
-                "html": ReportItem(CAPTION_REPORT, "Report")},
-        params=((STUDY, "study"), (STUDY, "datasets"), (STUDY, "models"), (STUDY, "seeds")),
-        runtime=20,
-    ),
-)}
-REPORT_OUTPUTS = list(STAGES["report"].outs.values())
-
 
 def cell_paths(dataset: str, model: str, seed: int) -> dict[str, Path]:
     """All files of one grid cell (dataset x model x seed), keyed by role."""
@@ -266,70 +73,3 @@ def grid_folder(template: str) -> str:
     tracks a stage's grid inputs by these folders, which hold nothing but such files."""
     head = template.split("{", 1)[0]
     return head.rstrip("/") if head.endswith("/") else str(Path(head).parent)
-
-
-def source_files(stage: str, root: str | Path = ".") -> list[str]:
-    """The source files of a stage, folders expanded to every file below them (templates too) except
-    Python bytecode, sorted: exactly what DVC hashes for a folder dependency (see .dvcignore)."""
-    root = Path(root)
-    files = []
-    for p in STAGES[stage].sources:
-        if (root / p).is_dir():
-            files += sorted(f.relative_to(root).as_posix() for f in (root / p).rglob("*")
-                            if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc")
-        else:
-            files.append(p)
-    return files
-
-
-# ------------------------------------------------------------------------------------------------
-# dvc.yaml, generated
-
-def _dvc(template: str) -> str:
-    """A path/key template with DVC's matrix placeholders: {model} -> ${item.model}."""
-    return re.sub(r"\{(\w+)\}", r"${item.\1}", template)
-
-
-def dvc_stages(study_file: str = DEFAULT_STUDY, catalogue: str = CATALOGUE) -> dict:
-    """The ``stages`` of dvc.yaml: one matrix stage per Stage over the study's ``datasets``, ``models``
-    (mappings: DVC iterates their keys) and ``seeds``."""
-    stages = {}
-    for s in STAGES.values():
-        entry: dict = {}
-        if s.over:
-            entry["matrix"] = {axis: "${%ss}" % axis for axis in s.over}
-        entry["cmd"] = " ".join(["python -m vaebench"] + s.command(**{a: f"{{{a}}}" for a in s.over}))
-        entry["cmd"] = _dvc(entry["cmd"])
-        deps = list(s.sources) + [_dvc(t) for t in s.deps.values()]
-        deps += list(dict.fromkeys(grid_folder(t) for t in s.grid_deps.values()))
-        entry["deps"] = deps
-        params: list = []
-        for file, key in s.params:
-            if file == STUDY:
-                params.append(_dvc(key))
-            else:
-                params.append({catalogue: [_dvc(key)]})
-        entry["params"] = params
-        entry["outs"] = [_dvc(t) if role not in s.uncached else {_dvc(t): {"cache": False}}
-                         for role, t in s.outs.items() if role not in s.metrics and role not in s.plots]
-        if s.metrics:
-            entry["metrics"] = [{_dvc(s.outs[role]): {"cache": False}} for role in s.metrics]
-        if s.plots:
-            entry["plots"] = [{_dvc(s.outs[role]): {"cache": False, **props}} for role, props in s.plots.items()]
-        stages[s.name] = entry
-    return stages
-
-
-def dvc_yaml_text() -> str:
-    """The text of dvc.yaml (a header saying how it is generated, then the stages)."""
-    import yaml
-
-    class _Dumper(yaml.SafeDumper):
-        pass
-
-    # block lists: DVC cannot parse ${item.*} inside flow lists
-    _Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=False))
-    body = yaml.dump({"stages": dvc_stages()}, Dumper=_Dumper, sort_keys=False, width=120)
-    return ("# Generated by `python -m vaebench dvc-yaml` from src/vaebench/paths.py (STAGES). Do not edit:\n"
-            "# change the stage declarations and regenerate. The matrices iterate the study's datasets and models\n"
-            "# (their keys) and seeds in params.yaml; each stage tracks only its own params slices.\n" + body)

@@ -162,9 +162,27 @@ class DatasetTable:
     is the settings class of the user's own image folders (any other key, with ``kind: image_folder``).
     """
 
-    def __init__(self):
-        self.configs: dict[str, type[StrictConfig]] = {}
-        self.image_folder: type[StrictConfig] | None = None
+    def __init__(self, package: str):
+        self.package = package
+        self._configs: dict[str, type[StrictConfig]] = {}
+        self._image_folder: type[StrictConfig] | None = None
+        self._loaded = False
+
+    def load(self) -> None:
+        """Import ``package`` so that every dataset source is registered (idempotent)."""
+        if not self._loaded:
+            self._loaded = True
+            importlib.import_module(self.package)
+
+    @property
+    def configs(self) -> dict[str, type[StrictConfig]]:
+        self.load()
+        return self._configs
+
+    @property
+    def image_folder(self) -> type[StrictConfig]:
+        self.load()
+        return self._image_folder
 
     def register(self, name: str, config: type[StrictConfig]) -> None:
         """Add dataset ``name`` with its settings class.
@@ -172,20 +190,20 @@ class DatasetTable:
         Raises:
             ValueError: another settings class is already registered under ``name``.
         """
-        if self.configs.get(name, config) is not config:
+        if self._configs.get(name, config) is not config:
             raise ValueError(f"dataset {name!r} is registered twice")
-        self.configs[name] = config
+        self._configs[name] = config
 
     def register_image_folder(self, config: type[StrictConfig]) -> None:
         """Set the settings class of an image folder dataset."""
-        self.image_folder = config
+        self._image_folder = config
 
     def names(self) -> list[str]:
         """Registered dataset names, in registration order."""
         return list(self.configs)
 
 
-DATASETS = DatasetTable()
+DATASETS = DatasetTable("vaebench.data.prepare")
 
 
 class Component:

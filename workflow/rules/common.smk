@@ -1,12 +1,12 @@
 # Shared helpers: load and validate the study, and build every rule's input, output, params, resources
-# and command from the stage declarations of vaebench.paths.STAGES (the source dvc.yaml is generated from).
+# and command from the stage declarations of vaebench.dag.STAGES (the source dvc.yaml is generated from).
 import os
 import sys
 
 import yaml
 
-from vaebench import paths
-from vaebench.config import load_study
+from vaebench import dag, paths
+from vaebench.validation import load_study
 from vaebench.device import visible_gpus
 
 # A study given with --configfile replaces params.yaml instead of being deep-merged into it.
@@ -19,10 +19,10 @@ STUDY_FILE = str(workflow.overwrite_configfiles[-1]) if workflow.overwrite_confi
 # Validate before any job runs: a bad key stops the whole workflow with a message naming it.
 STUDY = load_study(STUDY_FILE)
 with open(paths.CATALOGUE, encoding="utf-8") as _f:
-    PARAMS_FILES = {paths.STUDY: dict(config), paths.CAT: yaml.safe_load(_f)}
+    PARAMS_FILES = {dag.STUDY: dict(config), dag.CAT: yaml.safe_load(_f)}
 # The interpreter running Snakemake has vaebench installed (works without activating the venv).
 VAEBENCH = f"{sys.executable} -m vaebench"
-STAGES = paths.STAGES
+STAGES = dag.STAGES
 
 
 wildcard_constraints:
@@ -36,7 +36,7 @@ def stage_inputs(stage):
     s = STAGES[stage]
 
     def inputs(wildcards):
-        out = {"sources": paths.source_files(stage)}
+        out = {"sources": dag.source_files(stage)}
         out.update({role: t.format(**wildcards) for role, t in s.deps.items()})
         for role, t in s.grid_deps.items():
             out[role] = [t.format(dataset=d, model=m, seed=sd) for d, m, sd in STUDY.cells()]
@@ -84,7 +84,7 @@ def stage_shell(stage):
     return f"{VAEBENCH} {' '.join(words)} --params {STUDY_FILE} 2> {{log}}"
 
 
-# GPU jobs (vaebench.paths.Stage.gpu) each take one `gpu_slots`; how many run at once is the global
+# GPU jobs (vaebench.dag.Stage.gpu) each take one `gpu_slots`; how many run at once is the global
 # `gpu_slots`: `--resources gpu_slots=N` (command line or profile), else one per GPU torch sees here (none on
 # a machine without one: then GPU stages run on the CPU and nothing limits them but cores and mem_mb). Each
 # job picks its own GPU from the slot it claims (vaebench.device). `gpu: 1` is the number of GPUs a job asks a

@@ -1,4 +1,4 @@
-# One rule per stage of vaebench.paths.STAGES (prepare -> classifier -> fid_reference, train -> evaluate -> report):
+# One rule per stage of vaebench.dag.STAGES (prepare -> classifier -> fid_reference, train -> evaluate -> report):
 # inputs, outputs, tracked params slices, threads, resources and command all come from the declaration,
 # the same one dvc.yaml is generated from, so the two engines cannot drift apart.
 # Outputs a stage declares in `report` (sample grids, reconstructions, curve figures, the HTML report) carry

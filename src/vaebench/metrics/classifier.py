@@ -24,11 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pydantic import Field, NonNegativeInt, PositiveInt
-
 from vaebench.atomic import atomic_path
 from vaebench.data.prepared import iterate_minibatches, to_device_uint8
-from vaebench.registry import StrictConfig
+from vaebench.config.stages import ClassifierConfig
 
 
 class ClassifierUnavailable(Exception):
@@ -47,17 +45,6 @@ def unavailable_reason(data: dict) -> str | None:
     if meta.get("labelled", True) is False or not (len(data["y_train"]) and int(data["y_train"].max()) >= 0):
         return f"{name} has no labels: no classifier, so no classifier-feature FID"
     return None
-
-
-class ClassifierConfig(StrictConfig):
-    """Training settings of the FID feature classifier."""
-
-    epochs: PositiveInt = Field(2, description="Passes over the training split.")
-    batch_size: PositiveInt = Field(256, description="Images per step.")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate at the start, annealed to 0 by a cosine "
-                                                "schedule over the training steps (Loshchilov & Hutter 2017, SGDR).")
-    feature_dim: int = Field(128, ge=2, description="Width of the penultimate layer (the FID feature size).")
-    seed: NonNegativeInt = Field(0, description="Initialisation and batch-order seed.")
 
 
 class SmallCNN(nn.Module):

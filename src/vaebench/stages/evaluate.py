@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from pydantic import Field, NonNegativeInt, PositiveInt
 
 from vaebench import paths
 from vaebench.atomic import atomic_path, write_json
@@ -39,40 +38,12 @@ from vaebench.checkpoint import CELL_KEYS, load_checkpoint
 from vaebench.device import pick_device
 from vaebench.data.prepared import load_prepared
 from vaebench.metrics.bounds import bits_per_dim, per_image_estimates, samples_per_pass
-from vaebench.registry import AXES, StrictConfig
+from vaebench.registry import AXES
 from vaebench.tracking import Tracker
+from vaebench.vae.sampling import prior_samples
 
 if TYPE_CHECKING:
     from vaebench.config import Study
-
-
-class EvaluateConfig(StrictConfig):
-    """Evaluation settings: the test images and sample sizes of every estimate."""
-
-    n_images: PositiveInt | None = Field(
-        None, description="Test images of every per-image estimate (ELBO, its terms, L_k, latent analysis): a "
-                          "fixed random subset drawn with `seed`, the same for every model (null = the whole test split).")
-    iwae_k: int = Field(5000, ge=10, description="Importance samples k of the L_k estimate of log p(x) (>= 10: the "
-                                                  "diagnostic L_k - L_{k/10} uses k/10).")
-    lk_tolerance_nats: float = Field(1.0, gt=0, description="A model whose L_k - L_{k/10} (nats/image) exceeds this "
-                                                             "is flagged: its L_k has not converged.")
-    latent_n: int = Field(1000, ge=2, description="Images of the aggregate posterior in the latent analysis (the "
-                                                  "first of the evaluation images; MI is bounded by log latent_n).")
-    fid_n: int = Field(10000, ge=2, description="Prior samples per FID estimate (and validation images of the floor).")
-    fid_seeds: PositiveInt = Field(3, description="Sample seeds of the FID of decoder means (its spread).")
-    inception: Literal["required", "if_available", "off"] = Field(
-        "if_available", description="Inception-v3 FID (TF-ported 2015-12-05 weights via torch-fidelity) of the first "
-        "sample seed against the test split: 'required' fails before any job runs when the weights cannot be had "
-        "(after trying the download), 'if_available' computes it only when the weights file is present, 'off' never.")
-    inception_weights: str | None = Field(
-        None, description="Path of weights-inception-2015-12-05-6726825d.pth; else $VAEBENCH_FID_WEIGHTS, else the "
-                          "torch hub cache (torch-fidelity's download location).")
-    grid_n: int = Field(64, ge=1, le=400, description="Images in the sample and reconstruction grids.")
-    batch_size: PositiveInt = Field(500, description="Images per forward pass (capped by memory_mb).")
-    memory_mb: float = Field(256.0, gt=0, description="Working memory of one forward pass (MiB): sets how many "
-                                                      "decoded samples a pass holds, whatever the decoder.")
-    seed: NonNegativeInt = Field(1234, description="Seed of the test subset, its binarisation/dequantisation, the "
-                                                   "posterior samples and the prior samples.")
 
 
 def describe(model_config) -> dict:
@@ -91,16 +62,6 @@ def describe(model_config) -> dict:
 
 def _finite_or_none(v):
     return v if isinstance(v, (int, float)) and math.isfinite(v) else None
-
-
-@torch.no_grad()
-def prior_samples(model, n: int, seed: int, batch_size: int, draw: bool = False) -> torch.Tensor | None:
-    """The ``n`` prior samples FID is computed on: (n, C, H, W) float in [0, 1], z ~ N(0, I) from a CPU
-    generator seeded with ``seed``, decoded ``batch_size`` at a time; decoder means, or draws x ~ p(x|z)
-    with ``draw`` (None when the likelihood cannot be sampled without data)."""
-    g = torch.Generator().manual_seed(int(seed))
-    parts = [model.sample(min(batch_size, n - i), generator=g, draw=draw) for i in range(0, n, batch_size)]
-    return None if parts[0] is None else torch.cat(parts)
 
 
 def _stats(values: torch.Tensor) -> dict:
@@ -158,7 +119,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     from vaebench.metrics.classifier import load_classifier
     from vaebench.metrics.fid import classifier_features, fid_from_statistics
     from vaebench.metrics.latent import latent_analysis
-    from vaebench.stages.fid_reference import fixed_subset, inception_reference_status, load_reference
+    from vaebench.metrics.references import fixed_subset, inception_reference_status, load_reference
 
     cell = study.cell(dataset, model_name, seed)
     ecfg = cell.evaluate                                       # study settings + this model's overrides

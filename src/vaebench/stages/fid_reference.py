@@ -18,31 +18,7 @@ from vaebench.atomic import atomic_path
 from vaebench.device import pick_device
 from vaebench.config import Study
 from vaebench.data.prepared import load_prepared
-
-
-def fixed_subset(n_total: int, n: int, seed: int) -> np.ndarray:
-    """The first ``n`` indices of a seeded random permutation of ``range(n_total)``, sorted: a fixed random
-    subset (the same for every model; representative where the split's order is not, e.g. MNIST's test set,
-    whose two halves differ). All indices when n >= n_total. int64 (min(n, n_total),)."""
-    if n >= n_total:
-        return np.arange(n_total, dtype=np.int64)
-    perm = torch.randperm(n_total, generator=torch.Generator().manual_seed(int(seed))).numpy()
-    return np.sort(perm[:n]).astype(np.int64)
-
-
-def inception_weights(study_or_config) -> "Path | None":
-    """The Inception weights this study's evaluation uses: None when ``evaluate.inception`` is 'off' or is
-    'if_available' and no file is present; raises ``InceptionWeightsUnavailable`` (a FileNotFoundError
-    naming the file, where to get it and where to put it) when 'required' and none can be had (the
-    download is tried), or when a configured path does not exist."""
-    from vaebench.metrics.inception import resolve_weights, weights_available
-
-    ecfg = getattr(study_or_config, "evaluate", study_or_config)
-    if ecfg.inception == "off":
-        return None
-    if ecfg.inception == "required":
-        return resolve_weights(ecfg.inception_weights, allow_download=True)
-    return weights_available(ecfg.inception_weights)
+from vaebench.metrics.references import fixed_subset, study_inception_weights
 
 
 def run(study: Study, dataset: str) -> dict:
@@ -83,7 +59,7 @@ def run(study: Study, dataset: str) -> dict:
 
     from vaebench.metrics.inception import inception_statistics, save_statistics
 
-    weights = inception_weights(study.config)
+    weights = study_inception_weights(study.config.evaluate)
     target = paths.FID_INCEPTION_REFERENCE.format(dataset=dataset)
     if weights is None:
         status = ("not computed: evaluate.inception is 'off'" if ecfg.inception == "off"
@@ -95,31 +71,4 @@ def run(study: Study, dataset: str) -> dict:
         save_statistics(target, i_mu, i_sigma, computed=True, status=status, weights=str(weights),
                         n_reference=int(len(data["x_test"])))
     out["inception"] = status
-    return out
-
-
-def inception_reference_status(dataset: str) -> dict:
-    """The Inception reference of ``dataset`` written by ``run``: {'computed', 'status', and when computed
-    'mu' (2048,), 'sigma' (2048, 2048), 'weights' (path), 'n_reference'}."""
-    from vaebench.metrics.inception import load_statistics
-
-    ref = load_statistics(paths.FID_INCEPTION_REFERENCE.format(dataset=dataset))
-    ref["computed"] = bool(ref["computed"])
-    return ref
-
-
-def load_reference(dataset: str) -> dict:
-    """The npz of ``run`` as a dict (arrays, and the scalars as Python values). ``available`` is False (with a
-    ``reason``) for a dataset without a classifier, which has no statistics; files written before the field
-    existed hold statistics (``available`` True)."""
-    with np.load(paths.FID_REFERENCE.format(dataset=dataset)) as z:
-        out = {k: z[k] for k in z.files}
-    out["available"] = bool(out.get("available", True))
-    if not out["available"]:
-        out["reason"] = str(out.get("reason", "no classifier"))
-        return out
-    for k in ("n_reference", "floor_n"):
-        out[k] = int(out[k])
-    out["floor_fid"] = float(out["floor_fid"])
-    out["floor_split"] = str(out["floor_split"])
     return out

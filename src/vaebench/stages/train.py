@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from pydantic import Field, PositiveInt
 
 from vaebench import paths
 from vaebench.atomic import atomic_path
@@ -26,20 +25,11 @@ from vaebench.checkpoint import save_checkpoint
 from vaebench.data.prepared import iterate_minibatches, load_prepared
 from vaebench.device import device_name, pick_device
 from vaebench.errors import StageError
-from vaebench.registry import StrictConfig
 from vaebench.tracking import Tracker, grid_n
 from vaebench.vae import build_model
 
 if TYPE_CHECKING:
     from vaebench.config import Study
-
-
-class TrainConfig(StrictConfig):
-    """Training settings (Adam; per-epoch validation)."""
-
-    epochs: PositiveInt = Field(10, description="Passes over the training split.")
-    batch_size: PositiveInt = Field(128, description="Images per step.")
-    lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate.")
 
 
 GRID_LOGS = 10  # MLflow image grids per training run, at most
@@ -57,18 +47,14 @@ RESUME_FORMAT = 1  # bump when the resume file's layout changes: older files are
 
 
 def code_sha256() -> str:
-    """SHA-256 over the train stage's source files (``paths.STAGES["train"].sources``) as this process imports
-    them (the package's own files, wherever it is installed), in sorted order, each as its path and content."""
-    import vaebench
+    """SHA-256 over the train stage's source files (:func:`vaebench.dag.source_paths`) as this process imports
+    them, in sorted order, each as its package-relative path and content."""
+    from vaebench.dag import source_paths
+    from vaebench.sources import PACKAGE_DIR
 
-    pkg = Path(vaebench.__file__).resolve().parent
-    prefix = paths.SRC + "/"
     h = hashlib.sha256()
-    for src in paths.STAGES["train"].sources:
-        root = pkg / src.removeprefix(prefix)
-        files = sorted(f for f in root.rglob("*.py") if "__pycache__" not in f.parts) if root.is_dir() else [root]
-        for f in files:
-            h.update(f.relative_to(pkg).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    for f in source_paths("train"):
+        h.update(f.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()
 
 
@@ -210,7 +196,7 @@ def epoch_grids(model, x_u8: torch.Tensor, x: torch.Tensor, seed: int) -> dict[s
     """The per-epoch MLflow image grids of ``n = len(x)`` images, laid out like the evaluate stage's.
 
     ``samples``: decoder means at z ~ N(0, I) from a CPU generator seeded with ``seed``
-    (``vaebench.stages.evaluate.prior_samples``: the same latents every epoch; absent when the model
+    (``vaebench.vae.sampling.prior_samples``: the same latents every epoch; absent when the model
     cannot sample); ``reconstructions``: the 8-bit images (odd rows) above the decoder means at their
     posterior means (even rows). Runs in eval mode and restores the model's mode; draws nothing from
     torch's global RNG or any training generator, so training is unchanged by it.
@@ -225,7 +211,7 @@ def epoch_grids(model, x_u8: torch.Tensor, x: torch.Tensor, seed: int) -> dict[s
     """
     from torchvision.utils import make_grid  # lazy: torchvision import is slow
 
-    from vaebench.stages.evaluate import prior_samples
+    from vaebench.vae.sampling import prior_samples
 
     n = len(x)
     nrow = math.ceil(math.sqrt(n))

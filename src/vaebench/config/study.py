@@ -10,13 +10,10 @@ Two files define what runs:
   entry; ``components`` sets a component's settings for every model of the study that uses it (a
   model's own entry wins).
 
-Every setting is typed (pydantic v2): the components' configs come from the registry
-(:mod:`vaebench.registry`), the stages' configs are defined beside their code (each dataset's own settings
-class in ``vaebench.data.prepare.DATASET_CONFIGS``, ``ClassifierConfig``, ``TrainConfig``, ``EvaluateConfig``), so a changed default reruns the stage that
-uses it. Those typed configs are the one layer of defaults.
-Snakemake (``workflow/rules/common.smk``) and the CLI both call :func:`load_study` before any job runs;
-an error names the file, the key, the bad value and the allowed values. ``python -m vaebench schema``
-writes the JSON schemas of both files (``workflow/schemas/``) from the same typed configs.
+Every setting is typed (pydantic v2): the components' configs and the datasets' settings come from the
+registries (:mod:`vaebench.registry`), the stages' configs from :mod:`vaebench.config.stages`; they are the one
+layer of defaults. An error names the file, the key, the bad value and the allowed values. Checks that need the
+built networks, the Inception weights or the claims file live in :mod:`vaebench.validation`.
 """
 from __future__ import annotations
 
@@ -33,11 +30,8 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, TypeAdapter,
                       create_model, field_validator)
 
 from vaebench import paths
-from vaebench.data.prepare import DATASET_CONFIGS, DATASETS, ImageFolderConfig, dataset_spec
-from vaebench.metrics.classifier import ClassifierConfig
-from vaebench.registry import AXES, StrictConfig
-from vaebench.stages.evaluate import EvaluateConfig
-from vaebench.stages.train import TrainConfig
+from vaebench.config.stages import ClassifierConfig, EvaluateConfig, TrainConfig
+from vaebench.registry import AXES, DATASETS, StrictConfig
 
 DEFAULT_STUDY = paths.DEFAULT_STUDY
 NAME_PATTERN = r"^[A-Za-z0-9_]+$"
@@ -171,28 +165,35 @@ class ModelOverride(BaseModel):
 
 
 class _DatasetSettingsBase(StrictConfig):
-    """Registered datasets are fields; any other name is an extra key whose value must be ImageFolderConfig."""
+    """Registered datasets are fields; any other name is an extra key (an image folder's settings)."""
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True,
                               json_schema_extra={"propertyNames": {"pattern": NAME_PATTERN}})
-    __pydantic_extra__: dict[str, ImageFolderConfig] = Field(init=False)
 
 
 def _datasets_class() -> type[BaseModel]:
-    """The ``datasets`` section: one optional key per registered dataset, each with its own settings class
-    (``DATASET_CONFIGS``; null = that dataset's defaults), and any other name (``[A-Za-z0-9_]+``) for a folder of
-    the user's own images, ``kind: image_folder`` (:class:`vaebench.data.prepare.ImageFolderConfig`)."""
+    """The ``datasets`` section: one optional key per registered dataset (``registry.DATASETS``; null = that
+    dataset's defaults), and any other name (``[A-Za-z0-9_]+``) for a folder of the user's own images,
+    ``kind: image_folder``."""
+    image_folder = DATASETS.image_folder
+
+    class _WithImageFolders(_DatasetSettingsBase):
+        __pydantic_extra__: dict[str, image_folder] = Field(init=False)
+
     fields = {name: (cls | None, Field(None, description=(cls.__doc__ or "").strip().split("\n")[0]))
-              for name, cls in DATASET_CONFIGS.items()}
-    return create_model("DatasetSettings", __base__=_DatasetSettingsBase,
+              for name, cls in DATASETS.configs.items()}
+    return create_model("DatasetSettings", __base__=_WithImageFolders,
                         __doc__="The grid's datasets (at least one), each with its own preparation settings: the "
                                 "registered ones by name, and any other name with kind: image_folder for a folder "
                                 "of your own images.",
                         **fields)
 
 
-_DATASET_KEYS = TypeAdapter(dict[Literal[tuple(DATASETS)], Any])
 _IMAGE_FOLDER_KEYS = TypeAdapter(dict[Annotated[str, Field(pattern=NAME_PATTERN)], Any])
+
+
+def _dataset_keys() -> TypeAdapter:
+    return TypeAdapter(dict[Literal[tuple(DATASETS.configs)], Any])
 
 
 def _is_image_folder(value: Any) -> bool:
@@ -205,11 +206,12 @@ def _datasets_by_name(value: Any, handler) -> dict[str, StrictConfig]:
     are validated by its own class (errors at ``datasets.<name>.<key>``; an image folder's path must exist).
     Returns {name: settings} in the file's order (the grid's order)."""
     if isinstance(value, dict):
-        _DATASET_KEYS.validate_python({k: v for k, v in value.items()
-                                       if k in DATASETS or not _is_image_folder(v)})
-        _IMAGE_FOLDER_KEYS.validate_python({k: v for k, v in value.items() if k not in DATASETS})
+        registered = DATASETS.configs
+        _dataset_keys().validate_python({k: v for k, v in value.items()
+                                         if k in registered or not _is_image_folder(v)})
+        _IMAGE_FOLDER_KEYS.validate_python({k: v for k, v in value.items() if k not in registered})
     typed = handler(value)
-    out = {name: getattr(typed, name) or DATASET_CONFIGS[name]() for name in value}
+    out = {name: getattr(typed, name) or DATASETS.configs[name]() for name in value}
     if not out:
         raise ValueError("at least one dataset is required")
     return out
@@ -315,7 +317,7 @@ class Cell:
     model_config: ModelConfig
     train: TrainConfig
     evaluate: EvaluateConfig
-    data: StrictConfig              # the dataset's own settings class (vaebench.data.prepare.DATASET_CONFIGS)
+    data: StrictConfig              # the dataset's own settings class (registry.DATASETS)
 
     def record(self) -> dict:
         """Plain nested dict (lists, numbers, strings) for checkpoints, metrics files and MLflow params."""
@@ -441,9 +443,6 @@ def validate_study(raw: Any, source: str = DEFAULT_STUDY, catalogue: str | os.Pa
         models[name] = resolve_model(name, entries[name], (raw["models"] or {}).get(name), raw.get("components"),
                                      source, str(catalogue))
     _check_per_dataset(config, source)
-    _check_image_shapes(config, models, source)
-    _check_inception_weights(config, source)
-    _check_claims(Path(catalogue).parent / paths.CLAIMS, entries)
     return Study(config, models, source)
 
 
@@ -451,56 +450,10 @@ def _check_per_dataset(config, source: str) -> None:
     """``train.per_dataset`` may name a registered dataset (so one block serves several studies) or any dataset
     of this study (an image folder); any other name is a typo. Raises ConfigError naming the key."""
     for name in config.train.per_dataset:
-        if name not in DATASETS and name not in config.datasets:
+        if name not in DATASETS.configs and name not in config.datasets:
             raise ConfigError(f"{source}: unknown key 'train.per_dataset.{name}': neither a registered dataset "
-                              f"({', '.join(sorted(DATASETS))}) nor a dataset of this study "
+                              f"({', '.join(sorted(DATASETS.configs))}) nor a dataset of this study "
                               f"({', '.join(config.datasets)})")
-
-
-def _check_image_shapes(config, models: dict[str, ModelConfig], source: str) -> None:
-    """Every model's networks must take every dataset's image shape (``dataset_spec(name, settings)[
-    "image_shape"]``, e.g.
-    'conv28' needs 28x28 and Frey Face is 28x20): each architecture is built on PyTorch's meta device (no
-    memory, no compute), so a mismatch fails before any job runs. Raises ConfigError naming the model, its
-    architecture, the dataset and both sizes."""
-    import torch
-
-    from vaebench.registry import ARCHITECTURES, LIKELIHOODS, POSTERIORS
-
-    for dataset in config.datasets:
-        shape = tuple(dataset_spec(dataset, config.datasets[dataset])["image_shape"])
-        for name, m in models.items():
-            try:
-                with torch.device("meta"):
-                    ARCHITECTURES.build(m.architecture).build(
-                        shape, m.latent_dim, POSTERIORS.get(m.posterior.name).head_dim(m.latent_dim),
-                        LIKELIHOODS.build(m.likelihood).out_channels)
-            except ValueError as exc:
-                raise ConfigError(
-                    f"{source}: model '{name}' (architecture '{m.architecture.name}') cannot be used on dataset "
-                    f"'{dataset}' (images C x H x W = {' x '.join(map(str, shape))}): {exc}") from None
-
-
-def _check_claims(path: Path, catalogue: dict) -> None:
-    """The report's claims file (next to the catalogue) is checked before any job runs, so that a typo in it
-    cannot fail the report after hours of training. Raises ConfigError naming the file and the key."""
-    if path.is_file():
-        from vaebench.report.claims import load_claims
-
-        load_claims(path, set(catalogue))
-
-
-def _check_inception_weights(config, source: str) -> None:
-    """A study that asks for Inception FID must have its weights before any job runs (the download is tried
-    once for ``inception: required``); a configured weights path must exist. Raises ConfigError with the
-    file name, where to get it and where to put it."""
-    from vaebench.metrics.inception import InceptionWeightsUnavailable
-    from vaebench.stages.fid_reference import inception_weights
-
-    try:
-        inception_weights(config)
-    except InceptionWeightsUnavailable as exc:
-        raise ConfigError(f"{source}: evaluate.inception = {config.evaluate.inception!r}: {exc}") from None
 
 
 def load_study(path: str | os.PathLike = DEFAULT_STUDY, catalogue: str | os.PathLike = paths.CATALOGUE) -> Study:
@@ -577,7 +530,7 @@ def _allowed_keys(cls: Any, loc: tuple, data: Any) -> list[str]:
             field = node.model_fields.get(part) or next(
                 (f for f in node.model_fields.values() if f.alias == part), None)
             if field is None and issubclass(node, _DatasetSettingsBase):     # an image folder's settings
-                node, value = ImageFolderConfig, value.get(part) if isinstance(value, dict) else None
+                node, value = DATASETS.image_folder, value.get(part) if isinstance(value, dict) else None
                 continue
             if field is None:
                 return []

@@ -1,0 +1,61 @@
+"""The FID reference files of a dataset (stage ``fid_reference``) as read by evaluation, the fixed test subset,
+and the Inception weights a study's evaluation uses."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaebench import paths
+
+
+def fixed_subset(n_total: int, n: int, seed: int) -> np.ndarray:
+    """The first ``n`` indices of a seeded random permutation of ``range(n_total)``, sorted: a fixed random
+    subset (the same for every model; representative where the split's order is not, e.g. MNIST's test set,
+    whose two halves differ). All indices when n >= n_total. int64 (min(n, n_total),)."""
+    if n >= n_total:
+        return np.arange(n_total, dtype=np.int64)
+    perm = torch.randperm(n_total, generator=torch.Generator().manual_seed(int(seed))).numpy()
+    return np.sort(perm[:n]).astype(np.int64)
+
+
+def study_inception_weights(ecfg) -> Path | None:
+    """The Inception weights an evaluation config (``EvaluateConfig``) uses: None when ``evaluate.inception`` is 'off' or is
+    'if_available' and no file is present; raises ``InceptionWeightsUnavailable`` (a FileNotFoundError
+    naming the file, where to get it and where to put it) when 'required' and none can be had (the
+    download is tried), or when a configured path does not exist."""
+    from vaebench.metrics.inception import resolve_weights, weights_available
+
+    if ecfg.inception == "off":
+        return None
+    if ecfg.inception == "required":
+        return resolve_weights(ecfg.inception_weights, allow_download=True)
+    return weights_available(ecfg.inception_weights)
+
+
+def inception_reference_status(dataset: str) -> dict:
+    """The Inception reference of ``dataset`` written by ``run``: {'computed', 'status', and when computed
+    'mu' (2048,), 'sigma' (2048, 2048), 'weights' (path), 'n_reference'}."""
+    from vaebench.metrics.inception import load_statistics
+
+    ref = load_statistics(paths.FID_INCEPTION_REFERENCE.format(dataset=dataset))
+    ref["computed"] = bool(ref["computed"])
+    return ref
+
+
+def load_reference(dataset: str) -> dict:
+    """The npz of ``run`` as a dict (arrays, and the scalars as Python values). ``available`` is False (with a
+    ``reason``) for a dataset without a classifier, which has no statistics; files written before the field
+    existed hold statistics (``available`` True)."""
+    with np.load(paths.FID_REFERENCE.format(dataset=dataset)) as z:
+        out = {k: z[k] for k in z.files}
+    out["available"] = bool(out.get("available", True))
+    if not out["available"]:
+        out["reason"] = str(out.get("reason", "no classifier"))
+        return out
+    for k in ("n_reference", "floor_n"):
+        out[k] = int(out[k])
+    out["floor_fid"] = float(out["floor_fid"])
+    out["floor_split"] = str(out["floor_split"])
+    return out
