@@ -74,7 +74,7 @@ def cmd_mlflow_init(args) -> None:
 def cmd_bench(args) -> None:
     from pydantic import ValidationError
 
-    from vaebench import bench
+    from vaebench.dev import bench
 
     given = {k: v for k, v in vars(args).items() if k in bench.BenchConfig.model_fields and v is not None}
     try:
@@ -125,7 +125,7 @@ def cmd_readme(args) -> None:
 
 
 def cmd_dvc_template(args) -> None:
-    from vaebench import dvc_template
+    from vaebench.dev import dvc_template
 
     try:
         code = dvc_template.main(check=args.check, force=args.force, registry=args.registry)
@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = with_params(sub.add_parser(name, help=f"write {what} (generated, committed)"))
         p.add_argument("--check", action="store_true", help="only check that the committed file is current")
         p.set_defaults(func=func)
-    from vaebench.bench import BenchConfig   # torch, as every stage command; torchvision only when it runs
+    from vaebench.dev.bench import BenchConfig   # torch, as every stage command; torchvision only when it runs
 
     p = sub.add_parser("bench", help=f"benchmark our training loop against the sigma-VAE reference loop shape "
                                      f"and the L_k evaluation's cost; writes {paths.BENCH_JSON} (not a stage)")
