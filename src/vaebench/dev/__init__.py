@@ -1,2 +1,1 @@
-"""Developer tools, not pipeline stages: the benchmark (``python -m vaebench bench``) and the offline DVC plots page
-(``python -m vaebench dvc-template``)."""
+"""Developer tools, not pipeline stages: ``python -m vaebench bench`` and ``dvc-template``."""

@@ -1,5 +1,4 @@
-"""The VAE composed of one registered architecture, posterior, likelihood and objective; prior N(0, I_d).
-Per-image quantities are in nats per image."""
+"""The VAE: one registered architecture, posterior, likelihood and objective; prior N(0, I_d); nats per image."""
 from __future__ import annotations
 
 import torch
@@ -110,12 +109,8 @@ class VAE(nn.Module):
 
 
 def build_model(cfg, image_shape: tuple[int, int, int]) -> VAE:
-    """Build a VAE from a ``ModelConfig`` (or a dict validated into one) for images of shape (C, H, W).
-
-    Raises:
-        vaebench.config.ConfigError: the dict is not a valid model config (names the key).
-        ValueError: ``image_shape`` is not (C, H, W), or the architecture cannot take that size.
-    """
+    """A VAE from a ``ModelConfig`` (or a dict validated into one) for images (C, H, W). Raises ConfigError (an
+    invalid dict) or ValueError (``image_shape`` not (C, H, W), or a size the architecture cannot take)."""
     from vaebench.config import ModelConfig, validate_model
 
     if not isinstance(cfg, ModelConfig):

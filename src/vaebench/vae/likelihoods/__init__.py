@@ -42,9 +42,8 @@ def split_channels(out: torch.Tensor, out_channels: int) -> torch.Tensor:
 
 
 class Likelihood(nn.Module, Component):
-    """Base class of every decoder likelihood. The pipeline reads the class attributes instead of branching on
-    names: ``data_space`` is a ``DATA_SPACES`` key, ``valid_density`` is False when the test number is not a
-    normalised density of the test image, ``supports_sse`` whether GECO's squared-error constraint is meaningful."""
+    """Base class of every decoder likelihood; the pipeline reads its class attributes (``data_space`` is a
+    ``DATA_SPACES`` key; ``valid_density`` False when the test number is not a normalised density)."""
 
     family: ClassVar[str]
     sigma_mode: ClassVar[str | None] = None
@@ -93,7 +92,7 @@ class Likelihood(nn.Module, Component):
         return {}
 
     def discrete_offset_nats(self, D: int) -> float:
-        """Nats to add to -log p(x) to get a bound on the NLL of the 8-bit data (0 unless dequantised)."""
+        """Nats to add to -log p(x) for a bound on the 8-bit NLL."""
         return 0.0
 
     def tracked_scalars(self) -> dict[str, float]:

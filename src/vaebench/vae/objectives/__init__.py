@@ -25,8 +25,7 @@ class Objective(nn.Module, Component):
         return {}
 
     def effective_beta(self, likelihood_beta: float | None) -> float | None:
-        """The KL weight in the "SSE + beta KL" convention (Rybkin et al. 2021, Section 4) given the decoder's
-        2 sigma^2 ``likelihood_beta``, or None."""
+        """KL weight in "SSE + beta KL" (Rybkin et al. 2021, Section 4) given the decoder's 2 sigma^2, or None."""
         return None if likelihood_beta is None else self.kl_weight * likelihood_beta
 
 
