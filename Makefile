@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 # registry and SHA-512 checked; not committed): rebuilt only when its pins change, a current page is kept.
 # Without the registry the install goes on (the pipeline does not need the page) and says so.
 DVC_TEMPLATE := .dvc/plots/offline.html
-$(DVC_TEMPLATE): src/vaebench/dvc_template.py | $(VENV)/.installed
+$(DVC_TEMPLATE): src/vaebench/dev/dvc_template.py | $(VENV)/.installed
 	-$(VENV)/bin/python -m vaebench dvc-template
 
 install: $(VENV)/.installed $(DVC_TEMPLATE)
@@ -32,7 +32,7 @@ test: install
 test-slow: install
 	$(VENV)/bin/python -m pytest -m slow
 
-# Our training loop against the sigma-VAE reference loop shape, and the L_k evaluation's cost (vaebench.bench):
+# Our training loop against the sigma-VAE reference loop shape, and the L_k evaluation's cost (vaebench.dev.bench):
 # writes reports/bench.json and prints a table. The defaults are the real benchmark (a GPU: minutes; a CPU:
 # hours); shrink it with flags, e.g. make bench BENCH_ARGS="--epochs 1 --n-test 1000 --eval-images 20".
 BENCH_ARGS ?=

@@ -1,4 +1,4 @@
-"""``python -m vaebench bench`` (vaebench.bench): a tiny configuration on the real MNIST mirror gives every
+"""``python -m vaebench bench`` (vaebench.dev.bench): a tiny configuration on the real MNIST mirror gives every
 figure for both loops and both models, and the command runs where MLflow, Snakemake and DVC cannot be
 imported (the light-import constraint)."""
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _positive(x) -> bool:
 
 
 def test_tiny_bench_measures_both_loops_of_both_models(mirror, raw_dir, tmp_path, monkeypatch, capsys):
-    from vaebench.bench import BenchConfig
+    from vaebench.dev.bench import BenchConfig
     from vaebench.cli import main
 
     monkeypatch.chdir(REPO)                     # the catalogue is read relative to the repository root
@@ -80,7 +80,7 @@ def test_tiny_bench_measures_both_loops_of_both_models(mirror, raw_dir, tmp_path
 
 
 def test_cli_exposes_every_bench_setting():
-    from vaebench.bench import BenchConfig
+    from vaebench.dev.bench import BenchConfig
     from vaebench.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")

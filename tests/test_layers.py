@@ -20,8 +20,7 @@ LAYERS = {
     "library": ("vaebench.vae", "vaebench.data", "vaebench.metrics", "vaebench.device", "vaebench.checkpoint",
                 "vaebench.tracking"),
     "stages and report": ("vaebench.stages", "vaebench.report"),
-    "top": ("vaebench.validation", "vaebench.cli", "vaebench.__main__", "vaebench.dev", "vaebench.bench",
-            "vaebench.dvc_template"),
+    "top": ("vaebench.validation", "vaebench.cli", "vaebench.__main__", "vaebench.dev"),
 }
 APART = ("vaebench.stages", "vaebench.report")     # neither imports the other
 

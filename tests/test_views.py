@@ -20,7 +20,8 @@ import pandas as pd
 import pytest
 
 from conftest import BIN, REPO, env, make_workspace, run, tiny_params
-from vaebench import dvc_template, paths
+from vaebench import paths
+from vaebench.dev import dvc_template
 from vaebench.report.dvc_plots import QUANTITIES, write_plot_data
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)

@@ -1,9 +1,4 @@
-"""Atomic file output: an interrupted stage never leaves a file that looks finished.
-
-Every artifact is written to a temporary file in the destination folder and moved into place with
-``os.replace`` (atomic on POSIX when source and destination share a file system). Readers (Snakemake,
-DVC, the report) therefore see either the previous complete file or the new complete file.
-"""
+"""Atomic file output: a temporary file in the destination folder, moved into place with ``os.replace``."""
 from __future__ import annotations
 
 import contextlib
@@ -19,21 +14,13 @@ os.umask(_UMASK)
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success move it onto ``path``, on error delete it.
-
-    Use for writers that want a file name (``np.savez``, ``torch.save``, ``plt.savefig``)::
-
-        with atomic_path("data/x.npz") as tmp:
-            np.savez(tmp, ...)
-    The temporary name keeps the destination's suffix so that writers which pick a format from the
-    suffix behave the same.
-    """
+    """Yield a temporary path beside ``path`` with its suffix; on success move it onto ``path``, on error delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
+    os.chmod(tmp_path, 0o666 & ~_UMASK)
     try:
         yield tmp_path
         os.replace(tmp_path, path)

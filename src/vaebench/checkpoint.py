@@ -17,24 +17,18 @@ CELL_KEYS = ("dataset", "model", "seed", "model_config")
 
 
 class CheckpointError(StageError):
-    """A checkpoint cannot be used: the file is damaged (truncated, corrupted) or is not a checkpoint of the
-    train stage. The message names the file, what is wrong and the train job that rewrites it."""
+    """A checkpoint is damaged or not a train-stage checkpoint; the message names the file and the job to rerun."""
 
 
 class CheckpointMismatchError(CheckpointError):
-    """A readable checkpoint of another model than the one expected: another dataset, model or seed, a
-    model_config that differs from the study's current one (stale after a catalogue or study edit), or weights
-    that do not fit the model it records. The message names the file, the expected and the found model."""
+    """A readable checkpoint of another cell, a stale model_config, or weights that do not fit its model."""
 
 
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, meta: dict) -> None:
-    """Atomically write ``{"state_dict": ..., **meta}``; ``meta`` must hold only plain values (dicts, lists,
-    strings, numbers, None) so that ``torch.load(path, weights_only=True)`` reads it back. The weights are saved
-    as CPU copies whatever device the model is on, so a checkpoint from a GPU loads on a machine without one.
-    Every record of the archive carries its CRC-32, which :func:`load_checkpoint` verifies."""
+    """Atomically write ``{"state_dict": CPU weights, **meta}`` with CRC-32 records; ``meta`` holds plain values."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     crc = torch.serialization.get_crc32_options()
-    torch.serialization.set_crc32_options(True)   # (torch's default) :func:`load_checkpoint` checks them
+    torch.serialization.set_crc32_options(True)
     try:
         with atomic_path(path) as tmp:
             torch.save({"state_dict": state, **meta}, tmp)
@@ -67,13 +61,8 @@ def _differences(expected: Any, found: Any, prefix: str = "") -> list[str]:
 
 
 def _normalised_model_config(cfg: Any) -> dict:
-    """A model config as the plain dict ``Cell.record()`` stores, defaults filled in by the current code (so a
-    field added since the checkpoint was written, with its default, is no difference); ``description`` is left
-    out (it names the model for the report and changes no weight).
-
-    Raises:
-        vaebench.config.ConfigError: ``cfg`` is no valid model config for the current code.
-    """
+    """A model config as the plain dict ``Cell.record()`` stores, defaults filled in, without ``description``.
+    Raises ConfigError for an invalid config."""
     from vaebench.config import ModelConfig, validate_model
 
     model = cfg if isinstance(cfg, ModelConfig) else validate_model(cfg)
@@ -83,14 +72,8 @@ def _normalised_model_config(cfg: Any) -> dict:
 
 
 def check_recorded_cell(path: Path, found: dict, expect: dict) -> None:
-    """Raise CheckpointMismatchError unless the cell record ``found`` of the checkpoint at ``path`` agrees with
-    ``expect`` (a cell record, ``vaebench.config.Cell.record()``, or a subset of its keys) on every key
-    ``expect`` gives. ``model_config`` is compared as the current code reads it (defaults filled in, its
-    ``description`` ignored); other keys as plain values.
-
-    Raises:
-        CheckpointMismatchError: naming the file, the expected and the found model and the differing fields.
-    """
+    """Raise CheckpointMismatchError unless the checkpoint's cell record ``found`` agrees with ``expect`` (a
+    ``Cell.record()`` or a subset of its keys) on every key it gives; ``model_config`` as the current code reads it."""
     from vaebench.config import ConfigError
 
     expected_name, found_name = _cell_name(expect), _cell_name(found)
@@ -128,7 +111,7 @@ def _check_weights(path: Path, model: torch.nn.Module, state: dict, found_name: 
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shape = lambda v: tuple(v.shape) if hasattr(v, "shape") else None  # noqa: E731 - (_extra_state entries)
+    shape = lambda v: tuple(v.shape) if hasattr(v, "shape") else None  # noqa: E731
     shapes = [f"{k} {shape(state[k])} vs {shape(own[k])}" for k in own
               if k in state and shape(state[k]) != shape(own[k])]
     if missing or unexpected or shapes:
@@ -143,8 +126,7 @@ def _check_weights(path: Path, model: torch.nn.Module, state: dict, found_name: 
 
 
 def _check_archive(path: Path, hint: str) -> None:
-    """Raise CheckpointError unless ``path`` is a zip archive (what ``torch.save`` writes) whose every record
-    matches its CRC-32: torch itself reads a record whose bytes changed without noticing."""
+    """Raise CheckpointError unless ``path`` is a zip archive whose every record matches its CRC-32."""
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: not a checkpoint archive ({path.stat().st_size} bytes, no zip directory "
                               f"found): the file is truncated or corrupted; {hint}")
@@ -153,7 +135,7 @@ def _check_archive(path: Path, hint: str) -> None:
             bad = z.testzip()
     except MemoryError:
         raise
-    except Exception as exc:  # noqa: BLE001 - BadZipFile, zlib.error, OSError, EOFError, ...
+    except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"{path}: damaged checkpoint archive ({one_line(exc)}): the file is corrupted; "
                               f"{hint}") from None
     if bad is not None:
@@ -163,26 +145,12 @@ def _check_archive(path: Path, hint: str) -> None:
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
                     expect: dict | None = None) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the model of a checkpoint written by the train stage; returns ``(model in eval mode, meta)``.
+    """(model in eval mode on ``device``, meta) of a train-stage checkpoint; with ``expect``, the recorded cell must
+    agree (:func:`check_recorded_cell`).
 
-    ``meta`` holds everything but the weights: ``cell`` (the resolved cell, see ``vaebench.config.Cell``),
-    ``image_shape``, ``epochs``, ``train_seconds``, ``device``, ``mlflow_run_id``, ``history``.
-
-    Args:
-        path: the checkpoint (``data/train/<dataset>/<model>/seed<seed>/model.pt``).
-        device: where the model goes (the file is read on the CPU, so a GPU checkpoint loads anywhere).
-        expect: the cell the caller wants (``Cell.record()``, or a subset of its keys such as
-            ``{"dataset", "model", "seed", "model_config"}``); the checkpoint's recorded ``cell`` must agree on
-            each given key (see :func:`check_recorded_cell`). None: no check.
     Raises:
-        FileNotFoundError: no file at ``path``.
-        CheckpointError: the file cannot be read (truncated, corrupted: not a zip archive, a record failing its
-            CRC-32 check, unreadable by torch), it is not a train-stage checkpoint (lacks a dict ``state_dict``,
-            ``cell`` with ``model_config``, or ``image_shape``), or the model it records cannot be built by the
-            current code. The message names the file and the train job to rerun.
-        CheckpointMismatchError: (a CheckpointError) with ``expect``, the checkpoint is another cell's or stale
-            (names the expected and found model and the differing fields); with or without it, the weights do
-            not fit the model the checkpoint records (missing or unexpected keys, shape mismatch).
+        FileNotFoundError: no file. CheckpointError: unreadable, not a train-stage checkpoint, or its model cannot
+            be built. CheckpointMismatchError: another cell's or stale, or weights that do not fit.
     """
     from vaebench.config import ConfigError
     from vaebench.vae import build_model
@@ -196,7 +164,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except MemoryError:
         raise
-    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError (zip), UnpicklingError, EOFError, ...
+    except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"{path}: not a readable checkpoint ({one_line(exc)}): the file is truncated or "
                               f"corrupted; {hint}") from None
     missing = [k for k in REQUIRED if not isinstance(ckpt, dict) or k not in ckpt]

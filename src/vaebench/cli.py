@@ -1,5 +1,5 @@
 """Command-line interface: ``python -m vaebench <command> ...``, one subcommand per pipeline stage plus
-the generators of the committed files (``schema``, ``dvc-yaml``) and the benchmark ``bench`` (:mod:`vaebench.bench`).
+the generators of the committed files (``schema``, ``dvc-yaml``) and the benchmark ``bench`` (:mod:`vaebench.dev.bench`).
 
 Every stage subcommand loads the study (:func:`vaebench.config.load_study`) first, so a bad file stops the job
 before it writes anything; ``validate`` also runs the checks of :mod:`vaebench.validation`. Snakemake (workflow/rules/) and DVC (dvc.yaml) call exactly these commands; their
@@ -76,7 +76,7 @@ def cmd_mlflow_init(args) -> None:
 def cmd_bench(args) -> None:
     from pydantic import ValidationError
 
-    from vaebench import bench
+    from vaebench.dev import bench
 
     given = {k: v for k, v in vars(args).items() if k in bench.BenchConfig.model_fields and v is not None}
     try:
@@ -127,7 +127,7 @@ def cmd_readme(args) -> None:
 
 
 def cmd_dvc_template(args) -> None:
-    from vaebench import dvc_template
+    from vaebench.dev import dvc_template
 
     try:
         code = dvc_template.main(check=args.check, force=args.force, registry=args.registry)
@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = with_params(sub.add_parser(name, help=f"write {what} (generated, committed)"))
         p.add_argument("--check", action="store_true", help="only check that the committed file is current")
         p.set_defaults(func=func)
-    from vaebench.bench import BenchConfig   # torch, as every stage command; torchvision only when it runs
+    from vaebench.dev.bench import BenchConfig   # torch, as every stage command; torchvision only when it runs
 
     p = sub.add_parser("bench", help=f"benchmark our training loop against the sigma-VAE reference loop shape "
                                      f"and the L_k evaluation's cost; writes {paths.BENCH_JSON} (not a stage)")

@@ -1,18 +1,5 @@
-"""The device a job computes on: the study's ``device`` setting, one GPU per job on a node with several, and
-a line in the job's log saying which device it got and why.
-
-``device: auto`` uses CUDA when torch sees a GPU, else the CPU, and says so (with the reason torch gives:
-no CUDA build, or no device / driver); ``device: cuda`` fails instead of falling back; ``device: cpu``
-never touches CUDA.
-
-Several GPUs on one node: Snakemake starts GPU jobs as separate processes and never sets
-CUDA_VISIBLE_DEVICES. Each job therefore claims the lowest free *slot* (an exclusive ``flock`` on
-``slot<j>.lock`` in a folder shared by the node's jobs) and computes on GPU ``j mod n_gpus``; the lock
-goes with the process (exit, crash or kill -9 alike), so a slot is never left taken. How many GPU jobs run
-at once is Snakemake's global resource ``gpu_slots`` (``workflow/rules/common.smk``), so concurrent jobs hold
-slots 0..m-1 and are spread evenly over the GPUs. A scheduler that gives a job its own GPU (SLURM's
-``--gres``) sets CUDA_VISIBLE_DEVICES: the job then sees one GPU and uses it.
-"""
+"""The device of a job: the study's ``device`` setting (auto, cpu, cuda), one GPU per job on a node with several
+(an exclusive ``flock`` slot per job), and a log line saying which device and why."""
 from __future__ import annotations
 
 import fcntl
@@ -26,7 +13,7 @@ import torch
 from vaebench.errors import StageError
 
 SLOT_DIR_ENV = "VAEBENCH_GPU_SLOTS_DIR"
-_held: list = []          # the open slot lock of this process (kept open: closing it frees the slot)
+_held: list = []
 
 
 class DeviceError(StageError):
@@ -45,18 +32,12 @@ def cuda_status() -> str:
 
 
 def slot_dir() -> Path:
-    """The folder of the slot locks: ``$VAEBENCH_GPU_SLOTS_DIR``, else ``<tmp>/vaebench-gpu-slots-<uid>``
-    (one per user and node, shared by every study that user runs there)."""
+    """The folder of the slot locks: ``$VAEBENCH_GPU_SLOTS_DIR``, else ``<tmp>/vaebench-gpu-slots-<uid>``."""
     return Path(os.environ.get(SLOT_DIR_ENV) or Path(tempfile.gettempdir()) / f"vaebench-gpu-slots-{os.getuid()}")
 
 
 def claim_slot(directory: str | os.PathLike | None = None) -> int:
-    """Claim the lowest free slot j (0, 1, ...) for the life of this process and return it; a second call in
-    the same process returns the slot it already holds.
-
-    Raises:
-        OSError: the folder cannot be created or a lock file opened.
-    """
+    """Claim the lowest free slot j for the life of this process (idempotent). Raises OSError."""
     if _held:
         return _held[0][0]
     directory = Path(directory) if directory is not None else slot_dir()
@@ -82,26 +63,15 @@ def gpu_for_slot(slot: int, n_gpus: int) -> int:
 
 
 def visible_gpus(setting: str) -> int:
-    """How many GPUs jobs of a study with ``device: <setting>`` would use on this node: torch's device count
-    (CUDA_VISIBLE_DEVICES applies), 0 for ``cpu`` or without a usable GPU. The default of Snakemake's global
-    ``gpu_slots`` resource (one GPU job per GPU) in ``workflow/rules/common.smk``."""
+    """GPUs that jobs with ``device: <setting>`` would use on this node (torch's device count; 0 for cpu)."""
     if setting == "cpu" or not torch.cuda.is_available():
         return 0
     return torch.cuda.device_count()
 
 
 def pick_device(setting: str = "auto", log: bool = True) -> torch.device:
-    """The device of this job for the study's ``device`` setting, and (``log``) one line on stderr (the job's
-    log under both engines) naming it and why.
-
-    ``auto``: a GPU when torch sees one, else the CPU; ``cpu``; ``cuda``: a GPU or :class:`DeviceError`.
-    With several visible GPUs the job takes ``cuda:<gpu_for_slot(claim_slot(), n)>`` and makes it the
-    current device; with one, ``cuda:0``.
-
-    Raises:
-        DeviceError: ``cuda`` without a usable GPU (the message gives torch's version and CUDA build).
-        ValueError: an unknown setting.
-    """
+    """The job's device for the ``device`` setting (with several GPUs, the slot's GPU), logged on stderr.
+    Raises DeviceError (``cuda`` without a usable GPU) or ValueError (an unknown setting)."""
     if setting not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device: unknown setting {setting!r} (expected auto, cpu or cuda)")
     if setting == "cpu":

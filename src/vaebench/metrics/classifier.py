@@ -1,19 +1,5 @@
-"""A small CNN classifier whose penultimate activations serve as FID features on small datasets.
-
-Inception-v3 features (the standard FID) need 299x299 RGB input and weights that must be downloaded;
-for 28x28 grey images a classifier trained on the dataset itself gives a cheap, offline, in-domain
-feature space (as in e.g. the "FID on MNIST with a LeNet" practice). Its FIDs are only comparable
-between runs that use the SAME classifier checkpoint (same data, seed and config).
-
-Input convention (``forward`` and ``features``): images (B, C, H, W) either
-  * uint8 in 0..255  -> divided by 255 inside the model, or
-  * floating point already in [0, 1] -> used as is.
-
-An unlabelled dataset (Frey Face: ``meta["labelled"]`` false) has no classifier, hence no classifier-feature
-FID: :func:`unavailable_reason` says why, :func:`save_unavailable` writes a checkpoint file holding only that
-marker (``{"available": False, "reason": ...}``), and :func:`load_classifier` raises
-:class:`ClassifierUnavailable` (with the reason) on it.
-"""
+"""A small CNN classifier trained on the dataset, whose penultimate activations are FID features; images
+(B, C, H, W) are uint8 0..255 or float in [0, 1]. An unlabelled dataset gets an "unavailable" marker instead."""
 from __future__ import annotations
 
 import os
@@ -38,8 +24,7 @@ class ClassifierUnavailable(Exception):
 
 
 def unavailable_reason(data: dict) -> str | None:
-    """Why no classifier can be trained on a prepared dataset (``load_prepared`` output), or None when one can:
-    the dataset is unlabelled (``meta["labelled"]`` false, or no label >= 0)."""
+    """Why no classifier can be trained on a prepared dataset (it is unlabelled), or None when one can."""
     meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
     name = meta.get("dataset", "this dataset")
     if meta.get("labelled", True) is False or not (len(data["y_train"]) and int(data["y_train"].max()) >= 0):
@@ -48,13 +33,8 @@ def unavailable_reason(data: dict) -> str | None:
 
 
 class SmallCNN(nn.Module):
-    """Two conv blocks (3x3 conv, ReLU, 2x2 max-pool; 32 then 64 channels), Linear->feature_dim, ReLU,
-    Linear->n_classes.
-
-    Args:
-        in_channels: C of the input images. image_size: H = W of the input (any size >= 4).
-        n_classes: number of logits. feature_dim: width of the penultimate layer (FID feature size).
-    """
+    """Two conv blocks (3x3 conv, ReLU, 2x2 max-pool; 32, 64 channels), Linear(feature_dim), ReLU, Linear(n_classes),
+    for images (C, image_size, image_size), image_size >= 4."""
 
     def __init__(self, in_channels: int, image_size: int, n_classes: int = 10, feature_dim: int = 128):
         super().__init__()
@@ -100,19 +80,9 @@ def accuracy(model: SmallCNN, x: torch.Tensor, y: torch.Tensor, batch_size: int 
 
 
 def train_classifier(data: dict, cfg: ClassifierConfig, device: str | torch.device) -> tuple[SmallCNN, dict]:
-    """Train a SmallCNN on ``data["x_train"]``/``y_train`` with Adam (cosine-annealed learning rate) and
-    cross-entropy, deterministically (seeded initialisation and batch order).
-
-    Args:
-        data: output of ``vaebench.data.prepared.load_prepared`` (uint8 (N,C,H,W) images, int64 labels).
-        cfg: epochs, batch size, learning rate, feature size and the seed (init and batch order).
-        device: where the whole dataset (uint8) and the model live.
-    Returns:
-        (model in eval mode, metrics ``{test_accuracy, val_accuracy, epochs, train_seconds}``);
-        accuracies are fractions in [0, 1] (``val_accuracy`` is NaN if the validation split is empty).
-    Raises:
-        ValueError: non-square images.
-    """
+    """Train a SmallCNN on a prepared dataset with Adam (cosine schedule) and cross-entropy, seeded. Returns
+    (model in eval mode, {test_accuracy, val_accuracy (NaN if no val split), epochs, train_seconds}).
+    Raises ValueError for non-square images."""
     _, c, h, w = data["x_train"].shape
     if h != w:
         raise ValueError(f"SmallCNN needs square images, got {h}x{w}")
@@ -124,7 +94,7 @@ def train_classifier(data: dict, cfg: ClassifierConfig, device: str | torch.devi
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     x = to_device_uint8(data["x_train"], device)
     y = torch.as_tensor(data["y_train"], dtype=torch.long, device=device)
-    gen = torch.Generator().manual_seed(cfg.seed)  # CPU generator: same batch order on every machine
+    gen = torch.Generator().manual_seed(cfg.seed)
 
     steps_per_epoch = -(-len(x) // cfg.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
@@ -154,10 +124,7 @@ def train_classifier(data: dict, cfg: ClassifierConfig, device: str | torch.devi
 
 
 def save_classifier(path: str | os.PathLike, model: SmallCNN, metrics: dict) -> None:
-    """Atomically ``torch.save`` ``{state_dict, kwargs, metrics}`` to ``path`` (loadable with weights_only=True).
-
-    ``metrics`` must hold plain numbers/strings (it is stored as is).
-    """
+    """Atomically ``torch.save`` ``{state_dict, kwargs, metrics}`` (plain values, weights_only-loadable)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save({"state_dict": state, "kwargs": dict(model.kwargs), "metrics": dict(metrics)}, f)
@@ -169,21 +136,14 @@ def unavailable_record(reason: str) -> dict:
 
 
 def save_unavailable(path: str | os.PathLike, reason: str) -> None:
-    """Atomically ``torch.save`` the marker :func:`unavailable_record` to ``path`` (the stage's declared
-    checkpoint output, when no classifier can be trained)."""
+    """Atomically ``torch.save`` the marker :func:`unavailable_record` to ``path``."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(unavailable_record(reason), f)
 
 
 def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[SmallCNN, dict]:
-    """Load a checkpoint written by ``save_classifier`` onto ``device``.
-
-    Returns:
-        (SmallCNN in eval mode, metrics dict)
-    Raises:
-        FileNotFoundError: ``path`` missing. KeyError: a checkpoint entry missing (names it and the file).
-        ClassifierUnavailable: the file is the marker of :func:`save_unavailable` (its ``reason`` says why).
-    """
+    """(SmallCNN in eval mode, metrics) from a ``save_classifier`` file. Raises FileNotFoundError, KeyError (an
+    entry missing) or ClassifierUnavailable (the file is the :func:`save_unavailable` marker)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"classifier checkpoint not found: {path}")

@@ -1,28 +1,6 @@
-"""Standard Inception FID as a library layer for the pipeline stages: weight lookup, features, statistics.
-
-    FID = ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^{1/2})          (Heusel et al. 2017)
-
-computed on the 2048-d pool3 features of Inception-v3 with the TF-ported ``inception-2015-12-05`` weights
-(the network of the original TTUR code, ported to PyTorch by Seitzer's pytorch-fid and packaged for
-torch-fidelity as ``weights-inception-2015-12-05-6726825d.pth``). The network, the weight loading and
-the TF1-compatible bilinear resize to 299x299 are torch-fidelity's ``FeatureExtractorInceptionV3``, not
-own code; the Fréchet distance and the statistics are ``vaebench.metrics.fid``'s.
-
-Input protocol (the same as the classifier FID, see ``vaebench.metrics.fid``): uint8 images go in as they
-are; float images in [0, 1] are clamped and quantised with round(x*255) to uint8 (``quantize_uint8``), so
-real and generated images take exactly the same path. Grey images are replicated to 3 channels. Parmar et
-al. 2022 ("On Aliased Resizing and Surprising Subtleties in GAN Evaluation", clean-fid) show that FID
-moves with the resize filter and with quantisation/compression; Kynkäänniemi et al. 2023 ("The Role of
-ImageNet Classes in Fréchet Inception Distance") that Inception FID can be matched without perceptual gain.
-The resize used here (TF1 bilinear without antialiasing) is the one torch-fidelity reports as
-reproducing TTUR's values, i.e. the one published Inception FIDs use; torchmetrics' default
-(``antialias=True``) is a different number.
-
-Weight file lookup (``resolve_weights``, ``weights_available``): the study's ``evaluate.inception_weights``,
-else ``$VAEBENCH_FID_WEIGHTS``, else torch-fidelity's download cache
-(``torch.hub.get_dir()/checkpoints/weights-inception-2015-12-05-6726825d.pth``, where
-``torch.hub.load_state_dict_from_url`` puts it), else (only if allowed) a download into that cache.
-"""
+"""Inception FID layer: weight lookup, 2048-d pool3 features of Inception-v3 with the TF-ported
+``inception-2015-12-05`` weights (torch-fidelity's ``FeatureExtractorInceptionV3``; Heusel et al. 2017), statistics.
+Images are quantised to uint8 like the classifier FID; grey is replicated to 3 channels."""
 from __future__ import annotations
 
 import functools
@@ -40,22 +18,18 @@ WEIGHTS_ENV = "VAEBENCH_FID_WEIGHTS"
 INCEPTION_WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                          "weights-inception-2015-12-05-6726825d.pth")
 
-WEIGHTS_FILE = INCEPTION_WEIGHTS_URL.rsplit("/", 1)[-1]  # weights-inception-2015-12-05-6726825d.pth
+WEIGHTS_FILE = INCEPTION_WEIGHTS_URL.rsplit("/", 1)[-1]
 STUDY_KEY = "evaluate.inception_weights"
 FEATURE_DIM = 2048
 DOWNLOAD_TIMEOUT_S = 30.0
 
 
 class InceptionWeightsUnavailable(FileNotFoundError):
-    """The FID Inception weight file is not where it was looked for (the message says what was tried,
-    where to get the file and where to put it)."""
+    """The FID Inception weight file was not found; the message says what was tried and where to put it."""
 
 
 def cache_path() -> Path:
-    """Where torch-fidelity (and torchmetrics, which builds on it) look for and download the weights:
-    ``torch.hub.get_dir()/checkpoints/<file name of the URL>`` (``torch.hub.load_state_dict_from_url``'s
-    default ``model_dir``; ``torch.hub.get_dir()`` is ``$TORCH_HOME/hub``, default ``~/.cache/torch/hub``,
-    unless ``torch.hub.set_dir`` was called)."""
+    """torch-fidelity's weight cache file, ``torch.hub.get_dir()/checkpoints/<file name of the URL>``."""
     return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
 
 
@@ -97,37 +71,15 @@ def _lookup(configured: str | os.PathLike | None) -> tuple[Path | None, list[str
 
 
 def weights_available(configured: str | os.PathLike | None = None) -> Path | None:
-    """The weight file found by ``resolve_weights``' lookup (study path, ``$VAEBENCH_FID_WEIGHTS``, cache),
-    never downloading; None when nothing is configured and the cache has no file (for studies that
-    compute Inception FID only where the weights are present).
-
-    Raises:
-        InceptionWeightsUnavailable: a configured path or ``$VAEBENCH_FID_WEIGHTS`` names a file that does
-            not exist (an explicit setting that points nowhere is a mistake, not "absent").
-    """
+    """``resolve_weights``' lookup without download, or None. Raises InceptionWeightsUnavailable when a configured
+    path or ``$VAEBENCH_FID_WEIGHTS`` names a missing file."""
     return _lookup(configured)[0]
 
 
 def resolve_weights(configured: str | os.PathLike | None, allow_download: bool = False,
                     timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:
-    """The Inception weight file, looked up in this order:
-
-    1. ``configured`` (the study's ``evaluate.inception_weights``): must exist if given, even when another
-       location has the file;
-    2. ``$VAEBENCH_FID_WEIGHTS`` (same rule);
-    3. torch-fidelity's cache ``cache_path()``;
-    4. if ``allow_download``: download ``INCEPTION_WEIGHTS_URL`` into that cache with
-       ``torch.hub.download_url_to_file`` (written to a ``.partial`` file and moved into place, so an
-       interrupted download leaves no truncated weight file), every socket operation limited to
-       ``timeout_s`` seconds.
-
-    Returns:
-        path of the weight file (not loaded or checked here; ``inception_features`` loads it).
-    Raises:
-        InceptionWeightsUnavailable (a FileNotFoundError): not found and not downloadable; the message names
-            the file, the URL, the cache path, the study key and the environment variable, what was tried
-            and, after a failed download, the download's error.
-    """
+    """Path of the weight file: ``configured``, else ``$VAEBENCH_FID_WEIGHTS``, else the cache, else (if
+    ``allow_download``) a download into the cache. Raises InceptionWeightsUnavailable when not found."""
     path, tried = _lookup(configured)
     if path is not None:
         return path
@@ -137,9 +89,9 @@ def resolve_weights(configured: str | os.PathLike | None, allow_download: bool =
     old_timeout = socket.getdefaulttimeout()
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        socket.setdefaulttimeout(timeout_s)  # download_url_to_file's urlopen has no timeout argument
+        socket.setdefaulttimeout(timeout_s)
         torch.hub.download_url_to_file(INCEPTION_WEIGHTS_URL, str(cache), hash_prefix=None, progress=False)
-    except Exception as e:  # noqa: BLE001  no network, HTTP error, timeout, unwritable cache: all reported
+    except Exception as e:  # noqa: BLE001
         raise _unavailable(tried + [f"download from {INCEPTION_WEIGHTS_URL} to {cache} failed "
                                     f"({type(e).__name__}: {e})"], "the download failed") from e
     finally:
@@ -149,13 +101,9 @@ def resolve_weights(configured: str | os.PathLike | None, allow_download: bool =
     return cache
 
 
-# -----------------------------------------------------------------------------
-# Features and statistics
-
 @functools.lru_cache(maxsize=2)
 def _extractor(path: str, mtime_ns: int, size: int) -> torch.nn.Module:
-    """torch-fidelity's Inception-v3 (pool3 '2048' features) loaded from ``path``, eval mode, no grad;
-    cached per (path, modification time, size) so a replaced file is reloaded."""
+    """torch-fidelity's Inception-v3 from ``path``, eval mode, cached per (path, mtime, size)."""
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     except ImportError as e:
@@ -165,12 +113,8 @@ def _extractor(path: str, mtime_ns: int, size: int) -> torch.nn.Module:
 
 
 def load_extractor(weights: str | os.PathLike) -> torch.nn.Module:
-    """The (cached) torch-fidelity ``FeatureExtractorInceptionV3`` for the weight file ``weights``.
-
-    Raises:
-        FileNotFoundError: ``weights`` does not exist. RuntimeError: the file is not a state_dict of this
-            architecture (``load_state_dict`` is strict). ImportError: torch-fidelity missing.
-    """
+    """The cached extractor for ``weights``. Raises FileNotFoundError, RuntimeError (not this architecture) or
+    ImportError (no torch-fidelity)."""
     path = Path(weights).expanduser().resolve()
     if not path.is_file():
         raise FileNotFoundError(f"Inception weight file {path} does not exist (see resolve_weights)")
@@ -191,20 +135,8 @@ def _as_rgb_uint8(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def inception_features(images: np.ndarray | torch.Tensor, weights: str | os.PathLike,
                        device: str | torch.device = "cpu", batch_size: int = 50) -> np.ndarray:
-    """Inception-v3 pool3 features of ``images``: torch-fidelity's ``FeatureExtractorInceptionV3`` loaded
-    from ``weights`` (resize to 299x299 with TF1-compatible bilinear interpolation, (x-128)/128, float32).
-
-    Args:
-        images: (N, C, H, W), C in {1, 3}: uint8 0..255, or float in [0, 1] (clamped and rounded to uint8
-            with ``quantize_uint8``, exactly like the classifier FID). Any H, W (resized to 299).
-        weights: weight file (``resolve_weights``). device: where the network runs.
-        batch_size: images per forward pass (~0.1-0.3 s per image on CPU).
-    Returns:
-        (N, 2048) float64 features (unitless activations, post-ReLU average pool, >= 0).
-    Raises:
-        ValueError: not 4-d, C not in {1, 3}, NaN/inf in float images. TypeError: neither float nor uint8.
-        FileNotFoundError/RuntimeError: weight file missing / not this architecture.
-    """
+    """Pool3 features of images (N, C, H, W), C in {1, 3}, uint8 or float in [0, 1]: (N, 2048) float64. Raises
+    ValueError, TypeError, FileNotFoundError or RuntimeError as ``_as_rgb_uint8`` and ``load_extractor``."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     x = _as_rgb_uint8(images)
@@ -215,28 +147,15 @@ def inception_features(images: np.ndarray | torch.Tensor, weights: str | os.Path
 
 def inception_statistics(images: np.ndarray | torch.Tensor, weights: str | os.PathLike,
                          device: str | torch.device = "cpu", batch_size: int = 50) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (2048,) and unbiased covariance (2048, 2048), float64, of ``inception_features(images, ...)``
-    (``feature_statistics``). The FID of two sets is ``frechet_distance(*stats_a, *stats_b)``.
-
-    Raises:
-        ValueError: fewer than 2 images, or as ``inception_features``.
-    """
+    """Mean (2048,) and unbiased covariance (2048, 2048), float64, of the features. Raises ValueError (N < 2)."""
     n = _as_tensor(images).shape[0] if np.ndim(images) > 0 else 0
-    if n < 2:  # fail before the forward pass, not after it
+    if n < 2:
         raise ValueError(f"inception_statistics needs N >= 2 images, got {n}")
     return feature_statistics(inception_features(images, weights, device, batch_size))
 
 
-# -----------------------------------------------------------------------------
-# Statistics files
-
 def save_statistics(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray, **scalars) -> None:
-    """Write ``mu`` (d,) and ``sigma`` (d, d) (as float64) and scalar metadata (numbers, strings, bools;
-    e.g. ``n=10000, split="test", weights="weights-inception-...pth"``) to an npz at ``path``, atomically.
-
-    Raises:
-        ValueError: shapes inconsistent, or a non-scalar / None value in ``scalars``.
-    """
+    """Atomically write ``mu`` (d,), ``sigma`` (d, d) float64 and scalar metadata to an npz. Raises ValueError."""
     mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise ValueError(f"save_statistics needs mu (d,) and sigma (d, d), got {mu.shape} and {sigma.shape}")
@@ -251,12 +170,7 @@ def save_statistics(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray, 
 
 
 def load_statistics(path: str | os.PathLike) -> dict:
-    """The npz of ``save_statistics`` as a dict: ``mu`` (d,), ``sigma`` (d, d) float64 arrays and the
-    scalars as Python values (int, float, str, bool).
-
-    Raises:
-        FileNotFoundError: no file. KeyError: ``mu`` or ``sigma`` missing.
-    """
+    """``save_statistics``' npz as a dict of arrays and Python scalars. Raises FileNotFoundError or KeyError."""
     with np.load(path, allow_pickle=False) as z:
         out = {k: (z[k] if k in ("mu", "sigma") else z[k].item()) for k in z.files}
     for k in ("mu", "sigma"):

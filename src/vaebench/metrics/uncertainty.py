@@ -1,17 +1,5 @@
-"""Uncertainty of benchmark numbers: summaries over training seeds and paired model comparisons.
-
-Every cell (dataset x model x seed) is evaluated on the same fixed test images, so two models can be compared
-image by image (paired differences), and the training seeds of one model are a second, independent source of
-variance (Bouthillier et al. 2021, "Accounting for variance in machine learning benchmarks", MLSys).
-
-All outputs are plain Python floats / ints / strings / lists (JSON-serialisable); a quantity that is undefined
-(e.g. a standard deviation from one seed) is ``None``, never NaN.
-
-Sources for the formulas: the Student-t interval for a mean and the paired-difference test are textbook
-(e.g. Wasserman 2004, "All of Statistics", Sections 6.3.2 and 10.1; Casella & Berger 2002, "Statistical
-Inference", Section 9.2); their use for comparing systems on the same test set follows Dror et al. 2018,
-"The Hitchhiker's Guide to Testing Statistical Significance in Natural Language Processing", ACL.
-"""
+"""Summaries over training seeds and paired model comparisons on the same test images (Bouthillier et al. 2021;
+Dror et al. 2018; Wasserman 2004, Sections 6.3.2 and 10.1). Outputs are JSON-serialisable; undefined is None."""
 from __future__ import annotations
 
 import math
@@ -43,14 +31,14 @@ def _finite_scalars(values: Sequence[float], where: str, name: str = "values") -
 
 def _t_quantile(level: float, df: int) -> float:
     """t_{df, (1+level)/2}: the two-sided critical value of Student's t with ``df`` degrees of freedom."""
-    import scipy.stats  # lazy: ~0.8 s to import, paid by every train/evaluate job that loads the study otherwise
+    import scipy.stats
 
     return float(scipy.stats.t.ppf(0.5 + level / 2.0, df))
 
 
 def _normal_quantile(level: float) -> float:
     """z_{(1+level)/2} (1.959964 for level 0.95)."""
-    import scipy.stats  # lazy, as above
+    import scipy.stats
 
     return float(scipy.stats.norm.ppf(0.5 + level / 2.0))
 
@@ -65,22 +53,9 @@ def _verdict(ci_low: float, ci_high: float, higher_is_better: bool) -> str:
 
 
 def seed_summary(values_per_seed: Sequence[float], level: float = 0.95) -> dict:
-    """Mean over training seeds with a Student-t confidence interval.
-
-    The seeds are treated as an i.i.d. sample of training runs (Bouthillier et al. 2021); the interval is
-    mean +- t_{S-1, (1+level)/2} * std / sqrt(S) with the sample std (ddof=1) (Wasserman 2004, Section 6.3.2).
-    It is exact for normally distributed seed values and very wide for S = 2 (t_{1, 0.975} = 12.7).
-
-    Args:
-        values_per_seed: (S,) one value per seed (e.g. mean test ELBO in nats per image), S >= 1.
-        level: confidence level of the interval, in (0, 1).
-    Returns:
-        {"mean": float, "std": float | None, "se": float | None, "ci_low": float | None,
-        "ci_high": float | None, "n_seeds": int, "level": float}, in the units of the input. ``std``, ``se``
-        and the interval are ``None`` for S = 1 (no estimate of the seed variance).
-    Raises:
-        ValueError: empty or non-1-D input, a non-finite value (its index is named), or level outside (0, 1).
-    """
+    """Mean over S seed values with the Student-t interval mean +- t_{S-1} std / sqrt(S) (Wasserman 2004, Section
+    6.3.2): {"mean", "std", "se", "ci_low", "ci_high" (None for S = 1), "n_seeds", "level"}, input units.
+    Raises ValueError for empty, non-1-D or non-finite input or a level outside (0, 1)."""
     level = _check_level(level, "seed_summary")
     v = _finite_scalars(values_per_seed, "seed_summary", "values_per_seed")
     s = int(v.size)
@@ -96,17 +71,7 @@ def seed_summary(values_per_seed: Sequence[float], level: float = 0.95) -> dict:
 
 
 def per_image_se(values: np.ndarray) -> float:
-    """Standard error of the mean over test images: std(values, ddof=1) / sqrt(n).
-
-    This is the test-set sampling error of one cell's mean only (it ignores training randomness).
-
-    Args:
-        values: (n,) per-image values (e.g. ELBO in nats per image), n >= 2.
-    Returns:
-        The standard error, in the units of ``values``.
-    Raises:
-        ValueError: not 1-D, n < 2, or a non-finite value (its index is named).
-    """
+    """std(values, ddof=1) / sqrt(n) of (n,) per-image values, n >= 2. Raises ValueError (not 1-D, n < 2, non-finite)."""
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1:
         raise ValueError(f"per_image_se: values must be 1-D (n,), got shape {v.shape}")
@@ -121,42 +86,13 @@ def per_image_se(values: np.ndarray) -> float:
 
 def paired_difference(a_per_seed: Sequence[np.ndarray], b_per_seed: Sequence[np.ndarray], level: float = 0.95,
                       higher_is_better: bool = True) -> dict:
-    """Paired comparison of models A and B on the same test images, over S paired training seeds.
-
-    Per seed s (the caller pairs a_per_seed[s] with b_per_seed[s], e.g. same seed value):
-    d_s = mean_i(a_s[i] - b_s[i]) and its within-seed paired standard error
-    se_s = std_i(a_s - b_s, ddof=1) / sqrt(n) (paired differences on a shared test set; Dror et al. 2018,
-    Section 3; Wasserman 2004, Section 10.1). Over seeds:
-
-    - diff = mean_s d_s;
-    - se_seeds = std_s(d_s, ddof=1) / sqrt(S): the between-seed standard error. Each d_s already carries its
-      test-image noise, so this covers image sampling *and* training randomness (Bouthillier et al. 2021);
-    - se_images = sqrt(sum_s se_s^2) / S: the image-sampling part alone (what is left with S = 1).
-
-    Interval: with S >= 2, diff +- t_{S-1, (1+level)/2} * se_seeds (a one-sample t interval on the d_s,
-    identical to ``scipy.stats.ttest_1samp(d).confidence_interval``); ``interval_basis`` = "seeds". With S = 1,
-    diff +- z_{(1+level)/2} * se_images (normal approximation over images; it ignores training randomness, so
-    it describes these two trained models, not the two methods); ``interval_basis`` = "images".
-    With few seeds se_seeds is itself noisy (df = S - 1) and can by chance be smaller than se_images; both are
-    reported so that the reader can see this.
-
-    Args:
-        a_per_seed: S arrays, each (n,) float, per-image values of model A (e.g. ELBO in nats per image).
-        b_per_seed: S arrays, each (n,), model B, image i of b_per_seed[s] is image i of a_per_seed[s].
-        level: confidence level, in (0, 1).
-        higher_is_better: True for log-likelihood-type metrics (ELBO, L_k); False for losses / NLL / bits/dim.
-    Returns:
-        {"diff": float (A - B), "se_seeds": float | None (None for S = 1), "se_images": float,
-        "ci_low": float, "ci_high": float, "level": float, "interval_basis": "seeds" | "images",
-        "df": int | None (S - 1 for the t interval, None for the normal one),
-        "verdict": "A better" | "B better" | "inconclusive" (A or B better when the interval excludes 0),
-        "higher_is_better": bool, "n_seeds": int, "n_images": int,
-        "diff_per_seed": [d_s], "se_per_seed": [se_s]}; all in the units of the inputs.
-    Raises:
-        ValueError: different seed counts, no seeds, an array that is not 1-D, arrays of different lengths
-            (all 2S arrays must have the same n, the fixed test set), n < 2, a non-finite value, or level
-            outside (0, 1). Messages name the seeds and lengths involved.
-    """
+    """Paired comparison of A and B from S seeds of (n,) per-image values on the same images (Dror et al. 2018,
+    Section 3; Wasserman 2004, Section 10.1): diff = mean_s d_s of the per-seed mean differences, with a
+    t interval on se_seeds (S >= 2, ``interval_basis`` "seeds") or a normal one on se_images (S = 1, "images").
+    Returns {"diff", "se_seeds", "se_images", "ci_low", "ci_high", "level", "interval_basis", "df", "verdict",
+    "higher_is_better", "n_seeds", "n_images", "diff_per_seed", "se_per_seed"} in input units.
+    Raises ValueError for unpaired seeds, no seeds, arrays not 1-D or of different lengths, n < 2, non-finite
+    values or a level outside (0, 1)."""
     level = _check_level(level, "paired_difference")
     if len(a_per_seed) != len(b_per_seed):
         raise ValueError(f"paired_difference: A has {len(a_per_seed)} seeds but B has {len(b_per_seed)}; "
@@ -212,24 +148,9 @@ def paired_difference(a_per_seed: Sequence[np.ndarray], b_per_seed: Sequence[np.
 
 def paired_difference_scalar(a_per_seed: Sequence[float], b_per_seed: Sequence[float], level: float = 0.95,
                              higher_is_better: bool = True) -> dict:
-    """Paired comparison of A and B for a metric with one value per seed and no per-image values (e.g. FID).
-
-    d_s = a_s - b_s, diff = mean_s d_s, se_seeds = std_s(d_s, ddof=1) / sqrt(S), interval
-    diff +- t_{S-1, (1+level)/2} * se_seeds (one-sample t interval on the paired differences; Wasserman 2004,
-    Section 10.1; Dror et al. 2018). Seeds are paired by index (the caller aligns them).
-
-    Args:
-        a_per_seed: (S,) values of model A per seed, S >= 1.
-        b_per_seed: (S,) values of model B, paired with ``a_per_seed`` by index.
-        level: confidence level, in (0, 1).
-        higher_is_better: False for FID and other distances / losses.
-    Returns:
-        The keys of :func:`paired_difference`, with "se_images": None and "n_images": None. For S = 1:
-        "se_seeds", "ci_low", "ci_high", "df" and "interval_basis" are None and "verdict" is
-        "inconclusive (one seed)" (one paired value carries no estimate of its own uncertainty).
-    Raises:
-        ValueError: different or zero seed counts, a non-finite value (its index is named), level outside (0, 1).
-    """
+    """:func:`paired_difference` for one value per seed (e.g. FID): a t interval on d_s = a_s - b_s; "se_images"
+    and "n_images" are None, and for S = 1 so is the interval, with verdict "inconclusive (one seed)".
+    Raises ValueError for unpaired or no seeds, non-finite values or a level outside (0, 1)."""
     level = _check_level(level, "paired_difference_scalar")
     a = np.asarray(a_per_seed, dtype=np.float64)
     b = np.asarray(b_per_seed, dtype=np.float64)
@@ -255,15 +176,7 @@ def paired_difference_scalar(a_per_seed: Sequence[float], b_per_seed: Sequence[f
 
 
 def spread(values: Sequence[float]) -> dict:
-    """Descriptive spread of repeated measurements (e.g. FID over sampling seeds of one trained model).
-
-    Args:
-        values: (n,) finite values, n >= 1.
-    Returns:
-        {"mean": float, "std": float | None (ddof=1; None for n = 1), "min": float, "max": float, "n": int}.
-    Raises:
-        ValueError: empty or non-1-D input, or a non-finite value (its index is named).
-    """
+    """{"mean", "std" (ddof=1, None for n = 1), "min", "max", "n"} of (n,) values. Raises ValueError."""
     v = _finite_scalars(values, "spread")
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size >= 2 else None,
             "min": float(v.min()), "max": float(v.max()), "n": int(v.size)}

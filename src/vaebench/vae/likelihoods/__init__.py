@@ -1,20 +1,7 @@
-"""Decoder likelihoods p(x|z), one module per family, each class registered in
-``vaebench.registry.LIKELIHOODS`` (the Gaussian decoder has one small class per sigma mode: Rybkin et al.
-2021, "Simple and Effective VAE Training with Calibrated Decoders").
-
-Each likelihood owns three things that must agree with each other:
-
-* the data space it models (``data_space`` and ``preprocess``: uint8 images -> model input),
-* how the decoder's raw output is read (``out_channels`` per image channel, ``mean``),
-* the per-image log-likelihood ``log_prob(x, out)`` in nats, summed over all C*H*W sub-pixels,
-
-and the metadata the pipeline reports with its numbers (class attributes, see :class:`Likelihood`).
-
-Shapes. ``x`` is (B, C, H, W) in the model's data space. The decoder output ``out`` is
-(*S, out_channels*C, H, W) where S is (B,) or (k, B) (k importance samples per image, decoded in one
-pass); channel layout is (out_channels, C), i.e. ``out.view(*S, out_channels, C, H, W)``. Every
-per-image quantity comes back with shape S. Units: nats per image.
-"""
+"""Decoder likelihoods p(x|z), one module per family, registered in ``LIKELIHOODS`` (Gaussian sigma modes:
+Rybkin et al. 2021). ``x`` is (B, C, H, W) in the model's data space, the decoder output ``out`` is
+(*S, out_channels*C, H, W) laid out as ``out.view(*S, out_channels, C, H, W)`` with S = (B,) or (k, B);
+per-image results have shape S, in nats."""
 from __future__ import annotations
 
 from typing import ClassVar
@@ -24,7 +11,6 @@ import torch.nn as nn
 
 from vaebench.registry import Component
 
-# The data spaces a likelihood can model: how uint8 images are mapped into it and what its number is.
 DATA_SPACES: dict[str, dict[str, str]] = {
     "binarised": {
         "treatment": "dynamically binarised: x ~ Bernoulli(pixel/255) (test set binarised once, fixed seed)",
@@ -56,19 +42,8 @@ def split_channels(out: torch.Tensor, out_channels: int) -> torch.Tensor:
 
 
 class Likelihood(nn.Module, Component):
-    """Base class of every decoder likelihood.
-
-    Metadata (class attributes) the pipeline reads instead of branching on names:
-        name            registry key
-        family          the distribution family, shared by its variants (e.g. every sigma mode)
-        sigma_mode      how a Gaussian decoder's sigma is obtained (None for other families)
-        data_space      a key of ``DATA_SPACES``
-        valid_density   False when the test number is not a normalised density of the test image
-                        (e.g. a sigma computed from the test image itself)
-        supports_sse    whether a squared-error reconstruction constraint (GECO) is meaningful
-        description     one line for the report
-        out_channels    decoder output channels per image channel
-    """
+    """Base class of every decoder likelihood; the pipeline reads its class attributes (``data_space`` is a
+    ``DATA_SPACES`` key; ``valid_density`` False when the test number is not a normalised density)."""
 
     family: ClassVar[str]
     sigma_mode: ClassVar[str | None] = None
@@ -79,7 +54,7 @@ class Likelihood(nn.Module, Component):
 
     @classmethod
     def metadata(cls) -> dict:
-        """The class's metadata as plain fields (what metrics.json records next to the numbers)."""
+        """The class's metadata as plain fields (recorded in metrics.json)."""
         space = DATA_SPACES[cls.data_space]
         return {
             "likelihood": cls.name,
@@ -101,10 +76,7 @@ class Likelihood(nn.Module, Component):
         return x.float()
 
     def log_prob(self, x: torch.Tensor, out: torch.Tensor, accumulate: bool = False) -> torch.Tensor:
-        """log p(x|z) summed over C, H, W: x (B,C,H,W), out (*S, out_channels*C, H, W) -> (*S,), nats/image.
-
-        ``accumulate=True`` (a training step) lets the likelihood update running statistics.
-        """
+        """log p(x|z), nats/image: x (B,C,H,W), out (*S, out_channels*C, H, W) -> (*S,); ``accumulate``: train step."""
         raise NotImplementedError
 
     def mean(self, out: torch.Tensor) -> torch.Tensor:
@@ -112,18 +84,15 @@ class Likelihood(nn.Module, Component):
         raise NotImplementedError
 
     def draw(self, out: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
-        """A draw x ~ p(x|z) on the [0, 1] scale: (*S, out_channels*C, H, W) -> (*S, C, H, W), or None
-        when the likelihood cannot be sampled from a latent alone (e.g. a sigma taken from the data)."""
+        """x ~ p(x|z) on [0, 1]: (*S, out_channels*C, H, W) -> (*S, C, H, W); None if not samplable from z alone."""
         return None
 
     def extra_log_probs(self, x: torch.Tensor, x_uint8: torch.Tensor, out: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Further likelihoods of the same decoder output, by column name: {name: (*S,) nats per image},
-        e.g. a Gaussian decoder's discretised likelihood of the 8-bit image ``x_uint8`` (B, C, H, W) next
-        to its density of the dequantised ``x``. Default: none."""
+        """Further likelihoods of the same output by column name, {name: (*S,) nats/image}; default none."""
         return {}
 
     def discrete_offset_nats(self, D: int) -> float:
-        """Nats to add to -log p(x) to get a bound on the NLL of the 8-bit data (0 unless dequantised)."""
+        """Nats to add to -log p(x) for a bound on the 8-bit NLL."""
         return 0.0
 
     def tracked_scalars(self) -> dict[str, float]:

@@ -1,5 +1,4 @@
-"""Bernoulli decoder on dynamically binarised images (the protocol of Burda et al. 2016, "Importance
-Weighted Autoencoders", Section 5.1)."""
+"""Bernoulli decoder on dynamically binarised images (Burda et al. 2016, Section 5.1)."""
 from __future__ import annotations
 
 import torch
@@ -12,11 +11,8 @@ from vaebench.vae.likelihoods import Likelihood, check_uint8
 
 @LIKELIHOODS.register
 class Bernoulli(Likelihood):
-    """Bernoulli decoder: one logit l per sub-pixel, log p(x|z) = sum [x l - softplus(l)] (= -BCE summed).
-
-    Data: x ~ Bernoulli(x_uint8 / 255) resampled at every ``preprocess`` call, float {0., 1.}. It is an
-    exact likelihood of the binarised images, so ``discrete_offset_nats`` is 0.
-    """
+    """One logit l per sub-pixel, log p(x|z) = sum [x l - softplus(l)]; data x ~ Bernoulli(x_uint8 / 255),
+    float {0., 1.}, redrawn at every ``preprocess``."""
 
     name = "bernoulli"
     family = "bernoulli"

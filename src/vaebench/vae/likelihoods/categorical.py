@@ -1,5 +1,4 @@
-"""256-way categorical decoder per sub-pixel, a true discrete likelihood (one of the discrete baselines of
-Rybkin et al. 2021, Section 5 / Table 2)."""
+"""256-way categorical decoder per sub-pixel, an exact discrete likelihood (Rybkin et al. 2021, Table 2)."""
 from __future__ import annotations
 
 import torch
@@ -11,12 +10,8 @@ from vaebench.vae.likelihoods import Likelihood, check_uint8, split_channels
 
 @LIKELIHOODS.register
 class Categorical(Likelihood):
-    """256 logits per sub-pixel (layout (256, C)); log p = -cross-entropy, summed over C, H, W.
-
-    Data: integer intensities 0..255 as a **long** tensor (B, C, H, W) (``preprocess`` just casts).
-    bits/dim = -log p / (D ln 2) directly, so ``discrete_offset_nats`` is 0. ``mean`` is E[x] / 255.
-    A squared-error GECO constraint is not offered: state its constraint as the NLL.
-    """
+    """256 logits per sub-pixel (layout (256, C)), log p = -cross-entropy summed over C, H, W; data: long
+    intensities 0..255 (B, C, H, W); ``mean`` is E[x] / 255."""
 
     name = "categorical"
     family = "categorical"
@@ -33,8 +28,6 @@ class Categorical(Likelihood):
         return x.float() / 255.0
 
     def log_prob(self, x, out, accumulate=False):
-        # classes moved last: a view of the MLP decoder's class-last storage, for which log_softmax over
-        # the innermost dimension is ~2x faster on a CPU than over a strided class dimension
         logits = split_channels(out, 256).movedim(-4, -1)                # (*S, C, H, W, 256)
         logp = F.log_softmax(logits, dim=-1)
         index = x.long().expand(*logp.shape[:-1]).unsqueeze(-1)
@@ -44,7 +37,7 @@ class Categorical(Likelihood):
         probs = F.softmax(split_channels(out, 256).movedim(-4, -1), dim=-1)      # (*S, C, H, W, 256)
         flat = probs.reshape(-1, 256)
         if generator is not None:
-            flat = flat.to(generator.device)      # multinomial draws on the generator's device
+            flat = flat.to(generator.device)
         idx = torch.multinomial(flat, 1, generator=generator).to(out.device)
         return idx.view(probs.shape[:-1]).to(probs.dtype) / 255.0
 

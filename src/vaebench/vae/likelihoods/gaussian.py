@@ -1,14 +1,6 @@
-"""Gaussian decoders N(x; mean, sigma^2) on uniformly dequantised data: one class per way of obtaining
-sigma, the axis studied by Rybkin, Daniilidis, Levine 2021, "Simple and Effective VAE Training with
-Calibrated Decoders" (sigma-VAE; ICML 2021, arXiv 2006.13202).
-
-    -log p(x|z) = sum_{c,h,w} [ (x - mean)^2 / (2 sigma^2) + log_sigma + 1/2 log 2 pi ]      (their eq. 3)
-
-Data: y = (x_uint8 + u) / 256, u ~ U[0,1)^D, float in [0, 1); -log p(y) + D ln 256 bounds the NLL of the
-8-bit image (Theis, van den Oord, Bethge 2016, "A note on the evaluation of generative models", Section
-3.1), hence ``discrete_offset_nats(D) = D ln 256``. Decoder mean = sigmoid(first output channel group).
-Every mode except ``gaussian_fixed`` soft-clips log_sigma at ``log_sigma_min`` (Section 3.1 of the paper).
-"""
+"""Gaussian decoders on dequantised data y = (x_uint8 + u)/256, one class per way of obtaining sigma (Rybkin,
+Daniilidis, Levine 2021, sigma-VAE, eq. 3; log_sigma soft-clipped as in their Section 3.1). -log p(y) + D ln 256
+bounds the 8-bit NLL (Theis et al. 2016, Section 3.1); the mean is sigmoid(first output channel group)."""
 from __future__ import annotations
 
 import math
@@ -23,10 +15,7 @@ from vaebench.vae.likelihoods import Likelihood, check_uint8, split_channels
 
 
 class Gaussian(Likelihood):
-    """What every sigma mode shares: dequantised data, the sigmoid mean and the Gaussian NLL.
-
-    A subclass implements ``log_sigma(x, out, accumulate)``, broadcastable to (*S, C, H, W).
-    """
+    """What every sigma mode shares; a subclass implements ``log_sigma``, broadcastable to (*S, C, H, W)."""
 
     family = "gaussian"
     data_space = "dequantised"
@@ -62,13 +51,11 @@ class Gaussian(Likelihood):
             return None
         mean = self.mean(out)
         eps = randn(tuple(mean.shape), mean, generator)
-        return (mean + torch.exp(log_sigma) * eps).clamp(0.0, 1.0)   # the 8-bit image's range
+        return (mean + torch.exp(log_sigma) * eps).clamp(0.0, 1.0)
 
     def extra_log_probs(self, x, x_uint8, out):
-        """{'discretised': sum over C, H, W of log P(x_uint8 | z)}: the probability of each 8-bit bin
-        [x/256, (x+1)/256) under N(mean, sigma^2), edge bins open (Salimans et al. 2017, eq. 2), with the
-        sigma ``log_prob`` uses for the dequantised ``x``. A true discrete likelihood of the 8-bit image.
-        None for a subclass of another family (one that replaces the Gaussian ``log_prob``)."""
+        """{'discretised': (*S,) log P(x_uint8 | z), nats} with ``log_prob``'s sigma (Salimans et al. 2017, eq. 2);
+        {} for a subclass of another family."""
         if self.family != Gaussian.family:
             return {}
         log_p = log_discretised_normal(x_uint8, self.mean(out), self.log_sigma(x, out))
@@ -82,8 +69,7 @@ class Gaussian(Likelihood):
 
     @staticmethod
     def shared_scalars(log_sigma: float) -> dict[str, float]:
-        """{'log_sigma', 'effective_beta' = 2 sigma^2}: the KL weight that sigma amounts to relative to
-        sigma = 1 in the "SSE/2 + beta KL" convention (multiply the loss by sigma^2)."""
+        """{'log_sigma', 'effective_beta' = 2 sigma^2} (the KL weight of "SSE/2 + beta KL" that sigma amounts to)."""
         return {"log_sigma": log_sigma, "effective_beta": 2.0 * math.exp(2.0 * log_sigma)}
 
 
@@ -105,7 +91,6 @@ class GaussianFixed(Gaussian):
         self.sigma = float(sigma)
 
     def log_sigma(self, x, out, accumulate=False):
-        # a fill on the device, not a host-to-device copy of a new tensor every step
         return out.new_full((), math.log(self.sigma))
 
     def sample_log_sigma(self, out):
@@ -155,11 +140,9 @@ class GaussianOptimalShared(Gaussian):
         super().__init__(log_sigma_min)
         self.register_buffer("mse_sum", torch.zeros((), dtype=torch.float64))
         self.register_buffer("mse_count", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("eval_mse", torch.full((), -1.0, dtype=torch.float64))  # < 0: not set yet
+        self.register_buffer("eval_mse", torch.full((), -1.0, dtype=torch.float64))
 
     def log_sigma(self, x, out, accumulate=False):
-        # the mean is recomputed rather than passed in from log_prob: the same values, but a second graph
-        # node, which keeps the gradient's summation order (and every trained number) as it has been
         mse = (x - self.mean(out)).pow(2).mean()
         if accumulate:
             with torch.no_grad():
@@ -198,7 +181,7 @@ class GaussianOptimalPerImage(Gaussian):
     description = "Gaussian, sigma_i^2 = MSE of each image (analytic optimum per image)"
 
     def log_sigma(self, x, out, accumulate=False):
-        mse = (x - self.mean(out)).pow(2).mean((-3, -2, -1), keepdim=True)      # a second node, as above
+        mse = (x - self.mean(out)).pow(2).mean((-3, -2, -1), keepdim=True)
         return softclip(0.5 * torch.log(mse), self.log_sigma_min)
 
 

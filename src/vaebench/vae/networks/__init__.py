@@ -1,13 +1,5 @@
-"""Encoder/decoder architectures, one module per architecture, each class registered in
-``vaebench.registry.ARCHITECTURES``. Networks output raw numbers only: the posterior reads the encoder
-head and the likelihood applies the output nonlinearity (sigmoid, softmax) to the decoder output.
-
-    encoder: (B, C, H, W) float in [0, 1] -> (B, head_dim)
-    decoder: (N, latent_dim)              -> (N, out_channels * C, H, W)
-
-An architecture class is built from its typed config and ``build(image_shape, latent_dim, head_dim,
-out_channels)`` returns ``(encoder, decoder)``.
-"""
+"""Encoder/decoder architectures registered in ``ARCHITECTURES``; raw outputs only. Encoder: (B, C, H, W) in
+[0, 1] -> (B, head_dim); decoder: (N, latent_dim) -> (N, out_channels * C, H, W)."""
 from __future__ import annotations
 
 import torch.nn as nn

@@ -1,96 +1,7 @@
-"""A convolutional encoder/decoder family for images of any size H x W and any number of channels C, its
-depth and widths set in the model config (architecture ``conv``):
-
-    encoder: (B, C, H, W) -> [Conv2d -> act (-> BatchNorm2d)] per ``encoder`` layer      (B, c_L, h_L, w_L)
-             -> flatten (B, c_L*h_L*w_L) -> [Linear -> fc act] per ``encoder_fc`` width
-             -> Linear(head_dim)                                                         (B, head_dim)
-    decoder: (N, d) -> [Linear -> fc act] per ``decoder_fc`` width
-             -> Linear(c0*h0*w0) -> ``decoder_start_activation`` -> reshape              (N, c0, h0, w0)
-             -> [ConvTranspose2d -> act (-> BatchNorm2d)] per ``decoder`` layer but the last
-             -> ConvTranspose2d(out_channels*C)                                          (N, out_channels*C, H, W)
-
-The decoder's last layer has no activation: its outputs are raw numbers and the likelihood applies the
-output nonlinearity (sigmoid, softmax). ``act`` is the architecture's ``activation`` unless the conv layer names
-its own; ``fc act`` is ``encoder_fc_activation`` / ``decoder_fc_activation``, by default ``activation`` too.
-``identity`` means none; leaky_relu has negative slope 0.2 (the DCGAN convention, Radford et al. 2016).
-
-Sizes. An encoder layer maps a size n (height and width alike) to floor((n + 2p - k) / s) + 1, the Conv2d
-formula (padding p defaults to (k - 1) // 2, 'same' at stride 1). The decoder's start size (h0, w0) is worked
-backwards from the image size: each ConvTranspose2d layer's input size is the Conv2d formula applied to its
-target size t (the next layer's input, the image for the last layer), n = floor((t + 2p - k) / s) + 1, and its
-output_padding t - ((n - 1)s - 2p + k) (in [0, s - 1]) makes its output exactly t; p defaults to
-max(0, (k - s + 1) // 2), which doubles the size for (k, s) = (4, 2) or (6, 2). So one network serves 28x28, 32x32,
-64x64 and Frey Face's 28x20 (the defaults start the decoder at 7x7, 8x8, 16x16 and 7x5). ``build`` raises
-ValueError naming the image size and the layer when a size would drop below 1 (a kernel larger than the padded
-map, too many stride-2 layers for a small image).
-
-Batch norm (``batch_norm: true``) goes after the activation of every convolutional layer but the decoder's last
-(Conv -> act -> BatchNorm2d, as the rho-VAE code's ConvReluBatch); Linear layers get none. A model with batch
-norm normalises with batch statistics in training mode (the IWAE objective's k samples of a batch, k*B decoder
-inputs, form one batch) and with running averages in eval mode, in which the pipeline evaluates (ELBO, L_k,
-samples): the numbers of a model with batch norm depend on the running averages, not on the test batch.
-
-Defaults: the sigma-VAE reference network (Rybkin, Daniilidis & Levine 2021, "Simple and Effective VAE
-Training with Calibrated Decoders", github.com/orybkin/sigma-vae-pytorch, model.py), identical at 28x28 to
-the ``conv28`` architecture::
-
-    architecture:
-      name: conv
-      encoder:                                   # 28x28 image
-        - {channels: 32, kernel: 3}              # Conv(C->32, k3, s1, p1) ReLU, 28x28
-        - {channels: 64, kernel: 4, stride: 2}   # Conv(32->64, k4, s2, p1) ReLU, 14x14
-        - {channels: 128, kernel: 5, stride: 2}  # Conv(64->128, k5, s2, p2) ReLU, 7x7 -> Linear(6272, head)
-      decoder:                                   # Linear(d, 128*7*7), no activation -> 128x7x7
-        - {channels: 64, kernel: 6, stride: 2}   # ConvT(128->64, k6, s2, p2) ReLU, 14x14
-        - {channels: 32, kernel: 6, stride: 2}   # ConvT(64->32, k6, s2, p2) ReLU, 28x28
-        - {kernel: 5}                            # ConvT(32->out_channels*C, k5, s1, p2)
-
-The rho-VAE networks (Ferdowsi, Diephuis, Rezaeifar & Voloshynovskiy 2019, "rho-VAE: Autoregressive
-parametrization of the VAE encoder", arXiv:1909.06236; github.com/sssohrab/rho_VAE, models.py), for 28x28 images:
-
-CNN_VAE (and RHO_CNN_VAE)::
-
-    architecture:
-      name: conv
-      activation: elu
-      encoder:
-        - {channels: 64, kernel: 4, stride: 2, padding: 15}    # ELU, 28x28 stays 28x28
-        - {channels: 128, kernel: 4, stride: 2, padding: 15}   # ELU, 28x28: flatten 128*28*28 = 100352
-      encoder_fc: [1024]                                       # Linear(100352, 1024) ELU -> Linear(1024, head)
-      decoder_fc: [1024]                                       # Linear(d, 1024) ELU
-      decoder_start_activation: elu                            # Linear(1024, 6272) ELU -> 128x7x7
-      decoder:
-        - {channels: 64, kernel: 4, stride: 2, activation: relu}  # ConvT(128->64, k4, s2, p1) ReLU, 14x14
-        - {kernel: 4, stride: 2}                                  # ConvT(64->out_channels*C, k4, s2, p1), 28x28
-
-  What differs: the reference gives each encoder output (mu, log-variance; mu, rho, log s) its own
-  Linear(100352, 1024) ELU branch; here the branches share one, so the encoder has one 102.8M-parameter Linear
-  instead of two (three). The clamps of the reference's variance heads belong to the posterior. Padding 15 keeps
-  only a 28x28 map the same size (32x32 becomes 30x30).
-
-The DCGAN "info-VAE" network (INFO_VAE and RHO_INFO_VAE, with out_channels = 64, encoder_size = 1024)::
-
-    architecture:
-      name: conv
-      batch_norm: true                             # Conv -> ReLU -> BatchNorm2d (ConvReluBatch, ConvTrReluBatch)
-      encoder:
-        - {channels: 64, kernel: 4, stride: 2}     # 14x14
-        - {channels: 64, kernel: 3}                # 14x14
-        - {channels: 128, kernel: 4, stride: 2}    # 7x7
-        - {channels: 128, kernel: 3}               # 7x7: flatten 128*7*7 = 6272
-      encoder_fc: [1024]                           # Linear(6272, 1024) -> heads, with no activation
-      encoder_fc_activation: identity              #   between them
-      decoder_fc: [1024]                           # Linear(d, 1024) ReLU
-      decoder_start_activation: relu               # Linear(1024, 6272) ReLU -> 128x7x7
-      decoder:
-        - {channels: 64, kernel: 4, stride: 2}     # ConvT(128->64, k4, s2, p1) ReLU BN, 14x14
-        - {channels: 64, kernel: 3}                # ConvT(64->64, k3, s1, p1) ReLU BN, 14x14
-        - {channels: 32, kernel: 4, stride: 2}     # ConvT(64->32, k4, s2, p1) ReLU BN, 28x28
-        - {kernel: 3}                              # ConvT(32->out_channels*C, k3, s1, p1)
-
-  The reference's separate heads Linear(1024, d) for mu and for std are one Linear(1024, head_dim) here (the
-  same map); its clamp(sigmoid(.)) of std belongs to the posterior.
-"""
+"""Architecture ``conv``: Conv2d encoder and ConvTranspose2d decoder for any image size, layers set in the config;
+the decoder's start size is worked backwards from the image size. Default: the sigma-VAE reference network
+(Rybkin et al. 2021, github.com/orybkin/sigma-vae-pytorch, model.py). Settings for other reference networks:
+docs/implementation-notes.md."""
 from __future__ import annotations
 
 import math
@@ -111,9 +22,6 @@ def make_activation(name: str) -> nn.Module:
     return {"relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": lambda: nn.LeakyReLU(0.2),
             "identity": nn.Identity}[name]()
 
-
-# ------------------------------------------------------------------------------------------------
-# Layer settings
 
 class ConvLayer(StrictConfig):
     """One encoder layer: Conv2d(channels, kernel, stride, padding) -> activation (-> BatchNorm2d)."""
@@ -147,9 +55,6 @@ class ConvTransposeLayer(StrictConfig):
         return max(0, (self.kernel - self.stride + 1) // 2) if self.padding is None else self.padding
 
 
-# ------------------------------------------------------------------------------------------------
-# Sizes
-
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """Conv2d output size along one axis: floor((size + 2p - k) / s) + 1 (dilation 1)."""
     return (size + 2 * padding - kernel) // stride + 1
@@ -160,11 +65,7 @@ def _layer_text(kind: str, layer, padding: int) -> str:
 
 
 def encoder_sizes(image_hw: tuple[int, int], layers: list[ConvLayer]) -> list[tuple[int, int]]:
-    """The feature-map size (h, w) after each encoder layer for images of size (H, W).
-
-    Raises:
-        ValueError: a size drops below 1; names the image size and the layer.
-    """
+    """The feature-map size (h, w) after each encoder layer. Raises ValueError when a size drops below 1."""
     sizes, (h, w) = [], image_hw
     for i, layer in enumerate(layers):
         p = layer.resolved_padding()
@@ -180,14 +81,8 @@ def encoder_sizes(image_hw: tuple[int, int], layers: list[ConvLayer]) -> list[tu
 
 def decoder_plan(image_hw: tuple[int, int], layers: list[ConvTransposeLayer]
                  ) -> tuple[tuple[int, int], list[tuple[int, int]]]:
-    """The decoder's start size (h0, w0) and each layer's output_padding (along h, along w), worked backwards from
-    the image size (H, W): a layer with target size t takes n = floor((t + 2p - k) / s) + 1 and, with
-    output_padding t - ((n - 1)s - 2p + k), gives exactly t.
-
-    Raises:
-        ValueError: an input size would be below 1 or an output_padding outside [0, s - 1]; names the image size
-        and the layer.
-    """
+    """The decoder's start size (h0, w0) and each layer's output_padding (h, w), worked backwards from (H, W).
+    Raises ValueError when an input size is below 1 or an output_padding outside [0, s - 1]."""
     target, output_paddings = image_hw, []
     for i in reversed(range(len(layers))):
         layer = layers[i]
@@ -204,15 +99,8 @@ def decoder_plan(image_hw: tuple[int, int], layers: list[ConvTransposeLayer]
     return target, output_paddings
 
 
-# ------------------------------------------------------------------------------------------------
-# Networks
-
 class ConvEncoder(nn.Module):
-    """(B, C, H, W) -> conv stack (B, c_L, h_L, w_L) -> flatten -> hidden Linear layers -> (B, head_dim).
-
-    Attributes: ``sizes``, the (h, w) after each conv layer; ``flat_features`` = c_L*h_L*w_L.
-    Raises ValueError (``encoder_sizes``) when the images are too small for the layers.
-    """
+    """(B, C, H, W) -> conv stack -> flatten -> hidden Linear layers -> (B, head_dim). Raises ValueError."""
 
     def __init__(self, image_shape: tuple[int, int, int], layers: list[ConvLayer], fc: list[int],
                  fc_activation: str, head_dim: int, activation: str, batch_norm: bool):
@@ -240,12 +128,8 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """(N, d) -> hidden Linear layers -> Linear(c0*h0*w0) -> start activation -> (N, c0, h0, w0) -> transposed
-    conv stack -> (N, out_channels, H, W), raw outputs.
-
-    Attributes: ``start_shape`` = (c0, h0, w0), worked backwards from (H, W) by ``decoder_plan``.
-    Raises ValueError (``decoder_plan``) when the layers cannot make images of (H, W).
-    """
+    """(N, d) -> Linear layers -> (N, c0, h0, w0) -> transposed convs -> (N, out_channels, H, W), raw. Raises
+    ValueError."""
 
     def __init__(self, latent_dim: int, image_hw: tuple[int, int], out_channels: int, fc: list[int],
                  fc_activation: str, start_channels: int, start_activation: str, layers: list[ConvTransposeLayer],
@@ -275,9 +159,6 @@ class ConvDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.conv(self.fc(z).view(z.shape[0], *self.start_shape))
 
-
-# ------------------------------------------------------------------------------------------------
-# The architecture
 
 SIGMA_VAE_ENCODER = [{"channels": 32, "kernel": 3}, {"channels": 64, "kernel": 4, "stride": 2},
                      {"channels": 128, "kernel": 5, "stride": 2}]
@@ -329,8 +210,6 @@ class Conv(Architecture):
         @field_validator("decoder")
         @classmethod
         def _last_layer_is_the_output(cls, layers: list[ConvTransposeLayer]) -> list[ConvTransposeLayer]:
-            """Every decoder layer but the last names its channels; the last names neither channels nor an
-            activation (it emits the likelihood's raw parameters)."""
             for i, layer in enumerate(layers[:-1]):
                 if layer.channels is None:
                     raise ValueError(f"decoder[{i}].channels is required (only the last layer has none)")
@@ -343,7 +222,6 @@ class Conv(Architecture):
             return layers
 
     def __init__(self, **settings):
-        """Raises ValueError (pydantic's ValidationError) for settings the Config rejects."""
         cfg = self.Config(name=self.name, **settings)
         self.encoder, self.decoder = list(cfg.encoder), list(cfg.decoder)
         self.encoder_fc, self.decoder_fc = list(cfg.encoder_fc), list(cfg.decoder_fc)
@@ -354,8 +232,7 @@ class Conv(Architecture):
         self.activation, self.batch_norm = cfg.activation, cfg.batch_norm
 
     def build(self, image_shape, latent_dim, head_dim, out_channels):
-        """(ConvEncoder, ConvDecoder) for images (C, H, W). Raises ValueError naming the image size and the
-        layer when the layers cannot take that size."""
+        """(ConvEncoder, ConvDecoder) for images (C, H, W). Raises ValueError when the layers cannot take that size."""
         c, h, w = image_shape
         encoder = ConvEncoder(image_shape, self.encoder, self.encoder_fc, self.encoder_fc_activation, head_dim,
                               self.activation, self.batch_norm)

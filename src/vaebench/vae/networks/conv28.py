@@ -9,8 +9,7 @@ from vaebench.vae.networks import Architecture
 
 
 class Conv28Encoder(nn.Module):
-    """Conv(C->32,k3,s1,p1) ReLU, Conv(32->64,k4,s2,p1) ReLU (14x14), Conv(64->128,k5,s2,p2) ReLU (7x7),
-    flatten 6272 -> Linear(head_dim). (B, C, 28, 28) -> (B, head_dim)."""
+    """(B, C, 28, 28) -> (B, head_dim)."""
 
     def __init__(self, in_channels: int, head_dim: int):
         super().__init__()
@@ -27,9 +26,7 @@ class Conv28Encoder(nn.Module):
 
 
 class Conv28Decoder(nn.Module):
-    """Linear(d->6272) -> 128x7x7 -> ConvT(128->64,k6,s2,p2) ReLU (14x14) -> ConvT(64->32,k6,s2,p2) ReLU
-    (28x28) -> ConvT(32->out_channels,k5,s1,p2). (N, d) -> (N, out_channels, 28, 28). The reference's
-    final Sigmoid belongs to the likelihood here."""
+    """(N, d) -> (N, out_channels, 28, 28), raw outputs (the reference's final Sigmoid is the likelihood's)."""
 
     def __init__(self, latent_dim: int, out_channels: int):
         super().__init__()
@@ -46,8 +43,7 @@ class Conv28Decoder(nn.Module):
 
 @ARCHITECTURES.register
 class Conv28(Architecture):
-    """sigma-VAE reference conv net for 28x28 images (no settings). Raises ValueError at build time for
-    other image sizes."""
+    """sigma-VAE reference conv net for 28x28 images; ``build`` raises ValueError for other sizes."""
 
     name = "conv28"
     description = "sigma-VAE reference convolutional network (28x28)"

@@ -12,7 +12,7 @@ from vaebench.vae.networks import Architecture
 
 
 class MLPEncoder(nn.Module):
-    """Flatten -> Linear/ReLU for each width in hidden_dims -> Linear(head_dim). (B,C,H,W) -> (B, head_dim)."""
+    """(B, C, H, W) -> (B, head_dim)."""
 
     def __init__(self, image_shape: tuple[int, int, int], hidden_dims: list[int], head_dim: int):
         super().__init__()
@@ -28,15 +28,8 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """Linear/ReLU for each width in reversed(hidden_dims) -> Linear(out_ch*C*H*W) -> reshape.
-    (N, d) -> (N, out_ch*C, H, W).
-
-    For many output channels per sub-pixel (a 256-way discrete decoder) a dense last layer would
-    need hidden*256*D weights (80M for MNIST); instead the MLP emits ``pixel_features`` features per
-    sub-pixel and one Linear(pixel_features -> out_ch), shared by all sub-pixels, maps them to logits,
-    plus a learned bias per (value, sub-pixel) so each sub-pixel keeps its own marginal. Used when
-    out_ch > ``factorise_above``.
-    """
+    """(N, d) -> (N, out_ch*C, H, W); above ``factorise_above`` channels the last layer is factorised into
+    ``pixel_features`` per sub-pixel, a shared Linear(pixel_features, out_ch) and a bias per (value, sub-pixel)."""
 
     def __init__(self, latent_dim: int, hidden_dims: list[int], image_shape: tuple[int, int, int], out_ch: int,
                  pixel_features: int = 16, factorise_above: int = 8):
@@ -62,8 +55,7 @@ class MLPDecoder(nn.Module):
         if self.factorised:
             n, (c, hh, ww) = z.shape[0], self.image_shape
             feats = h.view(n, c * hh * ww, self.pixel_features)
-            logits = self.to_logits(feats) + self.logit_bias            # (N, C*H*W, out_ch), classes last in memory
-            # (N, out_ch*C, H, W) as a view for C = 1 (the likelihood moves the classes back last for free)
+            logits = self.to_logits(feats) + self.logit_bias            # (N, C*H*W, out_ch)
             return logits.view(n, c, hh, ww, self.out_ch).permute(0, 4, 1, 2, 3).reshape(n, *self.out_shape)
         return h.reshape(z.shape[0], *self.out_shape)
 

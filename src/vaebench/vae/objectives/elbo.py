@@ -1,6 +1,4 @@
-"""The (beta-)ELBO: Kingma & Welling 2014, "Auto-Encoding Variational Bayes", eq. 3; the KL weight beta
-of Higgins et al. 2017, "beta-VAE: Learning Basic Visual Concepts with a Constrained Variational
-Framework", eq. 4."""
+"""The (beta-)ELBO: Kingma & Welling 2014, eq. 3; beta of Higgins et al. 2017, eq. 4."""
 from __future__ import annotations
 
 from pydantic import Field

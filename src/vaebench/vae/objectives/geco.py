@@ -14,8 +14,7 @@ from vaebench.vae.objectives import Objective, batch_logs
 
 
 def stop_gradient_ma(c_hat: torch.Tensor, c_ma: torch.Tensor) -> torch.Tensor:
-    """C_t = C_hat + sg(C_ma - C_hat): value of the moving average C_ma, gradient of the batch C_hat
-    (Rezende & Viola 2018, Algorithm 1). Scalars."""
+    """C_t = C_hat + sg(C_ma - C_hat), scalars (Rezende & Viola 2018, Algorithm 1)."""
     return c_hat + (c_ma - c_hat).detach()
 
 
@@ -29,15 +28,8 @@ class GecoConfig(ComponentConfig):
 
 
 class GecoState(Objective):
-    """The Lagrange multiplier and the constraint's moving average shared by GECO and GECO+IWAE.
-
-    Buffers: log_lambda (init log lambda_init), c_ma (C_ma), initialized (0/1).
-    Updates (training mode only), with C_hat the batch-mean constraint:
-        C_ma <- C_hat (first step) else alpha C_ma + (1 - alpha) C_hat   (no gradient)
-        log lambda <- log lambda + lambda_lr * C_ma                       (after computing the loss)
-    so lambda grows while the constraint is violated (C_ma > 0) and shrinks once it holds.
-    Raises ValueError naming the key for an unknown constraint or out-of-range settings.
-    """
+    """GECO's Lagrange multiplier and constraint moving average (Rezende & Viola 2018, Algorithm 1), in buffers.
+    Raises ValueError for an unknown constraint or out-of-range settings."""
 
     Config = GecoConfig
 
@@ -72,10 +64,9 @@ class GecoState(Objective):
         return nll - self.kappa
 
     def step(self, c_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Given the batch-mean constraint C_hat (scalar, with gradient), return (lambda, C_t) for the loss and,
-        in training mode, update C_ma now and log lambda with the new C_ma (applied to the next step)."""
-        lam = torch.exp(self.log_lambda).to(c_hat.dtype)          # value used in this step's loss
-        started = self.initialized > 0.5                           # on the device: torch.where, never `if`
+        """(lambda, C_t) for the batch-mean constraint C_hat (scalar); in training mode updates C_ma and log lambda."""
+        lam = torch.exp(self.log_lambda).to(c_hat.dtype)
+        started = self.initialized > 0.5
         if self.training:
             with torch.no_grad():
                 c = c_hat.detach().double()
@@ -87,7 +78,7 @@ class GecoState(Objective):
         return lam, stop_gradient_ma(c_hat, c_ma)
 
     def state_logs(self) -> dict[str, torch.Tensor]:
-        """'lambda' and 'constraint' (C_ma) as detached 0-dim tensors (no host synchronisation)."""
+        """'lambda' and 'constraint' (C_ma) as detached 0-dim tensors."""
         return {"lambda": torch.exp(self.log_lambda).detach(), "constraint": self.c_ma.detach().clone()}
 
     def tracked_scalars(self):
@@ -107,10 +98,7 @@ class GECO(GecoState):
     description = "GECO: minimise KL subject to a reconstruction constraint (Lagrange multiplier lambda)"
 
     def effective_beta(self, likelihood_beta):
-        """1/lambda for the SSE constraint: KL + lambda (SSE - kappa^2) = lambda (SSE + KL/lambda) + const,
-        a beta-VAE with beta = 1/lambda in the "SSE + beta KL" convention (Rezende & Viola 2018, Section 3;
-        the evaluation decoder's sigma plays no part in training). None for the NLL constraint, where
-        lambda weighs an NLL whose own sigma already sets the trade-off."""
+        """1/lambda for the SSE constraint (Rezende & Viola 2018, Section 3), None for the NLL constraint."""
         return 1.0 / float(torch.exp(self.log_lambda)) if self.constraint == "sse" else None
 
     def forward(self, terms):
@@ -141,8 +129,7 @@ class GECOIWAE(GecoState):
     description = "GECO on the IWAE bound L_k"
 
     def effective_beta(self, likelihood_beta):
-        """None: the loss -L_k + (lambda - 1) C does not weigh a KL term, so no beta describes it (lambda is
-        reported instead)."""
+        """None: the loss weighs no KL term."""
         return None
 
     class Config(GecoConfig):
@@ -156,7 +143,7 @@ class GECOIWAE(GecoState):
 
     def forward(self, terms):
         log_w, log_px = terms["log_w"], terms["log_px"]
-        w_tilde = torch.softmax(log_w.detach(), dim=0)                    # (k, B), sums to 1 over k
+        w_tilde = torch.softmax(log_w.detach(), dim=0)                    # (k, B)
         nll_sn = -(w_tilde * log_px).sum(0)                               # (B,)
         sse_sn = (w_tilde * terms["sse"]).sum(0) if "sse" in terms else None
         c_hat = self.constraint_per_image(nll_sn, sse_sn).mean()

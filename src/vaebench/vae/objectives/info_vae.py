@@ -1,16 +1,5 @@
-"""InfoVAE: Zhao, Song, Ermon 2019, "InfoVAE: Balancing Learning and Inference in Variational
-Autoencoders" (AAAI 2019; arXiv 1706.02262), with the maximum mean discrepancy (MMD) as the divergence
-between the aggregate posterior q(z) and the prior p(z).
-
-The objective (maximised; Section 3 of the paper, the "InfoVAE family"):
-
-    E_p(x) E_q(z|x)[log p(x|z)] - (1 - alpha) E_p(x) KL(q(z|x) || p(z)) - (alpha + lambda - 1) D(q(z), p(z))
-
-alpha = 0, lambda = 1 is the ELBO; alpha = 1 drops the per-image KL (the "MMD-VAE"). D is the unbiased
-MMD^2 estimate (Gretton et al. 2012, "A Kernel Two-Sample Test", Lemma 6) between the batch's posterior
-samples z_i ~ q(z|x_i) and as many prior draws z'_j ~ N(0, I). MMD is in units of the kernel, not nats:
-the training loss is not a bound; the ELBO and L_k of an InfoVAE are evaluated as for any VAE.
-"""
+"""InfoVAE with an MMD divergence between q(z) and p(z) (Zhao, Song, Ermon 2019, Section 3; MMD: Gretton et
+al. 2012, Lemma 6). The MMD is in kernel units, not nats."""
 from __future__ import annotations
 
 from typing import Literal
@@ -23,13 +12,8 @@ from vaebench.vae.objectives import Objective, batch_logs
 
 
 def kernel_matrix(a: torch.Tensor, b: torch.Tensor, kernel: str, scale: float) -> torch.Tensor:
-    """k(a_i, b_j) for a (n, d) and b (m, d) -> (n, m).
-
-    kernel 'imq' (inverse multiquadric, Tolstikhin et al. 2018, "Wasserstein Auto-Encoders", Section 4):
-    C / (C + ||a - b||^2); 'rbf': exp(-||a - b||^2 / C); C = ``scale`` (> 0). Squared distances are computed
-    from differences (not the expanded inner-product form) so that they are never negative.
-    Raises ValueError for an unknown kernel.
-    """
+    """k(a_i, b_j), a (n, d), b (m, d) -> (n, m): 'imq' C / (C + ||a - b||^2) (Tolstikhin et al. 2018, Section 4)
+    or 'rbf' exp(-||a - b||^2 / C), C = ``scale``. Raises ValueError for an unknown kernel."""
     sq = (a.unsqueeze(1) - b.unsqueeze(0)).pow(2).sum(-1)
     if kernel == "imq":
         return scale / (scale + sq)
@@ -39,14 +23,8 @@ def kernel_matrix(a: torch.Tensor, b: torch.Tensor, kernel: str, scale: float) -
 
 
 def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, kernel: str = "imq", scale: float = 1.0) -> torch.Tensor:
-    """Unbiased estimate of MMD^2 between the distributions of samples x (n, d) and y (m, d), n, m >= 2:
-
-        1/(n(n-1)) sum_{i != j} k(x_i, x_j) + 1/(m(m-1)) sum_{i != j} k(y_i, y_j) - 2/(nm) sum_{i,j} k(x_i, y_j)
-
-    (Gretton et al. 2012, Lemma 6). A scalar in kernel units; its mean is 0 when x and y come from the same
-    distribution, so a single estimate can be slightly negative. Differentiable in x and y.
-    Raises ValueError when n or m < 2 or the dimensions differ.
-    """
+    """Unbiased MMD^2 of samples x (n, d) and y (m, d), a scalar in kernel units (Gretton et al. 2012, Lemma 6).
+    Raises ValueError when n or m < 2 or the dimensions differ."""
     n, m = x.shape[0], y.shape[0]
     if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1] or n < 2 or m < 2:
         raise ValueError(f"mmd2_unbiased needs x (n, d) and y (m, d) with n, m >= 2; got {tuple(x.shape)}, {tuple(y.shape)}")

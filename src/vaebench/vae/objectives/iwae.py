@@ -1,5 +1,4 @@
-"""The importance-weighted bound of Burda, Grosse, Salakhutdinov 2016, "Importance Weighted
-Autoencoders" (ICLR 2016), eq. 8."""
+"""The importance-weighted bound L_k (Burda, Grosse, Salakhutdinov 2016, eq. 8)."""
 from __future__ import annotations
 
 from pydantic import Field

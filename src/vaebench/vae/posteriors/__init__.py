@@ -1,17 +1,5 @@
-"""Approximate posteriors q(z|x) over z in R^d, with the standard normal prior p(z) = N(0, I_d).
-
-One module per family, each registered in ``vaebench.registry.POSTERIORS``.
-A posterior class is built per batch from the encoder's head output ``h`` and offers:
-
-    Cls.head_dim(latent_dim)    encoder head size for d latent dims
-    Cls.from_head(h, latent_dim)
-    q.mean                      (B, d)
-    q.rsample(k=None)           (B, d) if k is None else (k, B, d), reparameterised
-    q.log_prob(z)               (B,) or (k, B): full log-density in nats, summed over the d dims
-    q.kl()                      (B,): closed-form KL(q(z|x) || N(0, I)) in nats
-
-Units: nats per image. Nothing is averaged over the batch here.
-"""
+"""Posteriors q(z|x), z in R^d, prior N(0, I_d), registered in ``POSTERIORS``; built per batch by ``from_head``.
+``rsample(k)`` (B, d) or (k, B, d); ``log_prob(z)`` and ``kl()`` per image, nats."""
 from __future__ import annotations
 
 import torch
@@ -20,7 +8,7 @@ from vaebench.registry import Component
 
 
 class Posterior(Component):
-    """What every posterior family shares: ``name``, its (empty by default) typed config, the mean ``mu``."""
+    """Base class of the posterior families."""
 
     mu: torch.Tensor
 

@@ -1,5 +1,4 @@
-"""Diagonal Gaussian posterior q(z|x) = N(mu, diag sigma^2) (Kingma & Welling 2014, "Auto-Encoding
-Variational Bayes", Section 3 and Appendix B)."""
+"""Diagonal Gaussian posterior (Kingma & Welling 2014, Section 3 and Appendix B)."""
 from __future__ import annotations
 
 import torch
@@ -11,14 +10,7 @@ from vaebench.vae.posteriors import Posterior
 
 @POSTERIORS.register
 class DiagonalGaussian(Posterior):
-    """q(z|x) = N(mu, diag sigma^2), sigma^2 = exp(logvar); encoder head (B, 2d) = [mu, logvar].
-
-    Args:
-        mu:     (B, d)
-        logvar: (B, d), log sigma^2
-    Sampling z = mu + exp(logvar / 2) * eps, eps ~ N(0, I) (the reparameterisation trick).
-    Raises ValueError for mismatched or non-2D shapes.
-    """
+    """q(z|x) = N(mu, diag exp(logvar)), mu and logvar (B, d). Raises ValueError for mismatched or non-2D shapes."""
 
     name = "diagonal"
     description = "diagonal Gaussian N(mu, diag sigma^2)"
@@ -34,7 +26,7 @@ class DiagonalGaussian(Posterior):
 
     @classmethod
     def from_head(cls, h: torch.Tensor, latent_dim: int) -> "DiagonalGaussian":
-        """Split an encoder head output h of shape (B, 2*d) into (mu, logvar). Raises ValueError on a wrong size."""
+        """From an encoder head (B, 2d) = [mu, logvar]. Raises ValueError on a wrong size."""
         if h.shape[-1] != 2 * latent_dim:
             raise ValueError(f"diagonal posterior head must have 2*latent_dim={2 * latent_dim} units, got {h.shape[-1]}")
         mu, logvar = h.chunk(2, dim=-1)
@@ -51,6 +43,5 @@ class DiagonalGaussian(Posterior):
         return -0.5 * ((z - self.mu).pow(2) * torch.exp(-self.logvar) + self.logvar + LOG_2PI).sum(-1)
 
     def kl(self) -> torch.Tensor:
-        """KL(q || N(0, I)) = 1/2 sum_j (sigma_j^2 + mu_j^2 - 1 - log sigma_j^2) (Kingma & Welling 2014,
-        Appendix B), shape (B,), nats."""
+        """KL(q || N(0, I)), (B,), nats (Kingma & Welling 2014, Appendix B)."""
         return 0.5 * (torch.exp(self.logvar) + self.mu.pow(2) - 1.0 - self.logvar).sum(-1)

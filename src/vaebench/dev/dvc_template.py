@@ -1,18 +1,5 @@
-"""The offline HTML page template of ``dvc plots show``: vega, vega-lite and vega-embed inlined.
-
-DVC's default page loads the three libraries from a CDN (``cdn.jsdelivr.net``), so without internet access
-the plots page is blank. ``.dvc/config`` names this template instead (``plots.html_template =
-plots/offline.html``, resolved relative to ``.dvc/``). The page is built, not committed (about 1 MB of
-third-party minified JavaScript): ``make install`` runs ``python -m vaebench dvc-template``, which downloads
-the three pinned npm tarballs from the npm registry, checks each against the registry's ``dist.integrity``
-(SHA-512, recorded below) and writes :data:`TEMPLATE` atomically. The versions are those DVC's own CDN tags
-request (``dvc_render.vega.VegaRenderer.SCRIPTS``: vega 5.20.2, vega-lite 5.2.0, vega-embed 6.18.2).
-
-DVC fills the page with ``str.replace`` of ``{plot_divs}`` (the plots), ``{scripts}`` (the CDN ``<script>``
-tags) and ``{refresh_tag}``; the page has no ``{scripts}`` placeholder, so no CDN tag is ever inserted.
-The first line of the page names the pinned packages and their hashes: a page that carries the current
-line is up to date and is not downloaded again.
-"""
+"""The offline page template of ``dvc plots show`` (.dvc/config ``plots.html_template``): vega, vega-lite and
+vega-embed from the npm registry, SHA-512 checked against the pins and inlined; the first line stamps the pins."""
 from __future__ import annotations
 
 import base64
@@ -24,15 +11,15 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-TEMPLATE = ".dvc/plots/offline.html"   # relative to the repository root; .dvc/config says plots/offline.html
+TEMPLATE = ".dvc/plots/offline.html"
 REGISTRY = "https://registry.npmjs.org"
 
 
 class NpmPackage(NamedTuple):
     name: str
     version: str
-    script: str       # the browser build inside the tarball (what jsdelivr serves for the package)
-    integrity: str    # the registry's dist.integrity of the tarball: "sha512-" + base64(SHA-512)
+    script: str       # path of the browser build inside the tarball
+    integrity: str    # the registry's dist.integrity: "sha512-" + base64(SHA-512)
 
     def tarball_url(self, registry: str = REGISTRY) -> str:
         return f"{registry.rstrip('/')}/{self.name}/-/{self.name}-{self.version}.tgz"
@@ -47,7 +34,7 @@ PACKAGES = (
                "sha512-wcDyQPE4J5aiCDc3/suH5RQDvrKkjuLkhzUcbOLwEkNF8/+pp17tS0JghzEvAPNRg+5aG1/N2ydixq8Lk3dOlg=="),
 )
 
-PLACEHOLDERS = ("{plot_divs}", "{scripts}", "{refresh_tag}")   # what DVC replaces in the page
+PLACEHOLDERS = ("{plot_divs}", "{scripts}", "{refresh_tag}")
 
 PAGE = """<!DOCTYPE html>
 <html>
@@ -113,8 +100,6 @@ def package_script(package: NpmPackage, tarball: bytes) -> str:
         if member is None:
             raise ValueError(f"{package.name}@{package.version}: {package.script} is not a file")
         js = member.read().decode("utf-8")
-    # "</script" would end the inline element early; it can only occur inside JS string/regex literals, where
-    # "<\/script" means the same
     js = js.replace("</script", "<\\/script").replace("</SCRIPT", "<\\/SCRIPT")
     for placeholder in PLACEHOLDERS:
         if placeholder in js:
@@ -131,11 +116,8 @@ def page(scripts: dict[str, str], packages=PACKAGES) -> str:
 
 def build(path: str | Path = TEMPLATE, registry: str = REGISTRY, force: bool = False,
           fetch: Callable[[str], bytes] = download, packages=PACKAGES) -> bool:
-    """Write the offline template to ``path`` unless it is already current; True if it was written.
-
-    Raises OSError when a tarball cannot be downloaded and ValueError when one does not match its pinned
-    SHA-512; then nothing is written.
-    """
+    """Write the template to ``path`` unless current; True if written. Raises OSError (download) or ValueError
+    (SHA-512 mismatch), writing nothing."""
     from vaebench.atomic import write_text
 
     if not force and is_current(path, packages):
@@ -145,7 +127,7 @@ def build(path: str | Path = TEMPLATE, registry: str = REGISTRY, force: bool = F
         url = p.tarball_url(registry)
         try:
             tarball = fetch(url)
-        except OSError as exc:   # URLError, timeouts
+        except OSError as exc:
             raise OSError(f"cannot download {url}: {exc}") from exc
         scripts[p.name] = package_script(p, tarball)
     write_text(path, page(scripts, packages))
@@ -162,6 +144,6 @@ def main(path: str | Path = TEMPLATE, check: bool = False, force: bool = False, 
     if build(path, registry=registry, force=force):
         print(f"wrote {path} ({', '.join(f'{p.name}@{p.version}' for p in PACKAGES)}, SHA-512 checked)")
     else:
-        Path(path).touch()   # up to date: keeps make from asking again
+        Path(path).touch()
         print(f"{path} is up to date")
     return 0

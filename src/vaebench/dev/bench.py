@@ -1,45 +1,6 @@
-"""``python -m vaebench bench``: our training loop against the reference training-loop shape, and the cost of
-the evaluation's L_k, measured side by side in one process (same models, batch size, device and data).
-
-What runs, for each model (defaults: ``vae_bernoulli``, the MLP, and ``sigma_vae_conv``, the sigma-VAE
-reference's 28x28 conv net; both as the catalogue defines them, without a study's overrides):
-
-* **ours**: exactly the train stage's code, :func:`vaebench.stages.train.train_epoch` on the MNIST training
-  images held on the device as uint8 (N, 1, 28, 28), then :func:`vaebench.stages.train.check_finite` once per
-  epoch, and ``model.end_epoch()``;
-* **reference**: the loop shape of the sigma-VAE reference code (Rybkin et al. 2021,
-  github.com/orybkin/sigma-vae-pytorch, ``train_vae.py``): ``torchvision.datasets.MNIST(...,
-  transform=ToTensor())`` in a ``DataLoader(shuffle=True, batch_size, num_workers, pin_memory)``,
-  ``data.to(device)`` per batch and ``loss.item()`` every step. Our models take their own data space, so each
-  float batch is mapped back to its 8-bit values on the device and through ``model.preprocess`` (see
-  :func:`train_reference`).
-
-Both start from the same weights (built from the same seed), use Adam with the same learning rate, the same
-batch size and number of epochs, and train on the same images: the official 60,000 MNIST training images, or
-their first ``n_train``. Then the **test ELBO** of both trained models (nats/image, single-sample with the
-closed-form KL, ``model.elbo_terms`` in eval mode, on the first ``n_test`` official test images mapped into the
-data space once with a fixed seed; the same posterior noise for both, so the difference is paired), and
-the **L_k evaluation** (the evaluate stage's :func:`vaebench.metrics.bounds.per_image_estimates`, k = 5000 by
-default) of the model trained by our loop, on the first ``eval_images`` test images: its images x samples
-per second and the time of L_k on the whole 10,000-image test set (measured when ``eval_images`` is 10,000,
-else extrapolated linearly and marked so).
-
-Timing. Each loop first runs ``warmup_steps`` steps on a throw-away copy of its model and optimiser (same
-code, not timed; CUDA context, kernels, allocator), so the timed epochs are steady state and the trained
-model is exactly an ``epochs``-epoch run; every epoch is then timed (and reported separately, so a slow first
-epoch shows). The clock is read after ``torch.cuda.synchronize()`` on CUDA. A timed epoch includes what the
-loop itself does per epoch (our ``check_finite`` and ``end_epoch``; the reference's DataLoader worker start-up,
-which its loop shape pays every epoch) and nothing else (no validation pass). The L_k timing is preceded by one
-untimed call on one image with k = 10.
-
-Memory, per phase: the peak resident memory of this process (VmHWM of ``/proc/self/status``, reset at the
-start of each phase by writing 5 to ``/proc/self/clear_refs``; where that is impossible,
-``getrusage``'s lifetime peak, and the JSON says so) and on CUDA torch's peak allocated memory
-(``torch.cuda.reset_peak_memory_stats`` / ``max_memory_allocated``; null on the CPU). DataLoader worker
-processes (reference loop, ``num_workers`` > 0) are separate processes: their memory is not included.
-
-Imports only torch, torchvision, numpy and the package's light dependencies (never MLflow, Snakemake, DVC).
-"""
+"""``python -m vaebench bench``: the train stage's loop against the sigma-VAE reference loop shape (Rybkin et al.
+2021, github.com/orybkin/sigma-vae-pytorch, ``train_vae.py``) on MNIST from the same weights, their test ELBOs,
+and the time of the evaluate stage's L_k; per-phase peak memory. Method: docs/implementation-notes.md."""
 from __future__ import annotations
 
 import copy
@@ -57,18 +18,16 @@ from pydantic import Field, NonNegativeInt, PositiveInt
 from vaebench import paths
 from vaebench.registry import StrictConfig
 
-MNIST_TRAIN_IMAGES = 60_000        # the official MNIST training set
-MNIST_TEST_IMAGES = 10_000         # the official MNIST test set
+MNIST_TRAIN_IMAGES = 60_000
+MNIST_TEST_IMAGES = 10_000
 IMAGE_SHAPE = (1, 28, 28)
 
-# The stated target of the comparison on a GPU (reported on any device; a CPU is not expected to meet it).
-TARGET_THROUGHPUT_RATIO = 20.0     # ours / reference images per second, at least
+TARGET_THROUGHPUT_RATIO = 20.0     # on a GPU: ours / reference images per second, at least
 TARGET_ELBO_RELATIVE = 0.01        # |ELBO_ours - ELBO_reference| / |ELBO_reference|, at most
 
 
 class BenchConfig(StrictConfig):
-    """Benchmark settings. The defaults are the real benchmark (minutes on a GPU, hours on a CPU); the CLI's
-    flags shrink it."""
+    """Benchmark settings; the defaults are the full benchmark."""
 
     models: list[str] = Field(["vae_bernoulli", "sigma_vae_conv"], min_length=1,
                               description="Catalogue models to benchmark (their catalogue definition).")
@@ -103,20 +62,15 @@ class BenchConfig(StrictConfig):
     out: str = Field(paths.BENCH_JSON, description="The JSON report.")
 
 
-# ------------------------------------------------------------------------------------------------
-# Clocks and memory
-
 def _clock(device: torch.device) -> float:
-    """time.perf_counter() in seconds, after waiting for the device's queued work (CUDA is asynchronous)."""
+    """time.perf_counter() in seconds after the device's queued work is done."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
 
 
 def host_peak_method() -> str:
-    """How this process's peak resident memory can be measured per phase: ``"vmhwm"`` when
-    ``/proc/self/clear_refs`` accepts "5" (resets VmHWM to the current RSS) and ``/proc/self/status`` has VmHWM,
-    else ``"getrusage"`` (the lifetime peak, which cannot be reset)."""
+    """``"vmhwm"`` when VmHWM can be reset per phase (``/proc/self/clear_refs``), else ``"getrusage"``."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -142,7 +96,7 @@ def _proc_status_mib(field: str) -> float | None:
         with open("/proc/self/status") as f:
             for line in f:
                 if line.startswith(f"{field}:"):
-                    return int(line.split()[1]) / 1024          # kB -> MiB
+                    return int(line.split()[1]) / 1024
     except OSError:
         pass
     return None
@@ -154,14 +108,11 @@ def _host_peak_mib(method: str) -> float:
         if peak is not None:
             return peak
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if platform.system() == "Darwin" else rss / 1024   # bytes on macOS, kB on Linux
+    return rss / 2**20 if platform.system() == "Darwin" else rss / 1024
 
 
 class PeakMemory:
-    """Context manager measuring a phase's peak memory: ``result`` = {``host_rss_start_mib``: this process's
-    resident memory when the block starts (None without /proc), ``host_rss_peak_mib``: its peak resident memory
-    in the block (the whole process: the data and models already loaded included), ``cuda_max_allocated_mib``:
-    torch's peak allocated CUDA memory in the block (None off CUDA)}, all MiB."""
+    """A phase's memory, MiB: ``result`` = {host_rss_start_mib, host_rss_peak_mib, cuda_max_allocated_mib}."""
 
     def __init__(self, device: torch.device, method: str):
         self.device, self.method = device, method
@@ -188,9 +139,7 @@ class PeakMemory:
 
 
 class StepCounter:
-    """Counts what a training loop really did: optimiser steps (a post-step hook on the optimiser) and images
-    (a forward pre-hook on the encoder, training mode with gradients only). Hooks cost a Python call per step
-    and are attached to both loops alike; :meth:`remove` detaches them."""
+    """Counts a training loop's optimiser steps and training images with hooks; :meth:`remove` detaches them."""
 
     def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer):
         self.steps = self.images = 0
@@ -209,34 +158,17 @@ class StepCounter:
             h.remove()
 
 
-# ------------------------------------------------------------------------------------------------
-# Data
-
 def load_mnist(mirror: str | os.PathLike | None, raw_dir: str | os.PathLike) -> dict:
-    """MNIST for both loops, verified: torchvision's ``MNIST`` datasets (``transform=ToTensor()``) and the same
-    images as uint8 tensors.
-
-    The files come from ``<mirror>/mnist/`` or, without a mirror, are downloaded by torchvision into
-    ``<raw_dir>/MNIST/raw/`` (the prepare stage's own source resolution); the SHA-256 of every decompressed file
-    is checked (the prepare stage's ``read_idx_files``). torchvision's ``MNIST`` reads only decompressed IDX files
-    from ``<root>/MNIST/raw/``, while a mirror may hold them gzipped and read-only: a mirror's files are therefore
-    decompressed into ``<raw_dir>/MNIST/raw/`` (atomically; kept when their SHA-256 is already right). Finally the
-    images torchvision loaded are checked to be the verified ones.
-
-    Returns:
-        {``train``, ``test``: torchvision MNIST datasets yielding ((1, 28, 28) float32 in [0, 1], label);
-        ``train_uint8`` (60000, 1, 28, 28) and ``test_uint8`` (10000, 1, 28, 28) uint8 CPU tensors;
-        ``source``: the folder or URLs read; ``sha256``: {file: digest of the decompressed file}}.
-    Raises:
-        FileNotFoundError: the mirror lacks mnist/ or a file. DatasetDownloadError: the download failed.
-        DataIntegrityError: a checksum mismatch, bad IDX data, or torchvision loaded other images.
+    """MNIST for both loops from ``<mirror>/mnist/`` or downloaded into ``raw_dir``, SHA-256 checked: {``train``,
+    ``test``: torchvision datasets; ``train_uint8``, ``test_uint8``: (N, 1, 28, 28) uint8; ``source``; ``sha256``}.
+    Raises FileNotFoundError, DatasetDownloadError or DataIntegrityError.
     """
-    from torchvision import datasets, transforms    # lazy: importing torchvision takes seconds
+    from torchvision import datasets, transforms
 
     from vaebench.atomic import atomic_path
     from vaebench.data.prepare import (DATASETS, DataIntegrityError, find_file, read_idx_files, read_maybe_gz,
                                        resolve_source)
-    from vaebench.tracking import file_sha256   # light: MLflow is imported only when a run is tracked
+    from vaebench.tracking import file_sha256
 
     spec = DATASETS["mnist"]
     folder, source = resolve_source("mnist", spec, mirror, raw_dir)
@@ -247,7 +179,7 @@ def load_mnist(mirror: str | os.PathLike | None, raw_dir: str | os.PathLike) -> 
             target = raw / fname
             if target.is_file() and file_sha256(target) == digest:
                 continue
-            buf = read_maybe_gz(find_file(folder, fname))     # verified above
+            buf = read_maybe_gz(find_file(folder, fname))
             with atomic_path(target) as tmp:
                 tmp.write_bytes(buf)
     to_tensor = transforms.ToTensor()
@@ -259,22 +191,13 @@ def load_mnist(mirror: str | os.PathLike | None, raw_dir: str | os.PathLike) -> 
         if not torch.equal(ds.data, verified):
             raise DataIntegrityError(f"torchvision's MNIST in {raw} holds other {split} images than the verified "
                                      f"files of {folder}")
-        out[f"{split}_uint8"] = verified.unsqueeze(1)         # (N, 28, 28) -> (N, 1, 28, 28)
+        out[f"{split}_uint8"] = verified.unsqueeze(1)
     return out
 
 
-# ------------------------------------------------------------------------------------------------
-# Models
-
 def build_models(name: str, seed: int, device: torch.device) -> tuple:
-    """Two identical VAEs of catalogue model ``name`` for 28x28 grey images, each built right after
-    ``torch.manual_seed(seed)`` (same initial weights), on ``device``.
-
-    Returns:
-        (model for our loop, model for the reference loop, the resolved model config as a JSON dict).
-    Raises:
-        vaebench.config.ConfigError: ``name`` is not in the catalogue (lists the names) or is invalid there.
-    """
+    """(model for our loop, model for the reference loop, resolved config as JSON): two VAEs of catalogue model
+    ``name`` with the same initial weights. Raises ConfigError for an unknown or invalid model."""
     from vaebench.config import ConfigError, load_catalogue, resolve_model
     from vaebench.vae import build_model
 
@@ -290,23 +213,10 @@ def build_models(name: str, seed: int, device: torch.device) -> tuple:
     return models[0], models[1], cfg.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-# ------------------------------------------------------------------------------------------------
-# The two training loops
-
 def _timed_epochs(model, opt, epoch, cfg: BenchConfig, device: torch.device, mem_method: str, tag: str,
                   warmup_seconds: float) -> dict:
-    """Run ``epoch(e)`` (one training epoch of either loop, returning its step losses (steps,)) for e = 1..epochs,
-    each timed with the device's queue drained, its losses checked (``check_finite``, inside the timing: our
-    loop's one host synchronisation per epoch), steps and images counted (:class:`StepCounter`) and the peak
-    memory measured (:class:`PeakMemory`).
-
-    Returns:
-        the loop's record: ``steps`` and ``images`` (counted), ``epochs``, ``seconds`` (timed epochs),
-        ``epoch_seconds``, ``seconds_per_epoch``, ``images_per_s``, ``warmup_seconds``,
-        ``last_epoch_mean_step_loss`` (nats/image), ``memory``.
-    Raises:
-        vaebench.stages.train.DivergenceError: a non-finite loss.
-    """
+    """Time ``epoch(e)`` (returns its step losses) for each epoch, checking losses and counting steps, images and
+    peak memory. Returns the loop's record. Raises DivergenceError on a non-finite loss."""
     from vaebench.stages.train import check_finite
 
     counter = StepCounter(model, opt)
@@ -336,19 +246,8 @@ def _timed_epochs(model, opt, epoch, cfg: BenchConfig, device: torch.device, mem
 
 def train_ours(model, x_train: torch.Tensor, cfg: BenchConfig, device: torch.device, mem_method: str,
                tag: str) -> dict:
-    """Train ``model`` with the train stage's own loop: per epoch ``train_epoch`` on the device-resident uint8
-    images, ``check_finite`` on its step losses, ``model.end_epoch()``; Adam(lr). Generators as the train stage
-    seeds them (batch order: CPU generator ``seed``; data noise: device generator ``seed + 1``).
-
-    Args:
-        model: the VAE (trained in place). x_train: (N, 1, 28, 28) uint8 on ``device``.
-    Returns:
-        the loop's record: ``steps`` and ``images`` (counted), ``epochs``, ``seconds`` (timed epochs),
-        ``epoch_seconds``, ``seconds_per_epoch``, ``images_per_s``, ``warmup_seconds`` (untimed warm-up),
-        ``last_epoch_mean_step_loss`` (nats/image), ``memory`` (:class:`PeakMemory`).
-    Raises:
-        vaebench.stages.train.DivergenceError: a non-finite loss.
-    """
+    """Train ``model`` in place with the train stage's ``train_epoch`` on uint8 ``x_train`` (N, 1, 28, 28) on the
+    device, after an untimed warm-up on a copy. Returns the loop's record. Raises DivergenceError."""
     from vaebench.stages.train import check_finite, train_epoch
 
     bs = cfg.batch_size
@@ -365,8 +264,8 @@ def train_ours(model, x_train: torch.Tensor, cfg: BenchConfig, device: torch.dev
     warmup_seconds = _clock(device) - t0
 
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    torch.manual_seed(cfg.seed + 2)                              # the posterior noise (global RNG), as the reference's
-    batch_gen = torch.Generator().manual_seed(cfg.seed)          # the train stage's generators
+    torch.manual_seed(cfg.seed + 2)
+    batch_gen = torch.Generator().manual_seed(cfg.seed)
     data_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
 
     def epoch(e: int) -> torch.Tensor:
@@ -379,8 +278,7 @@ def train_ours(model, x_train: torch.Tensor, cfg: BenchConfig, device: torch.dev
 
 
 def reference_loader_settings(cfg: BenchConfig, device: torch.device) -> dict:
-    """The reference's DataLoader keyword arguments: ``num_workers`` (``cfg.num_workers``, else the reference's
-    10 on CUDA and 0 on the CPU) and ``pin_memory`` (on CUDA, as the reference)."""
+    """The reference's DataLoader ``num_workers`` (default 10 on CUDA, 0 on the CPU) and ``pin_memory``."""
     cuda = device.type == "cuda"
     workers = cfg.num_workers if cfg.num_workers is not None else (10 if cuda else 0)
     return {"num_workers": workers, "pin_memory": cuda}
@@ -392,15 +290,12 @@ def _reference_epoch(model, opt, loader, device: torch.device, data_gen: torch.G
     step_losses = []
     for data, _ in loader:
         data = data.to(device)
-        # Our models take their own data space (dynamically binarised or dequantised 8-bit images), not
-        # ToTensor's x/255, so the float batch is mapped back to its exact 8-bit values on the device
-        # ((x*255).round() is exact: x*255 lies within float32 rounding of an integer) and through
-        # model.preprocess with a seeded generator, as the train stage does; then the reference's steps.
+        # back to the exact 8-bit values, then into the model's data space
         xb = model.preprocess((data * 255).round().to(torch.uint8), generator=data_gen)
         opt.zero_grad()
         loss, _ = model.training_loss(xb)
         loss.backward()
-        step_losses.append(loss.item())          # the reference reads the loss on the host every step
+        step_losses.append(loss.item())
         opt.step()
     model.end_epoch()
     return step_losses
@@ -408,19 +303,9 @@ def _reference_epoch(model, opt, loader, device: torch.device, data_gen: torch.G
 
 def train_reference(model, train_ds, n_train: int, cfg: BenchConfig, device: torch.device, mem_method: str,
                     tag: str) -> dict:
-    """Train ``model`` with the sigma-VAE reference's loop shape (``train_vae.py``): a ``DataLoader(shuffle=True)``
-    over torchvision's MNIST with ``ToTensor`` (a ``Subset`` of the first ``n_train`` images when fewer than all),
-    ``data.to(device)`` per batch, Adam(lr), ``loss.item()`` every step; see :func:`_reference_epoch` for the
-    mapping into the model's data space. The DataLoader's shuffling uses a CPU generator seeded with ``seed``.
-
-    Args:
-        model: the VAE (trained in place). train_ds: torchvision ``MNIST(train=True, transform=ToTensor())``.
-        n_train: images to train on (the first of ``train_ds``).
-    Returns:
-        the loop's record, as :func:`train_ours`, plus the DataLoader's ``num_workers`` and ``pin_memory``.
-    Raises:
-        vaebench.stages.train.DivergenceError: a non-finite loss.
-    """
+    """Train ``model`` in place with the reference loop shape over the first ``n_train`` images of torchvision's
+    ``train_ds``, after an untimed warm-up on a copy. Returns the loop's record with the DataLoader settings.
+    Raises DivergenceError."""
     from torch.utils.data import DataLoader, Subset
 
     from vaebench.stages.train import check_finite
@@ -452,13 +337,9 @@ def train_reference(model, train_ds, n_train: int, cfg: BenchConfig, device: tor
     return {**_timed_epochs(model, opt, epoch, cfg, device, mem_method, tag, warmup_seconds), **kwargs}
 
 
-# ------------------------------------------------------------------------------------------------
-# Evaluation
-
 @torch.no_grad()
 def elbo_per_image(model, x: torch.Tensor, batch_size: int, seed: int) -> torch.Tensor:
-    """Per-image single-sample ELBO (closed-form KL) of data-space images ``x`` (N, C, H, W), model in eval mode,
-    posterior samples from a CPU generator seeded with ``seed``. Returns (N,) float64 on the CPU, nats/image."""
+    """Single-sample ELBO of data-space x (N, C, H, W) in eval mode, seeded: (N,) float64 CPU, nats/image."""
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     return torch.cat([model.elbo_terms(x[i : i + batch_size], generator=gen)["elbo"].double().cpu()
@@ -471,18 +352,8 @@ def _mean_se(v: torch.Tensor) -> dict:
 
 def time_lk(model, x: torch.Tensor, x_uint8: torch.Tensor, cfg: BenchConfig, device: torch.device,
             mem_method: str) -> dict:
-    """Time the evaluate stage's L_k (:func:`vaebench.metrics.bounds.per_image_estimates`, k = ``cfg.k``,
-    ``cfg.memory_mb``) on data-space ``x`` (n, C, H, W) with its uint8 images ``x_uint8``; model in eval mode.
-    One untimed call on one image with k = 10 goes first.
-
-    Returns:
-        {``k``, ``images``, ``seconds``, ``images_x_samples_per_s``, ``full_test_images`` (10,000),
-        ``full_test_seconds``, ``full_test_seconds_kind`` ("measured" when ``images`` is 10,000, else
-        "extrapolated": seconds * 10,000 / images), ``samples_per_pass``, ``L_k_mean_nats``,
-        ``memory``}.
-    Raises:
-        FloatingPointError: a non-finite L_k.
-    """
+    """Time ``per_image_estimates`` (k = ``cfg.k``) on data-space x (n, C, H, W) after one untimed call; the
+    10,000-image time is measured or extrapolated. Raises FloatingPointError on a non-finite L_k."""
     from vaebench.metrics.bounds import per_image_estimates, samples_per_pass
 
     model.eval()
@@ -510,17 +381,9 @@ def time_lk(model, x: torch.Tensor, x_uint8: torch.Tensor, cfg: BenchConfig, dev
     }
 
 
-# ------------------------------------------------------------------------------------------------
-# The benchmark
-
 def bench_model(name: str, data: dict, cfg: BenchConfig, device: torch.device, mem_method: str) -> dict:
-    """Every figure of one model: both training loops, both test ELBOs, the L_k timing, their ratios.
-
-    Args:
-        name: catalogue model. data: :func:`load_mnist`'s result.
-    Raises:
-        vaebench.config.ConfigError (unknown model), DivergenceError, FloatingPointError (non-finite ELBO/L_k).
-    """
+    """Both training loops, both test ELBOs (paired) and the L_k timing of catalogue model ``name``. Raises
+    ConfigError, DivergenceError or FloatingPointError."""
     from vaebench.metrics.bounds import samples_per_pass
 
     ours_model, ref_model, model_config = build_models(name, cfg.seed, device)
@@ -536,7 +399,6 @@ def bench_model(name: str, data: dict, cfg: BenchConfig, device: torch.device, m
     n_test = cfg.n_test or len(data["test"])
     test_u8 = data["test_uint8"][:n_test].to(device)
     bs = max(1, min(cfg.eval_batch_size, samples_per_pass(ours_model, cfg.memory_mb)))
-    # the likelihood fixes the data space: one mapping serves both models (the same test data)
     x_test = ours_model.preprocess_fixed(test_u8, seed=cfg.eval_seed, batch_size=bs)
     elbo = {}
     with PeakMemory(device, mem_method) as mem:
@@ -564,8 +426,8 @@ def bench_model(name: str, data: dict, cfg: BenchConfig, device: torch.device, m
             "n_images": n_test,
             "ours": {**_mean_se(elbo["ours"]), "seconds": elbo["ours_seconds"]},
             "reference": {**_mean_se(elbo["reference"]), "seconds": elbo["reference_seconds"]},
-            "difference": _mean_se(diff),              # paired: same images, same posterior noise
-            "relative_difference": relative,           # (ours - reference) / |reference|
+            "difference": _mean_se(diff),
+            "relative_difference": relative,
             "memory": mem.result,
         },
         "lk_evaluation": lk,
@@ -580,13 +442,8 @@ def bench_model(name: str, data: dict, cfg: BenchConfig, device: torch.device, m
 
 
 def run(cfg: BenchConfig) -> dict:
-    """Run the benchmark, write ``cfg.out`` (JSON, atomically) and return its content.
-
-    Raises:
-        FileNotFoundError, DatasetDownloadError, DataIntegrityError (data); vaebench.device.DeviceError
-        (``device: cuda`` without a GPU); vaebench.config.ConfigError (an unknown model); DivergenceError;
-        FloatingPointError (a non-finite ELBO or L_k).
-    """
+    """Run the benchmark, write ``cfg.out`` (JSON, atomically) and return it. Raises FileNotFoundError,
+    DatasetDownloadError, DataIntegrityError, DeviceError, ConfigError, DivergenceError, FloatingPointError."""
     import torchvision
 
     from vaebench.atomic import write_json

@@ -1,0 +1,1 @@
+"""Developer tools, not pipeline stages: ``python -m vaebench bench`` and ``dvc-template``."""
