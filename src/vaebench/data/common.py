@@ -16,18 +16,15 @@ if TYPE_CHECKING:
 
 
 class DataIntegrityError(StageError):
-    """A dataset file fails its checksum or is not valid data of its format; the message names the file (and the
-    archive member) and what is wrong."""
+    """A dataset file fails its checksum or its format; the message names the file (and member) and the fault."""
 
 
 class MirrorError(StageError, FileNotFoundError):
-    """The offline mirror lacks its root, the dataset's folder or a file; the message names it and shows the
-    expected layout."""
+    """The offline mirror lacks its root, the dataset's folder or a file; the message names it and the layout."""
 
 
 class DatasetDownloadError(StageError):
-    """A download failed, or the dataset is never downloaded (CelebA); the message names the dataset, the URLs
-    tried, the files expected and the mirror layout."""
+    """A download failed, or the dataset is never downloaded; the message names the URLs, files and mirror layout."""
 
 
 @dataclass
@@ -69,11 +66,8 @@ def check_digests(shown: str, expected: dict[str, str | None], actual: dict[str,
 
 
 def verify_file(source: DatasetSource, folder: str | os.PathLike, fname: str) -> dict[str, str]:
-    """Check ``<folder>/<fname>`` against the sums ``source`` records for it; returns its {"md5", "sha256"}.
-
-    Raises:
-        FileNotFoundError: the file is missing. DataIntegrityError: a sum differs.
-    """
+    """{"md5", "sha256"} of ``<folder>/<fname>`` after checking the sums ``source`` records (FileNotFoundError,
+    DataIntegrityError)."""
     path = Path(folder) / fname
     if not path.is_file():
         raise FileNotFoundError(f"dataset file missing: expected {path}")

@@ -29,12 +29,8 @@ _IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2")
 
 
 def parse_idx(buf: bytes, name: str = "<bytes>") -> np.ndarray:
-    """The array (header's shape, native byte order) of one decompressed IDX file ``buf``; ``name`` is shown in
-    errors.
-
-    Raises:
-        DataIntegrityError: bad magic number, unknown type byte, or a size not matching the header.
-    """
+    """The array (header's shape, native byte order) of one decompressed IDX file; DataIntegrityError names
+    ``name``: bad magic number, unknown type byte, or a size not matching the header."""
     if len(buf) < 4 or buf[0] != 0 or buf[1] != 0:
         raise DataIntegrityError(f"{name}: not an IDX file (bad magic number {buf[:4].hex()!r})")
     type_byte, ndim = buf[2], buf[3]

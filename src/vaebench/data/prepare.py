@@ -16,7 +16,6 @@ from vaebench.registry import StrictConfig
 
 
 def _settings(config: type[StrictConfig], cfg: StrictConfig | dict | None) -> StrictConfig:
-    """``cfg`` as an instance of ``config`` (a dict or another settings object is validated)."""
     if isinstance(cfg, config):
         return cfg
     return config.model_validate(cfg.model_dump() if isinstance(cfg, StrictConfig) else cfg or {})
@@ -49,40 +48,36 @@ def prepare_dataset(name: str, cfg: StrictConfig | dict | None, out_path: str | 
                     mirror: str | os.PathLike | None = None, raw_dir: str | os.PathLike = "data/raw") -> dict:
     """Fetch, verify, split and write dataset ``name`` as one ``.npz`` (atomically; nothing on error).
 
-    Args:
-        name: a registered dataset, or any other name whose ``cfg`` has ``kind: image_folder``.
-        cfg: its settings (a dict is validated; None: the defaults).
-        out_path: the ``.npz`` written.
-        mirror: root of an offline mirror (:func:`~vaebench.data.fetch.mirror_layout`); None downloads into
-            ``raw_dir``. Unused for an image folder.
-    Returns:
-        {"dataset", "out_path", "source", "counts": {train, val, test}, "image_shape": [C, H, W], "sha256"}.
+    ``name``: a registered dataset, or another name whose settings ``cfg`` (dict or object; None: defaults) have
+    ``kind: image_folder``. ``mirror``: an offline mirror root; None downloads into ``raw_dir``. Returns {"dataset",
+    "out_path", "source", "counts": {train, val, test}, "image_shape": [C, H, W], "sha256": {file: digest}}.
+
     Raises:
         KeyError: unknown dataset. ValueError: an invalid setting or a split too large. MirrorError,
         DatasetDownloadError, DataIntegrityError, ImageFolderError: see :mod:`vaebench.data.fetch` and the readers.
     """
     if name not in SOURCES:
         settings = dataset_spec(name, cfg)["settings"]
-        parts, source = prepare_image_folder(settings)
+        parts, where = prepare_image_folder(settings)
         classes = parts.more_meta.get("classes")
-        return _write_prepared(name, out_path, parts, source, len(classes) if classes else None,
+        return _write_prepared(name, out_path, parts, where, len(classes) if classes else None,
                                settings.model_dump(mode="json"))
-    source_spec = SOURCES[name]
-    settings = _settings(source_spec.config, cfg)
+    source = SOURCES[name]
+    settings = _settings(source.config, cfg)
     cfg = settings.model_dump(mode="json")
-    folder, source = fetch.resolve_source(source_spec, mirror, raw_dir, settings)
+    folder, where = fetch.resolve_source(source, mirror, raw_dir, settings)
     if mirror is not None:
-        missing = missing_mirror_files(source_spec, folder, settings)
+        missing = missing_mirror_files(source, folder, settings)
         if missing is not None:
             raise missing
     try:
-        parts = source_spec.reader(source_spec, cfg, folder)
+        parts = source.reader(source, cfg, folder)
     except FileNotFoundError:
-        missing = missing_mirror_files(source_spec, folder, settings) if mirror is not None else None
+        missing = missing_mirror_files(source, folder, settings) if mirror is not None else None
         if missing is None:
             raise
         raise missing from None
-    return _write_prepared(name, out_path, parts, source, source_spec.n_classes, cfg)
+    return _write_prepared(name, out_path, parts, where, source.n_classes, cfg)
 
 
 def _write_prepared(name: str, out_path: str | os.PathLike, parts: Prepared, source: str, n_classes: int | None,

@@ -12,21 +12,11 @@ from vaebench.registry import StrictConfig
 
 @dataclass(frozen=True)
 class DatasetSource:
-    """A registered dataset: its distribution files, their sums, where they come from and how they are read.
-
-    Attributes:
-        name: the study's ``datasets`` key. config: its settings class. citation: the source paper and page.
-        reader: ``reader(source, cfg: dict of settings, folder) -> Prepared``.
-        mirror_subdir: its folder in a mirror (and under ``raw_dir`` when downloaded).
-        files: {role: file name as distributed}. optional_files: {file: bool setting that makes it needed}.
-        md5, sha256: {file: hex digest}, checked before the file is parsed (at least one per file).
-        urls: {file: URL} downloaded by :func:`vaebench.data.fetch.download_files`.
-        torchvision_class: downloaded by torchvision instead (MNIST).
-        download_refusal: ``(mirror layout) -> message`` of a dataset never downloaded (CelebA).
-        gz_optional: each file may be stored as ``<file>`` or ``<file>.gz`` (sums of the decompressed bytes).
-        image_shape: (C, H, W) with the default settings; image_shape_of: ``(settings) -> (C, H, W)``.
-        n_classes: None when unlabelled. classes: class names (``meta["classes"]``).
-    """
+    """A registered dataset: settings class, ``reader(source, settings dict, folder) -> Prepared``, files as
+    distributed ({role: name}; ``optional_files``: {name: bool setting needing it}), their MD5 / SHA-256, where
+    they come from (mirror folder, ``urls``, ``torchvision_class``, or ``download_refusal(layout) -> message``),
+    ``gz_optional`` (``<file>`` or ``<file>.gz``, sums of the decompressed bytes), default (C, H, W) and
+    ``image_shape_of(settings)``, ``n_classes`` (None: unlabelled), ``classes`` (names)."""
 
     name: str
     config: type[StrictConfig]
@@ -55,11 +45,7 @@ SOURCES: dict[str, DatasetSource] = {}
 
 
 def register_source(source: DatasetSource) -> DatasetSource:
-    """Add ``source`` to :data:`SOURCES` and its settings class to ``vaebench.registry.DATASETS``.
-
-    Raises:
-        ValueError: another source is registered under its name.
-    """
+    """Add ``source`` to :data:`SOURCES` and ``vaebench.registry.DATASETS``; ValueError if its name is taken."""
     if SOURCES.get(source.name, source) is not source:
         raise ValueError(f"dataset {source.name!r} is registered twice")
     registry.DATASETS.register(source.name, source.config)
