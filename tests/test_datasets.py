@@ -560,10 +560,11 @@ def test_celeba_real_sums_and_refused_download(celeba_mirror, tmp_path, monkeypa
 def test_mirror_layout_and_missing_parts_for_every_dataset(tmp_path):
     assert mirror_layout(SOURCES["cifar10"]) == "  <mirror>/cifar10/cifar-10-python.tar.gz"
     assert mirror_layout(SOURCES["svhn"]) == ("  <mirror>/svhn/train_32x32.mat\n  <mirror>/svhn/test_32x32.mat\n"
-                                     "  <mirror>/svhn/extra_32x32.mat   (optional: read only with extra: true)")
-    assert mirror_layout(SOURCES["fashion_mnist"]).splitlines()[0] == "  <mirror>/fashion_mnist/train-images-idx3-ubyte.gz"
+                                              "  <mirror>/svhn/extra_32x32.mat   (optional: read only with extra: true)")
+    assert (mirror_layout(SOURCES["fashion_mnist"]).splitlines()[0]
+            == "  <mirror>/fashion_mnist/train-images-idx3-ubyte.gz")
     assert mirror_layout(SOURCES["celeba"]) == ("  <mirror>/celeba/img_align_celeba.zip\n"
-                                       "  <mirror>/celeba/list_eval_partition.txt")
+                                                "  <mirror>/celeba/list_eval_partition.txt")
     root = tmp_path / "mirror"
     root.mkdir()
     for name, spec in SOURCES.items():

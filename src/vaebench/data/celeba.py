@@ -157,7 +157,7 @@ def prepare_celeba(source: DatasetSource, cfg: dict, folder: Path) -> Prepared:
 
 
 def download_refusal(mirror_layout: str) -> str:
-    """The DatasetDownloadError message without a mirror; ``mirror_layout``: :func:`~vaebench.data.fetch.mirror_layout`."""
+    """The DatasetDownloadError message without a mirror (``mirror_layout``: :func:`vaebench.data.mirror_layout`)."""
     return ("dataset 'celeba' is not downloaded automatically: its files are hosted on Google Drive, which refuses "
             "automated downloads of them (its daily download quota for these files is usually used up: 'Too many "
             "users have viewed or downloaded this file recently'). Download img_align_celeba.zip ('Align&Cropped "
