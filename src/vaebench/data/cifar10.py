@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from pydantic import Field, PositiveInt
 
-from vaebench.data.common import SPLIT_CAPS, DataIntegrityError, Prepared, check_digests, first_n, verify_file
+from vaebench.data.common import SPLIT_CAPS, DataIntegrityError, Prepared, first_n
+from vaebench.data.fetch import check_digests, verify_file
 from vaebench.data.sources import DatasetSource, register_source
 from vaebench.errors import one_line
 from vaebench.registry import StrictConfig

@@ -1,18 +1,13 @@
-"""The errors, reader result, checksum checks and split helpers every dataset module shares."""
+"""The errors, reader result and split helpers every dataset module shares."""
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from vaebench.errors import StageError
-
-if TYPE_CHECKING:
-    from vaebench.data.sources import DatasetSource
 
 
 class DataIntegrityError(StageError):
@@ -41,43 +36,6 @@ class Prepared:
 
 
 SPLIT_CAPS = {"train": "max_train", "val": "max_validation", "test": "max_test"}
-
-ALGORITHM_NAMES = {"md5": "MD5", "sha256": "SHA-256"}
-
-
-def file_digests(path: str | os.PathLike, algorithms: tuple[str, ...] = ("md5", "sha256")) -> dict[str, str]:
-    """{algorithm: hex digest} of the file at ``path``, read in 1 MiB chunks."""
-    hashes = {a: hashlib.new(a) for a in algorithms}
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            for h in hashes.values():
-                h.update(chunk)
-    return {a: h.hexdigest() for a, h in hashes.items()}
-
-
-def check_digests(shown: str, expected: dict[str, str | None], actual: dict[str, str]) -> None:
-    """Raises DataIntegrityError ``"<MD5|SHA-256> mismatch for <shown>: expected .., got .."`` (MD5 first; an
-    algorithm without a recorded sum is skipped)."""
-    for algo in ("md5", "sha256"):
-        want = expected.get(algo)
-        if want is not None and actual[algo] != want:
-            raise DataIntegrityError(f"{ALGORITHM_NAMES[algo]} mismatch for {shown}: expected {want}, got "
-                                     f"{actual[algo]}")
-
-
-def verify_file(source: DatasetSource, folder: str | os.PathLike, fname: str) -> dict[str, str]:
-    """{"md5", "sha256"} of ``<folder>/<fname>`` after checking the sums ``source`` records (FileNotFoundError,
-    DataIntegrityError)."""
-    path = Path(folder) / fname
-    if not path.is_file():
-        raise FileNotFoundError(f"dataset file missing: expected {path}")
-    expected = {"md5": source.md5.get(fname), "sha256": source.sha256.get(fname)}
-    if not any(expected.values()):
-        raise KeyError(f"no checksum recorded for {fname}")
-    actual = file_digests(path)
-    check_digests(str(path), expected, actual)
-    return actual
-
 
 def seeded_split(n_images: int, n_validation: int, n_test: int, split_seed: int) -> dict[str, np.ndarray]:
     """{"train", "val", "test": sorted int64 indices}: ``perm = numpy.random.RandomState(split_seed).permutation(

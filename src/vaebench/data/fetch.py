@@ -1,4 +1,5 @@
-"""Where a dataset's files come from: the offline mirror, or a download into ``raw_dir``; gzip reading."""
+"""Where a dataset's files come from (the offline mirror, or a download into ``raw_dir``), checksum checks and
+gzip reading."""
 from __future__ import annotations
 
 import contextlib
@@ -11,10 +12,46 @@ from pathlib import Path
 from typing import Any
 
 from vaebench.atomic import atomic_path
-from vaebench.data.common import DataIntegrityError, DatasetDownloadError, MirrorError, check_digests
+from vaebench.data.common import DataIntegrityError, DatasetDownloadError, MirrorError
 from vaebench.data.sources import DatasetSource
 from vaebench.errors import one_line
 from vaebench.registry import StrictConfig
+
+ALGORITHM_NAMES = {"md5": "MD5", "sha256": "SHA-256"}
+
+
+def file_digests(path: str | os.PathLike, algorithms: tuple[str, ...] = ("md5", "sha256")) -> dict[str, str]:
+    """{algorithm: hex digest} of the file at ``path``, read in 1 MiB chunks."""
+    hashes = {a: hashlib.new(a) for a in algorithms}
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            for h in hashes.values():
+                h.update(chunk)
+    return {a: h.hexdigest() for a, h in hashes.items()}
+
+
+def check_digests(shown: str, expected: dict[str, str | None], actual: dict[str, str]) -> None:
+    """Raises DataIntegrityError ``"<MD5|SHA-256> mismatch for <shown>: expected .., got .."`` (MD5 first; an
+    algorithm without a recorded sum is skipped)."""
+    for algo in ("md5", "sha256"):
+        want = expected.get(algo)
+        if want is not None and actual[algo] != want:
+            raise DataIntegrityError(f"{ALGORITHM_NAMES[algo]} mismatch for {shown}: expected {want}, got "
+                                     f"{actual[algo]}")
+
+
+def verify_file(source: DatasetSource, folder: str | os.PathLike, fname: str) -> dict[str, str]:
+    """{"md5", "sha256"} of ``<folder>/<fname>`` after checking the sums ``source`` records (FileNotFoundError,
+    DataIntegrityError)."""
+    path = Path(folder) / fname
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset file missing: expected {path}")
+    expected = {"md5": source.md5.get(fname), "sha256": source.sha256.get(fname)}
+    if not any(expected.values()):
+        raise KeyError(f"no checksum recorded for {fname}")
+    actual = file_digests(path)
+    check_digests(str(path), expected, actual)
+    return actual
 
 
 def gunzip(raw: bytes, path: Path) -> bytes:

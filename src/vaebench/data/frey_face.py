@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
-from vaebench.data.common import (SPLIT_CAPS, DataIntegrityError, Prepared, check_digests, first_n, index_sha256,
-                                  seeded_split)
+from vaebench.data.common import SPLIT_CAPS, DataIntegrityError, Prepared, first_n, index_sha256, seeded_split
+from vaebench.data.fetch import check_digests
 from vaebench.data.sources import DatasetSource, register_source
 from vaebench.registry import StrictConfig
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, PositiveInt
 
-from vaebench.data.common import DataIntegrityError, Prepared, check_digests, first_n
-from vaebench.data.fetch import find_file, gunzip, read_maybe_gz
+from vaebench.data.common import DataIntegrityError, Prepared, first_n
+from vaebench.data.fetch import check_digests, find_file, gunzip, read_maybe_gz
 from vaebench.data.sources import DatasetSource
 from vaebench.registry import StrictConfig
 

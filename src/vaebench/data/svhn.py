@@ -9,8 +9,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt
 
-from vaebench.data.common import (SPLIT_CAPS, DataIntegrityError, Prepared, index_sha256, seeded_split,
-                                  seeded_subset, verify_file)
+from vaebench.data.common import SPLIT_CAPS, DataIntegrityError, Prepared, index_sha256, seeded_split, seeded_subset
+from vaebench.data.fetch import verify_file
 from vaebench.data.sources import DatasetSource, register_source
 from vaebench.errors import one_line
 from vaebench.registry import StrictConfig
