@@ -91,11 +91,11 @@ def _interrupted(dest: Path, rewrite: Callable[[], None], wrote: list) -> list[s
 # One scenario per kind of output: write an earlier version with the production function, then fail halfway.
 
 def npz_prepared(tmp_path: Path, monkeypatch) -> list[str]:
-    """npz: ``vaebench.data.prepare.prepare_dataset`` writing ``data/prepared/mnist.npz`` (``np.savez``)."""
-    from vaebench.data import prepare
+    """npz: ``vaebench.data.prepare_dataset`` writing ``data/prepared/mnist.npz`` (``np.savez``)."""
+    from vaebench.data import SOURCES, idx, prepare
 
     (tmp_path / "mirror" / "mnist").mkdir(parents=True)   # resolve_source runs for real and finds the folder
-    for name in prepare.DATASETS["mnist"]["files"].values():   # and the files (read by the stand-in below)
+    for name in SOURCES["mnist"].files.values():   # and the files (read by the stand-in below)
         (tmp_path / "mirror" / "mnist" / name).touch()
 
     def fake_idx(seed):  # stands in for the checksum-verified reader of the real MNIST files
@@ -111,13 +111,13 @@ def npz_prepared(tmp_path: Path, monkeypatch) -> list[str]:
     def run():
         prepare.prepare_dataset("mnist", {"n_validation": 5}, dest, mirror=tmp_path / "mirror")
 
-    monkeypatch.setattr(prepare, "read_idx_files", fake_idx(0))
+    monkeypatch.setattr(idx, "read_idx_files", fake_idx(0))
     run()                                                       # the earlier, complete version
     assert np.load(dest)["x_train"].shape == (25, 1, 28, 28)
 
     wrote = []
     with monkeypatch.context() as mp:
-        mp.setattr(prepare, "read_idx_files", fake_idx(1))
+        mp.setattr(idx, "read_idx_files", fake_idx(1))
         mp.setattr(np, "savez", _halfway(np.savez, wrote))
         return _interrupted(dest, run, wrote)
 

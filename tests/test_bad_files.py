@@ -33,7 +33,7 @@ import torch
 from conftest import BIN, MIRROR, REPO, env, in_process_study, tiny_params
 from vaebench import paths
 from vaebench.checkpoint import CheckpointError, CheckpointMismatchError, load_checkpoint
-from vaebench.data.prepare import DATASETS, DataIntegrityError, MirrorError
+from vaebench.data import SOURCES, DataIntegrityError, MirrorError
 from vaebench.data.prepared import PreparedDataError, load_prepared
 
 pytestmark = pytest.mark.mirror("mnist")
@@ -382,13 +382,13 @@ def _partial_mirror(root: Path, drop: str | None) -> Path:
     """``root/mnist/`` with the mirror's files symlinked, except ``drop``."""
     folder = root / "mnist"
     folder.mkdir(parents=True)
-    for name in DATASETS["mnist"]["files"].values():
+    for name in SOURCES["mnist"].files.values():
         if name != drop:
             (folder / f"{name}.gz").symlink_to(MIRROR / "mnist" / f"{name}.gz")
     return root
 
 
-LAYOUT = "\n".join(f"  <mirror>/mnist/{f}[.gz]" for f in DATASETS["mnist"]["files"].values())
+LAYOUT = "\n".join(f"  <mirror>/mnist/{f}[.gz]" for f in SOURCES["mnist"].files.values())
 
 
 @pytest.mark.parametrize("case", ["no_root", "root_is_a_file", "no_dataset_folder", "missing_file"])
@@ -439,7 +439,7 @@ RAW_CASES = {
     "gz_random_bytes": ("t10k-labels-idx1-ubyte.gz", _gz_random, "not valid gzip data (BadGzipFile"),
     "plain_truncated": ("t10k-labels-idx1-ubyte", lambda raw: raw[: len(raw) // 2],
                         "SHA-256 mismatch for {path} (decompressed t10k-labels-idx1-ubyte): expected "
-                        + DATASETS["mnist"]["sha256"]["t10k-labels-idx1-ubyte"]),
+                        + SOURCES["mnist"].sha256["t10k-labels-idx1-ubyte"]),
 }
 
 
@@ -480,7 +480,7 @@ def test_truncated_frey_face_file_is_named_and_nothing_written(tmp_path):
         with pytest.raises(DataIntegrityError) as err:
             prepare.run(study, "frey_face", mirror=str(folder.parent))
     msg = str(err.value)
-    assert msg.startswith(f"MD5 mismatch for {path}: expected {DATASETS['frey_face']['md5']['frey_rawface.mat']}"), msg
+    assert msg.startswith(f"MD5 mismatch for {path}: expected {SOURCES['frey_face'].md5['frey_rawface.mat']}"), msg
     assert sorted(os.listdir(ws)) == ["params.yaml"]      # no data/raw, no data/prepared
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import MIRROR
-from vaebench.data.prepare import prepare_dataset
+from vaebench.data import prepare_dataset
 from vaebench.data.prepared import load_prepared
 from vaebench.metrics.classifier import ClassifierConfig, SmallCNN, load_classifier, save_classifier, train_classifier
 

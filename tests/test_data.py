@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from conftest import MIRROR
-from vaebench.data.prepare import DATASETS, DataIntegrityError, parse_idx, prepare_dataset
+from vaebench.data import SOURCES, DataIntegrityError, parse_idx, prepare_dataset
 from vaebench.data.prepared import iterate_minibatches, load_prepared, to_device_uint8
 
 needs_mirror = pytest.mark.mirror("mnist")
-FILES = list(DATASETS["mnist"]["files"].values())
+FILES = list(SOURCES["mnist"].files.values())
 # From the mirror README.
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -45,7 +45,7 @@ def test_full_split(full):
     assert np.bincount(d["y_test"]).tolist() == TEST_COUNTS
     meta = d["meta"]
     assert meta["dataset"] == "mnist" and meta["image_shape"] == [1, 28, 28]
-    assert meta["sha256"] == DATASETS["mnist"]["sha256"]
+    assert meta["sha256"] == SOURCES["mnist"].sha256
     assert meta["split"]["val_source_indices"] == [50000, 60000]
     assert Path(meta["source"]) == (MIRROR / "mnist").resolve()
 
@@ -99,7 +99,7 @@ def test_corrupted_file_raises_and_writes_nothing(tmp_path, store):
     with pytest.raises(DataIntegrityError) as err:
         prepare_dataset("mnist", {}, out_dir / "mnist.npz", mirror=folder.parent)
     msg = str(err.value)
-    assert name in msg and DATASETS["mnist"]["sha256"][name] in msg
+    assert name in msg and SOURCES["mnist"].sha256[name] in msg
     assert hashlib.sha256(bytes(raw)).hexdigest() in msg
     assert not out_dir.exists() or only_file(out_dir) == []
 

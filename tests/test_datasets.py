@@ -30,8 +30,8 @@ import pytest
 from PIL import Image
 
 from vaebench.data import celeba, cifar10, svhn
-from vaebench.data.prepare import (DATASETS, DataIntegrityError, DatasetDownloadError, MirrorError, check_mirror,
-                                   dataset_spec, mirror_layout, missing_mirror_files, prepare_dataset)
+from vaebench.data import (SOURCES, DataIntegrityError, DatasetDownloadError, MirrorError, check_mirror, dataset_spec,
+                           mirror_layout, missing_mirror_files, prepare_dataset)
 from vaebench.data.prepared import load_prepared
 
 
@@ -58,7 +58,7 @@ def images(first: int, n: int, channels: int, size: int) -> np.ndarray:
 
 def patch_sums(monkeypatch, name: str, folder: Path, files) -> None:
     for f in files:
-        monkeypatch.setitem(DATASETS[name]["md5"], f, md5(folder / f))
+        monkeypatch.setitem(SOURCES[name].md5, f, md5(folder / f))
 
 
 def only(folder: Path) -> list[str]:
@@ -84,7 +84,7 @@ def fashion_labels(first: int, n: int) -> np.ndarray:
 def fashion(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "mirror" / "fashion_mnist"
     folder.mkdir(parents=True)
-    files = DATASETS["fashion_mnist"]["files"]
+    files = SOURCES["fashion_mnist"].files
     content = {"train_images": images(0, FASHION_TRAIN, 1, 28)[:, 0], "train_labels": fashion_labels(0, FASHION_TRAIN),
                "test_images": images(100, FASHION_TEST, 1, 28)[:, 0], "test_labels": fashion_labels(100, FASHION_TEST)}
     for role, fname in files.items():
@@ -106,7 +106,7 @@ def test_fashion_mnist_pixels_labels_split_and_meta(fashion, tmp_path):
     meta = d["meta"]
     assert meta["image_shape"] == [1, 28, 28] and meta["n_classes"] == 10 and meta["labelled"] is True
     assert meta["classes"][0] == "T-shirt/top" and len(meta["classes"]) == 10
-    assert meta["sha256"] == {f: sha256(fashion / f) for f in DATASETS["fashion_mnist"]["files"].values()}
+    assert meta["sha256"] == {f: sha256(fashion / f) for f in SOURCES["fashion_mnist"].files.values()}
     assert meta["split"]["val_source_indices"] == [8, 12] and "the last 4" in meta["split"]["description"]
     assert only(out.parent) == ["fashion_mnist.npz"]
 
@@ -232,12 +232,12 @@ def cifar(tmp_path, monkeypatch):
     def make(replace=None) -> Path:
         folder = tmp_path / "mirror" / "cifar10"
         path = write_cifar(folder, replace)
-        monkeypatch.setitem(cifar10.ENTRY["md5"], cifar10.ARCHIVE, md5(path))
+        monkeypatch.setitem(cifar10.SOURCE.md5, cifar10.ARCHIVE, md5(path))
         with tarfile.open(path) as tar:
             for m in tar:
                 short = m.name.split("/")[-1]
-                if short in cifar10.ENTRY["member_md5"]:
-                    monkeypatch.setitem(cifar10.ENTRY["member_md5"], short,
+                if short in cifar10.MEMBER_MD5:
+                    monkeypatch.setitem(cifar10.MEMBER_MD5, short,
                                         hashlib.md5(tar.extractfile(m).read()).hexdigest())
         return folder
     return make
@@ -264,12 +264,12 @@ def test_cifar10_pixels_labels_split_classes_and_meta(cifar, tmp_path):
 def test_cifar10_real_sums_refuse_the_synthetic_archive_and_members(cifar, tmp_path, monkeypatch):
     folder = cifar()
     path = folder / cifar10.ARCHIVE
-    monkeypatch.setitem(cifar10.ENTRY["member_md5"], "data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec")
+    monkeypatch.setitem(cifar10.MEMBER_MD5, "data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec")
     with pytest.raises(DataIntegrityError) as err:       # the archive is fine, one member is not the official one
         prepare_dataset("cifar10", {}, tmp_path / "o" / "c.npz", mirror=folder.parent)
     assert str(err.value).startswith(f"MD5 mismatch for cifar-10-batches-py/data_batch_2 (in {path}): expected "
                                      "d4bba439e000b95fd0a9bffe97cbabec, got ")
-    monkeypatch.setitem(cifar10.ENTRY["md5"], cifar10.ARCHIVE, "c58f30108f718f92721af3b95e74349a")
+    monkeypatch.setitem(cifar10.SOURCE.md5, cifar10.ARCHIVE, "c58f30108f718f92721af3b95e74349a")
     with pytest.raises(DataIntegrityError) as err:
         prepare_dataset("cifar10", {}, tmp_path / "o" / "c.npz", mirror=folder.parent)
     assert str(err.value) == f"MD5 mismatch for {path}: expected c58f30108f718f92721af3b95e74349a, got {md5(path)}"
@@ -415,11 +415,11 @@ def test_svhn_missing_extra_bad_files_and_real_sums(svhn_mirror, tmp_path, monke
             from scipy.io import loadmat, savemat
 
             savemat(str(path), {"X": loadmat(str(path))["X"]}, format="5")
-        monkeypatch.setitem(DATASETS["svhn"]["md5"], path.name, md5(path))
+        monkeypatch.setitem(SOURCES["svhn"].md5, path.name, md5(path))
         with pytest.raises(DataIntegrityError) as err:
             prepare_dataset("svhn", {"n_validation": 5}, tmp_path / "o" / "s.npz", mirror=svhn_mirror.parent)
         assert str(err.value).startswith(f"{path}: {wording}"), str(err.value)
-    monkeypatch.setitem(DATASETS["svhn"]["md5"], path.name, "e26dedcc434d2e4c54c9b2d4a06d8373")
+    monkeypatch.setitem(SOURCES["svhn"].md5, path.name, "e26dedcc434d2e4c54c9b2d4a06d8373")
     with pytest.raises(DataIntegrityError) as err:
         prepare_dataset("svhn", {}, tmp_path / "o" / "s.npz", mirror=svhn_mirror.parent)
     assert str(err.value) == f"MD5 mismatch for {path}: expected e26dedcc434d2e4c54c9b2d4a06d8373, got {md5(path)}"
@@ -534,7 +534,7 @@ def test_celeba_seeded_subset_and_malformed_files(celeba_mirror, tmp_path):
 
 def test_celeba_real_sums_and_refused_download(celeba_mirror, tmp_path, monkeypatch):
     folder = celeba_mirror()
-    monkeypatch.setitem(DATASETS["celeba"]["md5"], celeba.ZIP, "00d2c5bc6d35e252742224ab0c1e8fcb")
+    monkeypatch.setitem(SOURCES["celeba"].md5, celeba.ZIP, "00d2c5bc6d35e252742224ab0c1e8fcb")
     with pytest.raises(DataIntegrityError) as err:
         prepare_dataset("celeba", {}, tmp_path / "o" / "c.npz", mirror=folder.parent)
     assert str(err.value) == (f"MD5 mismatch for {folder / celeba.ZIP}: expected 00d2c5bc6d35e252742224ab0c1e8fcb, "
@@ -558,24 +558,25 @@ def test_celeba_real_sums_and_refused_download(celeba_mirror, tmp_path, monkeypa
 # Mirror layout and errors, downloads
 
 def test_mirror_layout_and_missing_parts_for_every_dataset(tmp_path):
-    assert mirror_layout("cifar10") == "  <mirror>/cifar10/cifar-10-python.tar.gz"
-    assert mirror_layout("svhn") == ("  <mirror>/svhn/train_32x32.mat\n  <mirror>/svhn/test_32x32.mat\n"
-                                     "  <mirror>/svhn/extra_32x32.mat   (optional: read only with extra: true)")
-    assert mirror_layout("fashion_mnist").splitlines()[0] == "  <mirror>/fashion_mnist/train-images-idx3-ubyte.gz"
-    assert mirror_layout("celeba") == ("  <mirror>/celeba/img_align_celeba.zip\n"
-                                       "  <mirror>/celeba/list_eval_partition.txt")
+    assert mirror_layout(SOURCES["cifar10"]) == "  <mirror>/cifar10/cifar-10-python.tar.gz"
+    assert mirror_layout(SOURCES["svhn"]) == ("  <mirror>/svhn/train_32x32.mat\n  <mirror>/svhn/test_32x32.mat\n"
+                                              "  <mirror>/svhn/extra_32x32.mat   (optional: read only with extra: true)")
+    assert (mirror_layout(SOURCES["fashion_mnist"]).splitlines()[0]
+            == "  <mirror>/fashion_mnist/train-images-idx3-ubyte.gz")
+    assert mirror_layout(SOURCES["celeba"]) == ("  <mirror>/celeba/img_align_celeba.zip\n"
+                                                "  <mirror>/celeba/list_eval_partition.txt")
     root = tmp_path / "mirror"
     root.mkdir()
-    for name, spec in DATASETS.items():
+    for name, spec in SOURCES.items():
         with pytest.raises(MirrorError, match=f"dataset mirror folder missing for '{name}'"):
-            check_mirror(name, root)
-        folder = root / spec["mirror_subdir"]
+            check_mirror(spec, root)
+        folder = root / spec.mirror_subdir
         folder.mkdir()
-        assert check_mirror(name, root) == folder
-        err = missing_mirror_files(name, folder)
-        first = next(iter(spec["files"].values()))
+        assert check_mirror(spec, root) == folder
+        err = missing_mirror_files(spec, folder)
+        first = next(iter(spec.files.values()))
         assert isinstance(err, MirrorError) and str(folder / first) in str(err)
-        assert str(err).endswith(mirror_layout(name)) and "optional" not in str(err).split(";")[0]
+        assert str(err).endswith(mirror_layout(spec)) and "optional" not in str(err).split(";")[0]
         with pytest.raises(FileNotFoundError, match=f"dataset file missing from the mirror of '{name}'"):
             prepare_dataset(name, None, tmp_path / "o" / f"{name}.npz", mirror=root)
     assert not (tmp_path / "o").exists()
@@ -598,27 +599,27 @@ class FakeResponse(io.BytesIO):
 def test_failed_download_is_one_message_and_leaves_nothing(tmp_path, monkeypatch, name):
     """The first file arrives whole, the second breaks mid-stream (or the only one does): one DatasetDownloadError,
     and no file and no folder of the attempt left (the raw root did not exist before)."""
-    spec = DATASETS[name]
-    files = list(spec["files"].values())[:2] if name != "svhn" else ["train_32x32.mat", "test_32x32.mat"]
+    spec = SOURCES[name]
+    files = list(spec.files.values())[:2] if name != "svhn" else ["train_32x32.mat", "test_32x32.mat"]
     calls = []
 
     def urlopen(url, timeout=None):
         calls.append(url)
-        return FakeResponse(b"x" * (3 << 20), fail=len(calls) == len(files) or len(spec["files"]) == 1)
+        return FakeResponse(b"x" * (3 << 20), fail=len(calls) == len(files) or len(spec.files) == 1)
 
     monkeypatch.setattr("urllib.request.urlopen", urlopen)
-    for f in spec.get("md5", {}):
-        monkeypatch.setitem(spec["md5"], f, hashlib.md5(b"x" * (3 << 20)).hexdigest())
+    for f in spec.md5:
+        monkeypatch.setitem(spec.md5, f, hashlib.md5(b"x" * (3 << 20)).hexdigest())
     raw = tmp_path / "data" / "raw"
     with pytest.raises(DatasetDownloadError) as err:
         prepare_dataset(name, {}, tmp_path / "o.npz", mirror=None, raw_dir=raw)
     msg = str(err.value)
     assert msg.startswith(f"could not download dataset '{name}': tried {', '.join(calls)} (ConnectionResetError: "
                           "connection reset by peer); expected file(s) "), msg
-    assert calls == [spec["urls"][f] for f in files[:len(calls)]]
+    assert calls == [spec.urls[f] for f in files[:len(calls)]]
     for f in files:
-        assert str(raw / spec["mirror_subdir"] / f) in msg
-    assert msg.endswith(f"laid out as\n{mirror_layout(name)}\nand pass --mirror <mirror> (or set "
+        assert str(raw / spec.mirror_subdir / f) in msg
+    assert msg.endswith(f"laid out as\n{mirror_layout(spec)}\nand pass --mirror <mirror> (or set "
                         "VAEBENCH_DATA_MIRROR).")
     assert "\n" not in msg.split(" Without internet access")[0]
     assert not (tmp_path / "data").exists() and not (tmp_path / "o.npz").exists()

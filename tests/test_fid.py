@@ -6,7 +6,7 @@ import scipy.linalg
 import torch
 
 from conftest import MIRROR
-from vaebench.data.prepare import prepare_dataset
+from vaebench.data import prepare_dataset
 from vaebench.data.prepared import load_prepared
 from vaebench.metrics.classifier import ClassifierConfig, train_classifier
 from vaebench.metrics.fid import (ClassifierFeatures, feature_statistics, fid_classifier,

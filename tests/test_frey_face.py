@@ -19,8 +19,8 @@ import yaml
 from conftest import MIRROR, REPO, in_process_study, tiny_params
 from vaebench import paths
 from vaebench.config import ConfigError, validate_study
-from vaebench.data.prepare import (DATASETS, DataIntegrityError, DatasetDownloadError, frey_face_split,
-                                   prepare_dataset)
+from vaebench.data import SOURCES, DataIntegrityError, DatasetDownloadError, prepare_dataset
+from vaebench.data.common import seeded_split
 from vaebench.data.prepared import load_prepared
 
 FREY = MIRROR / "frey_face" / "frey_rawface.mat"
@@ -48,8 +48,8 @@ def _ff() -> np.ndarray:
 
 def test_recorded_checksums_match_the_mirror_copy():
     buf = FREY.read_bytes()
-    assert hashlib.sha256(buf).hexdigest() == SHA256 == DATASETS["frey_face"]["sha256"]["frey_rawface.mat"]
-    assert hashlib.md5(buf).hexdigest() == MD5 == DATASETS["frey_face"]["md5"]["frey_rawface.mat"]
+    assert hashlib.sha256(buf).hexdigest() == SHA256 == SOURCES["frey_face"].sha256["frey_rawface.mat"]
+    assert hashlib.md5(buf).hexdigest() == MD5 == SOURCES["frey_face"].md5["frey_rawface.mat"]
 
 
 def test_loader_shapes_split_and_orientation(prepared):
@@ -91,9 +91,9 @@ def test_split_is_deterministic_per_seed(prepared, tmp_path):
         np.testing.assert_array_equal(again[f"x_{s}"], ref[f"x_{s}"])
     assert not np.array_equal(other["source_index_val"], ref["source_index_val"])
     assert other["meta"]["counts"] == {"train": 1565, "val": 200, "test": 30}   # max_test keeps the first 30
-    np.testing.assert_array_equal(other["source_index_test"], frey_face_split(1965, 200, 200, 1)["test"][:30])
+    np.testing.assert_array_equal(other["source_index_test"], seeded_split(1965, 200, 200, 1)["test"][:30])
     with pytest.raises(ValueError, match="no training image"):
-        frey_face_split(1965, 1000, 965, 0)
+        seeded_split(1965, 1000, 965, 0)
 
 
 def test_corrupted_copy_raises_and_writes_nothing(tmp_path):

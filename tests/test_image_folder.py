@@ -21,7 +21,7 @@ from PIL import Image
 from conftest import BIN, MIRROR, REPO, env, in_process_study, tiny_params
 from vaebench import paths
 from vaebench.config import ConfigError, validate_study
-from vaebench.data.prepare import ImageFolderConfig, ImageFolderError, dataset_spec, prepare_dataset
+from vaebench.data import ImageFolderConfig, ImageFolderError, dataset_spec, prepare_dataset
 from vaebench.data.prepared import load_prepared
 
 MODELS = ["vae_bernoulli"]       # an MLP: takes any image size

@@ -1,28 +1,6 @@
-"""CelebA, the aligned-and-cropped face images (Liu, Luo, Wang & Tang 2015, "Deep Learning Face Attributes in the
-Wild", ICCV; http://mmlab.ie.cuhk.edu.hk/projects/CelebA.html), used without its attributes: an unlabelled dataset
-(labels -1, no classifier-feature FID, like Frey Face).
-
-Files (from the official page, hosted on Google Drive): ``img_align_celeba.zip`` (MD5
-00d2c5bc6d35e252742224ab0c1e8fcb; 202,599 JPEG images of 178 x 218 pixels, width x height, named ``000001.jpg`` ..
-``202599.jpg`` inside the folder ``img_align_celeba/`` of the zip) and ``list_eval_partition.txt`` (MD5
-d32c9cbf5e040fd4025c592c306e6668; one line ``<image> <0|1|2>`` per image: 0 = train, 1 = validation, 2 = test).
-Both MD5s are the ones torchvision's CelebA records. The zip is read member by member with :mod:`zipfile` (never
-extracted) and each image decoded straight into a preallocated uint8 array.
-
-No automatic download: Google Drive refuses automated downloads of these files once their daily quota is used
-(which it usually is), so preparing CelebA without a mirror stops with a DatasetDownloadError saying where to get
-the files and how to lay out the mirror.
-
-Split: the official one of ``list_eval_partition.txt`` (162,770 / 19,867 / 19,962 images); then ``max_*`` keeps a
-seeded subset (the first N of ``numpy.random.RandomState(split_seed).permutation`` over a split, kept in order).
-``source_index_<split>`` stores each image's line in the partition list (0-based; image ``000001.jpg`` is 0).
-
-Preprocessing: a centre crop of ``crop`` x ``crop`` pixels (default 148) at left = round((178 - crop) / 2), top =
-round((218 - crop) / 2) (15 and 35 for 148), then a resize to ``image_size`` x ``image_size`` (64 or 32) with
-Pillow's bilinear filter: exactly what torchvision's ``CenterCrop(148)`` then ``Resize(64)`` do on a PIL image, the
-common convention of VAE results on CelebA 64 x 64 (e.g. the CelebA loader of AntixK/PyTorch-VAE, Subramanian
-2020, ``dataset.py``).
-"""
+"""CelebA aligned faces (Liu, Luo, Wang & Tang 2015, "Deep Learning Face Attributes in the Wild", ICCV;
+http://mmlab.ie.cuhk.edu.hk/projects/CelebA.html), unlabelled: ``img_align_celeba.zip`` (202,599 JPEGs, 178 x 218)
+and ``list_eval_partition.txt`` (the official split); centre crop then bilinear resize. Never downloaded."""
 from __future__ import annotations
 
 import io
@@ -30,12 +8,14 @@ import re
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt
 
-from vaebench.data.common import SPLIT_CAPS, DataIntegrityError, Prepared, index_sha256, seeded_subset, verify_file
+from vaebench.data.common import SPLIT_CAPS, DataIntegrityError, Prepared, index_sha256, seeded_subset
+from vaebench.data.fetch import verify_file
+from vaebench.data.sources import DatasetSource, register_source
 from vaebench.errors import one_line
 from vaebench.registry import StrictConfig
 
@@ -71,21 +51,17 @@ def image_shape(settings: CelebAConfig) -> tuple[int, int, int]:
 
 
 def crop_box(crop: int) -> tuple[int, int, int, int]:
-    """Pillow's (left, top, right, bottom) of the centre ``crop`` x ``crop`` square of a 178 x 218 image, placed as
-    torchvision's ``center_crop`` places it: left = int(round((178 - crop) / 2)), top = int(round((218 - crop) /
-    2)); (15, 35, 163, 183) for 148."""
+    """Pillow's (left, top, right, bottom) of the centre ``crop`` square of a 178 x 218 image, as torchvision's
+    ``center_crop``: (15, 35, 163, 183) for 148."""
     left, top = int(round((WIDTH - crop) / 2.0)), int(round((HEIGHT - crop) / 2.0))
     return (left, top, left + crop, top + crop)
 
 
 def read_partition(path: Path) -> tuple[list[str], np.ndarray]:
-    """Parse ``list_eval_partition.txt``: one ``<6 digits>.jpg <0|1|2>`` line per image (blank lines ignored).
+    """(image names in file order, int64 partition 0 train / 1 validation / 2 test) of ``list_eval_partition.txt``.
 
-    Returns:
-        (image names in file order, partition per image: int64 0 train / 1 validation / 2 test).
     Raises:
-        DataIntegrityError: not ASCII text, a malformed line (its number and content are shown), an image listed
-            twice; names the file.
+        DataIntegrityError: not ASCII, a malformed line (shown), an image listed twice; names the file.
     """
     try:
         text = path.read_bytes().decode("ascii")
@@ -111,12 +87,8 @@ def read_partition(path: Path) -> tuple[list[str], np.ndarray]:
 
 
 def decode_face(buf: bytes, shown: str, crop: int, size: int) -> np.ndarray:
-    """One aligned CelebA JPEG as uint8 (3, size, size): decoded with Pillow (RGB), centre-cropped to ``crop`` x
-    ``crop`` (:func:`crop_box`), resized with ``Image.Resampling.BILINEAR``.
-
-    Raises:
-        DataIntegrityError: not a decodable image, or not 178 x 218 (width x height); names ``shown``.
-    """
+    """One JPEG as uint8 (3, size, size): RGB, :func:`crop_box`, bilinear resize. DataIntegrityError names
+    ``shown``: not decodable, or not 178 x 218."""
     from PIL import Image
 
     try:
@@ -132,23 +104,16 @@ def decode_face(buf: bytes, shown: str, crop: int, size: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def prepare_celeba(name: str, spec: dict, cfg: dict, folder: Path) -> Prepared:
-    """Verify, read, split, crop and resize CelebA (see the module docstring).
+def prepare_celeba(source: DatasetSource, cfg: dict, folder: Path) -> Prepared:
+    """Verify both files, split as the partition list says (``max_*``: seeded subsets), decode the selected images.
+    Images (N, 3, S, S), labels -1, ``source_index_<split>``: line in the partition list.
 
-    Both files' MD5s are checked first; then the partition list is parsed, the split and ``max_*`` subsets drawn,
-    every listed image's presence in the zip checked, and only the selected images decoded, one at a time, into
-    preallocated (N, 3, S, S) uint8 arrays (no PIL image is kept).
-
-    Returns:
-        :class:`~vaebench.data.common.Prepared`: images (N, 3, S, S), labels -1, ``source_index_<split>``.
     Raises:
-        FileNotFoundError: a file is missing.
-        DataIntegrityError: an MD5 mismatch (names the file, expected and actual sum), a bad partition line, a
-            listed image missing from the zip, an unreadable zip or member (bad CRC), an image not 178 x 218 or not
-            decodable (names the member).
+        FileNotFoundError: a file is missing. DataIntegrityError: an MD5 mismatch, a bad partition line, a listed
+            image missing from the zip, an unreadable zip or member, a bad image (names the member).
     """
     folder = Path(folder)
-    sums = {f: verify_file(spec, folder, f)["sha256"] for f in (ZIP, PARTITION)}
+    sums = {f: verify_file(source, folder, f)["sha256"] for f in (ZIP, PARTITION)}
     names, parts = read_partition(folder / PARTITION)
     seed, size, crop = cfg["split_seed"], cfg["image_size"], cfg["crop"]
     index = {split: seeded_subset(np.flatnonzero(parts == p).astype(np.int64), cfg[SPLIT_CAPS[split]], seed)
@@ -193,8 +158,7 @@ def prepare_celeba(name: str, spec: dict, cfg: dict, folder: Path) -> Prepared:
 
 
 def download_refusal(mirror_layout: str) -> str:
-    """The DatasetDownloadError message for preparing CelebA without a mirror (``mirror_layout``: the lines of
-    :func:`vaebench.data.prepare.mirror_layout`)."""
+    """The DatasetDownloadError message without a mirror (``mirror_layout``: :func:`vaebench.data.mirror_layout`)."""
     return ("dataset 'celeba' is not downloaded automatically: its files are hosted on Google Drive, which refuses "
             "automated downloads of them (its daily download quota for these files is usually used up: 'Too many "
             "users have viewed or downloaded this file recently'). Download img_align_celeba.zip ('Align&Cropped "
@@ -203,18 +167,16 @@ def download_refusal(mirror_layout: str) -> str:
             f"laid out as\n{mirror_layout}\nand pass --mirror <mirror> (or set VAEBENCH_DATA_MIRROR=<mirror>).")
 
 
-ENTRY: dict[str, Any] = {
-    "format": "celeba_zip",
-    "citation": ('Liu, Luo, Wang & Tang 2015, "Deep Learning Face Attributes in the Wild", ICCV; ' + PAGE),
-    "mirror_subdir": "celeba",
-    "files": {"images": ZIP, "partition": PARTITION},
-    # no "urls": never downloaded (see download_refusal)
-    "download_refusal": download_refusal,
-    # MD5 of each file as distributed (the sums torchvision's CelebA checks)
-    "md5": {ZIP: "00d2c5bc6d35e252742224ab0c1e8fcb", PARTITION: "d32c9cbf5e040fd4025c592c306e6668"},
-    "image_shape": (3, 64, 64),
-    "image_shape_of": image_shape,
-    "n_classes": None,
-    "config": CelebAConfig,
-    "prepare": prepare_celeba,
-}
+SOURCE = register_source(DatasetSource(
+    name="celeba",
+    config=CelebAConfig,
+    reader=prepare_celeba,
+    citation=('Liu, Luo, Wang & Tang 2015, "Deep Learning Face Attributes in the Wild", ICCV; ' + PAGE),
+    mirror_subdir="celeba",
+    files={"images": ZIP, "partition": PARTITION},
+    download_refusal=download_refusal,
+    md5={ZIP: "00d2c5bc6d35e252742224ab0c1e8fcb", PARTITION: "d32c9cbf5e040fd4025c592c306e6668"},
+    image_shape=(3, 64, 64),
+    image_shape_of=image_shape,
+    n_classes=None,
+))

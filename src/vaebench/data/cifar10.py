@@ -1,18 +1,6 @@
-"""CIFAR-10 (Krizhevsky 2009, "Learning Multiple Layers of Features from Tiny Images", technical report, University
-of Toronto; https://www.cs.toronto.edu/~kriz/cifar.html), read from the official "python version" archive.
-
-File: ``cifar-10-python.tar.gz`` (MD5 c58f30108f718f92721af3b95e74349a), read member by member with
-:mod:`tarfile` (never extracted). It holds ``cifar-10-batches-py/data_batch_1`` .. ``data_batch_5`` (10,000 training
-images each), ``test_batch`` (10,000) and ``batches.meta`` (class names), each a Python 2 pickle (protocol 2) of a
-dict: ``data`` a (10000, 3072) uint8 array whose row holds the 1024 red values, then the 1024 green, then the 1024
-blue, each a 32 x 32 image in row-major order (so row i is image i as ``data[i].reshape(3, 32, 32)``, C x H x W),
-and ``labels`` a list of 10,000 ints in 0..9. The archive's MD5 and every member's MD5 (the sums torchvision records
-for these members) are checked before the member is unpickled, and then only with :class:`RestrictedUnpickler`.
-
-Split (fixed, like MNIST's): validation = the LAST ``n_validation`` (default 5,000) of the 50,000 training images in
-batch order (data_batch_1 first), train = the images before them, test = ``test_batch``; then ``max_*`` keeps the
-first N of a split. Images (3, 32, 32); 10 classes, names from ``batches.meta`` in ``meta["classes"]``.
-"""
+"""CIFAR-10 (Krizhevsky 2009, "Learning Multiple Layers of Features from Tiny Images"; https://www.cs.toronto.edu/
+~kriz/cifar.html): the official ``cifar-10-python.tar.gz``, read member by member, each pickled batch checked (MD5)
+and then unpickled with :class:`RestrictedUnpickler`."""
 from __future__ import annotations
 
 import hashlib
@@ -26,7 +14,9 @@ from typing import Any
 import numpy as np
 from pydantic import Field, PositiveInt
 
-from vaebench.data.common import SPLIT_CAPS, DataIntegrityError, Prepared, check_digests, first_n, verify_file
+from vaebench.data.common import SPLIT_CAPS, DataIntegrityError, Prepared, first_n
+from vaebench.data.fetch import check_digests, verify_file
+from vaebench.data.sources import DatasetSource, register_source
 from vaebench.errors import one_line
 from vaebench.registry import StrictConfig
 
@@ -39,6 +29,15 @@ META = "batches.meta"
 N_TRAIN = 50000
 IMAGE_SHAPE = (3, 32, 32)
 ROW = 3 * 32 * 32
+MEMBER_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+}
 
 
 class Cifar10Config(StrictConfig):
@@ -52,32 +51,20 @@ class Cifar10Config(StrictConfig):
     max_test: PositiveInt | None = Field(None, description="Keep the first N test images (null = all).")
 
 
-# -----------------------------------------------------------------------------
-# Unpickling without running code
-#
-# pickle.load calls whatever global a pickle names (os.system, subprocess.Popen, builtins.eval, ...), so reading a
-# wrong or tampered file with it runs code. The MD5 of the archive and of the member are checked first; this is the
-# second line of defence. The official batches (Python 2 pickles of dicts, lists, strings and ints) name only the
-# globals numpy needs to rebuild ONE uint8 array: numpy.core.multiarray._reconstruct, numpy.ndarray and numpy.dtype.
-# Those are resolved (the dtype only for uint8, so no object array can carry other objects), plus
-# _codecs.encode(text, "latin1"), the only way a protocol-2 pickle written by Python 3 can store bytes (a copy
-# re-pickled by Python 3, as the tests write, uses it; it only turns text into bytes). Any other global raises
-# DataIntegrityError before anything is called.
-
 def _reconstruct_function():
     try:
-        from numpy._core.multiarray import _reconstruct      # NumPy >= 2
-    except ImportError:                                      # pragma: no cover - NumPy 1.x
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # pragma: no cover - NumPy 1.x
         from numpy.core.multiarray import _reconstruct
     return _reconstruct
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler for the CIFAR-10 batches that resolves only the globals the official files need (see the
-    comment above); ``shown`` names the file in errors. Use :func:`load_batch`."""
+    """Resolves only numpy's uint8 array reconstruction and ``_codecs.encode(text, "latin1")``; any other global
+    raises DataIntegrityError naming ``shown``."""
 
     def __init__(self, file, shown: str):
-        super().__init__(file, encoding="latin1")      # Python 2 str -> str (numpy decodes its array bytes back)
+        super().__init__(file, encoding="latin1")
         self.shown = shown
 
     def find_class(self, module: str, name: str) -> Any:
@@ -106,13 +93,10 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def load_batch(buf: bytes, shown: str) -> dict:
-    """Unpickle one CIFAR-10 member (already checksum-verified) with :class:`RestrictedUnpickler`.
+    """The dict (str keys) of one verified member, unpickled with :class:`RestrictedUnpickler`.
 
-    Returns:
-        the dict with str keys (``data``, ``labels``, ``label_names``, ...; the official files' Python 2 str keys,
-        and bytes keys of a Python 3 copy, are both turned into str).
     Raises:
-        DataIntegrityError: a refused global, not a pickle (truncated, corrupt), or not a dict; names ``shown``.
+        DataIntegrityError: a refused global, not a pickle, or not a dict; names ``shown``.
     """
     try:
         obj = RestrictedUnpickler(io.BytesIO(buf), shown).load()
@@ -126,8 +110,7 @@ def load_batch(buf: bytes, shown: str) -> dict:
 
 
 def _batch_arrays(d: dict, shown: str) -> tuple[np.ndarray, np.ndarray]:
-    """The images (N, 3, 32, 32) uint8 and labels (N,) int64 of one unpickled batch; DataIntegrityError names
-    ``shown`` and what is wrong (missing key, shape, dtype, label range)."""
+    """(images uint8 (N, 3, 32, 32), labels int64 (N,)) of one batch; DataIntegrityError names ``shown``."""
     data, labels = d.get("data"), d.get("labels")
     if data is None or labels is None:
         missing = [k for k in ("data", "labels") if d.get(k) is None]
@@ -144,36 +127,29 @@ def _batch_arrays(d: dict, shown: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataIntegrityError(f"{shown}: {len(data)} images but 'labels' has shape {y.shape}")
     if len(y) and (y.min() < 0 or y.max() > 9):
         raise DataIntegrityError(f"{shown}: labels outside 0..9 (min {y.min()}, max {y.max()})")
-    # row = 1024 R, 1024 G, 1024 B values, each 32 x 32 row-major: C x H x W as it stands
     return data.reshape(-1, *IMAGE_SHAPE), y
 
 
-def read_cifar10(spec: dict, folder: str | Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str],
-                                                          dict[str, str]]:
-    """Read and verify the official CIFAR-10 archive in ``folder``.
+def read_cifar10(source: DatasetSource, folder: str | Path
+                 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str], dict[str, str]]:
+    """Verify and read the archive in ``folder``: ({"train": (images uint8 (50000, 3, 32, 32) in batch order,
+    labels int64), "test": (10000 ...)}, 10 class names, {archive: SHA-256}).
 
-    The archive's MD5 (and SHA-256 if recorded) is checked first, then each needed member's MD5 before it is
-    unpickled (:func:`load_batch`). Members are read one at a time from the compressed stream, never extracted.
-
-    Returns:
-        ({"train": (images (50000, 3, 32, 32) uint8 in batch order, labels (50000,) int64), "test": (10000 ...)},
-        class names (10), {archive name: SHA-256 of the archive}).
     Raises:
         FileNotFoundError: the archive is missing.
-        DataIntegrityError: a checksum mismatch (names the archive or member, the expected and actual sum), a
-            member missing, not a regular file or twice in the archive, an unreadable archive, a refused or bad
-            pickle, wrong array shapes or labels.
+        DataIntegrityError: a checksum mismatch (archive or member), a member missing, twice or not a regular
+            file, an unreadable archive, a refused or bad pickle, wrong shapes or labels.
     """
     folder = Path(folder)
     path = folder / ARCHIVE
-    digests = verify_file(spec, folder, ARCHIVE)
+    digests = verify_file(source, folder, ARCHIVE)
     wanted = {f"{FOLDER}/{m}": m for m in (*TRAIN_BATCHES, TEST_BATCH, META)}
     batches: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     classes: list[str] = []
     member = None
     try:
         with tarfile.open(path, "r:gz") as tar:
-            for member in tar:                   # sequential: each member read as the stream passes it
+            for member in tar:
                 name = member.name.removeprefix("./")
                 if name not in wanted:
                     continue
@@ -184,7 +160,7 @@ def read_cifar10(spec: dict, folder: str | Path) -> tuple[dict[str, tuple[np.nda
                 if short in batches or (short == META and classes):
                     raise DataIntegrityError(f"{shown}: the archive holds this member twice")
                 buf = tar.extractfile(member).read()
-                check_digests(shown, {"md5": spec["member_md5"][short]}, {"md5": hashlib.md5(buf).hexdigest()})
+                check_digests(shown, {"md5": MEMBER_MD5[short]}, {"md5": hashlib.md5(buf).hexdigest()})
                 d = load_batch(buf, shown)
                 del buf
                 if short == META:
@@ -209,16 +185,14 @@ def read_cifar10(spec: dict, folder: str | Path) -> tuple[dict[str, tuple[np.nda
     return ({"train": (x_train, y_train), "test": batches[TEST_BATCH]}, classes, {ARCHIVE: digests["sha256"]})
 
 
-def prepare_cifar10(name: str, spec: dict, cfg: dict, folder: Path) -> Prepared:
-    """CIFAR-10's fixed split: validation = the last ``n_validation`` official training images (batch order),
-    train = the ones before, test = ``test_batch``; then ``max_*`` keeps the first N of a split.
+def prepare_cifar10(source: DatasetSource, cfg: dict, folder: Path) -> Prepared:
+    """The fixed split: validation = the last ``n_validation`` training images (batch order), test =
+    ``test_batch``; then ``max_*`` keeps the first N. Images (N, 3, 32, 32), labels 0..9, ``meta["classes"]``.
 
-    Returns:
-        :class:`~vaebench.data.common.Prepared` with images (N, 3, 32, 32), labels 0..9, ``meta["classes"]``.
     Raises:
-        see :func:`read_cifar10`; ValueError: ``n_validation`` not below the number of training images.
+        see :func:`read_cifar10`; ValueError: ``n_validation`` not below the training set size.
     """
-    arrays, classes, sums = read_cifar10(spec, folder)
+    arrays, classes, sums = read_cifar10(source, folder)
     x_full, y_full = arrays["train"]
     n_full, n_val = len(x_full), cfg["n_validation"]
     if n_val >= n_full:
@@ -240,27 +214,16 @@ def prepare_cifar10(name: str, spec: dict, cfg: dict, folder: Path) -> Prepared:
     return Prepared(splits, split_meta, sums, more_meta={"classes": classes})
 
 
-ENTRY: dict[str, Any] = {
-    "format": "cifar10_pickle",
-    "citation": ('Krizhevsky 2009, "Learning Multiple Layers of Features from Tiny Images", University of Toronto; '
-                 "https://www.cs.toronto.edu/~kriz/cifar.html"),
-    "mirror_subdir": "cifar10",
-    "files": {"archive": ARCHIVE},
-    "urls": {ARCHIVE: URL},
-    # MD5 of the archive as distributed (the sum on the CIFAR page, checked by torchvision)
-    "md5": {ARCHIVE: "c58f30108f718f92721af3b95e74349a"},
-    # MD5 of each member of the archive (torchvision's CIFAR10.train_list / test_list / meta)
-    "member_md5": {
-        "data_batch_1": "c99cafc152244af753f735de768cd75f",
-        "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
-        "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
-        "data_batch_4": "634d18415352ddfa80567beed471001a",
-        "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
-        "test_batch": "40351d587109b95175f43aff81a1287e",
-        "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
-    },
-    "image_shape": IMAGE_SHAPE,
-    "n_classes": 10,
-    "config": Cifar10Config,
-    "prepare": prepare_cifar10,
-}
+SOURCE = register_source(DatasetSource(
+    name="cifar10",
+    config=Cifar10Config,
+    reader=prepare_cifar10,
+    citation=('Krizhevsky 2009, "Learning Multiple Layers of Features from Tiny Images", University of Toronto; '
+              "https://www.cs.toronto.edu/~kriz/cifar.html"),
+    mirror_subdir="cifar10",
+    files={"archive": ARCHIVE},
+    urls={ARCHIVE: URL},
+    md5={ARCHIVE: "c58f30108f718f92721af3b95e74349a"},
+    image_shape=IMAGE_SHAPE,
+    n_classes=10,
+))

@@ -1,16 +1,5 @@
-"""Prepared datasets on disk and on the device: load the ``.npz`` written by the prepare stage, keep a
-split on the device as uint8 and draw minibatches by index (no per-sample Python transforms anywhere).
-
-File contract (written by :func:`vaebench.data.prepare.prepare_dataset`)::
-
-    x_train, x_val, x_test   uint8   (N, C, H, W)   pixel values 0..255 (MNIST (1, 28, 28), Frey Face (1, 28, 20))
-    y_train, y_val, y_test   int64   (N,)           class labels; -1 for an unlabelled dataset (Frey Face)
-    meta                     str     JSON: dataset, source, split, sha256 per file, counts, image_shape,
-                                     n_classes (null when unlabelled), labelled (false when unlabelled)
-    source_index_*           int64   (N,)           (Frey Face) each image's column in the original file
-
-Files written before ``labelled`` was recorded are labelled datasets (MNIST): ``meta.get("labelled", True)``.
-"""
+"""Prepared datasets: load the ``.npz`` of :func:`vaebench.data.prepare_dataset` (file contract: ``docs/data.md``),
+keep a split on the device as uint8 and draw minibatches by index."""
 from __future__ import annotations
 
 import json
@@ -29,9 +18,8 @@ SPLITS = ("train", "val", "test")
 
 
 class PreparedDataError(StageError):
-    """A prepared dataset file (``data/prepared/<dataset>.npz``) is damaged (truncated, corrupted, not an npz
-    archive) or breaks the file contract (an array missing, of another dtype or shape, unreadable ``meta``);
-    the message names the file, what is wrong and the prepare job that rewrites it."""
+    """A prepared ``.npz`` is damaged or breaks the file contract; the message names the file, what is wrong and
+    the prepare job that rewrites it."""
 
 
 def _bad(path: Path, what: str) -> PreparedDataError:
@@ -39,18 +27,12 @@ def _bad(path: Path, what: str) -> PreparedDataError:
 
 
 def load_prepared(path: str | os.PathLike) -> dict:
-    """Load a file written by ``prepare_dataset`` and check it against the file contract (module docstring).
+    """The arrays of a prepared file (``x_*`` uint8 (N, C, H, W), ``y_*`` int64 (N,), any others) and ``meta``
+    (the parsed JSON dict), checked against the file contract.
 
-    Returns:
-        dict with ``x_train, x_val, x_test`` (uint8 (N,C,H,W)), ``y_*`` (int64 (N,)), any further arrays
-        of the file (e.g. ``source_index_*``) as numpy arrays and ``meta`` (the parsed JSON dict).
     Raises:
-        FileNotFoundError: ``path`` missing.
-        PreparedDataError: the file is not a readable npz archive (truncated, random bytes), a member is
-            damaged (CRC error, bad array header), an expected array is absent, an array has another dtype or
-            shape than the contract (x: uint8 (N, C, H, W), one (C, H, W) for every split; y and
-            source_index: int64 (N,) of the split's N), or ``meta`` is not a JSON object agreeing with the
-            arrays (``image_shape``, ``counts``). The message names the file and the job that rewrites it.
+        FileNotFoundError: ``path`` missing. PreparedDataError: not a readable npz, a damaged member, an array
+            missing or of another dtype or shape, ``meta`` not a JSON object agreeing with the arrays.
     """
     path = Path(path)
     if not path.is_file():
@@ -94,7 +76,6 @@ def _describe(a: np.ndarray) -> str:
 
 
 def _check_contract(path: Path, data: dict) -> None:
-    """Raise PreparedDataError unless the arrays of ``data`` have the dtypes and shapes of the file contract."""
     image_shape = None
     for split in SPLITS:
         x, y = data[f"x_{split}"], data[f"y_{split}"]
@@ -118,15 +99,8 @@ def _check_contract(path: Path, data: dict) -> None:
         raise _bad(path, f"'meta' records counts {meta['counts']}, the arrays hold {counts}")
 
 
-# -----------------------------------------------------------------------------
-# Device-resident data
-
 def to_device_uint8(x: np.ndarray, device: str | torch.device) -> torch.Tensor:
-    """Copy a uint8 image array (N,C,H,W) to ``device`` as a uint8 tensor (no scaling: 0..255).
-
-    Raises:
-        TypeError: ``x`` is not uint8 (scaling belongs to the model, not to data loading).
-    """
+    """``x`` uint8 (N, C, H, W) as a uint8 tensor on ``device`` (0..255); TypeError if ``x`` is not uint8."""
     if x.dtype != np.uint8:
         raise TypeError(f"to_device_uint8 expects a uint8 array, got {x.dtype}")
     return torch.from_numpy(np.ascontiguousarray(x)).to(device)
@@ -134,11 +108,8 @@ def to_device_uint8(x: np.ndarray, device: str | torch.device) -> torch.Tensor:
 
 def iterate_minibatches(n: int, batch_size: int, generator: torch.Generator | None = None,
                         shuffle: bool = True, device: str | torch.device | None = None) -> Iterator[torch.Tensor]:
-    """Yield int64 index tensors covering ``range(n)`` once, ``batch_size`` at a time (last batch partial).
-
-    With ``shuffle`` the order is ``torch.randperm(n, generator=generator)`` drawn on the generator's
-    device (use a CPU generator for the same order on every machine); without it, 0..n-1 in order.
-    ``device`` moves the indices (e.g. to the device holding the data); default: where they were drawn.
+    """int64 index tensors covering ``range(n)`` once, ``batch_size`` at a time (the last partial): shuffled by
+    ``torch.randperm(n, generator=generator)`` on the generator's device, or in order; moved to ``device`` if given.
 
     Raises:
         ValueError: ``batch_size`` < 1 or ``n`` < 0.

@@ -1,45 +1,24 @@
-"""SVHN, the Street View House Numbers (Netzer, Wang, Coates, Bissacco, Wu & Ng 2011, "Reading Digits in Natural
-Images with Unsupervised Feature Learning", NIPS Workshop on Deep Learning and Unsupervised Feature Learning;
-http://ufldl.stanford.edu/housenumbers/), format 2 ("cropped digits").
-
-Files: ``train_32x32.mat`` (73,257 images, MD5 e26dedcc434d2e4c54c9b2d4a06d8373), ``test_32x32.mat`` (26,032, MD5
-eb5a983be6a315427106f1b164d9cef3) and, only with ``extra: true``, ``extra_32x32.mat`` (531,131, MD5
-a93ce644f1a588dc4d68dda5feec44a7), from http://ufldl.stanford.edu/housenumbers/. Each is a MATLAB v5 file read
-with ``scipy.io.loadmat``: ``X`` uint8 of shape (32, 32, 3, N) (row, column, channel, image) and ``y`` of shape
-(N, 1) with labels 1..10, where 10 means the digit 0: mapped to 0 (as torchvision's SVHN does), so labels are the
-digits 0..9. Image n is ``X[:, :, :, n].transpose(2, 0, 1)`` (C x H x W). Every file's MD5 is checked before any
-is parsed; files are then parsed one at a time.
-
-Split: validation = ``n_validation`` (default 5,000) images of the official training file drawn with ``perm =
-numpy.random.RandomState(split_seed).permutation(n_train_file)``, validation = ``perm[:n_validation]``, train = the
-rest (each sorted), followed by every image of the extra file when ``extra: true``; test = the official test file.
-Then ``max_*`` keeps a seeded subset (the first N of ``RandomState(split_seed).permutation`` over the split, kept
-in order). The arrays ``source_index_<split>`` store each image's index in its source: train indexes the training
-file's images followed by the extra file's (extra image j is ``n_train_file + j``), val the training file, test the
-test file.
-
-``image_size: 28`` resizes every image to 28 x 28 with Pillow, ``Image.fromarray(image).resize((28, 28),
-Image.Resampling.BILINEAR)`` (what torchvision's ``Resize((28, 28))`` does on a PIL image), as in the SVHN
-experiments of the sigma-VAE paper (Rybkin, Daniilidis & Levine 2021, "Simple and Effective VAE Training with
-Calibrated Decoders"); 32 keeps the official pixels.
-"""
+"""SVHN format 2, cropped digits (Netzer et al. 2011, "Reading Digits in Natural Images with Unsupervised Feature
+Learning"; http://ufldl.stanford.edu/housenumbers/): MATLAB files with ``X`` uint8 (32, 32, 3, N) and ``y`` (N, 1)
+in 1..10 (10: digit 0, stored as 0)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt
 
-from vaebench.data.common import (SPLIT_CAPS, DataIntegrityError, Prepared, index_sha256, seeded_split,
-                                  seeded_subset, verify_file)
+from vaebench.data.common import SPLIT_CAPS, DataIntegrityError, Prepared, index_sha256, seeded_split, seeded_subset
+from vaebench.data.fetch import verify_file
+from vaebench.data.sources import DatasetSource, register_source
 from vaebench.errors import one_line
 from vaebench.registry import StrictConfig
 
 HOST = "http://ufldl.stanford.edu/housenumbers/"
 FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat", "extra": "extra_32x32.mat"}
 N_TRAIN_FILE = 73257
-CHUNK = 4096                      # images converted at a time (bounds the temporary copies of the extra file)
+CHUNK = 4096
 
 
 class SvhnConfig(StrictConfig):
@@ -69,8 +48,7 @@ def image_shape(settings: SvhnConfig) -> tuple[int, int, int]:
 
 
 def _mat_count(path: Path) -> int:
-    """The number of images N of an SVHN file, from the header of its ``X`` variable (``scipy.io.whosmat``: the
-    data is not read). DataIntegrityError names the file: unreadable, no ``X``, or X not of shape (32, 32, 3, N)."""
+    """N of the file's ``X`` (32, 32, 3, N), read from its header; DataIntegrityError names the file."""
     from scipy.io import whosmat
 
     try:
@@ -85,12 +63,8 @@ def _mat_count(path: Path) -> int:
 
 
 def _load_mat(path: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``X`` (32, 32, 3, n) uint8 and the labels (n,) int64 0..9 (10 -> 0) of one SVHN file.
-
-    Raises:
-        DataIntegrityError: unreadable file, a variable missing or of another shape / dtype, labels outside 1..10
-            or not integers; names the file.
-    """
+    """(``X`` uint8 (32, 32, 3, n), labels int64 (n,) 0..9) of one file; DataIntegrityError names the file:
+    unreadable, a variable missing or malformed, labels not integers in 1..10."""
     from scipy.io import loadmat
 
     try:
@@ -115,13 +89,12 @@ def _load_mat(path: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _fill(x: np.ndarray, labels: np.ndarray, local: np.ndarray, out_x: np.ndarray, out_y: np.ndarray,
           rows: np.ndarray, size: int) -> None:
-    """Write images ``x[:, :, :, local]`` (H, W, C, n) as (n, C, H, W), resized to ``size`` if not 32, and their
-    labels into ``out_x[rows]`` / ``out_y[rows]``, ``CHUNK`` images at a time."""
+    """``out_x[rows]`` = images ``x[:, :, :, local]`` as (n, C, size, size), ``out_y[rows]`` their labels."""
     from PIL import Image
 
     for start in range(0, len(local), CHUNK):
         src, dst = local[start:start + CHUNK], rows[start:start + CHUNK]
-        chunk = x[:, :, :, src]                                   # (32, 32, 3, n)
+        chunk = x[:, :, :, src]
         if size == 32:
             out_x[dst] = chunk.transpose(3, 2, 0, 1)
         else:
@@ -131,23 +104,18 @@ def _fill(x: np.ndarray, labels: np.ndarray, local: np.ndarray, out_x: np.ndarra
         out_y[dst] = labels[src]
 
 
-def prepare_svhn(name: str, spec: dict, cfg: dict, folder: Path) -> Prepared:
-    """Verify, read and split SVHN (see the module docstring for the split and the resize).
+def prepare_svhn(source: DatasetSource, cfg: dict, folder: Path) -> Prepared:
+    """Verify every needed file, then read and split: validation = a seeded draw of ``n_validation`` training-file
+    images, train = the rest (then the extra file), test = the test file; ``max_*``: seeded subsets. Images
+    (N, 3, S, S), S = ``image_size``; labels 0..9; ``source_index_<split>``.
 
-    Every needed file's MD5 is checked before any is parsed; then the files are loaded one at a time, each
-    image written straight into preallocated uint8 arrays (the extra file alone is 1.6 GB).
-
-    Returns:
-        :class:`~vaebench.data.common.Prepared`: images (N, 3, S, S) with S = ``image_size``, labels 0..9,
-        ``source_index_<split>`` arrays, ``meta["split"]`` with the rule, seed and source counts.
     Raises:
-        FileNotFoundError: a needed file is missing (``extra_32x32.mat`` only with ``extra: true``).
-        DataIntegrityError: an MD5 mismatch (names the file, expected and actual sum), or a malformed file.
-        ValueError: ``n_validation`` not below the number of images of the training file.
+        FileNotFoundError: a needed file is missing. DataIntegrityError: an MD5 mismatch or a malformed file.
+        ValueError: ``n_validation`` not below the training file's size.
     """
     folder = Path(folder)
     roles = ["train", "test"] + (["extra"] if cfg["extra"] else [])
-    sums = {FILES[r]: verify_file(spec, folder, FILES[r])["sha256"] for r in roles}
+    sums = {FILES[r]: verify_file(source, folder, FILES[r])["sha256"] for r in roles}
     counts = {r: _mat_count(folder / FILES[r]) for r in roles}
     n_train_file, n_val, seed, size = counts["train"], cfg["n_validation"], cfg["split_seed"], cfg["image_size"]
     if n_val >= n_train_file:
@@ -160,7 +128,6 @@ def prepare_svhn(name: str, spec: dict, cfg: dict, folder: Path) -> Prepared:
     index = {s: seeded_subset(idx, cfg[SPLIT_CAPS[s]], seed) for s, idx in index.items()}
     out = {s: (np.empty((len(idx), 3, size, size), np.uint8), np.empty(len(idx), np.int64)) for s, idx in index.items()}
 
-    # one file at a time: (role, split, rows of the split it fills, image index inside the file)
     plan = {"train": [("train", index["train"] < n_train_file, 0), ("val", np.ones(len(index["val"]), bool), 0)],
             "extra": [("train", index["train"] >= n_train_file, n_train_file)],
             "test": [("test", np.ones(len(index["test"]), bool), 0)]}
@@ -194,22 +161,20 @@ def prepare_svhn(name: str, spec: dict, cfg: dict, folder: Path) -> Prepared:
                     more_meta=more)
 
 
-ENTRY: dict[str, Any] = {
-    "format": "svhn_mat",
-    "citation": ('Netzer, Wang, Coates, Bissacco, Wu & Ng 2011, "Reading Digits in Natural Images with Unsupervised '
-                 'Feature Learning"; http://ufldl.stanford.edu/housenumbers/'),
-    "mirror_subdir": "svhn",
-    "files": dict(FILES),
-    # a file that is read only when a setting is true: {file: setting}
-    "optional_files": {FILES["extra"]: "extra"},
-    "urls": {f: HOST + f for f in FILES.values()},
-    # MD5 of each file as distributed (the sums torchvision's SVHN checks)
-    "md5": {"train_32x32.mat": "e26dedcc434d2e4c54c9b2d4a06d8373",
-            "test_32x32.mat": "eb5a983be6a315427106f1b164d9cef3",
-            "extra_32x32.mat": "a93ce644f1a588dc4d68dda5feec44a7"},
-    "image_shape": (3, 32, 32),
-    "image_shape_of": image_shape,
-    "n_classes": 10,
-    "config": SvhnConfig,
-    "prepare": prepare_svhn,
-}
+SOURCE = register_source(DatasetSource(
+    name="svhn",
+    config=SvhnConfig,
+    reader=prepare_svhn,
+    citation=('Netzer, Wang, Coates, Bissacco, Wu & Ng 2011, "Reading Digits in Natural Images with Unsupervised '
+              'Feature Learning"; http://ufldl.stanford.edu/housenumbers/'),
+    mirror_subdir="svhn",
+    files=dict(FILES),
+    optional_files={FILES["extra"]: "extra"},
+    urls={f: HOST + f for f in FILES.values()},
+    md5={"train_32x32.mat": "e26dedcc434d2e4c54c9b2d4a06d8373",
+         "test_32x32.mat": "eb5a983be6a315427106f1b164d9cef3",
+         "extra_32x32.mat": "a93ce644f1a588dc4d68dda5feec44a7"},
+    image_shape=(3, 32, 32),
+    image_shape_of=image_shape,
+    n_classes=10,
+))

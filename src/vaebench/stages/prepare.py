@@ -5,7 +5,7 @@ import os
 
 from vaebench import paths
 from vaebench.config import Study
-from vaebench.data.prepare import prepare_dataset
+from vaebench.data import prepare_dataset
 
 
 def run(study: Study, dataset: str, mirror: str | os.PathLike | None = None) -> dict:
