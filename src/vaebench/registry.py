@@ -203,7 +203,7 @@ class DatasetTable:
         return list(self.configs)
 
 
-DATASETS = DatasetTable("vaebench.data.prepare")
+DATASETS = DatasetTable("vaebench.data")
 
 
 class Component:

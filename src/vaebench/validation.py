@@ -20,7 +20,7 @@ def check_image_shapes(study: Study) -> None:
     """
     import torch
 
-    from vaebench.data.prepare import dataset_spec
+    from vaebench.data import dataset_spec
     from vaebench.registry import ARCHITECTURES, LIKELIHOODS, POSTERIORS
 
     for dataset in study.dataset_names:

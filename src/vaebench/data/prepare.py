@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from vaebench.atomic import atomic_path
-from vaebench.data import fetch, idx
+from vaebench.data import fetch
 from vaebench.data.common import Prepared
 from vaebench.data.fetch import missing_mirror_files
 from vaebench.data.image_folder import ImageFolderConfig, prepare_image_folder
@@ -108,19 +108,3 @@ def _write_prepared(name: str, out_path: str | os.PathLike, parts: Prepared, sou
         np.savez(f, **out, meta=np.array(json.dumps(meta, sort_keys=True)))
     return {"dataset": name, "out_path": str(out_path), "source": source, "counts": counts,
             "image_shape": image_shape, "sha256": parts.sums}
-
-
-# TODO(merge): remove: the names vaebench.config and vaebench.bench still import from this module
-from vaebench.data.common import DataIntegrityError  # noqa: E402,F401
-from vaebench.data.fetch import find_file, read_maybe_gz  # noqa: E402,F401
-
-DATASETS: dict[str, dict] = {name: source.as_dict() for name, source in SOURCES.items()}
-DATASET_CONFIGS = {name: source.config for name, source in SOURCES.items()}
-
-
-def resolve_source(name, spec, mirror, raw_dir, cfg=None):  # TODO(merge): remove
-    return fetch.resolve_source(SOURCES[name], mirror, raw_dir, cfg)
-
-
-def read_idx_files(name, folder):  # TODO(merge): remove
-    return idx.read_idx_files(SOURCES[name], folder)

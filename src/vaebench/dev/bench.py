@@ -166,16 +166,17 @@ def load_mnist(mirror: str | os.PathLike | None, raw_dir: str | os.PathLike) -> 
     from torchvision import datasets, transforms
 
     from vaebench.atomic import atomic_path
-    from vaebench.data.prepare import (DATASETS, DataIntegrityError, find_file, read_idx_files, read_maybe_gz,
-                                       resolve_source)
+    from vaebench.data import SOURCES, DataIntegrityError
+    from vaebench.data.fetch import find_file, read_maybe_gz, resolve_source
+    from vaebench.data.idx import read_idx_files
     from vaebench.tracking import file_sha256
 
-    spec = DATASETS["mnist"]
-    folder, source = resolve_source("mnist", spec, mirror, raw_dir)
-    arrays, sums = read_idx_files("mnist", folder)
-    raw = Path(raw_dir) / spec["torchvision_class"] / "raw"
+    spec = SOURCES["mnist"]
+    folder, source = resolve_source(spec, mirror, raw_dir)
+    arrays, sums = read_idx_files(spec, folder)
+    raw = Path(raw_dir) / spec.torchvision_class / "raw"
     if folder.resolve() != raw.resolve():
-        for fname, digest in spec["sha256"].items():
+        for fname, digest in spec.sha256.items():
             target = raw / fname
             if target.is_file() and file_sha256(target) == digest:
                 continue
