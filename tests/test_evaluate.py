@@ -114,6 +114,7 @@ def test_pipeline_fid_equals_an_independent_computation(evaluated):
     from vaebench.data.prepared import load_prepared
     from vaebench.metrics.classifier import load_classifier
     from vaebench.metrics.fid import fid_classifier
+    from vaebench.seeds import stream_seed
     from vaebench.vae.sampling import prior_samples
 
     tmp, study, out = evaluated
@@ -123,9 +124,9 @@ def test_pipeline_fid_equals_an_independent_computation(evaluated):
     for name in ("vae_bernoulli", "sigma_vae"):
         model, _ = load_checkpoint(tmp / f"data/train/mnist/{name}/seed0/model.pt", "cpu")
         for s, reported in enumerate(out[name][0]["fid_classifier_per_seed"]):
-            samples = prior_samples(model, ecfg.fid_n, ecfg.seed + s, ecfg.batch_size)
+            samples = prior_samples(model, ecfg.fid_n, stream_seed(ecfg.seed, "fid_samples", s), ecfg.batch_size)
             assert reported == pytest.approx(fid_classifier(clf, x_test, samples), rel=1e-6)
-        draws = prior_samples(model, ecfg.fid_n, ecfg.seed, ecfg.batch_size, draw=True)
+        draws = prior_samples(model, ecfg.fid_n, stream_seed(ecfg.seed, "fid_draws"), ecfg.batch_size, draw=True)
         assert out[name][0]["fid_classifier_draws"] == pytest.approx(fid_classifier(clf, x_test, draws), rel=1e-6)
 
 
@@ -228,6 +229,7 @@ def test_inception_fid_whole_path_with_random_init_weights(tmp_path, mirror, inc
     from vaebench.data.prepared import load_prepared
     from vaebench.metrics.fid import frechet_distance
     from vaebench.stages import classifier, evaluate, fid_reference, prepare, train
+    from vaebench.seeds import stream_seed
     from vaebench.vae.sampling import prior_samples
 
     params = tiny_params(models=["vae_bernoulli"])
@@ -248,7 +250,8 @@ def test_inception_fid_whole_path_with_random_init_weights(tmp_path, mirror, inc
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     model, _ = load_checkpoint(tmp_path / "data/train/mnist/vae_bernoulli/seed0/model.pt", "cpu")
-    samples = prior_samples(model, 6, study.config.evaluate.seed, study.config.evaluate.batch_size)
+    samples = prior_samples(model, 6, stream_seed(study.config.evaluate.seed, "fid_samples"),
+                            study.config.evaluate.batch_size)
     fake = torch.round(samples.clamp(0, 1) * 255).to(torch.uint8).expand(-1, 3, -1, -1)
     real = torch.from_numpy(load_prepared(tmp_path / "data/prepared/mnist.npz")["x_test"]).expand(-1, 3, -1, -1)
     metric = FrechetInceptionDistance(feature=2048, normalize=False, antialias=False,

@@ -52,5 +52,6 @@ class EvaluateConfig(StrictConfig):
     batch_size: PositiveInt = Field(500, description="Images per forward pass (capped by memory_mb).")
     memory_mb: float = Field(256.0, gt=0, description="Working memory of one forward pass (MiB): sets how many "
                                                       "decoded samples a pass holds, whatever the decoder.")
-    seed: NonNegativeInt = Field(1234, description="Seed of the test subset, its binarisation/dequantisation, the "
-                                                   "posterior samples and the prior samples.")
+    seed: NonNegativeInt = Field(1234, description="Base seed of the evaluation's random streams (test subset, its "
+                                                   "binarisation/dequantisation, posterior and prior samples; "
+                                                   "vaebench.seeds.STREAMS), the same for every model.")

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from vaebench.atomic import atomic_path
 from vaebench.data.prepared import iterate_minibatches, to_device_uint8
 from vaebench.config.stages import ClassifierConfig
+from vaebench.seeds import generator, stream_seed
 
 
 class ClassifierUnavailable(Exception):
@@ -89,12 +90,12 @@ def train_classifier(data: dict, cfg: ClassifierConfig, device: str | torch.devi
     n_classes = int(data["meta"].get("n_classes", 0)) if isinstance(data.get("meta"), dict) else 0
     n_classes = max(n_classes, int(data["y_train"].max()) + 1)
 
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(stream_seed(cfg.seed, "classifier_init"))
     model = SmallCNN(c, h, n_classes=n_classes, feature_dim=cfg.feature_dim).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     x = to_device_uint8(data["x_train"], device)
     y = torch.as_tensor(data["y_train"], dtype=torch.long, device=device)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = generator(cfg.seed, "classifier_order")
 
     steps_per_epoch = -(-len(x) // cfg.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)

@@ -39,6 +39,7 @@ from vaebench.device import pick_device
 from vaebench.data.prepared import load_prepared
 from vaebench.metrics.bounds import bits_per_dim, per_image_estimates, samples_per_pass
 from vaebench.registry import AXES
+from vaebench.seeds import generator, stream_seed
 from vaebench.tracking import Tracker
 from vaebench.vae.sampling import prior_samples
 
@@ -131,16 +132,16 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     model, ckpt = load_checkpoint(out["checkpoint"], device, expect={k: record[k] for k in CELL_KEYS})
     data = load_prepared(paths.PREPARED.format(dataset=dataset))
     n_test = len(data["x_test"])
-    index = fixed_subset(n_test, ecfg.n_images or n_test, ecfg.seed)
+    index = fixed_subset(n_test, ecfg.n_images or n_test, stream_seed(ecfg.seed, "test_subset"))
     x_u8 = torch.from_numpy(data["x_test"][index]).to(device)
     dim = int(np.prod(x_u8.shape[1:]))
     bs = max(1, min(ecfg.batch_size, samples_per_pass(model, ecfg.memory_mb)))
-    x = model.preprocess_fixed(x_u8, seed=ecfg.seed, batch_size=bs)
+    x = model.preprocess_fixed(x_u8, seed=stream_seed(ecfg.seed, "test_noise"), batch_size=bs)
 
     # every per-image estimate on the same images, posterior samples from one seeded CPU generator
-    gen = torch.Generator().manual_seed(ecfg.seed)
+    gen = generator(ecfg.seed, "posterior_samples")
     est = per_image_estimates(model, x, x_u8, k=ecfg.iwae_k, memory_mb=ecfg.memory_mb, generator=gen)
-    latent, latent_arrays = latent_analysis(model, x[: ecfg.latent_n], batch_size=bs, seed=ecfg.seed)
+    latent, latent_arrays = latent_analysis(model, x[: ecfg.latent_n], batch_size=bs, seed=stream_seed(ecfg.seed, "latent_samples"))
     offset = model.likelihood.discrete_offset_nats(dim)
     columns = {"": offset} | {f"_{c}": 0.0 for c in sorted({k[len("L_k_"):] for k in est if k.startswith("L_k_")})}
     likelihood = {}
@@ -162,12 +163,12 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
 
     fids, first_samples = [], None
     for s in range(ecfg.fid_seeds if classifier is not None else 1):
-        samples = prior_samples(model, ecfg.fid_n, ecfg.seed + s, bs, draw=False)
+        samples = prior_samples(model, ecfg.fid_n, stream_seed(ecfg.seed, "fid_samples", s), bs, draw=False)
         first_samples = samples if first_samples is None else first_samples
         if classifier is not None:
             fids.append(fid_from_statistics((ref["mu"], ref["sigma"]),
                                             classifier_features(classifier, samples, device, bs)))
-    draws = None if classifier is None else prior_samples(model, ecfg.fid_n, ecfg.seed, bs, draw=True)
+    draws = None if classifier is None else prior_samples(model, ecfg.fid_n, stream_seed(ecfg.seed, "fid_draws"), bs, draw=True)
     inception = inception_reference_status(dataset)
     fid_inception = None
     if inception["computed"]:

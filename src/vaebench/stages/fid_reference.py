@@ -19,6 +19,7 @@ from vaebench.device import pick_device
 from vaebench.config import Study
 from vaebench.data.prepared import load_prepared
 from vaebench.metrics.references import fixed_subset, study_inception_weights
+from vaebench.seeds import stream_seed
 
 
 def run(study: Study, dataset: str) -> dict:
@@ -49,7 +50,7 @@ def run(study: Study, dataset: str) -> dict:
                                                            ecfg.batch_size))
         split = "val" if len(data["x_val"]) >= 2 else "train"
         pool = data[f"x_{split}"]
-        idx = fixed_subset(len(pool), ecfg.fid_n, ecfg.seed)
+        idx = fixed_subset(len(pool), ecfg.fid_n, stream_seed(ecfg.seed, "fid_floor_subset"))
         floor = fid_from_statistics((mu, sigma), classifier_features(classifier, torch.from_numpy(pool[idx]),
                                                                      device, ecfg.batch_size))
         out = {"available": True, "n_reference": int(len(data["x_test"])), "floor_fid": float(floor),

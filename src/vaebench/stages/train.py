@@ -25,6 +25,7 @@ from vaebench.checkpoint import save_checkpoint
 from vaebench.data.prepared import iterate_minibatches, load_prepared
 from vaebench.device import device_name, pick_device
 from vaebench.errors import StageError
+from vaebench.seeds import generator, stream_seed
 from vaebench.tracking import Tracker, grid_n
 from vaebench.vae import build_model
 
@@ -257,7 +258,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
 
     cell = study.cell(dataset, model_name, seed)
     tcfg = cell.train
-    torch.manual_seed(seed)
+    torch.manual_seed(stream_seed(seed, "init"))
     device = pick_device(cell.device)
     out = paths.cell_paths(dataset, model_name, seed)
     tag = f"{dataset}/{model_name}/seed{seed}"
@@ -268,11 +269,11 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     image_shape = tuple(x_train.shape[1:])
     model = build_model(cell.model_config, image_shape).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
-    x_val = model.preprocess_fixed(x_val_u8, seed=10_000 + seed, batch_size=1000)
+    x_val = model.preprocess_fixed(x_val_u8, seed=stream_seed(seed, "validation_noise"), batch_size=1000)
 
     record = cell.record()
-    batch_gen = torch.Generator().manual_seed(seed)  # CPU: minibatch order
-    data_gen = torch.Generator(device=device).manual_seed(seed + 1)  # binarisation / dequantisation noise
+    batch_gen = generator(seed, "minibatch_order")
+    data_gen = generator(seed, "train_noise", device=str(device))
     generators = {"batch_gen": batch_gen, "data_gen": data_gen}
     key = resume_key(record, device)
     resumed = load_resume(out["resume"], key)
@@ -336,7 +337,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
             if n_grid and (epoch % grid_every == 0 or epoch == tcfg.epochs):
                 t_grid = time.perf_counter()
-                tracker.log_images(lambda: epoch_grids(model, x_val_u8[:n_grid], x_val[:n_grid], seed=20_000 + seed),
+                tracker.log_images(lambda: epoch_grids(model, x_val_u8[:n_grid], x_val[:n_grid], seed=stream_seed(seed, "epoch_grids")),
                                    step=epoch)
                 grid_seconds += time.perf_counter() - t_grid
             if not sys.stderr.isatty():

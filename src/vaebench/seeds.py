@@ -1,0 +1,59 @@
+"""Every random stream of the pipeline, derived in one place from (base seed, stream name, index).
+
+A stream's seed is ``numpy.random.SeedSequence([base, crc32(name), index])``: independent of every other
+stream's, stable across Python processes and machines. :data:`STREAMS` names each stream, its base seed and
+what it feeds; a name not in it is an error.
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+# stream -> (base seed, what it feeds)
+STREAMS: dict[str, tuple[str, str]] = {
+    "init": ("train seed", "the model's initial weights"),
+    "minibatch_order": ("train seed", "the order of training minibatches"),
+    "train_noise": ("train seed", "binarisation / dequantisation noise of training batches"),
+    "validation_noise": ("train seed", "the validation images mapped once into the model's data space"),
+    "epoch_grids": ("train seed", "the prior samples of the per-epoch MLflow image grids"),
+    "classifier_init": ("classifier.seed", "the FID classifier's initial weights"),
+    "classifier_order": ("classifier.seed", "the order of the FID classifier's minibatches"),
+    "fid_floor_subset": ("evaluate.seed", "the validation images of the FID floor"),
+    "test_subset": ("evaluate.seed", "the fixed test images of every per-image estimate"),
+    "test_noise": ("evaluate.seed", "the test images mapped once into the model's data space"),
+    "posterior_samples": ("evaluate.seed", "z ~ q(z|x) of the ELBO and L_k estimates"),
+    "latent_samples": ("evaluate.seed", "z ~ q(z|x) of the latent analysis"),
+    "fid_samples": ("evaluate.seed", "z ~ p(z) of FID sample set i (index i) and of the sample grid (i = 0)"),
+    "fid_draws": ("evaluate.seed", "z ~ p(z) and x ~ p(x|z) of the FID of draws"),
+}
+
+
+def stream_seed(base: int, stream: str, index: int = 0) -> int:
+    """The 63-bit seed of ``stream`` (its ``index``-th instance, e.g. the i-th FID sample set) for ``base``.
+
+    Raises:
+        KeyError: ``stream`` is not in :data:`STREAMS`.
+    """
+    if stream not in STREAMS:
+        raise KeyError(f"unknown random stream {stream!r} (known: {', '.join(STREAMS)})")
+    state = np.random.SeedSequence([int(base), zlib.crc32(stream.encode()), int(index)]).generate_state(2, np.uint32)
+    return int(state[0]) << 31 ^ int(state[1])
+
+
+def generator(base: int, stream: str, index: int = 0, device: str = "cpu"):
+    """A ``torch.Generator`` on ``device`` seeded with :func:`stream_seed`.
+
+    Raises:
+        KeyError: ``stream`` is not in :data:`STREAMS`.
+    """
+    import torch
+
+    return torch.Generator(device=device).manual_seed(stream_seed(base, stream, index))
+
+
+def protocol_table() -> str:
+    """:data:`STREAMS` as a Markdown table (stream, base seed, what it feeds)."""
+    rows = ["| stream | base seed | feeds |", "|---|---|---|"]
+    rows += [f"| `{name}` | {base} | {what} |" for name, (base, what) in STREAMS.items()]
+    return "\n".join(rows)
