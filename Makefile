@@ -24,10 +24,15 @@ run: install
 	$(VENV)/bin/snakemake --cores all
 
 repro: install
+	$(VENV)/bin/python -m vaebench validate > /dev/null
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/dvc repro
 
 test: install
 	$(VENV)/bin/python -m pytest
+
+# The inner loop: everything but the tests that start Snakemake, DVC, MLflow or a browser (marked pipeline).
+test-fast: install
+	$(VENV)/bin/python -m pytest -m "not slow and not pipeline"
 
 test-slow: install
 	$(VENV)/bin/python -m pytest -m slow
@@ -50,4 +55,4 @@ screenshot:
 		--screenshot=$(SCREENSHOT) file://$(CURDIR)/reports/index.html \
 		|| { echo "$(CHROMIUM) failed: rerun that command without --log-level=3 to see why" >&2; exit 1; }
 
-.PHONY: install run repro test test-slow bench screenshot
+.PHONY: install run repro test test-fast test-slow bench screenshot

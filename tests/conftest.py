@@ -118,6 +118,31 @@ def check_mirror(*datasets: str) -> None:
         pytest.skip(msg)
 
 
+PIPELINE_TOOLS = {"snakemake", "dvc", "mlflow", "chromium", "chromium-browser"}
+
+
+@pytest.fixture(autouse=True)
+def _pipeline_tools_only_in_pipeline_tests(request, monkeypatch):
+    """A test not marked ``pipeline`` (the ``make test-fast`` tier) that starts Snakemake, DVC, MLflow or a browser
+    fails, so the fast tier stays free of them."""
+    if request.node.get_closest_marker("pipeline") is not None:
+        yield
+        return
+    real_init = subprocess.Popen.__init__
+
+    def guarded(self, args, *a, **k):
+        argv = [str(args)] if isinstance(args, (str, os.PathLike)) else [str(x) for x in args]
+        words = argv[0].split() if len(argv) == 1 else argv
+        tools = {Path(words[0]).name} | ({words[2]} if len(words) > 2 and words[1] == "-m" else set())
+        if tools & PIPELINE_TOOLS:
+            raise RuntimeError(f"{request.node.nodeid} starts {sorted(tools & PIPELINE_TOOLS)[0]}: mark it "
+                               "@pytest.mark.pipeline (not run by make test-fast)")
+        real_init(self, args, *a, **k)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded)
+    yield
+
+
 def pytest_runtest_setup(item):
     """Tests marked ``@pytest.mark.mirror("mnist", ...)`` need those mirror folders (:func:`check_mirror`)."""
     for mark in item.iter_markers("mirror"):

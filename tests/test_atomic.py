@@ -381,3 +381,42 @@ def test_every_check_fails_for_an_in_place_writer(scenario, tmp_path, monkeypatc
     _replace_atomic_path(monkeypatch, _in_place)
     problems = scenario(tmp_path, monkeypatch)
     assert any("was changed" in p for p in problems), problems
+
+
+def _rename_violations(path: Path, write) -> list[str]:
+    """Write ``path`` twice with ``write(path, text)`` while a reader holds the first version open: the reader must
+    still read the old bytes (the new file is a new inode put in place by one rename), the new bytes must be there
+    and no temporary file may remain."""
+    write(path, "old contents\n")
+    before = set(os.listdir(path.parent))
+    problems = []
+    with open(path, "rb") as reader:
+        old_inode = os.fstat(reader.fileno()).st_ino
+        write(path, "new contents, longer than the old ones\n")
+        if reader.read() != b"old contents\n":
+            problems.append("an open reader of the old file saw other bytes")
+    if path.read_text() != "new contents, longer than the old ones\n":
+        problems.append("the new contents are not in place")
+    if path.stat().st_ino == old_inode:
+        problems.append("the new file has the old inode (written in place)")
+    if set(os.listdir(path.parent)) != before:
+        problems.append(f"folder changed: {sorted(set(os.listdir(path.parent)) ^ before)}")
+    return problems
+
+
+def test_the_final_rename_replaces_the_file_in_one_step(tmp_path):
+    assert _rename_violations(tmp_path / "metrics.json", vaebench.atomic.write_text) == []
+
+
+def test_the_rename_check_catches_copy_then_unlink(tmp_path, monkeypatch):
+    """Replacing os.replace with copy-then-unlink (the new bytes copied over the old file) fails the check."""
+    import shutil
+
+    def copy_then_unlink(src, dst):
+        shutil.copyfile(src, dst)
+        os.unlink(src)
+
+    monkeypatch.setattr(vaebench.atomic.os, "replace", copy_then_unlink)
+    problems = _rename_violations(tmp_path / "metrics.json", vaebench.atomic.write_text)
+    assert "an open reader of the old file saw other bytes" in problems
+    assert "the new file has the old inode (written in place)" in problems

@@ -89,6 +89,7 @@ def test_cli_exposes_every_bench_setting():
     assert BenchConfig().out == paths.BENCH_JSON == "reports/bench.json"
 
 
+@pytest.mark.pipeline
 def test_bench_runs_without_mlflow_snakemake_or_dvc(mirror, raw_dir, tmp_path):
     """The command in a fresh interpreter where importing any of BLOCKED fails as if it were not installed
     (a ``sys.meta_path`` finder); it must not even try them. Also the measured (whole test set) L_k branch and

@@ -27,7 +27,7 @@ import pytest
 from vaebench import paths
 from vaebench.report import build_report
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.pipeline]
 
 HERE = Path(__file__).resolve().parent
 VIEWPORT = {"width": 1400, "height": 1000}

@@ -40,6 +40,8 @@ from vaebench import dag, paths
 sys.path.insert(0, str(Path(__file__).parent / "cluster"))
 import fake_cluster  # noqa: E402
 
+pytestmark = pytest.mark.pipeline     # spawns Snakemake, DVC, MLflow or a browser: not in make test-fast
+
 PROFILE = "profiles/slurm"
 PROFILE_FILE = REPO / PROFILE / "config.yaml"
 SNAKEMAKE = str(BIN / "snakemake")

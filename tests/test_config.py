@@ -140,6 +140,7 @@ def test_cells_outside_the_grid_are_refused(raw):
         study.cell("mnist", "sigma_vae_conv", 0)
 
 
+@pytest.mark.pipeline
 def test_bad_params_stop_both_engines_before_any_job(tmp_path, mirror):
     """A bad study stops the CLI (exit 2) and Snakemake before anything is written, naming the key."""
     p = tiny_params()

@@ -11,6 +11,8 @@ import pytest
 from conftest import BIN, REPO, env, make_workspace, run, tiny_params
 from vaebench import dag, paths
 
+pytestmark = pytest.mark.pipeline     # spawns Snakemake, DVC, MLflow or a browser: not in make test-fast
+
 
 # ------------------------------------------------------------------------------------------------
 # Both engines plan the same jobs

@@ -159,6 +159,7 @@ def test_to_device_uint8():
 
 
 @needs_mirror
+@pytest.mark.pipeline
 def test_cli_corrupted_mirror_fails_cleanly(tmp_path):
     """Through the CLI: exit 1, an error naming the file, and no prepared file on disk."""
     import subprocess

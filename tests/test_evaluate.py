@@ -189,6 +189,7 @@ def test_geco_moving_average_known_values():
 
 
 @pytest.mark.slow
+@pytest.mark.pipeline
 def test_same_cell_twice_gives_identical_metrics(tmp_path, mirror):
     """Same commit, params, seed and machine -> identical metrics.json and per-image values (CPU): one tiny
     cell trained and evaluated twice through the CLI, in two workspaces sharing the prepared data.

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import BIN, env, make_workspace, run, tiny_params
 
-pytestmark = pytest.mark.mirror("mnist")
+pytestmark = [pytest.mark.mirror("mnist"), pytest.mark.pipeline]
 
 
 def params() -> dict:

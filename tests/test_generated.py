@@ -4,6 +4,7 @@ the schemas also agree with the typed validation."""
 from __future__ import annotations
 
 import jsonschema
+import pytest
 import yaml
 
 from conftest import BIN, REPO, run
@@ -22,6 +23,7 @@ def test_schemas_are_generated_and_current():
         assert (REPO / path).read_text() == text, f"{path} is out of date: run `python -m vaebench schema`"
 
 
+@pytest.mark.pipeline
 def test_generate_commands_write_and_check(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "workflow/schemas").mkdir(parents=True)

@@ -329,6 +329,7 @@ def test_study_validation(tmp_path):
         assert list(v.iter_errors({**base, "datasets": bad})), bad
 
 
+@pytest.mark.pipeline
 def test_cli_prepare_names_the_bad_file(tmp_path):
     """``python -m vaebench prepare`` on a folder with a corrupt image: exit code 1, one line naming it."""
     import shutil
@@ -357,6 +358,7 @@ def test_cli_prepare_names_the_bad_file(tmp_path):
 # The real data: the JPEG re-encoding of CIFAR-10 in the offline mirror
 
 @pytest.mark.mirror("cifar10-jpeg")
+@pytest.mark.pipeline
 def test_cifar10_jpeg_study_end_to_end(tmp_path):
     """A small study on the mirror's JPEG re-encoding of CIFAR-10 (quality about 75; NOT the original CIFAR-10
     pixels, so never comparable with CIFAR-10 numbers) through real Snakemake on the CPU: prepare reads the whole

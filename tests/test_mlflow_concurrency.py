@@ -22,6 +22,8 @@ from conftest import REPO, env, run, tiny_params, write_random_prepared
 from vaebench import paths
 from vaebench.tracking import flatten
 
+pytestmark = pytest.mark.pipeline     # spawns Snakemake, DVC, MLflow or a browser: not in make test-fast
+
 MODELS = ["vae_bernoulli", "vae_gaussian", "sigma_vae", "info_vae"]   # different objectives / logged terms
 SEEDS = [0, 1]
 CELLS = [("mnist", m, s) for m in MODELS for s in SEEDS]               # 8 cells

@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 import shutil
 
+import pytest
+
 import yaml
 
 from conftest import BIN, REPO, env, make_workspace, run
@@ -28,6 +30,7 @@ def test_paper_study_covers_every_model_dataset_and_seed(inception_weights_file,
     assert len(study.cells()) == len(catalogue) * len(PAPER_DATASETS) * 3
 
 
+@pytest.mark.pipeline
 def test_both_engines_dry_runs_list_every_cell(tmp_path, inception_weights_file):
     """``snakemake -n --configfile studies/paper.yaml`` and, in a copy where it is params.yaml, ``dvc repro --dry
     --force`` (as the README says; without --force DVC's dry run stops at the first stage whose input file does

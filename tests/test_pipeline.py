@@ -17,6 +17,8 @@ import yaml
 
 from conftest import BIN, REPO, TINY_MODELS, env, make_workspace, run, tiny_params
 
+pytestmark = pytest.mark.pipeline     # spawns Snakemake, DVC, MLflow or a browser: not in make test-fast
+
 SUMMARY_COLUMNS = [
     "dataset", "model", "seed", "test_elbo_nats", "test_recon_nats", "test_kl_nats",
     "test_nll_iwae_nats", "iwae_k", "bits_per_dim", "fid_classifier", "train_seconds",

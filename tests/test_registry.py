@@ -96,6 +96,7 @@ class Laplace(Gaussian):
 '''
 
 
+@pytest.mark.pipeline
 def test_a_new_component_is_one_module_plus_one_catalogue_entry(tmp_path, mirror):
     ws = make_workspace(tmp_path / "ws", tiny_params(models=["laplace_vae"]))
     (ws / "src/vaebench/vae/likelihoods/laplace.py").write_text(PLUGIN)

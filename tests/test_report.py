@@ -328,6 +328,7 @@ def test_metrics_json_is_strict_sorted_and_structured(report):
                                      "fid_floor"}
 
 
+@pytest.mark.pipeline
 def test_metrics_json_mean_std_ci_match_numpy_and_scipy(report):
     root, _ = report
     agg = json.loads((root / paths.REPORT_METRICS).read_text())["models"]

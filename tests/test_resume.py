@@ -158,6 +158,7 @@ def test_code_fingerprint_covers_the_train_stage_sources():
 # -- a real SIGKILL of a real training process, with a real MLflow sqlite store ------------------------
 
 @pytest.mark.mirror("mnist")
+@pytest.mark.pipeline
 def test_sigkill_mid_epoch_then_rerun_equals_uninterrupted(tmp_path):
     """``vaebench train`` killed with SIGKILL in the middle of an epoch, then rerun: it resumes after the last
     finished epoch, in the same MLflow run (each epoch's metrics logged once), and the checkpoint and log equal

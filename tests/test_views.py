@@ -24,6 +24,8 @@ from vaebench import paths
 from vaebench.dev import dvc_template
 from vaebench.report.dvc_plots import QUANTITIES, write_plot_data
 
+pytestmark = pytest.mark.pipeline     # spawns Snakemake, DVC, MLflow or a browser: not in make test-fast
+
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 DVC = str(BIN / "dvc")
 
