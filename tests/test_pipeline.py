@@ -8,6 +8,7 @@ import base64
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO, TINY_MODELS, env, make_workspace, run, tiny_params
+from vaebench import dag
 
 pytestmark = pytest.mark.pipeline     # spawns Snakemake, DVC, MLflow or a browser: not in make test-fast
 
@@ -99,6 +101,46 @@ def edit_yaml(path: Path, fn) -> None:
     data = yaml.safe_load(path.read_text())
     fn(data)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def downstream(stages: set[str]) -> set[str]:
+    """``stages`` and every stage that reads an output of one of them, transitively (from vaebench.dag)."""
+    out, changed = set(stages), True
+    while changed:
+        changed = False
+        for name, s in dag.STAGES.items():
+            reads = set(s.deps.values()) | set(s.grid_deps.values())
+            if name not in out and any(reads & set(dag.STAGES[u].outs.values()) for u in out):
+                out.add(name)
+                changed = True
+    return out
+
+
+@pytest.mark.parametrize("edited", ["registry.py", "metrics/latent.py"])
+def test_a_source_edit_reruns_exactly_the_stages_that_import_it(edited, snakemake_run, dvc_run, tmp_path):
+    """A comment added to a module in a copy of a finished workspace: DVC finds exactly the stages whose computed
+    sources hold it changed, and Snakemake plans those and what reads their outputs; nothing else. (Runs before
+    the tests that change the workspaces.)"""
+    direct = {name for name in dag.STAGES if f"src/vaebench/{edited}" in dag.source_files(name)}
+    assert "evaluate" in direct and (edited != "registry.py" or "train" in direct)
+    assert edited == "registry.py" or direct == {"evaluate"}
+
+    smk = shutil.copytree(snakemake_run[0], tmp_path / "smk", symlinks=True)
+    assert dry_run_jobs(smk, tmp_path) == {}
+    with open(smk / "src/vaebench" / edited, "a") as f:
+        f.write("# an edit\n")
+    assert set(dry_run_jobs(smk, tmp_path)) == downstream(direct)
+
+    ws = shutil.copytree(dvc_run[0], tmp_path / "dvc", symlinks=True)
+    dvc = str(BIN / "dvc")
+    assert json.loads(run([dvc, "status", "--json"], ws, env=env(tmp_path, ws)).stdout or "{}") == {}
+    with open(ws / "src/vaebench" / edited, "a") as f:
+        f.write("# an edit\n")
+    changed = json.loads(run([dvc, "status", "--json"], ws, env=env(tmp_path, ws)).stdout)
+    assert {name.split("@")[0] for name in changed} == direct
+    for name, entries in changed.items():
+        deps = [d for e in entries if isinstance(e, dict) for d in e.get("changed deps", {})]
+        assert deps == [f"src/vaebench/{edited}"], (name, entries)
 
 
 def test_engines_record_the_same_inputs_and_params(snakemake_run, dvc_run):
