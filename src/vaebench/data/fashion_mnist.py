@@ -3,12 +3,11 @@ Learning Algorithms", arXiv:1708.07747): MNIST's four IDX files, gzipped, checke
 ``.gz`` files."""
 from __future__ import annotations
 
-from vaebench.data.idx import DatasetConfig, prepare_idx
+from vaebench.data.idx import IDX_FILES, DatasetConfig, prepare_idx
 from vaebench.data.sources import DatasetSource, register_source
 
 HOST = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-FILES = {"train_images": "train-images-idx3-ubyte.gz", "train_labels": "train-labels-idx1-ubyte.gz",
-         "test_images": "t10k-images-idx3-ubyte.gz", "test_labels": "t10k-labels-idx1-ubyte.gz"}
+FILES = {role: f"{name}.gz" for role, name in IDX_FILES.items()}
 
 SOURCE = register_source(DatasetSource(
     name="fashion_mnist",

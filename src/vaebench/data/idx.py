@@ -24,6 +24,10 @@ class DatasetConfig(StrictConfig):
     max_test: PositiveInt | None = Field(None, description="Keep the first N test images (null = all).")
 
 
+# The four files of an IDX dataset (MNIST, Fashion-MNIST), by role, as LeCun et al. name them.
+IDX_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+             "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+
 _IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
                0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 

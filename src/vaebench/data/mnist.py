@@ -2,7 +2,7 @@
 checked by the SHA-256 of the decompressed bytes; downloaded with torchvision."""
 from __future__ import annotations
 
-from vaebench.data.idx import DatasetConfig, prepare_idx
+from vaebench.data.idx import IDX_FILES, DatasetConfig, prepare_idx
 from vaebench.data.sources import DatasetSource, register_source
 
 MnistConfig = DatasetConfig
@@ -15,12 +15,7 @@ SOURCE = register_source(DatasetSource(
     mirror_subdir="mnist",
     torchvision_class="MNIST",
     gz_optional=True,
-    files={
-        "train_images": "train-images-idx3-ubyte",
-        "train_labels": "train-labels-idx1-ubyte",
-        "test_images": "t10k-images-idx3-ubyte",
-        "test_labels": "t10k-labels-idx1-ubyte",
-    },
+    files=dict(IDX_FILES),
     sha256={
         "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
         "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
