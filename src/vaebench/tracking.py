@@ -248,6 +248,13 @@ class Tracker:
         if self.run_id is not None:
             self._call("logging metrics", _log)
 
+    def log_record(self, record: dict, step: int | None = None) -> None:
+        """Log the numeric metrics and settings of an evaluate record (:func:`vaebench.metrics.spec.mlflow_keys`)."""
+        from vaebench.metrics import spec
+
+        self.log_metrics({k: record[k] for k in spec.mlflow_keys() if k in record
+                          and isinstance(record[k], (int, float)) and not isinstance(record[k], bool)}, step=step)
+
     def log_dataset(self, name: str, path: str | os.PathLike, context: str = "training") -> None:
         """Log a prepared dataset file as the run's MLflow dataset input.
 

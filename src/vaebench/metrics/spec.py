@@ -176,6 +176,10 @@ declare(_S("n_images", "test images", "images"))
 
 _NATS = "nats/image"
 _LIK = "likelihood"
+declare(Metric("test_nll_iwae_nats", "test NLL = -L_k (nats/image)", _NATS, False, per_image="L_k",
+               per_image_sign=-1.0, comparable="density", compare_as="nll", paired=True, table=_LIK,
+               column="NLL = -L_k, k = {k} (nats/image; {space}) [{ci}]"))
+declare(Metric("test_nll_iwae_se", "SE over images of the test NLL", _NATS))
 declare(Metric("test_elbo_nats", "test ELBO (nats/image)", _NATS, True, per_image="elbo", comparable="density",
                compare_as="elbo", paired=True, table=_LIK, column="ELBO (nats/image; {space}) [{ci}]"))
 declare(Metric("test_elbo_se", "SE over images of the test ELBO", _NATS))
@@ -184,10 +188,6 @@ declare(Metric("test_recon_nats", "test reconstruction -E_q log p(x|z) (nats/ima
                column="recon. NLL (nats/image)"))
 declare(Metric("test_kl_nats", "test KL(q(z|x) || p(z)) (nats/image)", _NATS, False, per_image="kl",
                compare_as="kl", table=_LIK, column="KL (nats/image)"))
-declare(Metric("test_nll_iwae_nats", "test NLL = -L_k (nats/image)", _NATS, False, per_image="L_k",
-               per_image_sign=-1.0, comparable="density", compare_as="nll", paired=True, table=_LIK,
-               column="NLL = -L_k, k = {k} (nats/image; {space}) [{ci}]"))
-declare(Metric("test_nll_iwae_se", "SE over images of the test NLL", _NATS))
 declare(_S("iwae_k", "importance samples k", "samples"))
 declare(Metric("lk_gap_nats", "L_k - L_{k/10}", _NATS, False))
 declare(Metric("lk_gap_se", "SE over images of L_k - L_{k/10}", _NATS))

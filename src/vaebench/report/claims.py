@@ -32,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationErro
 
 from vaebench import paths
 from vaebench.report import published
-from vaebench.report.paired import AXES, METRICS, compare_metric, pair_base, single_axis_pairs
+from vaebench.metrics import spec
+from vaebench.report.paired import COMPARED_AXES, compare_metric, pair_base, single_axis_pairs
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED = "reproduced", "not reproduced", "inconclusive", "not tested"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED)
@@ -44,7 +45,7 @@ COLUMNS = ["claim_id", "claim", "dataset", "model_a", "model_b", "metric", "expe
 PUBLISHED_METRIC = {"nll": ("nll_nats", 1.0), "elbo": ("neg_elbo_nats", -1.0), "fid": ("fid", 1.0),
                     "kl": ("mean_kl_nats", 1.0)}
 
-Metric = Literal["nll", "elbo", "nll_discretised", "kl", "recon", "fid"]
+ComparedMetric = Literal[tuple(spec.compared_names())]  # type: ignore[valid-type]
 
 
 class EqualWithin(BaseModel):
@@ -64,10 +65,10 @@ class Comparison(BaseModel):
     model_config = ConfigDict(extra="forbid")
     a: list[str] | str | None = None
     b: list[str] | str | None = None
-    axis: Literal[AXES] | None = None  # type: ignore[valid-type]
+    axis: Literal[COMPARED_AXES] | None = None  # type: ignore[valid-type]
     a_value: str | None = None
     b_value: str | None = None
-    metrics: dict[Metric, Expectation] = Field(min_length=1)
+    metrics: dict[ComparedMetric, Expectation] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _one_way(self):
@@ -256,8 +257,8 @@ def _empty(head: dict, reason: str) -> dict:
 
 
 def metric_label(metric: str) -> str:
-    """The metric's label with its unit (from :data:`vaebench.report.paired.METRICS`)."""
-    return METRICS[metric][0]
+    """The metric's label with its unit (:mod:`vaebench.metrics.spec`)."""
+    return spec.compared(metric).label
 
 
 def write_claims_csv(rows: list[dict], path: str | os.PathLike) -> Path:

@@ -30,12 +30,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vaebench import paths
+from vaebench.metrics import spec
 from vaebench.metrics.uncertainty import seed_summary
 
 if TYPE_CHECKING:   # pandas is imported where it is used: loading the study (every job) imports this module
     import pandas as pd
 
-Cell = tuple[str, str, int]
+CellKey = tuple[str, str, int]
 
 ID_COLUMNS = ["dataset", "model", "seed"]
 # Leading columns of summary.csv; every other field follows, sorted by name.
@@ -44,11 +45,6 @@ SUMMARY_COLUMNS = ID_COLUMNS + [
     "bits_per_dim", "fid_classifier", "train_seconds",
     "effective_beta", "log_sigma", "lambda", "posterior", "likelihood", "objective", "likelihood_of",
 ]
-# Numeric fields that say how a cell was run rather than how well it did: never averaged.
-SETTING_KEYS = frozenset({
-    "seed", "latent_dim", "n_images", "iwae_k", "lk_tolerance_nats", "latent_n", "latent_log_n_nats",
-    "fid_n", "fid_seeds", "fid_floor_n", "fid_inception_n", "fid_inception_reference_n", "epochs", "classifier_epochs", "classifier_feature_dim",
-})
 # The summary of one metric over seeds in reports/metrics.json (n_excluded only when a seed was left out).
 SUMMARY_STATS = ("mean", "std", "se", "ci_low", "ci_high", "n_seeds")
 LEVEL = 0.95  # confidence level of every interval of the report
@@ -72,14 +68,14 @@ class CellData:
     {name: (N,) array}, ``index`` int64, the rest float64 nats per image), ``log`` (the training log, one
     row per epoch) and ``files`` (the cell's input paths by role, see :data:`INPUT_ROLES`)."""
 
-    cell: Cell
+    cell: CellKey
     record: dict
     log: "pd.DataFrame"
     files: dict[str, Path]
     per_image: dict[str, np.ndarray]
 
 
-def check_inputs(cells: list[Cell]) -> None:
+def check_inputs(cells: list[CellKey]) -> None:
     """Raise ``FileNotFoundError`` naming the first missing input file of ``cells`` (nothing is read)."""
     for cell in cells:
         files = paths.cell_paths(*cell)
@@ -88,7 +84,7 @@ def check_inputs(cells: list[Cell]) -> None:
                 raise FileNotFoundError(f"report input missing for cell {cell} ({role}): {files[role]}")
 
 
-def read_metrics(path: Path, cell: Cell) -> dict:
+def read_metrics(path: Path, cell: CellKey) -> dict:
     """The metrics record of ``cell`` read from ``path``.
 
     Raises:
@@ -142,7 +138,7 @@ def read_per_image(path: Path, n_images: Any = None) -> dict[str, np.ndarray]:
     return {k: (v.astype(np.int64) if k == "index" else v.astype(np.float64)) for k, v in arrays.items()}
 
 
-def read_cells(cells: list[Cell]) -> list[CellData]:
+def read_cells(cells: list[CellKey]) -> list[CellData]:
     """Every input of ``cells``, in the given order; all files are checked to exist before any is read.
 
     Raises:
@@ -179,14 +175,14 @@ def fid_unavailable(records: list[dict], dataset: str, model: str | None = None)
 # ------------------------------------------------------------------------------------------------
 # One row per cell
 
-def flatten(record: dict, prefix: str = "") -> dict[str, Any]:
+def flatten_for_csv(record: dict, prefix: str = "") -> dict[str, Any]:
     """Nested dicts flattened to dotted keys (``{"objective_params": {"beta": 1}}`` ->
     ``{"objective_params.beta": 1}``); lists become JSON text (one CSV cell); an empty dict vanishes."""
     out: dict[str, Any] = {}
     for key, value in record.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
+            out.update(flatten_for_csv(value, name + "."))
         elif isinstance(value, (list, tuple)):
             out[name] = json.dumps(list(value))
         else:
@@ -207,9 +203,9 @@ def summary_frame(records: list[dict], include_cell: bool = False) -> "pd.DataFr
     for rec in records:
         rec = dict(rec)
         cell = rec.pop(CELL_KEY, None)
-        row = flatten(rec)
+        row = flatten_for_csv(rec)
         if include_cell and isinstance(cell, dict):
-            row.update(flatten(cell, CELL_KEY + "."))
+            row.update(flatten_for_csv(cell, CELL_KEY + "."))
         rows.append(row)
     extra = sorted({k for r in rows for k in r} - set(SUMMARY_COLUMNS))
     columns = SUMMARY_COLUMNS + extra
@@ -225,10 +221,10 @@ def is_number(v: Any) -> bool:
 
 
 def numeric_metric_keys(records: list[dict]) -> list[str]:
-    """Top-level keys whose non-null values are all numbers (at least one), minus ids and
-    :data:`SETTING_KEYS`, sorted. Booleans, strings, dicts (``cell``, ``*_params``) never qualify."""
+    """The metrics aggregated over seeds (:func:`vaebench.metrics.spec.aggregated_keys`) whose non-null values
+    in ``records`` are all numbers (at least one), sorted."""
     keys = []
-    for k in sorted({k for r in records for k in r} - set(ID_COLUMNS) - SETTING_KEYS):
+    for k in spec.aggregated_keys():
         values = [r.get(k) for r in records if r.get(k) is not None]
         if values and all(is_number(v) for v in values):
             keys.append(k)
