@@ -38,7 +38,8 @@ import pandas as pd
 from vaebench import paths
 from vaebench.atomic import atomic_path
 from vaebench.report.collect import LEVEL, is_number
-from vaebench.report.tables import SPACE_ORDER, SPACE_SHORT
+from vaebench.metrics import spec as metric_spec
+from vaebench.report.tables.results import space_short
 
 DPI = 110  # resolution of every figure file (dots per inch)
 TRACE_COLUMNS = ["log_sigma", "lambda"]
@@ -323,7 +324,8 @@ class ScatterData:
 
 
 def _order_panels(by_space: dict[str, list[Point]]) -> list[ScatterPanel]:
-    order = [s for s in SPACE_ORDER if s in by_space] + [s for s in by_space if s not in SPACE_ORDER]
+    declared = list(metric_spec.DATA_SPACES)
+    order = [s for s in declared if s in by_space] + [s for s in by_space if s not in declared]
     return [ScatterPanel(s, by_space[s]) for s in order if by_space[s]]
 
 
@@ -460,7 +462,7 @@ def _plot_scatter(data: ScatterData, path: Path, title: str, xlabel: str, ylabel
                                         label=f"{hline_label} = {panel.hline:.3g}")
         if log:
             ax.set_yscale("log")
-        ax.set_title(f"{SPACE_SHORT.get(panel.space, panel.space)} ({len(panel.models())} models)", fontsize=10)
+        ax.set_title(f"{space_short(panel.space)} ({len(panel.models())} models)", fontsize=10)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel + (" (log scale)" if log else ""))
         ax.grid(alpha=0.3)

@@ -22,7 +22,7 @@ with a single seed) and a verdict ("A better" / "B better" when the interval exc
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -47,7 +47,7 @@ def components_table() -> str:
 def _fmt(stat: dict | None, spec: str) -> str:
     """'mean ± half-width of the 95% interval over seeds' (:func:`vaebench.report.tables.format_ci`), '' without
     a value."""
-    from vaebench.report.tables import format_ci
+    from vaebench.report.format import format_ci
 
     if not stat or stat.get("mean") is None or not math.isfinite(stat["mean"]):
         return ""
@@ -138,14 +138,15 @@ def comparisons_table(metrics: dict) -> str:
 def verdicts_table(claims_path: str | Path = paths.REPORT_CLAIMS) -> str:
     """Markdown of the verdict table (:func:`vaebench.report.tables.verdict_table`) of a reports/claims.csv,
     preceded by the count of each verdict."""
-    from vaebench.report import claims, render, tables
+    from vaebench.report import claims, render
+    from vaebench.report.tables.comparisons import verdict_counts, verdict_table
 
     df = claims.read_claims_csv(claims_path)
     rows = df.astype(object).where(df.notna(), None).to_dict("records")
-    table = tables.verdict_table(rows)
+    table = verdict_table(rows)
     lines = ["| " + " | ".join(render.md_cell(c) for c in table.columns) + " |", "|---" * len(table.columns) + "|"]
     lines += ["| " + " | ".join(render.md_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return (tables.verdict_counts(rows) + " (reproduced: the 95% interval over seeds excludes 0 on the claimed "
+    return (verdict_counts(rows) + " (reproduced: the 95% interval over seeds excludes 0 on the claimed "
             "side; inconclusive: it covers 0; not reproduced: it excludes 0 on the other side).\n\n"
             + "\n".join(lines))
 
