@@ -17,6 +17,31 @@ DISCRETISED_NOTE = (
 # the others' is listed under the protocol.
 
 
+LIKELIHOOD_LAYOUT = ("test_elbo_nats", "test_recon_nats", "test_kl_nats", "test_nll_iwae_nats", "lk_gap", "bits_per_dim",
+                     "test_elbo_discretised_nats", "test_nll_iwae_discretised_nats", "lk_gap_discretised",
+                     "bits_per_dim_discretised")
+LATENT_LAYOUT = ("latent_rate_nats", "latent_marginal_kl_nats", "latent_mutual_info_nats", "latent_log_n",
+                 "active_units")
+TRAINING_LAYOUT = ("effective_beta", "beta_convention", "log_sigma", "lambda", "geco_constraint_ma", "train_seconds")
+
+
+def metric_columns(table: str, layout: tuple[str, ...], stats: dict, special: dict[str, tuple[str, str]],
+                   context: dict | None = None) -> dict[str, str]:
+    """One row's cells of results table ``table``: the names of ``layout`` in order (a metric declared for the
+    table, as mean ± CI over seeds under its header formatted with ``context``, or a ``special`` name:
+    (header, text)), then every other metric declared for the table."""
+    declared = {m.key: m for m in metric_spec.table_metrics(table)}
+    out = {}
+    for name in list(layout) + [k for k in declared if k not in layout]:
+        if name in special:
+            header, text = special[name]
+            out[header] = text
+        elif name in declared:
+            metric = declared[name]
+            out[metric.column.format(**(context or {}))] = format_ci(stats.get(name), metric.fmt)
+    return out
+
+
 def space_title(space: str) -> str:
     """The declared title of a data space (its name when undeclared)."""
     return metric_spec.DATA_SPACES[space].title if space in metric_spec.DATA_SPACES else space
@@ -111,25 +136,14 @@ def likelihood_table(dataset: str, space: str, models: list[str], aggregate: dic
     sub = rows_of(frame, dataset)
     sub = sub[sub["model"].isin(models)]
     ks = "/".join(dict.fromkeys(plain(k) for k in sub["iwae_k"].dropna())) or "n/a"
-    tag = space_short(space)
+    context = {"space": space_short(space), "k": ks, "ci": CI_TEXT}
     rows = []
     for m in models:
-        a = agg.get(m, {})
-        rows.append({
-            "model": model_label(frame, dataset, m),
-            "seeds": str(n_seeds(aggregate, dataset, m)),
-            f"ELBO (nats/image; {tag}) [{CI_TEXT}]": format_ci(a.get("test_elbo_nats"), ".2f"),
-            "recon. NLL (nats/image)": format_ci(a.get("test_recon_nats"), ".2f"),
-            "KL (nats/image)": format_ci(a.get("test_kl_nats"), ".2f"),
-            f"NLL = -L_k, k = {ks} (nats/image; {tag}) [{CI_TEXT}]": format_ci(a.get("test_nll_iwae_nats"), ".2f"),
-            "L_k - L_{k/10} (nats/image)": gap_text(diagnostics.lk_entry(dataset, m, "L_k")),
-            "bits/dim": format_ci(a.get("bits_per_dim"), ".4f"),
-            f"discretised ELBO (nats/image; 8-bit) [{CI_TEXT}]": format_ci(a.get("test_elbo_discretised_nats"), ".2f"),
-            f"discretised NLL = -L_k (nats/image; 8-bit) [{CI_TEXT}]":
-                format_ci(a.get("test_nll_iwae_discretised_nats"), ".2f"),
-            "discretised L_k - L_{k/10}": gap_text(diagnostics.lk_entry(dataset, m, "L_k_discretised")),
-            "discretised bits/dim": format_ci(a.get("bits_per_dim_discretised"), ".4f"),
-        })
+        special = {"lk_gap": ("L_k - L_{k/10} (nats/image)", gap_text(diagnostics.lk_entry(dataset, m, "L_k"))),
+                   "lk_gap_discretised": ("discretised L_k - L_{k/10}",
+                                          gap_text(diagnostics.lk_entry(dataset, m, "L_k_discretised")))}
+        rows.append({"model": model_label(frame, dataset, m), "seeds": str(n_seeds(aggregate, dataset, m)),
+                     **metric_columns("likelihood", LIKELIHOOD_LAYOUT, agg.get(m, {}), special, context)})
     return drop_empty(pd.DataFrame(rows))
 
 
@@ -147,18 +161,13 @@ def latent_table(dataset: str, models: list[str], aggregate: dict, frame: pd.Dat
     for m in models:
         a, sub = agg.get(m, {}), rows_of(frame, dataset, m)
         bound = unique(sub, "latent_log_n_nats", ".2f")
-        rows.append({
-            "model": m,
-            "seeds": str(n_seeds(aggregate, dataset, m)),
-            "rate (nats)": format_ci(a.get("latent_rate_nats"), ".2f"),
-            "marginal KL (nats)": format_ci(a.get("latent_marginal_kl_nats"), ".2f"),
-            "mutual information (nats)": format_ci(a.get("latent_mutual_info_nats"), ".2f"),
-            "log N, bound on MI (N)": f"{bound} ({unique(sub, 'latent_n')})" if bound != "n/a" else "n/a",
-            "active units / latent_dim": (format_ci(a.get("active_units"), ".1f") + " / "
-                                          + unique(sub, "latent_dim")) if a.get("active_units") else "n/a",
-        })
+        special = {
+            "latent_log_n": ("log N, bound on MI (N)", f"{bound} ({unique(sub, 'latent_n')})" if bound != "n/a" else "n/a"),
+            "active_units": ("active units / latent_dim", (format_ci(a.get("active_units"), ".1f") + " / "
+                             + unique(sub, "latent_dim")) if a.get("active_units") else "n/a")}
+        rows.append({"model": m, "seeds": str(n_seeds(aggregate, dataset, m)),
+                     **metric_columns("latent", LATENT_LAYOUT, a, special)})
     return drop_empty(pd.DataFrame(rows))
-
 
 
 def fid_table(dataset: str, models: list[str], aggregate: dict, frame: pd.DataFrame) -> pd.DataFrame:
@@ -188,6 +197,7 @@ def fid_table(dataset: str, models: list[str], aggregate: dict, frame: pd.DataFr
                 f"{format_ci(a.get('fid_inception'), '.2f')} ({unique(sub, 'fid_inception_n')} / "
                 f"{unique(sub, 'fid_inception_reference_n')})" if a.get("fid_inception") else
                 unique(sub, "fid_inception_status")),
+            **metric_columns("fid", (), a, {}),
         })
     return drop_empty(pd.DataFrame(rows))
 
@@ -214,19 +224,10 @@ def training_table(dataset: str, models: list[str], aggregate: dict) -> pd.DataF
     agg = aggregate.get(dataset, {})
     rows = []
     for m in models:
-        a = agg.get(m, {})
-        rows.append({
-            "model": m,
-            "seeds": str(n_seeds(aggregate, dataset, m)),
-            "effective beta": format_ci(a.get("effective_beta"), ".3g"),
-            "beta convention": beta_convention(dataset, m, aggregate),
-            "log sigma": format_ci(a.get("log_sigma"), ".3f"),
-            "GECO lambda": format_ci(a.get("lambda"), ".3g"),
-            "GECO C_ma": format_ci(a.get("geco_constraint_ma"), ".3g"),
-            "train time (s)": format_ci(a.get("train_seconds"), ".0f"),
-        })
+        special = {"beta_convention": ("beta convention", beta_convention(dataset, m, aggregate))}
+        rows.append({"model": m, "seeds": str(n_seeds(aggregate, dataset, m)),
+                     **metric_columns("training", TRAINING_LAYOUT, agg.get(m, {}), special)})
     return drop_empty(pd.DataFrame(rows))
-
 
 
 def invalid_density_models(dataset: str, models: list[str], frame: pd.DataFrame) -> list[str]:
