@@ -231,9 +231,9 @@ declare(Metric("classifier_test_accuracy", "test accuracy of the FID classifier"
 declare(Metric("classifier_val_accuracy", "validation accuracy of the FID classifier", "fraction", True))
 declare(_S("classifier_epochs", "training epochs of the FID classifier", "epochs"))
 declare(_S("classifier_feature_dim", "feature dimension of the FID classifier", "features"))
+declare_tracked(TrackedScalar("log_sigma", "log_sigma", "decoder log sigma", "log sigma", ".3f", "log sigma"))
 declare_tracked(TrackedScalar("effective_beta", "effective_beta", "effective beta", "effective beta", ".3g",
                               "effective beta"))
-declare_tracked(TrackedScalar("log_sigma", "log_sigma", "decoder log sigma", "log sigma", ".3f", "log sigma"))
 declare_tracked(TrackedScalar("lambda", "lambda", "GECO lambda", "GECO lambda", ".3g", "GECO lambda"))
 declare_tracked(TrackedScalar("constraint", "geco_constraint_ma", "GECO constraint (moving average)",
                               "GECO constraint", ".3g", "GECO C_ma"))

@@ -19,17 +19,15 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from vaebench.atomic import atomic_path
+from vaebench.metrics import spec
 
-# file and column name -> (training-log column, factor)
-QUANTITIES: dict[str, tuple[str, float]] = {
-    "val_neg_elbo": ("val_elbo", -1.0),     # -ELBO, nats per image (lower is better)
-    "val_recon": ("val_recon", 1.0),        # reconstruction term, nats per image
-    "val_kl": ("val_kl", 1.0),              # KL(q(z|x) || p(z)), nats per image
-    "log_sigma": ("log_sigma", 1.0),        # decoder log sigma (sigma-VAE family)
-    "effective_beta": ("effective_beta", 1.0),
-    "lambda": ("lambda", 1.0),              # GECO Lagrange multiplier
-    "constraint": ("constraint", 1.0),      # GECO constraint (moving average)
-}
+VALIDATION_QUANTITIES: dict[str, tuple[str, float]] = {
+    "val_neg_elbo": ("val_elbo", -1.0), "val_recon": ("val_recon", 1.0), "val_kl": ("val_kl", 1.0)}
+
+
+def quantities() -> dict[str, tuple[str, float]]:
+    """{file and column name: (training-log column, factor)}: the validation terms and every tracked scalar."""
+    return VALIDATION_QUANTITIES | {s.name: (s.name, 1.0) for s in spec.TRACKED.values()}
 
 
 def plot_frames(datasets: Sequence[str], models: Sequence[str], seeds: Sequence[int],
@@ -38,7 +36,7 @@ def plot_frames(datasets: Sequence[str], models: Sequence[str], seeds: Sequence[
     cell of the dataset logs; rows with a missing value are dropped."""
     frames = {}
     for d in datasets:
-        for name, (column, factor) in QUANTITIES.items():
+        for name, (column, factor) in quantities().items():
             parts = []
             for m in models:
                 for s in seeds:

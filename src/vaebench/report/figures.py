@@ -43,6 +43,7 @@ from vaebench.report.tables.results import space_short
 
 DPI = 110  # resolution of every figure file (dots per inch)
 TRACE_COLUMNS = ["log_sigma", "lambda"]
+TRACKED_COLOURS = {"log_sigma": "#2ca02c", "effective_beta": "#9467bd", "lambda": "#d62728", "constraint": "#8c564b"}
 TRACE_LABELS = {"log_sigma": "log sigma (decoder)", "lambda": "GECO lambda"}
 
 
@@ -379,7 +380,7 @@ def rate_distortion_data(records: list[dict], dataset: str, models: list[str]) -
     ``records`` are the cells' metrics records (any datasets; others ignored); NaN / None values leave the
     cell out (named in ``left_out``). Raises nothing on missing values.
     """
-    return _scatter_data(records, dataset, models, "test_kl_nats", "test_recon_nats")
+    return _scatter_data(records, dataset, models, metric_spec.compared("kl").key, metric_spec.compared("recon").key)
 
 
 def _floor(records: list[dict], dataset: str, key: str) -> tuple[float | None, str]:
@@ -395,8 +396,8 @@ def _floor(records: list[dict], dataset: str, key: str) -> tuple[float | None, s
     return med, ""
 
 
-def fid_nll_data(records: list[dict], dataset: str, models: list[str], fid_key: str = "fid_classifier",
-                 nll_key: str = "test_nll_iwae_nats", floor_key: str = "fid_floor") -> ScatterData:
+def fid_nll_data(records: list[dict], dataset: str, models: list[str], fid_key: str = metric_spec.compared("fid").key,
+                 nll_key: str = metric_spec.compared("nll").key, floor_key: str = "fid_floor") -> ScatterData:
     """FID against NLL for ``dataset``: x = ``nll_key`` (IWAE bound on the test NLL, nats per image), y =
     ``fid_key`` (FID of decoder-mean samples, mean over sample seeds, squared feature units) with error bar
     ``<fid_key>_std`` (std over sample seeds) when present, one point per model and seed, one panel per
@@ -629,11 +630,8 @@ QUANTITIES = {
     "val_recon": ("val_recon", 1.0, "validation reconstruction -E log p(x|z) (nats/image)", "#1f77b4",
                   "reconstruction (nats/image)"),
     "val_kl": ("val_kl", 1.0, "validation KL(q(z|x) || p(z)) (nats/image)", "#ff7f0e", "KL (nats/image)"),
-    "log_sigma": ("log_sigma", 1.0, "decoder log sigma", "#2ca02c", "log sigma"),
-    "effective_beta": ("effective_beta", 1.0, "effective beta", "#9467bd", "effective beta"),
-    "lambda": ("lambda", 1.0, "GECO lambda", "#d62728", "GECO lambda"),
-    "constraint": ("constraint", 1.0, "GECO constraint (moving average)", "#8c564b", "GECO constraint"),
-}
+} | {s.name: (s.name, 1.0, s.label, TRACKED_COLOURS.get(s.name, "#7f7f7f"), s.axis_label)
+     for s in metric_spec.TRACKED.values()}
 # (panel title, quantities): the first quantity present uses the left axis, the others a right axis
 TRAINING_PANELS = (
     ("validation -ELBO, reconstruction (nats/image)", ("neg_val_elbo", "val_recon")),
@@ -770,11 +768,8 @@ def plot_training_curves(data: dict[str, dict[str, Curves]], dataset: str, path:
 # ------------------------------------------------------------------------------------------------
 # Latent analysis bars
 
-LATENT_METRICS = {
-    "latent_rate_nats": "rate E_x KL(q(z|x) || p(z))",
-    "latent_mutual_info_nats": "mutual information I(x; z)",
-    "latent_marginal_kl_nats": "marginal KL(q(z) || p(z))",
-}
+LATENT_METRICS = {k: metric_spec.FIELDS[k].label
+                  for k in ("latent_rate_nats", "latent_mutual_info_nats", "latent_marginal_kl_nats")}
 LATENT_COLOURS = {"latent_rate_nats": "#1f77b4", "latent_mutual_info_nats": "#ff7f0e",
                   "latent_marginal_kl_nats": "#2ca02c", "active_units": "#7f7f7f"}
 

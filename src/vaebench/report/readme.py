@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from vaebench import paths
+from vaebench.metrics import spec
 from vaebench.registry import AXES
 
 MARK = "<!-- generated:{name} (python -m vaebench readme) -->"
@@ -87,15 +88,19 @@ def results_table(study, metrics: dict) -> str:
             cell = study.cell(dataset, model, study.seeds[0])
             cfg = cell.model_config
             record = _likelihood_metadata(cell)
-            nll = _fmt(m.get("test_nll_iwae_nats"), ".1f")
+            nll = _fmt(m.get(_key("nll")), ".1f")
             seeds = max((s.get("n_seeds", 0) for s in m.values()), default=0)
             lines.append(" | ".join([
                 f"| {dataset}", model, cfg.posterior.name, cfg.likelihood.name, cfg.objective.name,
                 _data_text(record), str(seeds),
-                _fmt(m.get("test_elbo_nats"), ".1f"), _fmt(m.get("test_kl_nats"), ".1f"),
+                _fmt(m.get(_key("elbo")), ".1f"), _fmt(m.get(_key("kl")), ".1f"),
                 f"{nll} ({cell.evaluate.iwae_k})" if nll else "", _fmt(m.get("bits_per_dim"), ".3f"),
-                _fmt(m.get("fid_classifier"), ".1f"), _fmt(m.get("train_seconds"), ".0f")]) + " |")
+                _fmt(m.get(_key("fid")), ".1f"), _fmt(m.get("train_seconds"), ".0f")]) + " |")
     return "\n".join(lines)
+
+
+def _key(name: str) -> str:
+    return spec.compared(name).key
 
 
 def _likelihood_metadata(cell) -> dict:

@@ -75,7 +75,7 @@ def comparison_table(dataset: str, models: list[str], aggregate: dict, frame: pd
     ks = {m: train_k(frame, m) for m in models}
     rows = []
     for e in published.entries_for(dataset, models, ks):
-        metric = published.METRICS[e["metric"]]
+        metric = published.PUBLISHED_METRICS[e["metric"]]
         stat = aggregate.get(dataset, {}).get(e["model"], {}).get(metric["ours"])
         spec = ".3g" if e["metric"] == "effective_beta" else ".2f"
         rows.append({
