@@ -29,12 +29,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vaebench.metrics import spec
 from vaebench.metrics.uncertainty import per_image_se
 from vaebench.report.collect import CellData, fid_unavailable, is_number, summarise_seeds
 
 GECO_C_FRACTION = 0.1        # |C_ma| above this fraction of kappa^2 (sse) or kappa (nll): not settled
 GECO_LAMBDA_CHANGE = 0.05    # relative change of lambda over the last epoch above this: not settled
 CLASSIFIER_MIN_ACCURACY = 0.99
+_LAMBDA, _C_MA = spec.TRACKED["lambda"], spec.TRACKED["constraint"]
 
 RULES = {
     "lk_not_converged": ("mean over training seeds of the per-image mean of L_k - L_{k/10} (same importance "
@@ -133,13 +135,13 @@ def geco_status(inputs: list[CellData]) -> list[dict]:
     out = []
     for c in inputs:
         rec = c.record
-        if not (is_number(rec.get("lambda")) and is_number(rec.get("geco_constraint_ma"))):
+        if not (is_number(rec.get(_LAMBDA.record_key)) and is_number(rec.get(_C_MA.record_key))):
             continue
         params = rec.get("objective_params") or {}
         constraint, kappa = params.get("constraint"), params.get("kappa")
-        c_ma, lam = float(rec["geco_constraint_ma"]), float(rec["lambda"])
+        c_ma, lam = float(rec[_C_MA.record_key]), float(rec[_LAMBDA.record_key])
         threshold = geco_threshold(constraint, kappa)
-        trace = [float(v) for v in c.log["lambda"].dropna()] if "lambda" in c.log.columns else []
+        trace = [float(v) for v in c.log[_LAMBDA.name].dropna()] if _LAMBDA.name in c.log.columns else []
         last = trace[-1] if trace else None
         previous = trace[-2] if len(trace) >= 2 else (params.get("lambda_init") if trace else None)
         change = (abs(last / float(previous) - 1.0)

@@ -207,7 +207,8 @@ def beta_convention(dataset: str, model: str, aggregate: dict) -> str:
     (a ``lambda`` and an ``effective_beta``), 2 sigma^2 beta for a shared-sigma Gaussian decoder (an
     ``effective_beta`` without ``lambda``), none for GECO+IWAE (``lambda`` without ``effective_beta``)."""
     a = aggregate.get(dataset, {}).get(model, {})
-    has_beta, has_lambda = "effective_beta" in a, "lambda" in a
+    tracked = metric_spec.TRACKED
+    has_beta, has_lambda = tracked["effective_beta"].record_key in a, tracked["lambda"].record_key in a
     if has_beta and has_lambda:
         return "1/lambda (GECO: KL + lambda SSE)"
     if has_beta:
