@@ -14,6 +14,17 @@ from vaebench.report.tables.results import DISCRETISED_NOTE
 PROTOCOL_SECTIONS = ("train", "evaluate")
 
 
+def render_items(template: str, **context) -> list[str]:
+    """The paragraphs of text template ``template`` (under ``templates/``) rendered with ``context``, each
+    paragraph's line breaks read as spaces."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("vaebench.report", "templates"), autoescape=False,
+                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    text = env.get_template(template).render(**context)
+    return [" ".join(p.split("\n")) for p in text.strip().split("\n\n") if p.strip()]
+
+
 def _setting_text(key: str, value: Any) -> str:
     """A stage setting for the protocol; null evaluation sizes mean the whole test split."""
     if missing(value):
@@ -73,55 +84,14 @@ def protocol_items(frame: pd.DataFrame, datasets: list[str], models: list[str], 
     c = lambda k: common.get(k, "n/a")  # noqa: E731
     u = lambda col, df=frame: unique(df, col)  # noqa: E731
     more = " (per-model differences below)" if differing else ""
-    items = [
-        f"Seeds: {', '.join(map(str, seeds))}. Every table gives the mean over training "
-        f"seeds ± the half-width of its {LEVEL:.0%} interval, t_(S-1, 0.975) std / sqrt(S) with the sample std "
-        "(ddof = 1) (Student t; Bouthillier et al. 2021 for seeds as a source of variance); with a single seed "
-        "there is no interval (reports/metrics.json also holds std and se). The interval is very wide with 2 seeds (t_(1, 0.975) = 12.7).",
-        f"Training: {c('train.epochs')} epoch(s), batch size {c('train.batch_size')}, learning rate "
-        f"{c('train.lr')}{more}; epochs run per cell: {u('epochs')}; device: {u('device')}.",
-        f"Test images: every per-image estimate (ELBO and its terms, L_k and its diagnostic, the discretised "
-        f"column, the latent analysis) is on the same {u('n_images')} test images (evaluate.n_images = "
-        f"{c('evaluate.n_images')}), a fixed random subset drawn with evaluate.seed = {c('evaluate.seed')}, "
-        "identical for every model and seed, so that models are compared image by image (per-image values in "
-        "each cell's per_image.npz).",
-        "ELBO: single-sample estimate, one z ~ q(z|x) per image, with the closed-form KL (Kingma & Welling 2014, "
-        "eq. 7); the reconstruction NLL and KL columns are its two terms.",
-        f"Test NLL: -L_k, the importance-weighted bound of Burda et al. (2016, eq. 8) with k = {u('iwae_k')} "
-        f"samples per image (evaluate.iwae_k = {c('evaluate.iwae_k')}), computed with each model's own posterior "
-        "density; an upper bound on -log p(x) that tightens as k grows. Diagnostic: L_k - L_{k/10}, with "
-        "L_{k/10} the mean bound of 10 disjoint blocks of the same k samples; a gap above "
-        f"evaluate.lk_tolerance_nats = {c('evaluate.lk_tolerance_nats')} nats/image flags -L_k as not converged.",
-        f"Test data: mapped once into each model's data space (binarised or dequantised, see below) with seed "
-        f"evaluate.seed = {c('evaluate.seed')}, so every model of a data space is scored on the same test data; "
-        "the same seed draws the posterior and prior samples. Results tables are split by data space: a "
-        "likelihood of binarised images and a density of dequantised 8-bit images are different quantities "
-        "and never share a column.",
-    ]
-    items += likelihood_items(frame)
-    if "test_nll_iwae_discretised_nats" in frame.columns and frame["test_nll_iwae_discretised_nats"].notna().any():
-        items.append(DISCRETISED_NOTE)
-    items.append(
-        f"Latent analysis on the first {u('latent_n')} of the test images (evaluate.latent_n = "
-        f"{c('evaluate.latent_n')}): rate = mean KL(q(z|x)||p(z)) = mutual information I(x; z) + marginal "
-        "KL(q(z)||p(z)) of the aggregate posterior q(z) (Hoffman & Johnson 2016); I(x; z) <= log N for N images "
-        "(a value above it is estimation noise); active units: latent dimensions whose posterior mean varies "
-        "over the images with variance > 0.01 (Burda et al. 2016, Section 5.2).")
-    items += fid_items(frame, datasets, c('evaluate.fid_n'), c('evaluate.fid_seeds'))
-    items.append(
-        "Paired comparisons: every pair of models that differ in exactly one component (architecture, "
-        "latent_dim, posterior, likelihood or objective, name or settings) is compared over the seeds both "
-        "have (paired by seed) and, per image, over the same test images: diff = mean over seeds of the "
-        "per-image mean of A - B, with its standard errors over seeds (std of the per-seed differences / "
-        "sqrt(S), which covers image sampling and training randomness) and over images (the image-sampling part "
-        f"alone); the {LEVEL:.0%} CI is Student t over seeds (normal over images with a single seed), and the verdict "
-        "names a better model only when the interval excludes 0, else 'inconclusive' (Dror et al. 2018). NLL "
-        "and ELBO are compared only within one data space and between normalised densities; FID for every pair "
-        "(per seed).")
-    items.append("Flags: " + " ".join(f"{name.replace('_', ' ')}: {rule}" for name, rule in RULES.items()))
-    items.append(f"Image grids: {c('evaluate.grid_n')} images per grid (evaluate.grid_n).")
-    items += data_items(frame, datasets)
-    return items
+    discretised = metric_spec.compared("nll_discretised").key
+    has_discretised = discretised in frame.columns and frame[discretised].notna().any()
+    return render_items("protocol.txt.j2", seeds=", ".join(map(str, seeds)), level=f"{LEVEL:.0%}", more=more,
+                        c=c, u=u, likelihood_items=likelihood_items(frame),
+                        discretised_note=DISCRETISED_NOTE if has_discretised else None,
+                        fid_items=fid_items(frame, datasets, c("evaluate.fid_n"), c("evaluate.fid_seeds")),
+                        flag_rules=[f"{name.replace('_', ' ')}: {rule}" for name, rule in RULES.items()],
+                        data_items=data_items(frame, datasets))
 
 
 def likelihood_items(frame: pd.DataFrame) -> list[str]:
@@ -212,13 +182,5 @@ def data_items(frame: pd.DataFrame, datasets: list[str]) -> list[str]:
 
 def intro_text(datasets: list[str], models: list[str], seeds: list, n_cells: int) -> str:
     """The report's opening paragraph: the grid, what the numbers are and where the raw values live."""
-    return (
-        f"Grid: datasets {', '.join(datasets)}; models {', '.join(models)}; seeds {', '.join(map(str, seeds))} "
-        f"({n_cells} cells). Values are the mean over training seeds ± the half-width of its {LEVEL:.0%} "
-        "Student-t interval; with a single seed only the value is shown (std and interval are null in "
-        "metrics.json). Likelihood-type numbers are nats per image (summed over all pixels "
-        "of an image), in separate tables per data space; bits/dim are bits per dimension. Models that differ in "
-        "one component are compared image by image and seed by seed (Paired comparisons), and the Flags say "
-        "where a number should not be trusted. Per-cell values: summary.csv; aggregates, comparisons and flags: "
-        "metrics.json. The protocol is stated at the end.")
-
+    return render_items("intro.txt.j2", datasets=datasets, models=models, seeds=", ".join(map(str, seeds)),
+                        n_cells=n_cells, level=f"{LEVEL:.0%}")[0]
