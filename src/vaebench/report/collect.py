@@ -1,23 +1,5 @@
-"""Reading the report's inputs: every cell's metrics file, per-image estimates and training log, checked
-before anything is written.
-
-Per cell (dataset x model x seed) the report reads, at the :func:`vaebench.paths.cell_paths` locations,
-the evaluation metrics JSON (``metrics``), the per-image estimates (``per_image``, an npz of (N,) arrays on
-the cell's fixed test images), the per-epoch training log CSV (``train_log``) and the sample /
-reconstruction grids (``samples_png``, ``recon_png``; only their existence is checked here, the figures
-module copies them). From the metrics records it builds
-
-* :func:`summary_frame`: one row per cell, every field as stored (nested dicts flattened), nothing averaged;
-* :func:`aggregate_over_seeds`: mean, sample standard deviation, standard error and 95% Student-t interval
-  over training seeds of every numeric result (:func:`vaebench.metrics.uncertainty.seed_summary`).
-
-Units (fixed by the evaluate stage): every likelihood-type number is in nats per image (summed over the
-D = C*H*W dimensions of one image, averaged over the test images used), ``bits_per_dim`` in bits per
-dimension, ``fid_classifier`` a Frechet distance in the project's classifier features, times in seconds.
-A dataset without a classifier (unlabelled, e.g. Frey Face) has ``fid_classifier`` (and its spread, draws and
-floor) null and the reason in ``fid_classifier_unavailable`` (:func:`fid_unavailable`); null values are never
-aggregated, so such a dataset simply has no FID summary.
-"""
+"""Reading and checking the report's inputs (metrics, per-image estimates, training logs, grids) before anything is
+written; the summary frame and the aggregates over seeds."""
 from __future__ import annotations
 
 import json
@@ -39,18 +21,14 @@ if TYPE_CHECKING:   # pandas is imported where it is used: loading the study (ev
 CellKey = tuple[str, str, int]
 
 ID_COLUMNS = ["dataset", "model", "seed"]
-# Leading columns of summary.csv; every other field follows, sorted by name.
 SUMMARY_COLUMNS = ID_COLUMNS + [
     "test_elbo_nats", "test_recon_nats", "test_kl_nats", "test_nll_iwae_nats", "iwae_k",
     "bits_per_dim", "fid_classifier", "train_seconds",
     "effective_beta", "log_sigma", "lambda", "posterior", "likelihood", "objective", "likelihood_of",
 ]
-# The summary of one metric over seeds in reports/metrics.json (n_excluded only when a seed was left out).
 SUMMARY_STATS = ("mean", "std", "se", "ci_low", "ci_high", "n_seeds")
 LEVEL = 0.95  # confidence level of every interval of the report
-# The resolved configuration of the cell, stored whole in every metrics file: kept out of summary.csv.
 CELL_KEY = "cell"
-# Fields the report reads from every metrics file (structured fields, never parsed from text).
 REQUIRED_FIELDS = (
     "dataset", "model", "seed", "architecture", "architecture_params", "latent_dim", "posterior",
     "posterior_params", "likelihood", "likelihood_params", "likelihood_family", "sigma_mode", "data_space",
@@ -58,7 +36,6 @@ REQUIRED_FIELDS = (
     "lk_tolerance_nats", CELL_KEY,
 )
 INPUT_ROLES = ("metrics", "per_image", "train_log", "samples_png", "recon_png")
-# Arrays every per_image.npz holds (evaluate stage): the test-image indices and the main likelihood column.
 PER_IMAGE_REQUIRED = ("index", "elbo", "recon", "kl", "L_k", "L_k10")
 
 
@@ -112,9 +89,6 @@ def read_metrics(path: Path, cell: CellKey) -> dict:
 def read_per_image(path: Path, n_images: Any = None) -> dict[str, np.ndarray]:
     """The per-image estimates of one cell: {name: (N,) array}, ``index`` as int64, every other array float64.
 
-    Args:
-        path: the cell's ``per_image.npz`` (evaluate stage).
-        n_images: the cell's ``n_images`` field; when given, N must equal it.
     Raises:
         ValueError: the file is not a readable npz, lacks an array of :data:`PER_IMAGE_REQUIRED`, holds an
             array that is not 1-D or not of the length of ``index``, or N disagrees with ``n_images``.
@@ -162,8 +136,7 @@ def read_cells(cells: list[CellKey]) -> list[CellData]:
 def fid_unavailable(records: list[dict], dataset: str, model: str | None = None) -> str | None:
     """Why ``dataset`` (and ``model``, when given) has no classifier-feature FID: the first non-empty
     ``fid_classifier_unavailable`` of its metrics records (the evaluate stage's reason, e.g. 'frey_face has no
-    labels: no classifier, so no classifier-feature FID'); None when its cells have the FID (or predate the
-    field)."""
+    labels: no classifier, so no classifier-feature FID'); None when its cells have the FID (or predate the field)."""
     for r in records:
         reason = r.get("fid_classifier_unavailable")
         if r.get("dataset") == dataset and (model is None or r.get("model") == model) and isinstance(reason, str) \
@@ -172,8 +145,6 @@ def fid_unavailable(records: list[dict], dataset: str, model: str | None = None)
     return None
 
 
-# ------------------------------------------------------------------------------------------------
-# One row per cell
 
 def flatten_for_csv(record: dict, prefix: str = "") -> dict[str, Any]:
     """Nested dicts flattened to dotted keys (``{"objective_params": {"beta": 1}}`` ->
@@ -191,12 +162,7 @@ def flatten_for_csv(record: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def summary_frame(records: list[dict], include_cell: bool = False) -> "pd.DataFrame":
-    """One row per metrics record: :data:`SUMMARY_COLUMNS` first, then every other (flattened) field, sorted.
-
-    The ``cell`` record (the cell's whole resolved configuration) is left out unless ``include_cell``, in
-    which case it is flattened to ``cell.train.epochs``, ``cell.evaluate.iwae_k``, ... (what the report's
-    protocol reads). Missing values are ``None``.
-    """
+    """One row per metrics record: :data:`SUMMARY_COLUMNS` first, then every other (flattened) field, sorted."""
     import pandas as pd
 
     rows = []
@@ -212,8 +178,6 @@ def summary_frame(records: list[dict], include_cell: bool = False) -> "pd.DataFr
     return pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
 
 
-# ------------------------------------------------------------------------------------------------
-# Summaries over seeds
 
 def is_number(v: Any) -> bool:
     """True for ints and floats (numpy ones included), False for booleans and anything else."""
@@ -232,13 +196,7 @@ def numeric_metric_keys(records: list[dict]) -> list[str]:
 
 
 def summarise_seeds(values: list[Any]) -> dict:
-    """The summary over seeds of one metric: {mean, std, se, ci_low, ci_high, n_seeds[, n_excluded]}.
-
-    ``values`` holds one value per seed; nulls are skipped, non-finite values are left out and counted in
-    ``n_excluded``. The statistics are those of :func:`vaebench.metrics.uncertainty.seed_summary` at
-    :data:`LEVEL` (sample std with ddof = 1, se = std / sqrt(S), Student-t interval); ``std``, ``se`` and
-    the interval are ``None`` with one usable seed, and everything but the counts is ``None`` with none.
-    """
+    """The summary over seeds of one metric: {mean, std, se, ci_low, ci_high, n_seeds[, n_excluded]}."""
     given = [float(v) for v in values if v is not None]
     finite = [v for v in given if math.isfinite(v)]
     if finite:
@@ -253,13 +211,7 @@ def summarise_seeds(values: list[Any]) -> dict:
 
 def aggregate_over_seeds(records: list[dict]) -> dict:
     """``{dataset: {model: {metric: summary}}}`` over the seeds of each dataset x model, where summary is
-    :func:`summarise_seeds` (mean, std, se, ci_low, ci_high, n_seeds[, n_excluded]).
-
-    Metrics are the keys of :func:`numeric_metric_keys` (same units as the records); booleans, strings,
-    lists (e.g. ``fid_classifier_per_seed``) and settings are not aggregated. Seeds whose value is null are
-    left out, non-finite ones too (counted in ``n_excluded``). Metrics without any value for a dataset x
-    model are omitted.
-    """
+    :func:`summarise_seeds` (mean, std, se, ci_low, ci_high, n_seeds[, n_excluded])."""
     keys = numeric_metric_keys(records)
     out: dict = {}
     for rec in records:

@@ -50,9 +50,8 @@ def num(v: Any, spec: str) -> str:
 
 
 def format_ci(stat: dict | None, spec: str, sign: float = 1.0) -> str:
-    """'mean ± h' with h the half-width of the 95% Student-t interval over seeds (the interval is symmetric:
-    mean ± t * se); just 'mean' with one seed (no interval). 'n/a' without a value; ``sign`` = -1 negates the
-    mean (e.g. to show -ELBO)."""
+    """'mean ± h' with h the half-width of the 95% Student-t interval over seeds (the interval is symmetric: mean ± t
+    * se); just 'mean' with one seed (no interval)."""
     if not stat or stat.get("mean") is None:
         return "n/a"
     text = num(sign * stat["mean"], spec)

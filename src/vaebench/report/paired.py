@@ -1,25 +1,5 @@
-"""Paired comparisons of the models of a study that differ in exactly one component.
-
-For each dataset, every pair of models (A before B in the study's order) whose resolved configurations differ
-in exactly one axis of :data:`AXES` (the component's name or any of its settings, from the metrics fields
-``<axis>`` and ``<axis>_params``; ``latent_dim`` counts as an axis) answers one question, e.g. "which decoder
-variance is better" for a pair that differs only in the likelihood. Each pair is compared over the training
-seeds both models have (paired by seed value) and, for the per-image metrics, over the same test images
-(the ``index`` arrays of the per-image files must be equal):
-
-* ``nll`` (-L_k, lower is better) and ``elbo`` (higher is better), per image, only when both models have
-  the same ``data_space`` and both are valid densities (``valid_density``); otherwise a row says why not;
-* ``nll_discretised``: the discrete likelihood of the 8-bit images, -L_k_discretised of a Gaussian decoder
-  or -L_k of a decoder whose ``data_space`` is already ``discrete``, when both models have one and both are
-  valid densities (not repeated when both are discrete decoders: then it is ``nll``);
-* ``fid`` (``fid_classifier`` per seed, lower is better) for every pair.
-
-Statistics: :func:`vaebench.metrics.uncertainty.paired_difference` (per-image metrics) and
-:func:`~vaebench.metrics.uncertainty.paired_difference_scalar` (FID): diff = mean over seeds of A - B,
-its standard errors over images and over seeds, a 95% interval (Student t over seeds; normal over images
-with a single seed) and a verdict ("A better" / "B better" when the interval excludes 0, else
-"inconclusive"). Units: nats per image for the likelihoods, FID unitless.
-"""
+"""Paired comparisons of the models that differ in exactly one component, over common seeds and the same test
+images (Dror et al. 2018)."""
 from __future__ import annotations
 
 from typing import Any
@@ -37,8 +17,6 @@ NOT_COMPARED = "not compared"
 PAIR_SETTING_SECTIONS = ("train", "evaluate", "data")
 
 
-# ------------------------------------------------------------------------------------------------
-# Which pairs
 
 def axis_value(record: dict, axis: str) -> Any:
     """The resolved value of one axis of a model: ``latent_dim``, or {"name": ..., **settings}."""
@@ -57,7 +35,7 @@ def axis_text(record: dict, axis: str) -> str:
 
 
 def differing_axes(a: dict, b: dict) -> list[str]:
-    """The axes of :data:`AXES` (in that order) on which the metrics records ``a`` and ``b`` differ."""
+    """The axes of :data:`COMPARED_AXES` (in that order) on which the metrics records ``a`` and ``b`` differ."""
     return [axis for axis in COMPARED_AXES if axis_value(a, axis) != axis_value(b, axis)]
 
 
@@ -99,8 +77,6 @@ def single_axis_pairs(records: dict[str, dict], models: list[str]) -> list[tuple
     return out
 
 
-# ------------------------------------------------------------------------------------------------
-# One pair
 
 DISCRETE_COLUMN = "L_k_discretised"
 
@@ -168,9 +144,8 @@ def _row(base: dict, metric: str, result: dict | None = None, reason: str | None
 
 def pair_base(dataset: str, a: str, b: str, axis: str | None, cells_a: dict[int, CellData],
               cells_b: dict[int, CellData]) -> dict:
-    """The fields that describe a pair in every row: dataset, models, the axis on which they differ (None for
-    a pair named directly, e.g. by a claim) with both values, the other setting differences and the common
-    seeds."""
+    """The fields that describe a pair in every row: dataset, models, the axis on which they differ (None for a pair
+    named directly, e.g. by a claim) with both values, the other setting differences and the common seeds."""
     rec_a, rec_b = cells_a[min(cells_a)].record, cells_b[min(cells_b)].record
     return {"dataset": dataset, "model_a": a, "model_b": b, "axis": axis,
             "value_a": axis_text(rec_a, axis) if axis else None, "value_b": axis_text(rec_b, axis) if axis else None,
@@ -190,12 +165,8 @@ def _not_comparable(metric: str, a: str, rec_a: dict, b: str, rec_b: dict) -> st
 
 def compare_metric(base: dict, metric: str, cells_a: dict[int, CellData], cells_b: dict[int, CellData],
                    diagnostics: Diagnostics | None = None) -> dict:
-    """One comparison row: ``metric`` (a key of :data:`METRICS`) of model A - model B of ``base``
-    (:func:`pair_base`), paired over the common seeds and, for per-image metrics, over the same test images.
-
-    Per-image metrics read the per-image files: nll (-L_k), elbo, kl, recon and nll_discretised (the column of
-    :func:`discrete_column`); fid reads ``fid_classifier`` of each seed's record. A row that cannot be computed
-    says why in ``reason`` (verdict 'not compared'). Units: nats per image; FID unitless.
+    """One comparison row: ``metric`` (a comparison name of :mod:`vaebench.metrics.spec`) of model A - model B of ``base`` (:func:`pair_base`),
+    paired over the common seeds and, for per-image metrics, over the same test images.
 
     Raises:
         ValueError: the per-image files of the two models are on different test images.
@@ -249,21 +220,8 @@ def compare_metric(base: dict, metric: str, cells_a: dict[int, CellData], cells_
 
 def compare_pair(dataset: str, a: str, b: str, axis: str, cells_a: dict[int, CellData],
                  cells_b: dict[int, CellData], diagnostics: Diagnostics | None = None) -> list[dict]:
-    """The comparison rows of one pair (see the module docstring), A - B, in the order of :data:`PAIR_METRICS`.
+    """The comparison rows of one pair (rows: docs/report.md), A - B, in the spec's order of paired metrics.
 
-    Args:
-        dataset, a, b, axis: the pair and the one axis on which its models differ.
-        cells_a, cells_b: {seed: CellData} of each model; the seeds both have are paired by value.
-        diagnostics: the study's :class:`~vaebench.report.flags.Diagnostics`; a likelihood row lists in
-            ``lk_not_converged`` the models whose L_k column used is flagged (its difference may be bias).
-    Returns:
-        Rows {"dataset", "model_a", "model_b", "axis", "value_a", "value_b", "other_differences", "seeds",
-        "metric", "metric_label", "higher_is_better", "compared", "reason" (why not compared, else None),
-        "diff", "se_images", "se_seeds", "ci_low", "ci_high", "level", "interval_basis", "df", "n_seeds",
-        "n_images", "verdict" ('A better' / 'B better' / 'inconclusive' / 'inconclusive (one seed)' /
-        'not compared'), "better" (the better model or None), "diff_per_seed", "se_per_seed",
-        "lk_not_converged"}; undefined statistics are None. The discretised NLL row is present only when both
-        models have a discrete likelihood and they are not both discrete decoders (then it is the NLL row).
     Raises:
         ValueError: the per-image files of a per-image comparison are on different test images.
     """
@@ -284,8 +242,6 @@ def compare_pair(dataset: str, a: str, b: str, axis: str, cells_a: dict[int, Cel
     return rows
 
 
-# ------------------------------------------------------------------------------------------------
-# Every pair of a study
 
 def paired_comparisons(inputs: list[CellData], datasets: list[str], models: list[str],
                        diagnostics: Diagnostics | None = None) -> list[dict]:

@@ -40,12 +40,7 @@ def _model_setting(frame: pd.DataFrame, model: str, col: str) -> str:
 
 
 def common_settings(frame: pd.DataFrame, models: list[str]) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    """The stage settings of the cell records (``cell.train.*``, ``cell.evaluate.*``) shared by most models.
-
-    Returns ``(common, differing)``: ``common`` maps 'train.lr', 'evaluate.iwae_k', ... to the value of
-    most models (ties: the first model in grid order), as protocol text; ``differing`` maps a model to
-    {setting: its value} for the settings where it differs from ``common``.
-    """
+    """The stage settings of the cell records (``cell.train.*``, ``cell.evaluate.*``) shared by most models."""
     common: dict[str, str] = {}
     differing: dict[str, dict[str, str]] = {}
     for section in PROTOCOL_SECTIONS:
@@ -73,13 +68,8 @@ def setting_differences(frame: pd.DataFrame, models: list[str]) -> list[str]:
 
 
 def protocol_items(frame: pd.DataFrame, datasets: list[str], models: list[str], seeds: list) -> list[str]:
-    """The protocol as sentences: seeds and intervals, training, the test images, ELBO, -L_k and its
-    diagnostic, per-likelihood conventions, latent analysis, FID, paired comparisons, flags, grids, data.
-
-    Settings come from the cells' configuration records (``cell.*`` columns) and the metrics fields; where
-    a model's setting differs from the others', the sentence gives the others' value ("per-model
-    differences below", see :func:`setting_differences`).
-    """
+    """The protocol as sentences: seeds and intervals, training, the test images, ELBO, -L_k and its diagnostic,
+    per-likelihood conventions, latent analysis, FID, paired comparisons, flags, grids, data."""
     common, differing = common_settings(frame, models)
     c = lambda k: common.get(k, "n/a")  # noqa: E731
     u = lambda col, df=frame: unique(df, col)  # noqa: E731
@@ -95,9 +85,8 @@ def protocol_items(frame: pd.DataFrame, datasets: list[str], models: list[str], 
 
 
 def likelihood_items(frame: pd.DataFrame) -> list[str]:
-    """Per likelihood (registry name) of the study: its models, data treatment, what its number is a
-    likelihood of, the bits/dim convention of its ``data_space``, and notes on ``sigma_mode`` /
-    ``valid_density``."""
+    """Per likelihood (registry name) of the study: its models, data treatment, what its number is a likelihood of,
+    the bits/dim convention of its ``data_space``, and notes on ``sigma_mode`` / ``valid_density``."""
     items = []
     for lik in dict.fromkeys(frame["likelihood"].dropna().astype(str)):
         sub = frame[frame["likelihood"].astype(str) == lik]

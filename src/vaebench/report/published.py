@@ -1,37 +1,4 @@
-"""Published reference numbers that the report puts next to ours, as plain data.
-
-Every number below is restated from the paper table or figure named in its ``source`` (``SOURCES`` spells
-out the references). Only datasets this project can run are
-listed (MNIST first, then Fashion-MNIST and SVHN); the CelebA / CIFAR-10 / BAIR rows of SVAE-ICLR
-Table 2 come from hierarchical or sequence VAEs this project does not implement and are left out.
-
-One entry = one published number:
-
-``dataset``
-    the study's dataset key it concerns (compared after ``normalise_dataset``).
-``model``
-    the name of *our* model (a model of the catalogue, ``study.model_names``) it corresponds to; the
-    report shows the entry only when that model is in the study.
-``metric``
-    a key of ``PUBLISHED_METRICS``, which says which column of our metrics it is compared with.
-``value``, ``bound``
-    the value exactly as reported; ``bound = "<"`` where the paper prints "−log p < v" (a negative
-    ELBO, i.e. an upper bound on −log p).
-``setting``
-    the published configuration in a few words (architecture, k, ...).
-``train_k``
-    for IWAE-style rows, the number of importance samples used in *training*; the report keeps the
-    row whose ``train_k`` equals our model's training k (``objective_params["k"]`` of its metrics, 1
-    when the objective has none; all rows when none matches).
-``source``
-    paper + table/figure; ``SOURCES`` spells out the reference.
-``protocol``
-    the differences from our protocol, stated honestly: when they are large, compare the ranking
-    of models, never the absolute values.
-
-Units: nats per image for every likelihood-type number (summed over the D pixels of one image);
-FID is unitless. Nothing here is derived: values are as printed (or as digitised, for ρ-VAE).
-"""
+"""Published reference numbers that the report puts next to ours, as printed in the sources named (plain data)."""
 from __future__ import annotations
 
 from typing import Any
@@ -194,12 +161,7 @@ def normalise_dataset(name: str) -> str:
 
 
 def entries_for(dataset: str, models: list[str], train_k: dict[str, int] | None = None) -> list[dict[str, Any]]:
-    """Published entries for ``dataset`` whose model is one of ``models``, in the order above.
-
-    ``train_k`` maps our model name to the k it was trained with (1 for a plain ELBO). For a model
-    and metric with several rows that differ only in ``train_k`` (IWAE Table 1), only the row with
-    our k is kept; when none matches, all rows are kept so the reader still sees the published range.
-    """
+    """Published entries for ``dataset`` whose model is one of ``models``, in the order above."""
     train_k = train_k or {}
     ds = normalise_dataset(dataset)
     rows = [dict(e) for e in PUBLISHED if e["dataset"] == ds and e["model"] in models]

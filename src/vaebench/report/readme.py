@@ -1,14 +1,5 @@
-"""The README's generated sections: the table of registered components (from the registry) and the
-default study's verdicts and results (from the committed ``reports/claims.csv``, ``reports/metrics.json`` and the
-study). Nothing in them is
-typed by hand: ``python -m vaebench readme`` rewrites the text between the markers
-
-    <!-- generated:NAME (python -m vaebench readme) -->
-    ...
-    <!-- end generated:NAME -->
-
-and a test checks that the committed README equals what the command would write.
-"""
+"""The README's generated sections (components, verdicts, results), rewritten between their markers by
+`python -m vaebench readme`."""
 from __future__ import annotations
 
 import json
@@ -46,7 +37,7 @@ def components_table() -> str:
 
 
 def _fmt(stat: dict | None, spec: str) -> str:
-    """'mean ± half-width of the 95% interval over seeds' (:func:`vaebench.report.tables.format_ci`), '' without
+    """'mean ± half-width of the 95% interval over seeds' (:func:`vaebench.report.format.format_ci`), '' without
     a value."""
     from vaebench.report.format import format_ci
 
@@ -124,9 +115,8 @@ def _diff_text(row: dict | None) -> str:
 
 
 def comparisons_table(metrics: dict) -> str:
-    """Markdown table of the paired comparisons of a reports/metrics.json, one line per pair: A, B, the
-    component that differs, A - B ± SE (over seeds; over images with one seed) and the verdict for the test
-    NLL and the FID. Empty string when there is none."""
+    """Markdown table of the paired comparisons of a reports/metrics.json, one line per pair: A, B, the component that
+    differs, A - B ± SE (over seeds; over images with one seed) and the verdict for the test NLL and the FID."""
     pairs: dict[tuple, dict] = {}
     for row in metrics.get("comparisons", []):
         key = (row["dataset"], row["model_a"], row["model_b"], row["axis"])
@@ -141,7 +131,7 @@ def comparisons_table(metrics: dict) -> str:
 
 
 def verdicts_table(claims_path: str | Path = paths.REPORT_CLAIMS) -> str:
-    """Markdown of the verdict table (:func:`vaebench.report.tables.verdict_table`) of a reports/claims.csv,
+    """Markdown of the verdict table (:func:`vaebench.report.tables.comparisons.verdict_table`) of a reports/claims.csv,
     preceded by the count of each verdict."""
     from vaebench.report import claims, render
     from vaebench.report.tables.comparisons import verdict_counts, verdict_table

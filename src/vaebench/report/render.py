@@ -1,11 +1,4 @@
-"""The report as one document (a list of blocks) rendered twice with Jinja2: HTML and Markdown.
-
-:func:`build_document` assembles the blocks (headings, paragraphs, bullet lists, images, tables) from the
-tables and figures; ``templates/index.html.j2`` renders them to a self-contained HTML page (every image
-embedded as a base64 data URI, all text escaped by Jinja2's autoescape) and ``templates/index.md.j2`` to
-Markdown whose images link ``figures/...`` relative to the report folder. Both templates walk the same
-blocks, so the two files say the same thing.
-"""
+"""The report as one document of blocks, rendered to HTML (images embedded) and Markdown by Jinja2 templates."""
 from __future__ import annotations
 
 import base64
@@ -88,21 +81,13 @@ def _cell(v: Any) -> Any:
     return "n/a" if v is None else str(v)
 
 
-# ------------------------------------------------------------------------------------------------
-# Assembling the document
 
 def build_document(title: str, datasets: list[str], models: list[str], seeds: list, frame: pd.DataFrame,
                    aggregate: dict, figures: dict[str, DatasetFigures], comparisons: list[dict] | None = None,
                    diagnostics: Diagnostics | None = None, verdicts: list[dict] | None = None) -> Document:
-    """The report's blocks: an introduction, the verdicts on the claims, then per dataset the pictures, the
-    likelihood results per data space, latent analysis, FID, training quantities, paired comparisons, flags
-    and the published comparison; at the end the protocol and the model descriptions.
-
-    ``frame`` is :func:`vaebench.report.collect.summary_frame` with ``include_cell=True``; ``aggregate`` the
-    result of :func:`vaebench.report.collect.aggregate_over_seeds`; ``figures`` the written figures;
-    ``comparisons`` the rows of :func:`vaebench.report.paired.paired_comparisons`; ``diagnostics`` the
-    study's :class:`vaebench.report.flags.Diagnostics` (None: no comparison, no flag).
-    """
+    """The report's blocks: an introduction, the verdicts on the claims, then per dataset the pictures, the likelihood
+    results per data space, latent analysis, FID, training quantities, paired comparisons, flags and the published
+    comparison; at the end the protocol and the model descriptions."""
     comparisons = comparisons or []
     diagnostics = diagnostics or Diagnostics()
     doc = Document(title)
@@ -257,8 +242,6 @@ def _protocol(doc: Document, datasets: list[str], models: list[str], seeds: list
     doc.table(results.evaluation_settings_table(frame, datasets, models))
 
 
-# ------------------------------------------------------------------------------------------------
-# Rendering
 
 def data_uri(path: str | os.PathLike) -> str:
     """The file at ``path`` as a ``data:<mime>;base64,...`` URI (PNG unless the suffix says otherwise)."""
@@ -288,10 +271,7 @@ def _environment(base: Path | None = None):
 
 
 def render_html(doc: Document) -> str:
-    """Self-contained HTML of ``doc``: every image embedded as a base64 data URI, text autoescaped.
-
-    Raises ``FileNotFoundError`` if an image file of the document does not exist.
-    """
+    """Self-contained HTML of ``doc``: every image embedded as a base64 data URI, text autoescaped."""
     return _environment().get_template(TEMPLATE_HTML).render(title=doc.title, blocks=doc.blocks)
 
 

@@ -69,9 +69,8 @@ def train_k(frame: pd.DataFrame, model: str) -> int:
 
 
 def comparison_table(dataset: str, models: list[str], aggregate: dict, frame: pd.DataFrame) -> pd.DataFrame:
-    """Ours (mean ± 95% CI over seeds) next to the published numbers of :mod:`vaebench.report.published` for
-    the models of the study, one row per published number; empty when none concerns them. The published
-    rows of IWAE-style tables are picked by our training k (:func:`train_k`)."""
+    """Ours (mean ± 95% CI over seeds) next to the published numbers of :mod:`vaebench.report.published` for the
+    models of the study, one row per published number; empty when none concerns them."""
     ks = {m: train_k(frame, m) for m in models}
     rows = []
     for e in published.entries_for(dataset, models, ks):
@@ -107,11 +106,7 @@ def _our_protocol(metric: str, sub: pd.DataFrame) -> str:
 
 
 def comparison_notes(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """Split the long, shared protocol notes out of a :func:`comparison_table`.
-
-    Returns ``(table, notes, sources)``: the table with 'protocol differences' replaced by 'note <i>', the
-    distinct notes in order (note i = ``notes[i - 1]``) and 'key: reference' lines of the sources cited.
-    """
+    """Split the long, shared protocol notes out of a :func:`comparison_table`."""
     table = table.copy()
     notes = list(dict.fromkeys(table["protocol differences"]))
     table["protocol differences"] = [f"note {notes.index(n) + 1}" for n in table["protocol differences"]]
@@ -125,11 +120,10 @@ def _claim_pair(r: dict) -> str:
 
 
 def verdict_table(rows: list[dict]) -> pd.DataFrame:
-    """One row per checked claim x dataset x pair x metric (the rows of
-    :func:`vaebench.report.claims.check_claims`): the claim, dataset, pair, metric (with its unit), what the
-    paper claims, our paired difference A - B ± the half-width of its 95% interval with the interval itself,
-    seeds, the published A and B where the paper gives both, and the verdict (with the reason when not
-    tested, and the models whose L_k is flagged as not converged)."""
+    """One row per checked claim x dataset x pair x metric (the rows of :func:`vaebench.report.claims.check_claims`):
+    the claim, dataset, pair, metric (with its unit), what the paper claims, our paired difference A - B ± the
+    half-width of its 95% interval with the interval itself, seeds, the published A and B where the paper gives
+    both, and the verdict (with the reason when not tested, and the models whose L_k is flagged as not converged)."""
     from vaebench.report.claims import metric_label
 
     out = []

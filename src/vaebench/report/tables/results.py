@@ -13,8 +13,6 @@ DISCRETISED_NOTE = (
     "probability of each pixel's bin [v/256, (v+1)/256) under the decoder's Gaussian (edge bins open; Salimans "
     "et al. 2017, eq. 2), from the same posterior samples; bits/dim = NLL / (D ln 2) with no offset. A true "
     "likelihood of the 8-bit data, comparable with a categorical decoder's, unlike the dequantisation bound.")
-# Stage settings (keys of the cell record) compared between models; a model whose value differs from
-# the others' is listed under the protocol.
 
 
 LIKELIHOOD_LAYOUT = ("test_elbo_nats", "test_recon_nats", "test_kl_nats", "test_nll_iwae_nats", "lk_gap", "bits_per_dim",
@@ -88,7 +86,7 @@ def n_seeds(aggregate: dict, dataset: str, model: str) -> int:
 
 
 def space_groups(dataset: str, models: list[str], frame: pd.DataFrame) -> dict[str, list[str]]:
-    """``{data_space: [models of dataset]}`` from the ``data_space`` field, spaces in :data:`SPACE_ORDER`
+    """``{data_space: [models of dataset]}`` from the ``data_space`` field, spaces in the spec's declaration order
     (others after, in order of appearance), models in grid order; a model whose cells disagree is put under
     its first cell's space."""
     groups: dict[str, list[str]] = {}
@@ -127,11 +125,9 @@ def gap_text(entry: dict | None, spec: str = ".2f") -> str:
 
 def likelihood_table(dataset: str, space: str, models: list[str], aggregate: dict, frame: pd.DataFrame,
                      diagnostics: Diagnostics) -> pd.DataFrame:
-    """The likelihood results of the models of one data space: mean ± 95% CI over seeds of the ELBO and
-    -L_k, the ELBO's terms, the L_k - L_{k/10} diagnostic (± SE over images, flagged when above the
-    tolerance) and bits/dim; for decoders with a discretised column, the same quantities of the discrete 8-bit
-    likelihood side by side. Headers name the units, k and the data space; columns without any value are
-    dropped. Models whose likelihood is not a normalised density are labelled so."""
+    """The likelihood results of the models of one data space: mean ± 95% CI over seeds of the ELBO and -L_k, the
+    ELBO's terms, the L_k - L_{k/10} diagnostic (± SE over images, flagged when above the tolerance) and bits/dim;
+    for decoders with a discretised column, the same quantities of the discrete 8-bit likelihood side by side."""
     agg = aggregate.get(dataset, {})
     sub = rows_of(frame, dataset)
     sub = sub[sub["model"].isin(models)]
@@ -171,11 +167,10 @@ def latent_table(dataset: str, models: list[str], aggregate: dict, frame: pd.Dat
 
 
 def fid_table(dataset: str, models: list[str], aggregate: dict, frame: pd.DataFrame) -> pd.DataFrame:
-    """FID per model: of decoder means, mean ± 95% CI over training seeds (each seed's value is itself
-    the mean over ``fid_seeds`` sample seeds); its spread over sample seeds (std, mean over training seeds);
-    the FID of draws x ~ p(x|z); the dataset's floor (real held-out images) and N; the Inception FID of the
-    first sample seed against the whole test split with both N, or why it was not computed. Without a
-    classifier (unlabelled dataset) the FID and floor columns read 'unavailable: <reason>', never a number."""
+    """FID per model: of decoder means, mean ± 95% CI over training seeds (each seed's value is itself the mean over
+    ``fid_seeds`` sample seeds); its spread over sample seeds (std, mean over training seeds); the FID of draws x ~
+    p(x|z); the dataset's floor (real held-out images) and N; the Inception FID of the first sample seed against
+    the whole test split with both N, or why it was not computed."""
     agg = aggregate.get(dataset, {})
     rows = []
     for m in models:
