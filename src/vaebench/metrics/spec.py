@@ -14,6 +14,10 @@ Comparable = Literal["any", "same_space", "density", "valid_density"]
 
 @dataclass(frozen=True)
 class Metric:
+    """A result: ``per_image`` its per_image.npz column (times ``per_image_sign``; None: compared per seed from the
+    record), ``comparable`` which pairs it may compare, ``compare_as`` its name in comparisons and claims.yaml,
+    ``paired`` compared for every single-axis pair, ``table``/``column``/``fmt`` its results-table column."""
+
     key: str
     label: str
     unit: str
@@ -33,6 +37,8 @@ class Metric:
 
 @dataclass(frozen=True)
 class Setting:
+    """How the cell was evaluated (a sample size, a tolerance): never aggregated."""
+
     key: str
     label: str
     unit: str = ""
@@ -42,6 +48,8 @@ class Setting:
 
 @dataclass(frozen=True)
 class Descriptive:
+    """Identity, configuration or text of a cell."""
+
     key: str
     label: str
     optional: bool = False
@@ -53,6 +61,8 @@ Field = Union[Metric, Setting, Descriptive]
 
 @dataclass(frozen=True)
 class DataSpace:
+    """A space the test data is scored in: table title, short name, phrase, bits/dim convention."""
+
     name: str
     title: str
     short: str
@@ -62,6 +72,8 @@ class DataSpace:
 
 @dataclass(frozen=True)
 class TrackedScalar:
+    """A training scalar: ``name`` in ``tracked_scalars()`` and the training log, ``record_key`` in the record."""
+
     name: str
     record_key: str
     label: str
