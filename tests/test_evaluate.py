@@ -309,3 +309,15 @@ def test_stage_commands_return_freed_heap_memory():
         pytest.skip("not glibc")
     assert return_freed_memory(period_s=0.05)
     assert any(t.name == "malloc_trim" and t.daemon and t.is_alive() for t in threading.enumerate())
+
+
+def test_every_record_key_is_declared_in_the_spec(evaluated):
+    """Each field of the stage's metrics.json is declared in vaebench.metrics.spec (metric, setting or
+    descriptive), and every declared field that is not optional is written."""
+    from vaebench.metrics import spec
+
+    _, _, out = evaluated
+    for model, (record, _) in out.items():
+        assert set(record) <= set(spec.FIELDS), (model, sorted(set(record) - set(spec.FIELDS)))
+        missing = [k for k, f in spec.FIELDS.items() if not f.optional and k not in record]
+        assert not missing, (model, missing)

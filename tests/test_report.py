@@ -30,7 +30,8 @@ from vaebench.report.figures import likelihood_groups
 from vaebench.report.flags import diagnose, geco_status, lk_status
 from vaebench.report.paired import LIKELIHOOD_METRICS, compare_pair, paired_comparisons
 from vaebench.report.render import PICTURES
-from vaebench.report.tables import comparison_table, likelihood_items
+from vaebench.report.protocol import likelihood_items
+from vaebench.report.tables.comparisons import comparison_table
 
 DATASET = "mnist"
 MODELS = ["vae_bernoulli", "sigma_vae", "sigma_vae_per_image", "vae_gaussian", "geco"]

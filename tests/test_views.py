@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 
 from conftest import BIN, REPO, env, make_workspace, run, tiny_params
-from vaebench import paths
+from vaebench import dag, paths
 from vaebench.dev import dvc_template
-from vaebench.report.dvc_plots import QUANTITIES, write_plot_data
+from vaebench.report.dvc_plots import quantities, write_plot_data
 
 pytestmark = pytest.mark.pipeline     # spawns Snakemake, DVC, MLflow or a browser: not in make test-fast
 
@@ -70,13 +70,13 @@ def test_write_plot_data_matches_the_logs(tmp_path):
 
     written = write_plot_data(out, datasets, MODELS, SEEDS, logs)
 
-    assert written == sorted(out / d / f"{q}.csv" for d in datasets for q in QUANTITIES)
+    assert written == sorted(out / d / f"{q}.csv" for d in datasets for q in quantities())
     assert not (out / "mnist" / "stale.csv").exists() and (out / "notes.txt").exists()
     assert sorted(p.name for p in out.rglob(".*")) == []                         # no temporary files left
     has = {"log_sigma": ["sigma_vae"], "lambda": ["geco"], "constraint": ["geco"],
            "effective_beta": ["sigma_vae", "geco"]}
     for d in datasets:
-        for q, (column, factor) in QUANTITIES.items():
+        for q, (column, factor) in quantities().items():
             frame = pd.read_csv(out / d / f"{q}.csv")
             assert list(frame.columns) == ["epoch", "model", "seed", q]
             models = has.get(q, MODELS)
@@ -211,7 +211,7 @@ def test_dvc_plots_show_renders_offline(dvc_repo):
     assert html.startswith(dvc_template.stamp())
     assert not re.search(r"<script[^>]*\bsrc=", html) and "cdn.jsdelivr" not in html
     # one plot per file, drawn with the custom template (colour = model, one line per seed)
-    assert html.count("vegaEmbed('#") == len(files) == len(QUANTITIES)
+    assert html.count("vegaEmbed('#") == len(files) == len(quantities())
     assert html.count('"field": "model"') >= len(files) and '"detail": {"field": "seed"' in html
     for f in files:
         assert f.relative_to(ws).as_posix() in html

@@ -1,21 +1,5 @@
-"""MLflow tracking that can never lose a result.
-
-Files in ``data/`` and ``reports/`` are the source of truth; MLflow is a browsable mirror of them.
-Every MLflow call goes through :class:`Tracker`, which catches any failure (unreachable server,
-locked database, bad URI), warns once naming the tracking URI, and turns itself off so the job still
-finishes and writes its files. MLflow (and torchvision/PIL for image grids) is imported lazily, on the
-first call of an enabled tracker: ``import mlflow`` takes 1-2 s, which jobs run with
-``VAEBENCH_MLFLOW=0`` and the CLI's quick commands should not pay.
-
-Store: MLflow's own default (``sqlite:///mlflow.db`` in the working directory, artifacts under
-``./mlruns``); ``MLFLOW_TRACKING_URI`` overrides it. One experiment per study, one run per cell.
-
-What a training run holds: params (the resolved cell, flattened), per-epoch metrics (step = epoch),
-its dataset as an MLflow dataset input (name = the dataset key, source = the prepared file's path,
-digest = the first 36 hex digits of the file's SHA-256, the most MLflow accepts; the full SHA-256 is the
-input tag ``sha256`` and the run tag ``dataset_sha256``), per-epoch image grids (``log_images``, step =
-epoch) and, at the end, the log and the checkpoint as artifacts.
-"""
+"""MLflow tracking that never loses a result: every call goes through Tracker, which warns and turns itself off
+on any failure (files in data/ and reports/ are the source of truth)."""
 from __future__ import annotations
 
 import hashlib
@@ -29,27 +13,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# A pipeline job must not hang for minutes retrying an unreachable server: MLflow's defaults retry an
-# HTTP request 7 times with backoff. Users can still override these in their environment.
+# retries, timeout, experiment kind, digest size, grids, the dataset race: docs/report.md
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
 
-# The experiment kind tag of MLflow 3: the value its UI writes when a user picks "Machine learning" for an
-# experiment ("genai_development" is the other; the UI's ExperimentKind enum in mlflow/server/js; the Python
-# package has no constant for it). Caveat: the 3.17 UI opens an experiment on the tab of its own sidebar
-# switch "GenAI | Model training" (browser localStorage ``mlflow.workflowType``, default GenAI; the URL
-# parameter ``?workflowType=machine_learning`` overrides it), not on this tag; see the README's MLflow link.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
-# MLflow rejects a dataset digest longer than this (mlflow.utils.validation.MAX_DATASET_DIGEST_SIZE;
-# the column is VARCHAR(36) in every SQL store).
 DATASET_DIGEST_CHARS = 36
 DATASET_SHA256_TAG = "dataset_sha256"      # run tag: the full SHA-256 of the run's prepared dataset file
 
-# Images per per-epoch grid (sample grid and reconstruction grid): two forward passes of this many images
-# per epoch, far cheaper than one training step's backward pass. ``VAEBENCH_MLFLOW_GRID_N`` overrides it,
-# 0 turns the grids off. Deliberately not a training param: changing it must not rerun training.
 GRID_N = 64
 
 
@@ -68,8 +41,6 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
     """SHA-256 of a file's bytes, read ``chunk_bytes`` at a time.
 
-    Returns:
-        The 64-character lowercase hex digest (what ``sha256sum`` prints).
     Raises:
         OSError: the file cannot be read.
     """
@@ -110,12 +81,7 @@ def _grid_to_pil(grid: torch.Tensor):
 
 
 class Tracker:
-    """A fault-tolerant handle on one MLflow run.
-
-    Args:
-        experiment: experiment name (the study name).
-        enabled: False skips MLflow entirely (e.g. ``VAEBENCH_MLFLOW=0``).
-    """
+    """A fault-tolerant handle on one MLflow run."""
 
     def __init__(self, experiment: str, enabled: bool | None = None):
         if enabled is None:
@@ -126,7 +92,6 @@ class Tracker:
         self._client = None
         self._uri = None
 
-    # -- internals -------------------------------------------------------------------------------
     def _fail(self, what: str, exc: BaseException) -> None:
         warnings.warn(
             f"MLflow unavailable ({what} failed against tracking URI {self._uri!r}: "
@@ -208,12 +173,9 @@ class Tracker:
         self._call("resuming the run", _resume)
 
     def continue_run(self, run_id: str | None, step_key: str) -> int | None:
-        """Reopen the training run of a resumed job: mark run ``run_id`` RUNNING again and return the last step
-        at which metric ``step_key`` was logged (0 when never), so that the caller logs only the epochs after
-        it (a job killed between logging an epoch and saving its resume file logs no epoch twice).
-
-        Returns None, leaving tracking on, when the run is gone or ``run_id`` is None (the caller starts a new
-        run); None with tracking off when MLflow itself fails (as every other call)."""
+        """Reopen the training run of a resumed job: mark run ``run_id`` RUNNING again and return the last step at
+        which metric ``step_key`` was logged (0 when never), so that the caller logs only the epochs after it (a
+        job killed between logging an epoch and saving its resume file logs no epoch twice)."""
         if run_id is None or not self.enabled:
             return None
 
@@ -248,20 +210,15 @@ class Tracker:
         if self.run_id is not None:
             self._call("logging metrics", _log)
 
+    def log_record(self, record: dict, step: int | None = None) -> None:
+        """Log the numeric metrics and settings of an evaluate record (:func:`vaebench.metrics.spec.mlflow_keys`)."""
+        from vaebench.metrics import spec
+
+        self.log_metrics({k: record[k] for k in spec.mlflow_keys() if k in record
+                          and isinstance(record[k], (int, float)) and not isinstance(record[k], bool)}, step=step)
+
     def log_dataset(self, name: str, path: str | os.PathLike, context: str = "training") -> None:
-        """Log a prepared dataset file as the run's MLflow dataset input.
-
-        Hashes the file (only when tracking is on) and logs an ``mlflow.data.meta_dataset.MetaDataset``
-        with a local-file source: name = ``name``, source = ``{"uri": path}`` (``path`` as given, relative
-        to the working directory), digest = the first :data:`DATASET_DIGEST_CHARS` hex digits of the file's
-        SHA-256; input tags ``mlflow.data.context`` = ``context`` and ``sha256`` = the full digest, which is
-        also the run tag :data:`DATASET_SHA256_TAG`.
-
-        Args:
-            name: the dataset key (e.g. ``"mnist"``).
-            path: the prepared file (``vaebench.paths.PREPARED``).
-            context: what the run used it for (MLflow's dataset context: ``"training"``, ``"evaluation"``).
-        """
+        """Log a prepared dataset file as the run's MLflow dataset input."""
 
         def _log():
             import json
@@ -281,10 +238,6 @@ class Tracker:
             try:
                 self._client.log_inputs(self.run_id, datasets=inputs)
             except Exception as exc:  # noqa: BLE001 - only the race below is retried
-                # MLflow's SQL store looks the dataset up and inserts it when missing, not atomically: jobs
-                # logging the same dataset at once (parallel jobs of a study) can both insert, and the second
-                # fails on the unique constraint (measured: 6 of 25 runs of 8 concurrent jobs,
-                # tests/test_mlflow_concurrency.py). The row now exists, so a second attempt links it.
                 if "UNIQUE constraint failed: datasets" not in str(exc):
                     raise
                 self._client.log_inputs(self.run_id, datasets=inputs)
@@ -295,15 +248,8 @@ class Tracker:
 
     def log_images(self, grids: Mapping[str, torch.Tensor] | Callable[[], Mapping[str, torch.Tensor]],
                    step: int) -> None:
-        """Log image grids as MLflow images at ``step`` (the UI shows them per key with a step slider;
-        the files are ``images/<key>+step+<step>+...png`` among the run's artifacts).
-
-        Args:
-            grids: {key: (C, H, W) float tensor in [0, 1]} (``torchvision.utils.make_grid`` output), or a
-                function returning it, called only when tracking is on (so nothing is computed otherwise;
-                an exception it raises only warns, like an MLflow failure). Keys: letters, digits, ``_-./ ``.
-            step: the training step they belong to (the epoch).
-        """
+        """Log image grids as MLflow images at ``step`` (the UI shows them per key with a step slider; the files are
+        ``images/<key>+step+<step>+...png`` among the run's artifacts)."""
 
         def _log():
             for key, grid in (grids() if callable(grids) else grids).items():

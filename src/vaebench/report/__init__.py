@@ -1,37 +1,5 @@
-"""Report stage: gather every cell of a study into tables, figures and a self-contained report.
-
-Inputs (one set per cell = dataset x model x seed, at the :func:`vaebench.paths.cell_paths` locations): the
-evaluation metrics JSON, the per-image estimates (npz), the training log CSV and the sample / reconstruction
-grids (PNG). Outputs (all written atomically, under ``out_dir`` at the same relative places as under
-:data:`vaebench.paths.REPORT_DIR`):
-
-* ``summary.csv``   one row per cell (every metrics field as stored, nested dicts flattened, nothing averaged);
-* ``metrics.json``  strict JSON (no NaN), keys sorted, a DVC metrics file::
-
-      {"models": {dataset: {model: {metric: {"mean", "std", "se", "ci_low", "ci_high", "n_seeds"
-                                             [, "n_excluded"]}}}},
-       "comparisons": [one row per pair x metric, :func:`vaebench.report.paired.paired_comparisons`],
-       "flags": {"rules", "lk_not_converged", "geco_not_settled", "classifier_accuracy_low", "fid_floor"}}
-
-  ``models``: every numeric result over training seeds (sample std ddof = 1, se = std / sqrt(S), 95%
-  Student-t interval; null with a single seed); ``comparisons``: paired differences A - B of the models that
-  differ in one component, with standard errors over images and seeds, interval and verdict; ``flags``: the
-  diagnostics of :mod:`vaebench.report.flags` that fired, with their rules;
-* ``claims.csv``    the seed papers' claims (``claims.yaml``) checked on every dataset, with verdicts
-  (:mod:`vaebench.report.claims`); kept in git, the README's verdict table is generated from it;
-* ``figures/``      rate-distortion, FID against NLL, every model's samples and reconstructions side by side,
-  training curves per model, latent use, validation curves, copies of the image grids;
-* ``plots/``        the training curves as long-format CSVs for ``dvc plots show`` (:mod:`vaebench.report.dvc_plots`);
-* ``index.html``    the report with every image embedded as a base64 data URI (opens offline);
-* ``index.md``      the same report in Markdown, referencing ``figures/...``.
-
-Modules: :mod:`~vaebench.report.collect` (reading and checking the inputs, summary and aggregates),
-:mod:`~vaebench.report.paired` (paired comparisons), :mod:`~vaebench.report.flags` (diagnostics),
-:mod:`~vaebench.report.tables` (tables and protocol text), :mod:`~vaebench.report.figures` (matplotlib),
-:mod:`~vaebench.report.render` (the document and its Jinja2 templates), :mod:`~vaebench.report.published`
-(published reference numbers). Importing this package imports none of them (pandas, matplotlib and Jinja2
-load when :func:`build_report` runs).
-"""
+"""Report stage: every cell of a study gathered into summary.csv, metrics.json, claims.csv, figures, DVC plots
+and index.html / index.md (layout and conventions: docs/report.md)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,11 +14,7 @@ __all__ = ["build_report", "output_paths"]
 
 
 def output_paths(out_dir: str | Path = paths.REPORT_DIR) -> dict[str, Path]:
-    """The report's files under ``out_dir``, at the same relative places as under ``paths.REPORT_DIR``.
-
-    Keys: ``dir``, ``summary_csv``, ``metrics_json``, ``index_html``, ``index_md``, ``claims_csv``, ``figures`` and
-    ``plots`` (folders).
-    """
+    """The report's files under ``out_dir``, at the same relative places as under ``paths.REPORT_DIR``."""
     out_dir = Path(out_dir)
 
     def rel(p: str) -> Path:
@@ -71,12 +35,6 @@ def output_paths(out_dir: str | Path = paths.REPORT_DIR) -> dict[str, Path]:
 def build_report(study: "Study", out_dir: str | Path = paths.REPORT_DIR, claims_path: str | Path = paths.CLAIMS) -> dict:
     """Read every cell of ``study`` and write the report files under ``out_dir``.
 
-    ``study`` needs ``name``, ``dataset_names``, ``model_names``, ``seeds`` and ``cells()`` (a
-    :class:`vaebench.config.Study`). Input paths are relative to the working directory (the repository root).
-
-    Returns:
-        ``{"n_cells", "datasets", "models", "seeds", "summary_csv", "metrics_json", "index_html", "index_md",
-        "figures"}``: counts, the grid and the paths written (``figures``: every figure file, sorted).
     Raises:
         FileNotFoundError: an input of some cell is missing (the message names the file); raised before
             anything is written, so the previous report (or none) stays in place.

@@ -1,26 +1,4 @@
-"""The seed papers' claims, checked on every dataset of a study: verdicts with their intervals.
-
-The claims are data: ``claims.yaml`` at the repository root (:data:`vaebench.paths.CLAIMS`), one entry per
-claim, validated here with pydantic (a bad entry raises :class:`vaebench.config.ConfigError` naming the file
-and the key, before any job runs: :func:`vaebench.config.validate_study` loads it). Each claim lists
-comparisons of model A against model B, named directly or selected by an axis (every pair of the study that
-differs only in that component), and for each metric what the paper says of A: ``better``, ``worse`` or
-``{equal_within: m}``.
-
-Every (claim, dataset, A, B, metric) becomes one row: the paired difference A - B of
-:func:`vaebench.report.paired.compare_metric` (over the common seeds and the same test images; 95% Student-t
-interval over seeds), the published A and B values where :mod:`vaebench.report.published` has both, and a
-verdict:
-
-* directional claims: **reproduced** when the interval excludes 0 on the claimed side, **not reproduced** when
-  it excludes 0 on the other side, **inconclusive** when it covers 0 (or there is one seed and no interval);
-* ``equal_within: m``: **reproduced** when the interval lies inside [-m, m], **not reproduced** when it lies
-  entirely outside, else **inconclusive**;
-* **not tested**: a model is not in the study, or the metric cannot compare the two (the reason is given).
-
-Sources of the statistics: paired differences on a shared test set (Dror et al. 2018, Section 3) over seeds
-as i.i.d. training runs (Bouthillier et al. 2021); see :mod:`vaebench.metrics.uncertainty`.
-"""
+"""The seed papers' claims (claims.yaml) checked on every dataset of a study: verdicts with their intervals."""
 from __future__ import annotations
 
 import os
@@ -32,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationErro
 
 from vaebench import paths
 from vaebench.report import published
-from vaebench.report.paired import AXES, METRICS, compare_metric, pair_base, single_axis_pairs
+from vaebench.metrics import spec
+from vaebench.report.paired import COMPARED_AXES, compare_metric, pair_base, single_axis_pairs
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED = "reproduced", "not reproduced", "inconclusive", "not tested"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED)
@@ -44,7 +23,7 @@ COLUMNS = ["claim_id", "claim", "dataset", "model_a", "model_b", "metric", "expe
 PUBLISHED_METRIC = {"nll": ("nll_nats", 1.0), "elbo": ("neg_elbo_nats", -1.0), "fid": ("fid", 1.0),
                     "kl": ("mean_kl_nats", 1.0)}
 
-Metric = Literal["nll", "elbo", "nll_discretised", "kl", "recon", "fid"]
+ComparedMetric = Literal[tuple(spec.compared_names())]  # type: ignore[valid-type]
 
 
 class EqualWithin(BaseModel):
@@ -64,10 +43,10 @@ class Comparison(BaseModel):
     model_config = ConfigDict(extra="forbid")
     a: list[str] | str | None = None
     b: list[str] | str | None = None
-    axis: Literal[AXES] | None = None  # type: ignore[valid-type]
+    axis: Literal[COMPARED_AXES] | None = None  # type: ignore[valid-type]
     a_value: str | None = None
     b_value: str | None = None
-    metrics: dict[Metric, Expectation] = Field(min_length=1)
+    metrics: dict[ComparedMetric, Expectation] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _one_way(self):
@@ -104,9 +83,6 @@ class ClaimsFile(BaseModel):
 def load_claims(path: str | os.PathLike = paths.CLAIMS, catalogue: set[str] | None = None) -> dict[str, Claim]:
     """The claims of ``path`` in file order, ``{claim_id: Claim}``.
 
-    Args:
-        path: the claims YAML file.
-        catalogue: the model names a claim may name (None: not checked).
     Raises:
         FileNotFoundError: no such file.
         vaebench.config.ConfigError: invalid YAML or an invalid entry, naming the file and the dotted key
@@ -145,7 +121,7 @@ def expected_text(expectation: Expectation) -> str:
 
 def verdict(expectation: Expectation, row: dict) -> str:
     """The claim's verdict from a comparison row of :func:`vaebench.report.paired.compare_metric` (rules in
-    the module docstring)."""
+    docs/report.md)."""
     if not row["compared"]:
         return NOT_TESTED
     lo, hi = row["ci_low"], row["ci_high"]
@@ -204,20 +180,9 @@ def _pairs(comp: Comparison, dataset: str, models: list[str], records: dict[str,
 
 def check_claims(claims: dict[str, Claim], inputs: list, datasets: list[str], models: list[str],
                  diagnostics=None) -> list[dict]:
-    """Every claim on every dataset: the rows of ``reports/claims.csv`` (keys :data:`COLUMNS`, in claim,
-    dataset, comparison, pair and metric order).
+    """Every claim on every dataset: the rows of ``reports/claims.csv`` (keys :data:`COLUMNS`, in claim, dataset,
+    comparison, pair and metric order).
 
-    Args:
-        claims: from :func:`load_claims`.
-        inputs: the study's :class:`vaebench.report.collect.CellData`.
-        datasets, models: the study's grid, in order.
-        diagnostics: :class:`vaebench.report.flags.Diagnostics`; a likelihood row lists the models whose L_k is
-            flagged as not converged (``lk_not_converged``, ';'-joined).
-    Returns:
-        Rows with the paired difference A - B (``diff``, its ``ci_low``/``ci_high`` at ``level``, ``se_seeds``,
-        ``se_images``, ``n_seeds``, ``n_images``; None when not computed), the published values
-        (``published_a``, ``published_b``, ``published_diff``, ``published_source``; None where the paper gives
-        no pair), ``expected``, ``verdict`` (one of :data:`VERDICTS`) and ``reason`` (why not tested).
     Raises:
         ValueError: two compared models were evaluated on different test images.
     """
@@ -256,8 +221,8 @@ def _empty(head: dict, reason: str) -> dict:
 
 
 def metric_label(metric: str) -> str:
-    """The metric's label with its unit (from :data:`vaebench.report.paired.METRICS`)."""
-    return METRICS[metric][0]
+    """The metric's label with its unit (:mod:`vaebench.metrics.spec`)."""
+    return spec.compared(metric).label
 
 
 def write_claims_csv(rows: list[dict], path: str | os.PathLike) -> Path:

@@ -1,23 +1,5 @@
-"""Reading the report's inputs: every cell's metrics file, per-image estimates and training log, checked
-before anything is written.
-
-Per cell (dataset x model x seed) the report reads, at the :func:`vaebench.paths.cell_paths` locations,
-the evaluation metrics JSON (``metrics``), the per-image estimates (``per_image``, an npz of (N,) arrays on
-the cell's fixed test images), the per-epoch training log CSV (``train_log``) and the sample /
-reconstruction grids (``samples_png``, ``recon_png``; only their existence is checked here, the figures
-module copies them). From the metrics records it builds
-
-* :func:`summary_frame`: one row per cell, every field as stored (nested dicts flattened), nothing averaged;
-* :func:`aggregate_over_seeds`: mean, sample standard deviation, standard error and 95% Student-t interval
-  over training seeds of every numeric result (:func:`vaebench.metrics.uncertainty.seed_summary`).
-
-Units (fixed by the evaluate stage): every likelihood-type number is in nats per image (summed over the
-D = C*H*W dimensions of one image, averaged over the test images used), ``bits_per_dim`` in bits per
-dimension, ``fid_classifier`` a Frechet distance in the project's classifier features, times in seconds.
-A dataset without a classifier (unlabelled, e.g. Frey Face) has ``fid_classifier`` (and its spread, draws and
-floor) null and the reason in ``fid_classifier_unavailable`` (:func:`fid_unavailable`); null values are never
-aggregated, so such a dataset simply has no FID summary.
-"""
+"""Reading and checking the report's inputs (metrics, per-image estimates, training logs, grids) before anything is
+written; the summary frame and the aggregates over seeds."""
 from __future__ import annotations
 
 import json
@@ -30,31 +12,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vaebench import paths
+from vaebench.metrics import spec
 from vaebench.metrics.uncertainty import seed_summary
 
 if TYPE_CHECKING:   # pandas is imported where it is used: loading the study (every job) imports this module
     import pandas as pd
 
-Cell = tuple[str, str, int]
+CellKey = tuple[str, str, int]
 
 ID_COLUMNS = ["dataset", "model", "seed"]
-# Leading columns of summary.csv; every other field follows, sorted by name.
 SUMMARY_COLUMNS = ID_COLUMNS + [
     "test_elbo_nats", "test_recon_nats", "test_kl_nats", "test_nll_iwae_nats", "iwae_k",
     "bits_per_dim", "fid_classifier", "train_seconds",
     "effective_beta", "log_sigma", "lambda", "posterior", "likelihood", "objective", "likelihood_of",
 ]
-# Numeric fields that say how a cell was run rather than how well it did: never averaged.
-SETTING_KEYS = frozenset({
-    "seed", "latent_dim", "n_images", "iwae_k", "lk_tolerance_nats", "latent_n", "latent_log_n_nats",
-    "fid_n", "fid_seeds", "fid_floor_n", "fid_inception_n", "fid_inception_reference_n", "epochs", "classifier_epochs", "classifier_feature_dim",
-})
-# The summary of one metric over seeds in reports/metrics.json (n_excluded only when a seed was left out).
 SUMMARY_STATS = ("mean", "std", "se", "ci_low", "ci_high", "n_seeds")
 LEVEL = 0.95  # confidence level of every interval of the report
-# The resolved configuration of the cell, stored whole in every metrics file: kept out of summary.csv.
 CELL_KEY = "cell"
-# Fields the report reads from every metrics file (structured fields, never parsed from text).
 REQUIRED_FIELDS = (
     "dataset", "model", "seed", "architecture", "architecture_params", "latent_dim", "posterior",
     "posterior_params", "likelihood", "likelihood_params", "likelihood_family", "sigma_mode", "data_space",
@@ -62,7 +36,6 @@ REQUIRED_FIELDS = (
     "lk_tolerance_nats", CELL_KEY,
 )
 INPUT_ROLES = ("metrics", "per_image", "train_log", "samples_png", "recon_png")
-# Arrays every per_image.npz holds (evaluate stage): the test-image indices and the main likelihood column.
 PER_IMAGE_REQUIRED = ("index", "elbo", "recon", "kl", "L_k", "L_k10")
 
 
@@ -72,14 +45,14 @@ class CellData:
     {name: (N,) array}, ``index`` int64, the rest float64 nats per image), ``log`` (the training log, one
     row per epoch) and ``files`` (the cell's input paths by role, see :data:`INPUT_ROLES`)."""
 
-    cell: Cell
+    cell: CellKey
     record: dict
     log: "pd.DataFrame"
     files: dict[str, Path]
     per_image: dict[str, np.ndarray]
 
 
-def check_inputs(cells: list[Cell]) -> None:
+def check_inputs(cells: list[CellKey]) -> None:
     """Raise ``FileNotFoundError`` naming the first missing input file of ``cells`` (nothing is read)."""
     for cell in cells:
         files = paths.cell_paths(*cell)
@@ -88,7 +61,7 @@ def check_inputs(cells: list[Cell]) -> None:
                 raise FileNotFoundError(f"report input missing for cell {cell} ({role}): {files[role]}")
 
 
-def read_metrics(path: Path, cell: Cell) -> dict:
+def read_metrics(path: Path, cell: CellKey) -> dict:
     """The metrics record of ``cell`` read from ``path``.
 
     Raises:
@@ -116,9 +89,6 @@ def read_metrics(path: Path, cell: Cell) -> dict:
 def read_per_image(path: Path, n_images: Any = None) -> dict[str, np.ndarray]:
     """The per-image estimates of one cell: {name: (N,) array}, ``index`` as int64, every other array float64.
 
-    Args:
-        path: the cell's ``per_image.npz`` (evaluate stage).
-        n_images: the cell's ``n_images`` field; when given, N must equal it.
     Raises:
         ValueError: the file is not a readable npz, lacks an array of :data:`PER_IMAGE_REQUIRED`, holds an
             array that is not 1-D or not of the length of ``index``, or N disagrees with ``n_images``.
@@ -142,7 +112,7 @@ def read_per_image(path: Path, n_images: Any = None) -> dict[str, np.ndarray]:
     return {k: (v.astype(np.int64) if k == "index" else v.astype(np.float64)) for k, v in arrays.items()}
 
 
-def read_cells(cells: list[Cell]) -> list[CellData]:
+def read_cells(cells: list[CellKey]) -> list[CellData]:
     """Every input of ``cells``, in the given order; all files are checked to exist before any is read.
 
     Raises:
@@ -166,8 +136,7 @@ def read_cells(cells: list[Cell]) -> list[CellData]:
 def fid_unavailable(records: list[dict], dataset: str, model: str | None = None) -> str | None:
     """Why ``dataset`` (and ``model``, when given) has no classifier-feature FID: the first non-empty
     ``fid_classifier_unavailable`` of its metrics records (the evaluate stage's reason, e.g. 'frey_face has no
-    labels: no classifier, so no classifier-feature FID'); None when its cells have the FID (or predate the
-    field)."""
+    labels: no classifier, so no classifier-feature FID'); None when its cells have the FID (or predate the field)."""
     for r in records:
         reason = r.get("fid_classifier_unavailable")
         if r.get("dataset") == dataset and (model is None or r.get("model") == model) and isinstance(reason, str) \
@@ -176,17 +145,15 @@ def fid_unavailable(records: list[dict], dataset: str, model: str | None = None)
     return None
 
 
-# ------------------------------------------------------------------------------------------------
-# One row per cell
 
-def flatten(record: dict, prefix: str = "") -> dict[str, Any]:
+def flatten_for_csv(record: dict, prefix: str = "") -> dict[str, Any]:
     """Nested dicts flattened to dotted keys (``{"objective_params": {"beta": 1}}`` ->
     ``{"objective_params.beta": 1}``); lists become JSON text (one CSV cell); an empty dict vanishes."""
     out: dict[str, Any] = {}
     for key, value in record.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
+            out.update(flatten_for_csv(value, name + "."))
         elif isinstance(value, (list, tuple)):
             out[name] = json.dumps(list(value))
         else:
@@ -195,29 +162,22 @@ def flatten(record: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def summary_frame(records: list[dict], include_cell: bool = False) -> "pd.DataFrame":
-    """One row per metrics record: :data:`SUMMARY_COLUMNS` first, then every other (flattened) field, sorted.
-
-    The ``cell`` record (the cell's whole resolved configuration) is left out unless ``include_cell``, in
-    which case it is flattened to ``cell.train.epochs``, ``cell.evaluate.iwae_k``, ... (what the report's
-    protocol reads). Missing values are ``None``.
-    """
+    """One row per metrics record: :data:`SUMMARY_COLUMNS` first, then every other (flattened) field, sorted."""
     import pandas as pd
 
     rows = []
     for rec in records:
         rec = dict(rec)
         cell = rec.pop(CELL_KEY, None)
-        row = flatten(rec)
+        row = flatten_for_csv(rec)
         if include_cell and isinstance(cell, dict):
-            row.update(flatten(cell, CELL_KEY + "."))
+            row.update(flatten_for_csv(cell, CELL_KEY + "."))
         rows.append(row)
     extra = sorted({k for r in rows for k in r} - set(SUMMARY_COLUMNS))
     columns = SUMMARY_COLUMNS + extra
     return pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
 
 
-# ------------------------------------------------------------------------------------------------
-# Summaries over seeds
 
 def is_number(v: Any) -> bool:
     """True for ints and floats (numpy ones included), False for booleans and anything else."""
@@ -225,10 +185,10 @@ def is_number(v: Any) -> bool:
 
 
 def numeric_metric_keys(records: list[dict]) -> list[str]:
-    """Top-level keys whose non-null values are all numbers (at least one), minus ids and
-    :data:`SETTING_KEYS`, sorted. Booleans, strings, dicts (``cell``, ``*_params``) never qualify."""
+    """The metrics aggregated over seeds (:func:`vaebench.metrics.spec.aggregated_keys`) whose non-null values
+    in ``records`` are all numbers (at least one), sorted."""
     keys = []
-    for k in sorted({k for r in records for k in r} - set(ID_COLUMNS) - SETTING_KEYS):
+    for k in spec.aggregated_keys():
         values = [r.get(k) for r in records if r.get(k) is not None]
         if values and all(is_number(v) for v in values):
             keys.append(k)
@@ -236,13 +196,7 @@ def numeric_metric_keys(records: list[dict]) -> list[str]:
 
 
 def summarise_seeds(values: list[Any]) -> dict:
-    """The summary over seeds of one metric: {mean, std, se, ci_low, ci_high, n_seeds[, n_excluded]}.
-
-    ``values`` holds one value per seed; nulls are skipped, non-finite values are left out and counted in
-    ``n_excluded``. The statistics are those of :func:`vaebench.metrics.uncertainty.seed_summary` at
-    :data:`LEVEL` (sample std with ddof = 1, se = std / sqrt(S), Student-t interval); ``std``, ``se`` and
-    the interval are ``None`` with one usable seed, and everything but the counts is ``None`` with none.
-    """
+    """The summary over seeds of one metric: {mean, std, se, ci_low, ci_high, n_seeds[, n_excluded]}."""
     given = [float(v) for v in values if v is not None]
     finite = [v for v in given if math.isfinite(v)]
     if finite:
@@ -257,13 +211,7 @@ def summarise_seeds(values: list[Any]) -> dict:
 
 def aggregate_over_seeds(records: list[dict]) -> dict:
     """``{dataset: {model: {metric: summary}}}`` over the seeds of each dataset x model, where summary is
-    :func:`summarise_seeds` (mean, std, se, ci_low, ci_high, n_seeds[, n_excluded]).
-
-    Metrics are the keys of :func:`numeric_metric_keys` (same units as the records); booleans, strings,
-    lists (e.g. ``fid_classifier_per_seed``) and settings are not aggregated. Seeds whose value is null are
-    left out, non-finite ones too (counted in ``n_excluded``). Metrics without any value for a dataset x
-    model are omitted.
-    """
+    :func:`summarise_seeds` (mean, std, se, ci_low, ci_high, n_seeds[, n_excluded])."""
     keys = numeric_metric_keys(records)
     out: dict = {}
     for rec in records:

@@ -1,16 +1,5 @@
-"""Training curves as DVC plots data: ``reports/plots/<dataset>/<quantity>.csv``, long format.
-
-Each file holds one quantity per epoch for every model and training seed of a dataset, with the columns
-``epoch, model, seed, <quantity>`` (rows in the study's model order, then seed, then epoch; models whose logs
-lack the quantity are left out, and a quantity no model logs has no file). ``dvc.yaml`` declares the folder
-as the report stage's plots with ``x: epoch`` (the y field is the last column, the quantity) and the template
-``.dvc/plots/training_curves.json``, which draws one line per model and seed, coloured by model, so one plot
-compares all models; ``dvc plots show`` renders them (offline with the page of :mod:`vaebench.dvc_template`).
-
-Quantities (:data:`QUANTITIES`, from the training log's columns): the validation -ELBO, reconstruction term
-and KL term (nats per image, the validation split's mean at the end of each epoch), and where logged the
-decoder's log sigma, the effective beta, GECO's lambda and its constraint.
-"""
+"""Training curves as DVC plots data: reports/plots/<dataset>/<quantity>.csv, columns epoch, model, seed,
+<quantity>."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,17 +8,15 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from vaebench.atomic import atomic_path
+from vaebench.metrics import spec
 
-# file and column name -> (training-log column, factor)
-QUANTITIES: dict[str, tuple[str, float]] = {
-    "val_neg_elbo": ("val_elbo", -1.0),     # -ELBO, nats per image (lower is better)
-    "val_recon": ("val_recon", 1.0),        # reconstruction term, nats per image
-    "val_kl": ("val_kl", 1.0),              # KL(q(z|x) || p(z)), nats per image
-    "log_sigma": ("log_sigma", 1.0),        # decoder log sigma (sigma-VAE family)
-    "effective_beta": ("effective_beta", 1.0),
-    "lambda": ("lambda", 1.0),              # GECO Lagrange multiplier
-    "constraint": ("constraint", 1.0),      # GECO constraint (moving average)
-}
+VALIDATION_QUANTITIES: dict[str, tuple[str, float]] = {
+    "val_neg_elbo": ("val_elbo", -1.0), "val_recon": ("val_recon", 1.0), "val_kl": ("val_kl", 1.0)}
+
+
+def quantities() -> dict[str, tuple[str, float]]:
+    """{file and column name: (training-log column, factor)}: the validation terms and every tracked scalar."""
+    return VALIDATION_QUANTITIES | {s.name: (s.name, 1.0) for s in spec.TRACKED.values()}
 
 
 def plot_frames(datasets: Sequence[str], models: Sequence[str], seeds: Sequence[int],
@@ -38,7 +25,7 @@ def plot_frames(datasets: Sequence[str], models: Sequence[str], seeds: Sequence[
     cell of the dataset logs; rows with a missing value are dropped."""
     frames = {}
     for d in datasets:
-        for name, (column, factor) in QUANTITIES.items():
+        for name, (column, factor) in quantities().items():
             parts = []
             for m in models:
                 for s in seeds:
@@ -55,11 +42,8 @@ def plot_frames(datasets: Sequence[str], models: Sequence[str], seeds: Sequence[
 
 def write_plot_data(out_dir: str | Path, datasets: Sequence[str], models: Sequence[str], seeds: Sequence[int],
                     logs: Mapping[tuple[str, str, int], pd.DataFrame]) -> list[Path]:
-    """Write ``out_dir/<dataset>/<quantity>.csv`` (see the module docstring), each file atomically, and
-    delete the CSV files of earlier runs that this study no longer has. Returns the files written, sorted.
-
-    ``logs`` maps every (dataset, model, seed) of the grid to its training log (the columns of
-    :data:`vaebench.paths.TRAIN_LOG`)."""
+    """Write ``out_dir/<dataset>/<quantity>.csv`` (rows: docs/report.md), each file atomically, and delete the CSV
+    files of earlier runs that this study no longer has."""
     out_dir = Path(out_dir)
     written = []
     for (d, name), frame in plot_frames(datasets, models, seeds, logs).items():

@@ -1,29 +1,4 @@
-"""The report's figures (matplotlib on the non-interactive Agg backend), written atomically under ``figures/``.
-
-Per dataset:
-
-* ``<dataset>_validation_curves.png``: validation -ELBO and validation loss per epoch (nats/image, mean over
-  seeds), one row of panels per likelihood family (field ``likelihood_family``);
-* ``<dataset>_log_sigma_lambda.png``: decoder log sigma and GECO lambda per epoch, for the models that log
-  them (no file when none does);
-* ``<dataset>_<model>_seed<seed>_{samples,recon}.png``: copies of every cell's image grids;
-* ``<dataset>_rate_distortion.png``: test KL against test reconstruction term (nats/image), one point per
-  model and seed, one panel per data space (:func:`rate_distortion_data`, :func:`plot_rate_distortion`);
-* ``<dataset>_fid_vs_nll.png``: FID against test NLL, one point per model and seed, one panel per data
-  space, with the dataset's FID floor (:func:`fid_nll_data`, :func:`plot_fid_nll`);
-* ``<dataset>_samples_by_model.png`` / ``<dataset>_recon_by_model.png``: the first seed's sample /
-  reconstruction grid of every model side by side at one pixel scale (:func:`image_panels`,
-  :func:`plot_image_panels`);
-* ``<dataset>_training_curves.png``: small multiples, one row per model: validation ELBO terms, KL, decoder
-  log sigma / effective beta, GECO lambda / constraint per epoch, every seed thin and their mean thick
-  (:func:`training_curve_data`, :func:`plot_training_curves`);
-* ``<dataset>_latent.png``: the latent analysis as bars, mean over seeds with 95% Student-t intervals
-  (:func:`latent_summary`, :func:`plot_latent`).
-
-Each figure is split into a function that gathers what it plots (plain data, testable without looking at
-pixels) and a thin plotting wrapper. A model lacking a value is left out of that figure and named in its
-title. The PNG files carry no software / time metadata: the same inputs give the same bytes.
-"""
+"""The report's figures (matplotlib, Agg backend), written atomically under figures/ with no time metadata."""
 from __future__ import annotations
 
 import math
@@ -38,23 +13,18 @@ import pandas as pd
 from vaebench import paths
 from vaebench.atomic import atomic_path
 from vaebench.report.collect import LEVEL, is_number
-from vaebench.report.tables import SPACE_ORDER, SPACE_SHORT
+from vaebench.metrics import spec as metric_spec
+from vaebench.report.tables.results import space_short
 
 DPI = 110  # resolution of every figure file (dots per inch)
 TRACE_COLUMNS = ["log_sigma", "lambda"]
+TRACKED_COLOURS = {"log_sigma": "#2ca02c", "effective_beta": "#9467bd", "lambda": "#d62728", "constraint": "#8c564b"}
 TRACE_LABELS = {"log_sigma": "log sigma (decoder)", "lambda": "GECO lambda"}
 
 
 @dataclass
 class DatasetFigures:
-    """The figure files of one dataset (None: not written, nothing to plot).
-
-    ``curves`` (validation curves), ``traces`` (log sigma / lambda), ``grids`` ({(model, seed): (samples,
-    reconstructions)} copies of every cell's grids), ``rate_distortion`` (KL vs reconstruction), ``fid_nll``
-    (FID vs NLL), ``samples`` / ``recon`` (the first seed's grids of every model side by side),
-    ``training`` (small multiples of the training curves), ``latent`` (latent analysis bars) and
-    ``captions`` ({field name: one-sentence caption, with the models left out and why}).
-    """
+    """The figure files of one dataset (None: not written, nothing to plot)."""
 
     curves: Path
     traces: Path | None
@@ -132,13 +102,7 @@ def likelihood_groups(records: list[dict], dataset: str, models: list[str]) -> d
 
 def plot_validation_curves(dataset: str, groups: dict[str, list[str]], seeds: list, logs: dict,
                            path: Path) -> Path:
-    """Validation -ELBO and validation training loss (nats/image) per epoch, mean over ``seeds``.
-
-    ``groups`` maps a likelihood family to its models: one row of panels per family, because continuous
-    and discrete likelihoods live on different scales and would flatten
-    each other on a shared axis. ``logs`` maps (dataset, model, seed) to a training log with columns
-    ``epoch``, ``val_elbo``, ``val_loss``. Returns ``path``.
-    """
+    """Validation -ELBO and validation training loss (nats/image) per epoch, mean over ``seeds``."""
     plt = _pyplot()
     fig, axes = plt.subplots(len(groups), 2, figsize=(11, 3.8 * len(groups)), squeeze=False)
     for row, (family, models) in zip(axes, groups.items()):
@@ -165,9 +129,8 @@ def plot_validation_curves(dataset: str, groups: dict[str, list[str]], seeds: li
 
 
 def plot_traces(dataset: str, models: list[str], seeds: list, logs: dict, path: Path) -> Path | None:
-    """log sigma and GECO lambda per epoch (mean over ``seeds``) for the models whose logs have them
-    (columns of :data:`TRACE_COLUMNS`); one panel per quantity, lambda on a log scale when positive.
-    Returns ``path``, or None (nothing written) when no model logs either."""
+    """log sigma and GECO lambda per epoch (mean over ``seeds``) for the models whose logs have them (columns of
+    :data:`TRACE_COLUMNS`); one panel per quantity, lambda on a log scale when positive."""
     series: dict[str, dict[str, pd.Series]] = {}
     for col in TRACE_COLUMNS:
         for m in models:
@@ -192,8 +155,6 @@ def plot_traces(dataset: str, models: list[str], seeds: list, logs: dict, path: 
     return _save(fig, path)
 
 
-# ------------------------------------------------------------------------------------------------
-# Shared helpers of the per-dataset figures
 
 # tab10 then ten darker, distinct hues (spelled out so that a matplotlib style cannot restyle the report)
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -203,11 +164,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
 def model_styles(models: list[str]) -> dict[str, tuple[str, str]]:
-    """``{model: (colour, marker)}`` by position in ``models`` (the grid order), the same in every figure.
-
-    Colours (20) and markers (7) cycle independently: distinct colours for up to 20 models, distinct pairs
-    for up to 140.
-    """
+    """``{model: (colour, marker)}`` by position in ``models`` (the grid order), the same in every figure."""
     return {m: (COLOURS[i % len(COLOURS)], MARKERS[i % len(MARKERS)]) for i, m in enumerate(models)}
 
 
@@ -254,8 +211,6 @@ def _note(reasons: dict[str, str]) -> str:
     return "Left out: " + "; ".join(f"{m} ({why})" for m, why in reasons.items()) + "."
 
 
-# ------------------------------------------------------------------------------------------------
-# Scatter plots per data space: rate-distortion and FID against NLL
 
 @dataclass(frozen=True)
 class Point:
@@ -286,7 +241,7 @@ class ScatterPanel:
 @dataclass
 class ScatterData:
     """What a per-data-space scatter figure plots: ``panels`` (one per data space, in
-    ``tables.SPACE_ORDER`` then order of appearance, only spaces with a point), ``left_out`` ({model:
+    the spec's data spaces then order of appearance, only spaces with a point), ``left_out`` ({model:
     reason} for a model left out of the figure or some of whose seeds are; partially plotted models appear
     in both) and ``notes`` (further remarks for the title)."""
 
@@ -323,18 +278,14 @@ class ScatterData:
 
 
 def _order_panels(by_space: dict[str, list[Point]]) -> list[ScatterPanel]:
-    order = [s for s in SPACE_ORDER if s in by_space] + [s for s in by_space if s not in SPACE_ORDER]
+    declared = list(metric_spec.DATA_SPACES)
+    order = [s for s in declared if s in by_space] + [s for s in by_space if s not in declared]
     return [ScatterPanel(s, by_space[s]) for s in order if by_space[s]]
 
 
 def _scatter_data(records: list[dict], dataset: str, models: list[str], x_key: str, y_key: str,
                   yerr_key: str | None = None, drop_invalid: bool = False) -> ScatterData:
-    """One point per cell of ``dataset`` with finite ``x_key`` and ``y_key``, grouped by ``data_space``.
-
-    A model is left out (named in ``left_out``) when it has no record, no data space, no cell with both
-    values, or (``drop_invalid``) a cell whose ``valid_density`` is False; seeds lacking a value are named
-    too. ``valid_density`` missing counts as valid.
-    """
+    """One point per cell of ``dataset`` with finite ``x_key`` and ``y_key``, grouped by ``data_space``."""
     data = ScatterData(dataset, x_key, y_key)
     by_space: dict[str, list[Point]] = {}
     for m in models:
@@ -369,15 +320,10 @@ def _scatter_data(records: list[dict], dataset: str, models: list[str], x_key: s
 
 
 def rate_distortion_data(records: list[dict], dataset: str, models: list[str]) -> ScatterData:
-    """The rate-distortion points of ``dataset``: x = ``test_kl_nats`` (rate, KL(q(z|x) || p(z)), nats per
-    image), y = ``test_recon_nats`` (distortion, -E_q log p(x|z), nats per image), one point per model and
-    seed, one panel per ``data_space`` (binarised, dequantised and discrete likelihoods have different
-    reconstruction scales). Models whose ``valid_density`` is False are kept and drawn hollow.
-
-    ``records`` are the cells' metrics records (any datasets; others ignored); NaN / None values leave the
-    cell out (named in ``left_out``). Raises nothing on missing values.
-    """
-    return _scatter_data(records, dataset, models, "test_kl_nats", "test_recon_nats")
+    """The rate-distortion points of ``dataset``: x = ``test_kl_nats`` (rate, KL(q(z|x) || p(z)), nats per image), y =
+    ``test_recon_nats`` (distortion, -E_q log p(x|z), nats per image), one point per model and seed, one panel per
+    ``data_space`` (binarised, dequantised and discrete likelihoods have different reconstruction scales)."""
+    return _scatter_data(records, dataset, models, metric_spec.compared("kl").key, metric_spec.compared("recon").key)
 
 
 def _floor(records: list[dict], dataset: str, key: str) -> tuple[float | None, str]:
@@ -393,17 +339,13 @@ def _floor(records: list[dict], dataset: str, key: str) -> tuple[float | None, s
     return med, ""
 
 
-def fid_nll_data(records: list[dict], dataset: str, models: list[str], fid_key: str = "fid_classifier",
-                 nll_key: str = "test_nll_iwae_nats", floor_key: str = "fid_floor") -> ScatterData:
-    """FID against NLL for ``dataset``: x = ``nll_key`` (IWAE bound on the test NLL, nats per image), y =
-    ``fid_key`` (FID of decoder-mean samples, mean over sample seeds, squared feature units) with error bar
-    ``<fid_key>_std`` (std over sample seeds) when present, one point per model and seed, one panel per
-    ``data_space`` (NLLs of different data spaces are not comparable); every panel's ``hline`` is the
-    dataset's ``floor_key`` (what real held-out images score).
-
-    A model with a cell whose ``valid_density`` is False (its NLL is not a likelihood), or without NLL or FID,
-    is left out and named in ``left_out``. Raises nothing on missing values.
-    """
+def fid_nll_data(records: list[dict], dataset: str, models: list[str], fid_key: str = metric_spec.compared("fid").key,
+                 nll_key: str = metric_spec.compared("nll").key, floor_key: str = "fid_floor") -> ScatterData:
+    """FID against NLL for ``dataset``: x = ``nll_key`` (IWAE bound on the test NLL, nats per image), y = ``fid_key``
+    (FID of decoder-mean samples, mean over sample seeds, squared feature units) with error bar ``<fid_key>_std``
+    (std over sample seeds) when present, one point per model and seed, one panel per ``data_space`` (NLLs of
+    different data spaces are not comparable); every panel's ``hline`` is the dataset's ``floor_key`` (what real
+    held-out images score)."""
     data = _scatter_data(records, dataset, models, nll_key, fid_key, yerr_key=f"{fid_key}_std",
                          drop_invalid=True)
     floor, note = _floor(records, dataset, floor_key)
@@ -460,7 +402,7 @@ def _plot_scatter(data: ScatterData, path: Path, title: str, xlabel: str, ylabel
                                         label=f"{hline_label} = {panel.hline:.3g}")
         if log:
             ax.set_yscale("log")
-        ax.set_title(f"{SPACE_SHORT.get(panel.space, panel.space)} ({len(panel.models())} models)", fontsize=10)
+        ax.set_title(f"{space_short(panel.space)} ({len(panel.models())} models)", fontsize=10)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel + (" (log scale)" if log else ""))
         ax.grid(alpha=0.3)
@@ -474,14 +416,10 @@ def _plot_scatter(data: ScatterData, path: Path, title: str, xlabel: str, ylabel
 
 def plot_rate_distortion(data: ScatterData, path: Path, styles: dict[str, tuple[str, str]] | None = None
                          ) -> Path | None:
-    """Write the rate-distortion figure of :func:`rate_distortion_data` to ``path`` (PNG): KL (nats/image)
-    on x, reconstruction -E log p(x|z) (nats/image) on y, one panel per data space, colour and marker per
-    model (``styles``, default :func:`model_styles` of the plotted models), hollow markers for models
-    without a valid density, left-out models named in the title.
-
-    Returns ``path``, or None (nothing written) when no model has both values. Raises ``OSError`` if the
-    file cannot be written.
-    """
+    """Write the rate-distortion figure of :func:`rate_distortion_data` to ``path`` (PNG): KL (nats/image) on x,
+    reconstruction -E log p(x|z) (nats/image) on y, one panel per data space, colour and marker per model
+    (``styles``, default :func:`model_styles` of the plotted models), hollow markers for models without a valid
+    density, left-out models named in the title."""
     styles = styles or model_styles([m for p in data.panels for m in p.models()])
     return _plot_scatter(data, path, f"{data.dataset}: rate-distortion on the test set, one point per model "
                          f"and training seed (rate + distortion = -ELBO)",
@@ -490,14 +428,10 @@ def plot_rate_distortion(data: ScatterData, path: Path, styles: dict[str, tuple[
 
 
 def plot_fid_nll(data: ScatterData, path: Path, styles: dict[str, tuple[str, str]] | None = None) -> Path | None:
-    """Write the FID-against-NLL figure of :func:`fid_nll_data` to ``path`` (PNG): NLL (nats/image) on x,
-    FID on y (log scale when the points are positive and span more than a factor 20) with the std over
-    sample seeds as error bars, the FID floor as a dashed line, one panel per data space, colour and marker per model
-    (``styles``, default :func:`model_styles` of the plotted models), left-out models named in the title.
-
-    Returns ``path``, or None (nothing written) when no model has both values. Raises ``OSError`` if the
-    file cannot be written.
-    """
+    """Write the FID-against-NLL figure of :func:`fid_nll_data` to ``path`` (PNG): NLL (nats/image) on x, FID on y
+    (log scale when the points are positive and span more than a factor 20) with the std over sample seeds as error
+    bars, the FID floor as a dashed line, one panel per data space, colour and marker per model (``styles``,
+    default :func:`model_styles` of the plotted models), left-out models named in the title."""
     styles = styles or model_styles([m for p in data.panels for m in p.models()])
     return _plot_scatter(data, path, f"{data.dataset}: FID ({data.y_key}) against test NLL ({data.x_key}), "
                          f"one point per model and training seed; lower is better on both axes",
@@ -505,18 +439,13 @@ def plot_fid_nll(data: ScatterData, path: Path, styles: dict[str, tuple[str, str
                          hline_label="FID floor (held-out real images)")
 
 
-# ------------------------------------------------------------------------------------------------
-# Image grids of every model side by side
 
 IMAGE_KINDS = {"samples": "samples_png", "recon": "recon_png"}
 
 
 def image_panels(dataset: str, models: list[str], seed: Any, kind: str) -> list[tuple[str, Path]]:
-    """``[(model, path)]``: the ``kind`` grid ('samples' or 'recon') of every model's cell (dataset, model,
-    seed) at the :func:`vaebench.paths.cell_paths` location, in ``models`` order (existence not checked).
-
-    Raises ``ValueError`` for another ``kind``.
-    """
+    """``[(model, path)]``: the ``kind`` grid ('samples' or 'recon') of every model's cell (dataset, model, seed) at
+    the :func:`vaebench.paths.cell_paths` location, in ``models`` order (existence not checked)."""
     if kind not in IMAGE_KINDS:
         raise ValueError(f"image_panels: kind must be one of {sorted(IMAGE_KINDS)}, got {kind!r}")
     return [(m, paths.cell_paths(dataset, m, seed)[IMAGE_KINDS[kind]]) for m in models]
@@ -551,13 +480,7 @@ def _load_rgb(path: Path):
 
 def image_layout(sizes: dict[str, tuple[int, int]], missing: list[str] | None = None, scale: int | None = None,
                  max_width_px: int = 2000) -> ImageLayout:
-    """The panel grid for images of ``sizes`` ({model: (height, width) in pixels}, drawing order).
-
-    ``scale`` (default: the largest integer that keeps the widest image at most 256 pixels, at least 1) is
-    the same for every panel, so one image pixel is ``scale`` x ``scale`` output pixels everywhere; columns:
-    as many as fit in ``max_width_px``, then balanced over the rows. Raises ``ValueError`` for an empty
-    ``sizes`` or a scale below 1.
-    """
+    """The panel grid for images of ``sizes`` ({model: (height, width) in pixels}, drawing order)."""
     if not sizes:
         raise ValueError("image_layout: no image")
     h = max(s[0] for s in sizes.values())
@@ -578,14 +501,9 @@ _TITLE_PX = 20  # pixels above each panel for the model name
 
 def plot_image_panels(panels: list[tuple[str, Path]], path: Path, title: str, scale: int | None = None
                       ) -> tuple[Path | None, ImageLayout | None]:
-    """Write one figure with every image of ``panels`` ([(model, PNG path)]) in a grid of panels titled with
-    the model, all at one pixel scale (nearest-neighbour, one image pixel = ``scale`` x ``scale`` output
-    pixels, see :func:`image_layout`; a smaller image sits at its panel's top left, unstretched). Missing or
-    unreadable files are left out and named under ``title``.
-
-    Returns ``(path, layout)``, or ``(None, None)`` (nothing written) when no image can be read. Raises
-    ``OSError`` if the figure cannot be written.
-    """
+    """Write one figure with every image of ``panels`` ([(model, PNG path)]) in a grid of panels titled with the
+    model, all at one pixel scale (nearest-neighbour, one image pixel = ``scale`` x ``scale`` output pixels, see
+    :func:`image_layout`; a smaller image sits at its panel's top left, unstretched)."""
     images, missing = {}, []
     for m, p in panels:
         img = _load_rgb(Path(p))
@@ -618,8 +536,6 @@ def plot_image_panels(panels: list[tuple[str, Path]], path: Path, title: str, sc
     return _save(fig, path), layout
 
 
-# ------------------------------------------------------------------------------------------------
-# Training curves, small multiples
 
 # key: (log column, sign, legend label, colour, axis label)
 QUANTITIES = {
@@ -627,11 +543,8 @@ QUANTITIES = {
     "val_recon": ("val_recon", 1.0, "validation reconstruction -E log p(x|z) (nats/image)", "#1f77b4",
                   "reconstruction (nats/image)"),
     "val_kl": ("val_kl", 1.0, "validation KL(q(z|x) || p(z)) (nats/image)", "#ff7f0e", "KL (nats/image)"),
-    "log_sigma": ("log_sigma", 1.0, "decoder log sigma", "#2ca02c", "log sigma"),
-    "effective_beta": ("effective_beta", 1.0, "effective beta", "#9467bd", "effective beta"),
-    "lambda": ("lambda", 1.0, "GECO lambda", "#d62728", "GECO lambda"),
-    "constraint": ("constraint", 1.0, "GECO constraint (moving average)", "#8c564b", "GECO constraint"),
-}
+} | {s.name: (s.name, 1.0, s.label, TRACKED_COLOURS.get(s.name, "#7f7f7f"), s.axis_label)
+     for s in metric_spec.TRACKED.values()}
 # (panel title, quantities): the first quantity present uses the left axis, the others a right axis
 TRAINING_PANELS = (
     ("validation -ELBO, reconstruction (nats/image)", ("neg_val_elbo", "val_recon")),
@@ -666,13 +579,9 @@ def _log_series(frame: pd.DataFrame | None, column: str, sign: float) -> pd.Seri
 
 
 def training_curve_data(dataset: str, models: list[str], seeds: list, logs: dict) -> dict[str, dict[str, Curves]]:
-    """``{model: {quantity: Curves}}`` for every quantity of :data:`QUANTITIES` that some seed of the model
-    logs: validation -ELBO (``-val_elbo``), ``val_recon``, ``val_kl`` (nats/image), ``log_sigma``,
-    ``effective_beta``, GECO ``lambda`` and ``constraint``, per epoch.
-
-    ``logs`` maps (dataset, model, seed) to a training log (DataFrame with an ``epoch`` column); a missing log,
-    column or value is skipped. Models with nothing are absent from the result. Raises nothing.
-    """
+    """``{model: {quantity: Curves}}`` for every quantity of :data:`QUANTITIES` that some seed of the model logs:
+    validation -ELBO (``-val_elbo``), ``val_recon``, ``val_kl`` (nats/image), ``log_sigma``, ``effective_beta``,
+    GECO ``lambda`` and ``constraint``, per epoch."""
     out: dict[str, dict[str, Curves]] = {}
     for m in models:
         for q, (col, sign, *_) in QUANTITIES.items():
@@ -702,15 +611,10 @@ def _draw_curves(ax, curves: Curves, colour: str) -> None:
 
 def plot_training_curves(data: dict[str, dict[str, Curves]], dataset: str, path: Path,
                          models: list[str] | None = None) -> Path | None:
-    """Write the training curves of :func:`training_curve_data` to ``path`` (PNG): one row per model (in
-    ``models`` order, default ``data``'s), one column per panel of :data:`TRAINING_PANELS` that some model
-    has (validation -ELBO and reconstruction | KL, nats/image | log sigma, effective beta on a right axis |
-    GECO lambda, constraint on a right axis); every seed a thin line, the mean over seeds thick. Panels a
-    model lacks are hidden; models without any logged quantity are named in the title.
-
-    Returns ``path``, or None (nothing written) when no model has a curve. Raises ``OSError`` if the file
-    cannot be written.
-    """
+    """Write the training curves of :func:`training_curve_data` to ``path`` (PNG): one row per model (in ``models``
+    order, default ``data``'s), one column per panel of :data:`TRAINING_PANELS` that some model has (validation
+    -ELBO and reconstruction | KL, nats/image | log sigma, effective beta on a right axis | GECO lambda, constraint
+    on a right axis); every seed a thin line, the mean over seeds thick."""
     models = list(data) if models is None else list(models)
     rows = [m for m in models if data.get(m)]
     cols = training_columns({m: data[m] for m in rows})
@@ -765,14 +669,9 @@ def plot_training_curves(data: dict[str, dict[str, Curves]], dataset: str, path:
     return _save(fig, path)
 
 
-# ------------------------------------------------------------------------------------------------
-# Latent analysis bars
 
-LATENT_METRICS = {
-    "latent_rate_nats": "rate E_x KL(q(z|x) || p(z))",
-    "latent_mutual_info_nats": "mutual information I(x; z)",
-    "latent_marginal_kl_nats": "marginal KL(q(z) || p(z))",
-}
+LATENT_METRICS = {k: metric_spec.FIELDS[k].label
+                  for k in ("latent_rate_nats", "latent_mutual_info_nats", "latent_marginal_kl_nats")}
 LATENT_COLOURS = {"latent_rate_nats": "#1f77b4", "latent_mutual_info_nats": "#ff7f0e",
                   "latent_marginal_kl_nats": "#2ca02c", "active_units": "#7f7f7f"}
 
@@ -817,10 +716,7 @@ class LatentData:
 def latent_summary(records: list[dict], dataset: str, models: list[str], level: float = LEVEL) -> LatentData:
     """The latent analysis of ``dataset`` per model, over its seeds: ``latent_rate_nats``,
     ``latent_mutual_info_nats``, ``latent_marginal_kl_nats`` (nats) and ``active_units`` (count), each a
-    :class:`SeedStat` over the cells with a finite value (the seeds without one are named in ``left_out``).
-
-    Raises ``ValueError`` for a level outside (0, 1); missing values are skipped, never raised.
-    """
+    :class:`SeedStat` over the cells with a finite value (the seeds without one are named in ``left_out``)."""
     data = LatentData(dataset)
     keys = list(LATENT_METRICS) + ["active_units"]
     log_ns = set()
@@ -853,15 +749,10 @@ def latent_summary(records: list[dict], dataset: str, models: list[str], level: 
 
 
 def plot_latent(data: LatentData, path: Path, models: list[str] | None = None) -> Path | None:
-    """Write the latent-analysis bars of :func:`latent_summary` to ``path`` (PNG): left, per model (one row,
-    in ``models`` order, default ``data.stats``'), the rate, mutual information and marginal KL (nats), with
-    log N (the upper bound of the MI estimate) as a dotted line; right, the active units with the latent
-    dimension as a black tick. Bars are means over seeds, error bars the 95% Student-t interval (none with one
-    seed); left-out models and metrics are named in the title.
-
-    Returns ``path``, or None (nothing written) when no model has a latent metric. Raises ``OSError`` if the
-    file cannot be written.
-    """
+    """Write the latent-analysis bars of :func:`latent_summary` to ``path`` (PNG): left, per model (one row, in
+    ``models`` order, default ``data.stats``'), the rate, mutual information and marginal KL (nats), with log N
+    (the upper bound of the MI estimate) as a dotted line; right, the active units with the latent dimension as a
+    black tick."""
     models = list(data.stats) if models is None else [m for m in models if m in data.stats]
     if not models:
         return None
@@ -924,18 +815,7 @@ def copy_file(src: Path, dst: Path) -> Path:
 
 def write_figures(fig_dir: Path, datasets: list[str], models: list[str], seeds: list, records: list[dict],
                   logs: dict) -> dict[str, DatasetFigures]:
-    """Write every figure of the report under ``fig_dir``; returns ``{dataset: DatasetFigures}``.
-
-    ``records`` are the cells' metrics records (``likelihood_family``, ``data_space``, ``valid_density``, the
-    test metrics in nats per image, FID, latent analysis), ``logs`` maps (dataset, model, seed) to its
-    training log (DataFrame). Per dataset: the validation curves, traces and grid copies (every cell), the
-    rate-distortion, FID-against-NLL, training-curve and latent figures and the side-by-side sample and
-    reconstruction grids of the first seed (file names in the module docstring); a figure with nothing to
-    plot is not written (its field is None), and :attr:`DatasetFigures.captions` says what each figure shows
-    and which models it leaves out.
-
-    Raises ``FileNotFoundError`` if a cell's image grid is missing, ``OSError`` if a file cannot be written.
-    """
+    """Write every figure of the report under ``fig_dir``; returns ``{dataset: DatasetFigures}``."""
     fig_dir = Path(fig_dir)
     out: dict[str, DatasetFigures] = {}
     styles = model_styles(models)

@@ -1,27 +1,5 @@
-"""Diagnostics the report prints next to the numbers, each with the rule that raises it.
-
-* L_k not converged: per dataset x model and likelihood column (``L_k``, and ``L_k_discretised`` where the
-  decoder has it), the diagnostic gap L_k - L_{k/10} of the evaluate stage (both bounds from the same k
-  importance samples, per image, nats), averaged over images and then over training seeds; the bound is
-  flagged when that mean exceeds the cell's ``lk_tolerance_nats``. The importance-weighted bound increases
-  with k towards log p(x) (Burda et al. 2016, Theorem 1), so a large gap says -L_k is still far above
-  -log p(x), and a difference of -L_k between two models may be a difference of bias.
-* GECO not settled: per cell whose metrics record a Lagrange multiplier (``lambda``) and the constraint's
-  moving average (``geco_constraint_ma``, C_ma): flagged when |C_ma| > 0.1 kappa^2 (``sse`` constraint,
-  SSE - kappa^2 on the [0, 1] scale) or > 0.1 kappa (``nll``, nats), or when lambda moved by more than 5%
-  over the last training epoch (training log's ``lambda`` column; with one epoch, against
-  ``objective_params.lambda_init``). Either means the constrained optimisation of Rezende & Viola (2018,
-  Algorithm 1) had not reached its fixed point (C_ma = 0, constant lambda) when training stopped.
-* FID classifier: flagged per dataset when its test accuracy is below 0.99 (weak features make FID a
-  coarse distance). A dataset without a classifier (unlabelled, e.g. Frey Face) is never flagged: its entry
-  has no accuracy (``ok`` None) and ``unavailable`` holds the reason from the metrics files.
-* FID floor: per dataset, the FID of ``fid_floor_n`` held-out real images against the test statistics
-  (stage ``fid_reference``): the value a perfect model would get at this N (informative, never a flag);
-  None with ``unavailable`` (the reason) for a dataset without a classifier.
-
-Everything here is plain JSON data (floats, ints, strings, lists; ``None`` where undefined, never NaN);
-:func:`flags_json` gives the ``flags`` part of ``reports/metrics.json``.
-"""
+"""Diagnostics next to the numbers, each with its rule: L_k convergence, GECO settling, FID classifier accuracy,
+FID floor."""
 from __future__ import annotations
 
 import math
@@ -29,12 +7,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vaebench.metrics import spec
 from vaebench.metrics.uncertainty import per_image_se
 from vaebench.report.collect import CellData, fid_unavailable, is_number, summarise_seeds
 
 GECO_C_FRACTION = 0.1        # |C_ma| above this fraction of kappa^2 (sse) or kappa (nll): not settled
 GECO_LAMBDA_CHANGE = 0.05    # relative change of lambda over the last epoch above this: not settled
 CLASSIFIER_MIN_ACCURACY = 0.99
+_LAMBDA, _C_MA = spec.TRACKED["lambda"], spec.TRACKED["constraint"]
 
 RULES = {
     "lk_not_converged": ("mean over training seeds of the per-image mean of L_k - L_{k/10} (same importance "
@@ -66,17 +46,7 @@ def _first(values: list, default=None):
 
 
 def lk_status(inputs: list[CellData], datasets: list[str], models: list[str]) -> list[dict]:
-    """The L_k convergence diagnostic of every dataset x model x likelihood column, in grid order.
-
-    Per seed s: gap_s = mean_i (L_k - L_{k/10})[i] and its standard error over images se_s
-    (:func:`vaebench.metrics.uncertainty.per_image_se`); over seeds, :func:`~vaebench.report.collect.summarise_seeds`
-    and the image part sqrt(sum_s se_s^2) / S (as in :func:`~vaebench.metrics.uncertainty.paired_difference`).
-    Returns one dict per dataset x model x column (columns of :func:`lk_columns` present in every seed):
-    {"dataset", "model", "column" ('L_k' / 'L_k_discretised'), "gap_nats" (mean over seeds of gap_s),
-    "gap_se_seeds" (std over seeds / sqrt(S); None for S = 1), "gap_se_images" (sqrt(sum_s se_s^2) / S),
-    "tolerance_nats", "iwae_k", "n_seeds", "converged" (gap_nats <= tolerance_nats; False when either is
-    undefined)}; nats per image.
-    """
+    """The L_k convergence diagnostic of every dataset x model x likelihood column, in grid order."""
     out = []
     for d in datasets:
         for m in models:
@@ -120,26 +90,17 @@ def geco_threshold(constraint, kappa) -> float | None:
 
 
 def geco_status(inputs: list[CellData]) -> list[dict]:
-    """Whether every GECO-trained cell had settled, in the order of ``inputs``.
-
-    A cell is GECO-trained when its metrics hold a non-null ``lambda`` and ``geco_constraint_ma``. Returns one
-    dict per such cell: {"dataset", "model", "seed", "constraint", "kappa", "c_ma" (C_ma at the end of
-    training; SSE units on the [0, 1] scale for 'sse', nats for 'nll'), "c_ma_threshold"
-    (:func:`geco_threshold`), "lambda" (at the end of training), "lambda_previous" (one epoch earlier, from
-    the training log; ``objective_params.lambda_init`` after a single epoch; None without a ``lambda``
-    column), "lambda_change" (|lambda / lambda_previous - 1|, None when undefined), "settled" (bool),
-    "reasons" (the rules violated, as text)}. A rule whose inputs are missing is not applied.
-    """
+    """Whether every GECO-trained cell had settled, in the order of ``inputs``."""
     out = []
     for c in inputs:
         rec = c.record
-        if not (is_number(rec.get("lambda")) and is_number(rec.get("geco_constraint_ma"))):
+        if not (is_number(rec.get(_LAMBDA.record_key)) and is_number(rec.get(_C_MA.record_key))):
             continue
         params = rec.get("objective_params") or {}
         constraint, kappa = params.get("constraint"), params.get("kappa")
-        c_ma, lam = float(rec["geco_constraint_ma"]), float(rec["lambda"])
+        c_ma, lam = float(rec[_C_MA.record_key]), float(rec[_LAMBDA.record_key])
         threshold = geco_threshold(constraint, kappa)
-        trace = [float(v) for v in c.log["lambda"].dropna()] if "lambda" in c.log.columns else []
+        trace = [float(v) for v in c.log[_LAMBDA.name].dropna()] if _LAMBDA.name in c.log.columns else []
         last = trace[-1] if trace else None
         previous = trace[-2] if len(trace) >= 2 else (params.get("lambda_init") if trace else None)
         change = (abs(last / float(previous) - 1.0)
@@ -219,7 +180,7 @@ class Diagnostics:
 
 
 def diagnose(inputs: list[CellData], datasets: list[str], models: list[str]) -> Diagnostics:
-    """Every diagnostic of the cells ``inputs`` (see the module docstring for the rules)."""
+    """Every diagnostic of the cells ``inputs`` (see docs/report.md for the rules)."""
     records = [c.record for c in inputs]
     return Diagnostics(lk=lk_status(inputs, datasets, models), geco=geco_status(inputs),
                        classifier=classifier_status(records, datasets), fid_floor=fid_floors(records, datasets))

@@ -1,62 +1,22 @@
-"""Paired comparisons of the models of a study that differ in exactly one component.
-
-For each dataset, every pair of models (A before B in the study's order) whose resolved configurations differ
-in exactly one axis of :data:`AXES` (the component's name or any of its settings, from the metrics fields
-``<axis>`` and ``<axis>_params``; ``latent_dim`` counts as an axis) answers one question, e.g. "which decoder
-variance is better" for a pair that differs only in the likelihood. Each pair is compared over the training
-seeds both models have (paired by seed value) and, for the per-image metrics, over the same test images
-(the ``index`` arrays of the per-image files must be equal):
-
-* ``nll`` (-L_k, lower is better) and ``elbo`` (higher is better), per image, only when both models have
-  the same ``data_space`` and both are valid densities (``valid_density``); otherwise a row says why not;
-* ``nll_discretised``: the discrete likelihood of the 8-bit images, -L_k_discretised of a Gaussian decoder
-  or -L_k of a decoder whose ``data_space`` is already ``discrete``, when both models have one and both are
-  valid densities (not repeated when both are discrete decoders: then it is ``nll``);
-* ``fid`` (``fid_classifier`` per seed, lower is better) for every pair.
-
-Statistics: :func:`vaebench.metrics.uncertainty.paired_difference` (per-image metrics) and
-:func:`~vaebench.metrics.uncertainty.paired_difference_scalar` (FID): diff = mean over seeds of A - B,
-its standard errors over images and over seeds, a 95% interval (Student t over seeds; normal over images
-with a single seed) and a verdict ("A better" / "B better" when the interval excludes 0, else
-"inconclusive"). Units: nats per image for the likelihoods, FID unitless.
-"""
+"""Paired comparisons of the models that differ in exactly one component, over common seeds and the same test
+images (Dror et al. 2018)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from vaebench.metrics.uncertainty import paired_difference, paired_difference_scalar
-from vaebench.report.collect import LEVEL, CellData, flatten, is_number
+from vaebench.metrics import spec
+from vaebench.report.collect import LEVEL, CellData, flatten_for_csv, is_number
 from vaebench.report.flags import Diagnostics
 
-AXES = ("architecture", "latent_dim", "posterior", "likelihood", "objective")
-# metric -> (label, higher is better); the order of the rows of one pair
-METRICS: dict[str, tuple[str, bool]] = {
-    "nll": ("test NLL = -L_k (nats/image)", False),
-    "elbo": ("test ELBO (nats/image)", True),
-    "nll_discretised": ("discretised NLL, 8-bit (nats/image)", False),
-    "fid": ("FID (classifier features)", False),
-    "kl": ("test KL(q(z|x) || p(z)) (nats/image)", False),
-    "recon": ("test reconstruction -E_q log p(x|z) (nats/image)", False),
-}
-# The metrics of every single-axis pair (compare_pair); kl and recon are compared on request (claims).
-PAIR_METRICS = ("nll", "elbo", "nll_discretised", "fid")
+COMPARED_AXES = ("architecture", "latent_dim", "posterior", "likelihood", "objective")
 LIKELIHOOD_METRICS = ("nll", "elbo", "nll_discretised")
-# Metrics that need one data space and two normalised densities.
-DENSITY_METRICS = ("nll", "elbo")
-SPACE_TEXT = {
-    "binarised": "a likelihood of binarised images",
-    "dequantised": "a density of dequantised 8-bit images",
-    "discrete": "a discrete likelihood of 8-bit images",
-}
 NOT_COMPARED = "not compared"
-# Stage settings of the cell records compared between the two models of a pair (reported, not an axis).
-CELL_SECTIONS = ("train", "evaluate", "data")
+PAIR_SETTING_SECTIONS = ("train", "evaluate", "data")
 
 
-# ------------------------------------------------------------------------------------------------
-# Which pairs
 
 def axis_value(record: dict, axis: str) -> Any:
     """The resolved value of one axis of a model: ``latent_dim``, or {"name": ..., **settings}."""
@@ -75,15 +35,15 @@ def axis_text(record: dict, axis: str) -> str:
 
 
 def differing_axes(a: dict, b: dict) -> list[str]:
-    """The axes of :data:`AXES` (in that order) on which the metrics records ``a`` and ``b`` differ."""
-    return [axis for axis in AXES if axis_value(a, axis) != axis_value(b, axis)]
+    """The axes of :data:`COMPARED_AXES` (in that order) on which the metrics records ``a`` and ``b`` differ."""
+    return [axis for axis in COMPARED_AXES if axis_value(a, axis) != axis_value(b, axis)]
 
 
 def other_differences(a: dict, b: dict) -> list[str]:
     """Stage settings of the cell records (``cell.train``, ``cell.evaluate``, ``cell.data``) that differ
     between two models, as 'train.lr: 0.001 vs 0.0005' (A's value first); empty when none."""
-    fa = flatten({s: (a.get("cell") or {}).get(s) or {} for s in CELL_SECTIONS})
-    fb = flatten({s: (b.get("cell") or {}).get(s) or {} for s in CELL_SECTIONS})
+    fa = flatten_for_csv({s: (a.get("cell") or {}).get(s) or {} for s in PAIR_SETTING_SECTIONS})
+    fb = flatten_for_csv({s: (b.get("cell") or {}).get(s) or {} for s in PAIR_SETTING_SECTIONS})
     return [f"{k}: {fa.get(k)} vs {fb.get(k)}" for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
 
 
@@ -117,15 +77,16 @@ def single_axis_pairs(records: dict[str, dict], models: list[str]) -> list[tuple
     return out
 
 
-# ------------------------------------------------------------------------------------------------
-# One pair
+
+DISCRETE_COLUMN = "L_k_discretised"
+
 
 def discrete_column(record: dict, per_image: dict[str, np.ndarray]) -> str | None:
     """The per-image L_k of a model's discrete 8-bit likelihood: 'L_k' when its ``data_space`` is discrete,
     'L_k_discretised' when the per-image file has that column (Gaussian decoders), else None."""
     if record.get("data_space") == "discrete":
         return "L_k"
-    return "L_k_discretised" if "L_k_discretised" in per_image else None
+    return DISCRETE_COLUMN if DISCRETE_COLUMN in per_image else None
 
 
 def _invalid_reason(a: str, rec_a: dict, b: str, rec_b: dict) -> str | None:
@@ -139,8 +100,12 @@ def _space_reason(a: str, rec_a: dict, b: str, rec_b: dict) -> str | None:
     sa, sb = rec_a.get("data_space"), rec_b.get("data_space")
     if sa == sb:
         return None
-    return (f"different data spaces: {a} is {SPACE_TEXT.get(sa, f'in data space {sa}')}, "
-            f"{b} {SPACE_TEXT.get(sb, f'in data space {sb}')}")
+    return f"different data spaces: {a} is {_space_text(sa)}, {b} {_space_text(sb)}"
+
+
+def _space_text(space) -> str:
+    declared = spec.DATA_SPACES.get(space)
+    return declared.text if declared else f"in data space {space}"
 
 
 def _check_same_images(dataset: str, pairs: list[tuple[CellData, CellData]]) -> None:
@@ -166,8 +131,8 @@ def _stats_keys(result: dict | None) -> dict:
 
 def _row(base: dict, metric: str, result: dict | None = None, reason: str | None = None,
          lk_not_converged: list[str] | None = None) -> dict:
-    label, higher = METRICS[metric]
-    row = {**base, "metric": metric, "metric_label": label, "higher_is_better": higher,
+    declared = spec.compared(metric)
+    row = {**base, "metric": metric, "metric_label": declared.label, "higher_is_better": declared.higher_is_better,
            "compared": result is not None, "reason": reason, **_stats_keys(result),
            "lk_not_converged": list(lk_not_converged or [])}
     if result is None:
@@ -179,9 +144,8 @@ def _row(base: dict, metric: str, result: dict | None = None, reason: str | None
 
 def pair_base(dataset: str, a: str, b: str, axis: str | None, cells_a: dict[int, CellData],
               cells_b: dict[int, CellData]) -> dict:
-    """The fields that describe a pair in every row: dataset, models, the axis on which they differ (None for
-    a pair named directly, e.g. by a claim) with both values, the other setting differences and the common
-    seeds."""
+    """The fields that describe a pair in every row: dataset, models, the axis on which they differ (None for a pair
+    named directly, e.g. by a claim) with both values, the other setting differences and the common seeds."""
     rec_a, rec_b = cells_a[min(cells_a)].record, cells_b[min(cells_b)].record
     return {"dataset": dataset, "model_a": a, "model_b": b, "axis": axis,
             "value_a": axis_text(rec_a, axis) if axis else None, "value_b": axis_text(rec_b, axis) if axis else None,
@@ -189,28 +153,20 @@ def pair_base(dataset: str, a: str, b: str, axis: str | None, cells_a: dict[int,
 
 
 def _not_comparable(metric: str, a: str, rec_a: dict, b: str, rec_b: dict) -> str | None:
-    """Why ``metric`` cannot compare the two models (None when it can): NLL and ELBO need one data space and two
-    normalised densities, the reconstruction term one data space, the discretised NLL two valid discrete
-    likelihoods; KL (of the latent) and FID compare any two models."""
-    if metric in DENSITY_METRICS:
-        reasons = (_invalid_reason(a, rec_a, b, rec_b), _space_reason(a, rec_a, b, rec_b))
-    elif metric == "recon":
-        reasons = (_space_reason(a, rec_a, b, rec_b),)
-    elif metric == "nll_discretised":
-        reasons = (_invalid_reason(a, rec_a, b, rec_b),)
-    else:
-        reasons = ()
+    """Why ``metric`` cannot compare the two models (None when it can), from its declared ``comparable``."""
+    comparable = spec.compared(metric).comparable
+    reasons = []
+    if comparable in ("density", "valid_density"):
+        reasons.append(_invalid_reason(a, rec_a, b, rec_b))
+    if comparable in ("density", "same_space"):
+        reasons.append(_space_reason(a, rec_a, b, rec_b))
     return "; ".join(r for r in reasons if r) or None
 
 
 def compare_metric(base: dict, metric: str, cells_a: dict[int, CellData], cells_b: dict[int, CellData],
                    diagnostics: Diagnostics | None = None) -> dict:
-    """One comparison row: ``metric`` (a key of :data:`METRICS`) of model A - model B of ``base``
-    (:func:`pair_base`), paired over the common seeds and, for per-image metrics, over the same test images.
-
-    Per-image metrics read the per-image files: nll (-L_k), elbo, kl, recon and nll_discretised (the column of
-    :func:`discrete_column`); fid reads ``fid_classifier`` of each seed's record. A row that cannot be computed
-    says why in ``reason`` (verdict 'not compared'). Units: nats per image; FID unitless.
+    """One comparison row: ``metric`` (a comparison name of :mod:`vaebench.metrics.spec`) of model A - model B of ``base`` (:func:`pair_base`),
+    paired over the common seeds and, for per-image metrics, over the same test images.
 
     Raises:
         ValueError: the per-image files of the two models are on different test images.
@@ -220,9 +176,10 @@ def compare_metric(base: dict, metric: str, cells_a: dict[int, CellData], cells_
         return _row(base, metric, reason="no training seed in common")
     rec_a, rec_b = cells_a[min(cells_a)].record, cells_b[min(cells_b)].record
     pairs = [(cells_a[s], cells_b[s]) for s in seeds]
-    higher = METRICS[metric][1]
-    if metric == "fid":
-        fid = [(ca.record.get("fid_classifier"), cb.record.get("fid_classifier")) for ca, cb in pairs]
+    declared = spec.compared(metric)
+    higher = declared.higher_is_better
+    if declared.per_image is None:
+        fid = [(ca.record.get(declared.key), cb.record.get(declared.key)) for ca, cb in pairs]
         fid = [(fa, fb) for fa, fb in fid if is_number(fa) and is_number(fb)]
         if not fid:
             unavailable = rec_a.get("fid_classifier_unavailable") or rec_b.get("fid_classifier_unavailable")
@@ -238,7 +195,7 @@ def compare_metric(base: dict, metric: str, cells_a: dict[int, CellData], cells_
     reason = _not_comparable(metric, a, rec_a, b, rec_b)
     if reason:
         return _row(base, metric, reason=reason)
-    if metric == "nll_discretised":
+    if declared.per_image == DISCRETE_COLUMN:
         col_a, col_b = discrete_column(rec_a, pairs[0][0].per_image), discrete_column(rec_b, pairs[0][1].per_image)
         missing = [m for m, col in ((a, col_a), (b, col_b)) if col is None]
         if missing:
@@ -246,8 +203,8 @@ def compare_metric(base: dict, metric: str, cells_a: dict[int, CellData], cells_
         if any(col_a not in ca.per_image or col_b not in cb.per_image for ca, cb in pairs):
             return _row(base, metric, reason="a seed lacks the discrete likelihood column")
     else:
-        col_a = col_b = {"nll": "L_k", "elbo": "elbo", "kl": "kl", "recon": "recon"}[metric]
-    sign = -1.0 if metric in ("nll", "nll_discretised") else 1.0     # NLL = -L_k
+        col_a = col_b = declared.per_image
+    sign = declared.per_image_sign
     _check_same_images(dataset, pairs)
     try:
         result = paired_difference([sign * ca.per_image[col_a] for ca, _ in pairs],
@@ -257,51 +214,34 @@ def compare_metric(base: dict, metric: str, cells_a: dict[int, CellData], cells_
         return _row(base, metric, reason=str(exc))
     diag = diagnostics or Diagnostics()
     flagged = [m for m, col in ((a, col_a), (b, col_b))
-               if metric in ("nll", "nll_discretised") and diag.not_converged(dataset, m, col)]
+               if col.startswith("L_k") and diag.not_converged(dataset, m, col)]
     return _row(base, metric, result, lk_not_converged=flagged)
 
 
 def compare_pair(dataset: str, a: str, b: str, axis: str, cells_a: dict[int, CellData],
                  cells_b: dict[int, CellData], diagnostics: Diagnostics | None = None) -> list[dict]:
-    """The comparison rows of one pair (see the module docstring), A - B, in the order of :data:`PAIR_METRICS`.
+    """The comparison rows of one pair (rows: docs/report.md), A - B, in the spec's order of paired metrics.
 
-    Args:
-        dataset, a, b, axis: the pair and the one axis on which its models differ.
-        cells_a, cells_b: {seed: CellData} of each model; the seeds both have are paired by value.
-        diagnostics: the study's :class:`~vaebench.report.flags.Diagnostics`; a likelihood row lists in
-            ``lk_not_converged`` the models whose L_k column used is flagged (its difference may be bias).
-    Returns:
-        Rows {"dataset", "model_a", "model_b", "axis", "value_a", "value_b", "other_differences", "seeds",
-        "metric", "metric_label", "higher_is_better", "compared", "reason" (why not compared, else None),
-        "diff", "se_images", "se_seeds", "ci_low", "ci_high", "level", "interval_basis", "df", "n_seeds",
-        "n_images", "verdict" ('A better' / 'B better' / 'inconclusive' / 'inconclusive (one seed)' /
-        'not compared'), "better" (the better model or None), "diff_per_seed", "se_per_seed",
-        "lk_not_converged"}; undefined statistics are None. The discretised NLL row is present only when both
-        models have a discrete likelihood and they are not both discrete decoders (then it is the NLL row).
     Raises:
         ValueError: the per-image files of a per-image comparison are on different test images.
     """
     base = pair_base(dataset, a, b, axis, cells_a, cells_b)
+    names = spec.paired_names()
     if not base["seeds"]:
-        return [_row(base, m, reason="no training seed in common") for m in PAIR_METRICS]
+        return [_row(base, m, reason="no training seed in common") for m in names]
     rec_a, rec_b = cells_a[min(cells_a)].record, cells_b[min(cells_b)].record
-    rows = []
-    # NLL and ELBO share one reason when they cannot be compared (data spaces, densities)
-    both = "; ".join(r for r in (_invalid_reason(a, rec_a, b, rec_b), _space_reason(a, rec_a, b, rec_b)) if r)
-    for metric in DENSITY_METRICS:
-        rows.append(_row(base, metric, reason=both) if both else
-                    compare_metric(base, metric, cells_a, cells_b, diagnostics))
     first = base["seeds"][0]
-    col_a = discrete_column(rec_a, cells_a[first].per_image)
-    col_b = discrete_column(rec_b, cells_b[first].per_image)
-    if col_a and col_b and not (col_a == col_b == "L_k"):
-        rows.append(compare_metric(base, "nll_discretised", cells_a, cells_b, diagnostics))
-    rows.append(compare_metric(base, "fid", cells_a, cells_b, diagnostics))
+    rows = []
+    for metric in names:
+        if spec.compared(metric).per_image == DISCRETE_COLUMN:
+            col_a = discrete_column(rec_a, cells_a[first].per_image)
+            col_b = discrete_column(rec_b, cells_b[first].per_image)
+            if not col_a or not col_b or col_a == col_b == "L_k":
+                continue
+        rows.append(compare_metric(base, metric, cells_a, cells_b, diagnostics))
     return rows
 
 
-# ------------------------------------------------------------------------------------------------
-# Every pair of a study
 
 def paired_comparisons(inputs: list[CellData], datasets: list[str], models: list[str],
                        diagnostics: Diagnostics | None = None) -> list[dict]:

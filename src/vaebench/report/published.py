@@ -1,40 +1,9 @@
-"""Published reference numbers that the report puts next to ours, as plain data.
-
-Every number below is restated from the paper table or figure named in its ``source`` (``SOURCES`` spells
-out the references). Only datasets this project can run are
-listed (MNIST first, then Fashion-MNIST and SVHN); the CelebA / CIFAR-10 / BAIR rows of SVAE-ICLR
-Table 2 come from hierarchical or sequence VAEs this project does not implement and are left out.
-
-One entry = one published number:
-
-``dataset``
-    the study's dataset key it concerns (compared after ``normalise_dataset``).
-``model``
-    the name of *our* model (a model of the catalogue, ``study.model_names``) it corresponds to; the
-    report shows the entry only when that model is in the study.
-``metric``
-    a key of ``METRICS``, which says which column of our metrics it is compared with.
-``value``, ``bound``
-    the value exactly as reported; ``bound = "<"`` where the paper prints "−log p < v" (a negative
-    ELBO, i.e. an upper bound on −log p).
-``setting``
-    the published configuration in a few words (architecture, k, ...).
-``train_k``
-    for IWAE-style rows, the number of importance samples used in *training*; the report keeps the
-    row whose ``train_k`` equals our model's training k (``objective_params["k"]`` of its metrics, 1
-    when the objective has none; all rows when none matches).
-``source``
-    paper + table/figure; ``SOURCES`` spells out the reference.
-``protocol``
-    the differences from our protocol, stated honestly: when they are large, compare the ranking
-    of models, never the absolute values.
-
-Units: nats per image for every likelihood-type number (summed over the D pixels of one image);
-FID is unitless. Nothing here is derived: values are as printed (or as digitised, for ρ-VAE).
-"""
+"""Published reference numbers that the report puts next to ours, as printed in the sources named (plain data)."""
 from __future__ import annotations
 
 from typing import Any
+
+from vaebench.metrics import spec
 
 SOURCES: dict[str, str] = {
     "SVAE-ICLR": (
@@ -57,18 +26,15 @@ SOURCES: dict[str, str] = {
     ),
 }
 
-# Which of our metrics a published metric is compared with. ``sign`` turns our stored value into
-# the published quantity (our ``test_elbo_nats`` is the ELBO, a lower bound on log p, so the
-# published "−log p <" numbers are compared with −ELBO).
-METRICS: dict[str, dict[str, Any]] = {
-    "neg_elbo_nats": {"label": "-ELBO (nats/image)", "ours": "test_elbo_nats", "sign": -1.0},
-    "nll_nats": {"label": "test NLL (nats/image)", "ours": "test_nll_iwae_nats", "sign": 1.0},
-    "fid": {"label": "FID", "ours": "fid_classifier", "sign": 1.0},
-    "reported_loss_nats": {
-        "label": "reported test loss (nats/image)", "ours": "test_elbo_nats", "sign": -1.0,
-    },
-    "mean_kl_nats": {"label": "mean KL(q(z|x)||p(z)) (nats/image)", "ours": "test_kl_nats", "sign": 1.0},
-    "effective_beta": {"label": "effective beta", "ours": "effective_beta", "sign": 1.0},
+_ELBO, _NLL = spec.compared("elbo").key, spec.compared("nll").key
+_FID, _KL = spec.compared("fid").key, spec.compared("kl").key
+PUBLISHED_METRICS: dict[str, dict[str, Any]] = {
+    "neg_elbo_nats": {"label": "-ELBO (nats/image)", "ours": _ELBO, "sign": -1.0},
+    "nll_nats": {"label": "test NLL (nats/image)", "ours": _NLL, "sign": 1.0},
+    "fid": {"label": "FID", "ours": _FID, "sign": 1.0},
+    "reported_loss_nats": {"label": "reported test loss (nats/image)", "ours": _ELBO, "sign": -1.0},
+    "mean_kl_nats": {"label": "mean KL(q(z|x)||p(z)) (nats/image)", "ours": _KL, "sign": 1.0},
+    "effective_beta": {"label": "effective beta", "ours": spec.TRACKED["effective_beta"].record_key, "sign": 1.0},
 }
 
 _SVAE_MNIST = (
@@ -195,12 +161,7 @@ def normalise_dataset(name: str) -> str:
 
 
 def entries_for(dataset: str, models: list[str], train_k: dict[str, int] | None = None) -> list[dict[str, Any]]:
-    """Published entries for ``dataset`` whose model is one of ``models``, in the order above.
-
-    ``train_k`` maps our model name to the k it was trained with (1 for a plain ELBO). For a model
-    and metric with several rows that differ only in ``train_k`` (IWAE Table 1), only the row with
-    our k is kept; when none matches, all rows are kept so the reader still sees the published range.
-    """
+    """Published entries for ``dataset`` whose model is one of ``models``, in the order above."""
     train_k = train_k or {}
     ds = normalise_dataset(dataset)
     rows = [dict(e) for e in PUBLISHED if e["dataset"] == ds and e["model"] in models]

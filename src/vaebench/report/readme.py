@@ -1,14 +1,5 @@
-"""The README's generated sections: the table of registered components (from the registry) and the
-default study's verdicts and results (from the committed ``reports/claims.csv``, ``reports/metrics.json`` and the
-study). Nothing in them is
-typed by hand: ``python -m vaebench readme`` rewrites the text between the markers
-
-    <!-- generated:NAME (python -m vaebench readme) -->
-    ...
-    <!-- end generated:NAME -->
-
-and a test checks that the committed README equals what the command would write.
-"""
+"""The README's generated sections (components, verdicts, results), rewritten between their markers by
+`python -m vaebench readme`."""
 from __future__ import annotations
 
 import json
@@ -17,6 +8,7 @@ import re
 from pathlib import Path
 
 from vaebench import paths
+from vaebench.metrics import spec
 from vaebench.registry import AXES
 
 MARK = "<!-- generated:{name} (python -m vaebench readme) -->"
@@ -45,9 +37,9 @@ def components_table() -> str:
 
 
 def _fmt(stat: dict | None, spec: str) -> str:
-    """'mean ± half-width of the 95% interval over seeds' (:func:`vaebench.report.tables.format_ci`), '' without
+    """'mean ± half-width of the 95% interval over seeds' (:func:`vaebench.report.format.format_ci`), '' without
     a value."""
-    from vaebench.report.tables import format_ci
+    from vaebench.report.format import format_ci
 
     if not stat or stat.get("mean") is None or not math.isfinite(stat["mean"]):
         return ""
@@ -87,15 +79,19 @@ def results_table(study, metrics: dict) -> str:
             cell = study.cell(dataset, model, study.seeds[0])
             cfg = cell.model_config
             record = _likelihood_metadata(cell)
-            nll = _fmt(m.get("test_nll_iwae_nats"), ".1f")
+            nll = _fmt(m.get(_key("nll")), ".1f")
             seeds = max((s.get("n_seeds", 0) for s in m.values()), default=0)
             lines.append(" | ".join([
                 f"| {dataset}", model, cfg.posterior.name, cfg.likelihood.name, cfg.objective.name,
                 _data_text(record), str(seeds),
-                _fmt(m.get("test_elbo_nats"), ".1f"), _fmt(m.get("test_kl_nats"), ".1f"),
+                _fmt(m.get(_key("elbo")), ".1f"), _fmt(m.get(_key("kl")), ".1f"),
                 f"{nll} ({cell.evaluate.iwae_k})" if nll else "", _fmt(m.get("bits_per_dim"), ".3f"),
-                _fmt(m.get("fid_classifier"), ".1f"), _fmt(m.get("train_seconds"), ".0f")]) + " |")
+                _fmt(m.get(_key("fid")), ".1f"), _fmt(m.get("train_seconds"), ".0f")]) + " |")
     return "\n".join(lines)
+
+
+def _key(name: str) -> str:
+    return spec.compared(name).key
 
 
 def _likelihood_metadata(cell) -> dict:
@@ -119,9 +115,8 @@ def _diff_text(row: dict | None) -> str:
 
 
 def comparisons_table(metrics: dict) -> str:
-    """Markdown table of the paired comparisons of a reports/metrics.json, one line per pair: A, B, the
-    component that differs, A - B ± SE (over seeds; over images with one seed) and the verdict for the test
-    NLL and the FID. Empty string when there is none."""
+    """Markdown table of the paired comparisons of a reports/metrics.json, one line per pair: A, B, the component that
+    differs, A - B ± SE (over seeds; over images with one seed) and the verdict for the test NLL and the FID."""
     pairs: dict[tuple, dict] = {}
     for row in metrics.get("comparisons", []):
         key = (row["dataset"], row["model_a"], row["model_b"], row["axis"])
@@ -136,16 +131,17 @@ def comparisons_table(metrics: dict) -> str:
 
 
 def verdicts_table(claims_path: str | Path = paths.REPORT_CLAIMS) -> str:
-    """Markdown of the verdict table (:func:`vaebench.report.tables.verdict_table`) of a reports/claims.csv,
+    """Markdown of the verdict table (:func:`vaebench.report.tables.comparisons.verdict_table`) of a reports/claims.csv,
     preceded by the count of each verdict."""
-    from vaebench.report import claims, render, tables
+    from vaebench.report import claims, render
+    from vaebench.report.tables.comparisons import verdict_counts, verdict_table
 
     df = claims.read_claims_csv(claims_path)
     rows = df.astype(object).where(df.notna(), None).to_dict("records")
-    table = tables.verdict_table(rows)
+    table = verdict_table(rows)
     lines = ["| " + " | ".join(render.md_cell(c) for c in table.columns) + " |", "|---" * len(table.columns) + "|"]
     lines += ["| " + " | ".join(render.md_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return (tables.verdict_counts(rows) + " (reproduced: the 95% interval over seeds excludes 0 on the claimed "
+    return (verdict_counts(rows) + " (reproduced: the 95% interval over seeds excludes 0 on the claimed "
             "side; inconclusive: it covers 0; not reproduced: it excludes 0 on the other side).\n\n"
             + "\n".join(lines))
 

@@ -1,11 +1,4 @@
-"""The report as one document (a list of blocks) rendered twice with Jinja2: HTML and Markdown.
-
-:func:`build_document` assembles the blocks (headings, paragraphs, bullet lists, images, tables) from the
-tables and figures; ``templates/index.html.j2`` renders them to a self-contained HTML page (every image
-embedded as a base64 data URI, all text escaped by Jinja2's autoescape) and ``templates/index.md.j2`` to
-Markdown whose images link ``figures/...`` relative to the report folder. Both templates walk the same
-blocks, so the two files say the same thing.
-"""
+"""The report as one document of blocks, rendered to HTML (images embedded) and Markdown by Jinja2 templates."""
 from __future__ import annotations
 
 import base64
@@ -17,7 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from vaebench.report import tables
+from vaebench.report import protocol
+from vaebench.report.format import unique
+from vaebench.report.tables import comparisons as comparison_tables, diagnostics as flag_text, results
 from vaebench.report.figures import DatasetFigures
 from vaebench.report.flags import RULES, Diagnostics
 
@@ -86,26 +81,18 @@ def _cell(v: Any) -> Any:
     return "n/a" if v is None else str(v)
 
 
-# ------------------------------------------------------------------------------------------------
-# Assembling the document
 
 def build_document(title: str, datasets: list[str], models: list[str], seeds: list, frame: pd.DataFrame,
                    aggregate: dict, figures: dict[str, DatasetFigures], comparisons: list[dict] | None = None,
                    diagnostics: Diagnostics | None = None, verdicts: list[dict] | None = None) -> Document:
-    """The report's blocks: an introduction, the verdicts on the claims, then per dataset the pictures, the
-    likelihood results per data space, latent analysis, FID, training quantities, paired comparisons, flags
-    and the published comparison; at the end the protocol and the model descriptions.
-
-    ``frame`` is :func:`vaebench.report.collect.summary_frame` with ``include_cell=True``; ``aggregate`` the
-    result of :func:`vaebench.report.collect.aggregate_over_seeds`; ``figures`` the written figures;
-    ``comparisons`` the rows of :func:`vaebench.report.paired.paired_comparisons`; ``diagnostics`` the
-    study's :class:`vaebench.report.flags.Diagnostics` (None: no comparison, no flag).
-    """
+    """The report's blocks: an introduction, the verdicts on the claims, then per dataset the pictures, the likelihood
+    results per data space, latent analysis, FID, training quantities, paired comparisons, flags and the published
+    comparison; at the end the protocol and the model descriptions."""
     comparisons = comparisons or []
     diagnostics = diagnostics or Diagnostics()
     doc = Document(title)
     doc.heading(1, title)
-    doc.paragraph(tables.intro_text(datasets, models, seeds, len(frame)))
+    doc.paragraph(protocol.intro_text(datasets, models, seeds, len(frame)))
     _verdicts(doc, verdicts or [])
     for d in datasets:
         doc.heading(2, f"Dataset: {d}")
@@ -117,7 +104,7 @@ def build_document(title: str, datasets: list[str], models: list[str], seeds: li
     _protocol(doc, datasets, models, seeds, frame)
     for d in datasets:
         doc.heading(3, f"Models: {d}")
-        doc.table(tables.models_table(d, models, frame))
+        doc.table(results.models_table(d, models, frame))
     return doc
 
 
@@ -128,11 +115,11 @@ def _verdicts(doc: Document, verdicts: list[dict]) -> None:
                   "over seeds. Reproduced: the interval excludes 0 on the claimed side (or, for 'matches', lies "
                   "within the stated margin); not reproduced: it excludes 0 on the other side (or lies outside "
                   "the margin); inconclusive: it covers 0, a difference inside the noise. Also in claims.csv. "
-                  + tables.verdict_counts(verdicts) + ".")
+                  + comparison_tables.verdict_counts(verdicts) + ".")
     if not verdicts:
         return
     classes = [r["verdict"].replace(" ", "-") for r in verdicts]
-    doc.table(tables.verdict_table(verdicts), id="verdicts", row_classes=classes)
+    doc.table(comparison_tables.verdict_table(verdicts), id="verdicts", row_classes=classes)
     notes = {}
     for r in verdicts:
         notes.setdefault(r["claim"], (r["source"], r.get("note")))
@@ -169,36 +156,36 @@ def _pictures(doc: Document, dataset: str, models: list[str], seeds: list, fig: 
 def _results(doc: Document, dataset: str, models: list[str], aggregate: dict, frame: pd.DataFrame,
              diagnostics: Diagnostics) -> None:
     sub = frame[frame["dataset"] == dataset]
-    for space, group in tables.space_groups(dataset, models, frame).items():
-        doc.heading(3, f"Results (test set): {tables.SPACE_TITLES.get(space, space)}")
+    for space, group in results.space_groups(dataset, models, frame).items():
+        doc.heading(3, f"Results (test set): {results.space_title(space)}")
         rows = sub[sub["model"].isin(group)]
-        text = (f"Likelihood of {tables.unique(rows, 'likelihood_of')}; data {tables.unique(rows, 'data_treatment')}. "
-                + tables.BITS_CONVENTION.get(space, ""))
+        text = (f"Likelihood of {unique(rows, 'likelihood_of')}; data {unique(rows, 'data_treatment')}. "
+                + results.bits_convention(space))
         doc.paragraph(text.strip())
-        doc.table(tables.likelihood_table(dataset, space, group, aggregate, frame, diagnostics))
-        if tables.has_discretised(dataset, group, aggregate):
-            doc.paragraph(tables.DISCRETISED_NOTE)
-        invalid = tables.invalid_density_models(dataset, group, frame)
+        doc.table(results.likelihood_table(dataset, space, group, aggregate, frame, diagnostics))
+        if results.has_discretised(dataset, group, aggregate):
+            doc.paragraph(results.DISCRETISED_NOTE)
+        invalid = results.invalid_density_models(dataset, group, frame)
         if invalid:
-            doc.paragraph(tables.density_note(invalid, sub))
+            doc.paragraph(results.density_note(invalid, sub))
     doc.heading(3, "Latent analysis")
-    doc.table(tables.latent_table(dataset, models, aggregate, frame))
+    doc.table(results.latent_table(dataset, models, aggregate, frame))
     doc.heading(3, "FID")
     doc.paragraph("FID of decoder means, mean ± 95% CI over training seeds; each training seed's value is "
                   "the mean over its sample seeds, whose spread is the next column. The floor is what real "
                   "held-out images score at this N: no model can be expected below it.")
-    doc.table(tables.fid_table(dataset, models, aggregate, frame))
+    doc.table(results.fid_table(dataset, models, aggregate, frame))
     doc.heading(3, "Training: effective beta, decoder sigma, GECO")
     doc.paragraph("Effective beta is the KL weight in the common 'SSE + beta KL' convention: 2 sigma^2 beta "
                   "for a Gaussian decoder with one shared sigma (its NLL is SSE / (2 sigma^2) + const), 1/lambda "
                   "for GECO (KL + lambda SSE = lambda (SSE + KL / lambda)); none for GECO+IWAE, whose loss weighs "
                   "no KL term. Values at the end of training.")
-    doc.table(tables.training_table(dataset, models, aggregate))
+    doc.table(results.training_table(dataset, models, aggregate))
 
 
 def _paired(doc: Document, dataset: str, comparisons: list[dict]) -> None:
     doc.heading(3, "Paired comparisons (models that differ in one component)")
-    table = tables.paired_table(dataset, comparisons)
+    table = comparison_tables.paired_table(dataset, comparisons)
     if table.empty and not any(r["dataset"] == dataset for r in comparisons):
         doc.paragraph("No two models of this dataset differ in exactly one component.")
         return
@@ -208,7 +195,7 @@ def _paired(doc: Document, dataset: str, comparisons: list[dict]) -> None:
                   "a difference inside the noise is not a ranking.")
     if not table.empty:
         doc.table(table)
-    skipped = tables.not_compared_table(dataset, comparisons)
+    skipped = comparison_tables.not_compared_table(dataset, comparisons)
     if not skipped.empty:
         doc.paragraph("Not compared, with the reason (NLL and ELBO need one data space and two normalised "
                       "densities):")
@@ -218,17 +205,17 @@ def _paired(doc: Document, dataset: str, comparisons: list[dict]) -> None:
 def _flags(doc: Document, dataset: str, diagnostics: Diagnostics) -> None:
     doc.heading(3, "Flags")
     doc.paragraph(f"L_k convergence, rule: {RULES['lk_not_converged']}")
-    doc.bullets(tables.lk_flag_items(dataset, diagnostics))
-    geco = tables.geco_table(dataset, diagnostics)
+    doc.bullets(flag_text.lk_flag_items(dataset, diagnostics))
+    geco = flag_text.geco_table(dataset, diagnostics)
     if not geco.empty:
         doc.paragraph(f"GECO, rule: {RULES['geco_not_settled']}")
         doc.table(geco)
-    doc.bullets(tables.other_flag_items(dataset, diagnostics))
+    doc.bullets(flag_text.other_flag_items(dataset, diagnostics))
 
 
 def _comparison(doc: Document, dataset: str, models: list[str], aggregate: dict, frame: pd.DataFrame) -> None:
     doc.heading(3, "Comparison with published numbers")
-    table = tables.comparison_table(dataset, models, aggregate, frame)
+    table = comparison_tables.comparison_table(dataset, models, aggregate, frame)
     if table.empty:
         doc.paragraph("No published number in vaebench.report.published concerns a model of this study on "
                       "this dataset.")
@@ -236,7 +223,7 @@ def _comparison(doc: Document, dataset: str, models: list[str], aggregate: dict,
     doc.paragraph("Published values as printed ('<' = a negative ELBO, an upper bound on -log p). The protocols "
                   "differ as stated in the last column: where they differ materially, check the ranking of "
                   "models, not the absolute values.")
-    table, notes, sources = tables.comparison_notes(table)
+    table, notes, sources = comparison_tables.comparison_notes(table)
     doc.table(table)
     doc.paragraph("Protocol differences:")
     doc.bullets([f"note {i}: {n}" for i, n in enumerate(notes, 1)])
@@ -246,17 +233,15 @@ def _comparison(doc: Document, dataset: str, models: list[str], aggregate: dict,
 
 def _protocol(doc: Document, datasets: list[str], models: list[str], seeds: list, frame: pd.DataFrame) -> None:
     doc.heading(2, "Protocol")
-    doc.bullets(tables.protocol_items(frame, datasets, models, seeds))
-    differences = tables.setting_differences(frame, models)
+    doc.bullets(protocol.protocol_items(frame, datasets, models, seeds))
+    differences = protocol.setting_differences(frame, models)
     if differences:
         doc.paragraph("Per-model settings that differ from the other models' (from the cells' configuration):")
         doc.bullets(differences)
     doc.heading(3, "Evaluation settings per dataset and model (from the metrics files)")
-    doc.table(tables.evaluation_settings_table(frame, datasets, models))
+    doc.table(results.evaluation_settings_table(frame, datasets, models))
 
 
-# ------------------------------------------------------------------------------------------------
-# Rendering
 
 def data_uri(path: str | os.PathLike) -> str:
     """The file at ``path`` as a ``data:<mime>;base64,...`` URI (PNG unless the suffix says otherwise)."""
@@ -286,10 +271,7 @@ def _environment(base: Path | None = None):
 
 
 def render_html(doc: Document) -> str:
-    """Self-contained HTML of ``doc``: every image embedded as a base64 data URI, text autoescaped.
-
-    Raises ``FileNotFoundError`` if an image file of the document does not exist.
-    """
+    """Self-contained HTML of ``doc``: every image embedded as a base64 data URI, text autoescaped."""
     return _environment().get_template(TEMPLATE_HTML).render(title=doc.title, blocks=doc.blocks)
 
 

@@ -193,73 +193,23 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     with atomic_path(out["recon_png"]) as tmp:
         save_grid_png(torch.cat(pairs), nrow, tmp)
 
+    from vaebench.metrics import spec
+
     tracked = model.tracked_scalars()
-    main = likelihood[""]
-    metrics = {
-        "study": cell.study,
-        "dataset": dataset,
-        "model": model_name,
-        "seed": seed,
-        **describe(cell.model_config),
-        "cell": ckpt["cell"],
-        "n_images": len(index),
-        "test_elbo_nats": main["elbo"]["mean"],
-        "test_elbo_se": main["elbo"]["se"],
-        "test_recon_nats": main["recon"]["mean"],
-        "test_kl_nats": float(est["kl"].mean()),
-        "test_nll_iwae_nats": main["nll"]["mean"],
-        "test_nll_iwae_se": main["nll"]["se"],
-        "iwae_k": ecfg.iwae_k,
-        "lk_gap_nats": main["lk_gap"],
-        "lk_gap_se": main["lk_gap_se"],
-        "lk_tolerance_nats": ecfg.lk_tolerance_nats,
-        "lk_converged": main["lk_gap"] <= ecfg.lk_tolerance_nats,
-        "bits_per_dim": main["bits_per_dim"],
-    }
+    values = {"study": cell.study, "dataset": dataset, "model": model_name, "seed": seed,
+              **describe(cell.model_config), "cell": ckpt["cell"], "n_images": len(index),
+              "test_kl_nats": float(est["kl"].mean()), "iwae_k": ecfg.iwae_k,
+              "lk_tolerance_nats": ecfg.lk_tolerance_nats}
     for suffix, col in likelihood.items():
-        if suffix:
-            metrics.update({
-                f"test_elbo{suffix}_nats": col["elbo"]["mean"], f"test_elbo{suffix}_se": col["elbo"]["se"],
-                f"test_nll_iwae{suffix}_nats": col["nll"]["mean"], f"test_nll_iwae{suffix}_se": col["nll"]["se"],
-                f"lk_gap{suffix}_nats": col["lk_gap"], f"bits_per_dim{suffix}": col["bits_per_dim"],
-            })
-    metrics.update({
-        "latent_rate_nats": latent["rate_nats"],
-        "latent_marginal_kl_nats": latent["marginal_kl_nats"],
-        "latent_mutual_info_nats": latent["mutual_info_nats"],
-        "latent_log_n_nats": latent["log_n_nats"],
-        "active_units": latent["active_units"],
-        "latent_n": latent["n_images"],
-        "fid_classifier": float(np.mean(fids)) if fids else None,
-        "fid_classifier_std": float(np.std(fids, ddof=1)) if len(fids) > 1 else None,
-        "fid_classifier_per_seed": fids if fids else None,
-        "fid_classifier_draws": fid_draws,
-        "fid_classifier_unavailable": fid_unavailable,        # None, or why there is no classifier-feature FID
-        "fid_n": ecfg.fid_n,
-        "fid_seeds": ecfg.fid_seeds,
-        "fid_floor": ref.get("floor_fid"),
-        "fid_floor_n": ref.get("floor_n"),
-        "fid_reference": (f"unavailable: {fid_unavailable}" if fid_unavailable is not None else
-                          f"{ecfg.fid_n} prior samples (decoder means, 8-bit; mean over {ecfg.fid_seeds} sample "
-                          f"seeds) vs the statistics of all {ref['n_reference']} test images"),
-        "fid_inception": fid_inception,
-        "fid_inception_n": ecfg.fid_n if inception["computed"] else None,
-        "fid_inception_reference_n": inception.get("n_reference"),
-        "fid_inception_status": inception["status"],
-        "classifier_test_accuracy": cls_metrics.get("test_accuracy"),
-        "classifier_val_accuracy": _finite_or_none(cls_metrics.get("val_accuracy")),   # None: no validation split
-        "classifier_epochs": cls_metrics.get("epochs"),
-        "classifier_feature_dim": None if classifier is None else classifier.kwargs["feature_dim"],
-        "train_seconds": ckpt["train_seconds"],
-        "eval_seconds": time.perf_counter() - t0,
-        "epochs": ckpt["epochs"],
-        "device": str(device),
-        "effective_beta": tracked.get("effective_beta"),
-        "log_sigma": tracked.get("log_sigma"),
-        "lambda": tracked.get("lambda"),
-        "geco_constraint_ma": tracked.get("constraint"),
-        "mlflow_run_id": ckpt.get("mlflow_run_id"),
-    })
+        values.update(_likelihood_values(suffix, col))
+    values["lk_converged"] = values["lk_gap_nats"] <= ecfg.lk_tolerance_nats
+    values.update(_latent_values(latent))
+    values.update(_fid_values(ecfg, fids, fid_draws, fid_unavailable, ref, inception, fid_inception))
+    values.update(_classifier_values(classifier, cls_metrics))
+    values.update({"train_seconds": ckpt["train_seconds"], "eval_seconds": time.perf_counter() - t0,
+                   "epochs": ckpt["epochs"], "device": str(device), "mlflow_run_id": ckpt.get("mlflow_run_id")})
+    values.update({s.record_key: tracked.get(s.name) for s in spec.TRACKED.values()})
+    metrics = spec.build_record(values)
     for key, value in metrics.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise FloatingPointError(f"{dataset}/{model_name}/seed{seed}: metric {key} is {value}")
@@ -271,8 +221,52 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
 
     tracker = Tracker(cell.study)
     tracker.resume_run(ckpt.get("mlflow_run_id"))
-    tracker.log_metrics({k: v for k, v in metrics.items() if k not in ("seed", "latent_dim", "epochs")
-                         and isinstance(v, (int, float)) and not isinstance(v, bool)}, step=ckpt["epochs"])
+    tracker.log_record(metrics, step=ckpt["epochs"])
     for key in ("metrics", "samples_png", "recon_png"):
         tracker.log_artifact(str(out[key]), "evaluation")
     return metrics
+
+
+# ------------------------------------------------------------------------------------------------
+# The record's fields, by source (declared in vaebench.metrics.spec)
+
+def _likelihood_values(suffix: str, col: dict) -> dict:
+    """The record fields of one likelihood column (suffix '' or '_discretised'); the main column adds its
+    reconstruction term and the SE of its gap."""
+    out = {f"test_elbo{suffix}_nats": col["elbo"]["mean"], f"test_elbo{suffix}_se": col["elbo"]["se"],
+           f"test_nll_iwae{suffix}_nats": col["nll"]["mean"], f"test_nll_iwae{suffix}_se": col["nll"]["se"],
+           f"lk_gap{suffix}_nats": col["lk_gap"], f"bits_per_dim{suffix}": col["bits_per_dim"]}
+    if not suffix:
+        out.update({"test_recon_nats": col["recon"]["mean"], "lk_gap_se": col["lk_gap_se"]})
+    return out
+
+
+def _latent_values(latent: dict) -> dict:
+    """The record fields of :func:`vaebench.metrics.latent.latent_analysis`'s summary."""
+    return {"latent_rate_nats": latent["rate_nats"], "latent_marginal_kl_nats": latent["marginal_kl_nats"],
+            "latent_mutual_info_nats": latent["mutual_info_nats"], "latent_log_n_nats": latent["log_n_nats"],
+            "active_units": latent["active_units"], "latent_n": latent["n_images"]}
+
+
+def _fid_values(ecfg, fids: list, fid_draws, fid_unavailable, ref: dict, inception: dict, fid_inception) -> dict:
+    """The FID record fields: classifier-feature FID over sample seeds, draws, floor, Inception FID."""
+    reference = (f"unavailable: {fid_unavailable}" if fid_unavailable is not None else
+                 f"{ecfg.fid_n} prior samples (decoder means, 8-bit; mean over {ecfg.fid_seeds} sample "
+                 f"seeds) vs the statistics of all {ref['n_reference']} test images")
+    return {
+        "fid_classifier": float(np.mean(fids)) if fids else None,
+        "fid_classifier_std": float(np.std(fids, ddof=1)) if len(fids) > 1 else None,
+        "fid_classifier_per_seed": fids if fids else None, "fid_classifier_draws": fid_draws,
+        "fid_classifier_unavailable": fid_unavailable, "fid_n": ecfg.fid_n, "fid_seeds": ecfg.fid_seeds,
+        "fid_floor": ref.get("floor_fid"), "fid_floor_n": ref.get("floor_n"), "fid_reference": reference,
+        "fid_inception": fid_inception, "fid_inception_n": ecfg.fid_n if inception["computed"] else None,
+        "fid_inception_reference_n": inception.get("n_reference"), "fid_inception_status": inception["status"],
+    }
+
+
+def _classifier_values(classifier, cls_metrics: dict) -> dict:
+    """The FID classifier's record fields (None without a classifier or a validation split)."""
+    return {"classifier_test_accuracy": cls_metrics.get("test_accuracy"),
+            "classifier_val_accuracy": _finite_or_none(cls_metrics.get("val_accuracy")),
+            "classifier_epochs": cls_metrics.get("epochs"),
+            "classifier_feature_dim": None if classifier is None else classifier.kwargs["feature_dim"]}

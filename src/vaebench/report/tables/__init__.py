@@ -1,0 +1,1 @@
+"""The report's tables, one module per kind: results, comparisons, diagnostics."""
