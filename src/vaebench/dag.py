@@ -1,5 +1,4 @@
-"""The pipeline's stages, each declared once in :data:`STAGES`, and ``dvc.yaml`` generated from them.
-Snakemake's rules and the CLI's subcommands are built from the same declarations."""
+"""The pipeline's stages, each declared once in :data:`STAGES`: Snakemake rules, CLI commands and dvc.yaml."""
 from __future__ import annotations
 
 import dataclasses

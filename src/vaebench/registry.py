@@ -32,8 +32,7 @@ class UnknownComponentError(KeyError):
 
 
 class Registry(Generic[T]):
-    """The components of one axis: ``kind`` ('posterior', ...; the key in a model config), defined by the
-    modules of ``package`` (imported on first look-up)."""
+    """The components of one axis ``kind``, defined by the modules of ``package`` (imported on first look-up)."""
 
     def __init__(self, kind: str, package: str):
         self.kind = kind
@@ -120,8 +119,7 @@ AXES: dict[str, Registry] = {r.kind: r for r in (ARCHITECTURES, POSTERIORS, LIKE
 
 
 class DatasetTable:
-    """Name -> settings class of every dataset source (``configs``) and the image-folder settings class
-    (``image_folder``), filled by the modules of :mod:`vaebench.data`."""
+    """Name -> settings class of every dataset source, and the image-folder settings class (:mod:`vaebench.data`)."""
 
     def __init__(self, package: str):
         self.package = package
@@ -175,6 +173,5 @@ class Component:
 
     @classmethod
     def check_model(cls, model) -> list[tuple[str, str]]:
-        """Problems of combining this component with the rest of a ``ModelConfig``, as (dotted key inside the
-        model, message) pairs. Default: none."""
+        """Problems of combining this component with the rest of a ``ModelConfig``: (dotted key, message) pairs."""
         return []

@@ -10,8 +10,7 @@ from vaebench.config import load_study as load_settings
 
 
 def check_image_shapes(study: Study) -> None:
-    """Build every model's networks on the meta device for every dataset's image shape. Raises ConfigError
-    naming the model, its architecture, the dataset and the image shape C x H x W."""
+    """Build every model's networks on the meta device for every dataset's image shape; ConfigError if one fails."""
     import torch
 
     from vaebench.data import dataset_spec

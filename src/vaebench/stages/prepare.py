@@ -9,8 +9,8 @@ from vaebench.data import prepare_dataset
 
 
 def run(study: Study, dataset: str, mirror: str | os.PathLike | None = None) -> dict:
-    """Write ``paths.PREPARED`` for ``dataset`` from ``mirror`` (None: download); returns the summary of
-    :func:`vaebench.data.prepare_dataset`. On any error nothing is written.
+    """Write ``paths.PREPARED`` for ``dataset`` from ``mirror`` (None: download); nothing on error. Returns the
+    summary of :func:`vaebench.data.prepare_dataset`.
 
     Raises:
         vaebench.config.ConfigError: ``dataset`` is not in the study.

@@ -58,9 +58,8 @@ def resume_key(record: dict, device: torch.device) -> dict:
 
 def save_resume(path: Path, key: dict, model, opt: torch.optim.Optimizer, generators: dict[str, torch.Generator],
                 progress: dict) -> None:
-    """Atomically write a training job's resume file: ``key``, CPU copies of the model's and optimiser's
-    state dicts, every RNG state (torch CPU, CUDA when used, ``generators``) and ``progress``. Readable with
-    ``torch.load(path, weights_only=True)``."""
+    """Atomically write a training job's resume file (read by ``torch.load(path, weights_only=True)``): ``key``,
+    CPU copies of the model's and optimiser's state dicts, every RNG state (``generators`` too) and ``progress``."""
     rng = {"torch": torch.get_rng_state(), **{name: g.get_state() for name, g in generators.items()}}
     if torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -127,11 +126,8 @@ def train_epoch(model, opt: torch.optim.Optimizer, x_train: torch.Tensor, batch_
 
 
 def check_finite(losses: torch.Tensor, first_step: int, last_finite: float, where: str) -> float:
-    """Check one epoch's step losses (steps,) with one host synchronisation; return the last of them.
-
-    Raises:
-        DivergenceError: a loss is not finite; names the first such step, its value and the last finite loss.
-    """
+    """Check one epoch's step losses (steps,) with one host synchronisation; return the last of them. Raises
+    DivergenceError naming the first non-finite step, its value and the last finite loss."""
     values = losses.cpu()
     bad = (~torch.isfinite(values)).nonzero()
     if len(bad):
