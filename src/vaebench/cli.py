@@ -1,9 +1,5 @@
 """Command-line interface: ``python -m vaebench <command> ...``, one subcommand per pipeline stage plus
 the generators of the committed files (``schema``, ``dvc-yaml``) and the benchmark ``bench`` (:mod:`vaebench.dev.bench`).
-
-Every stage subcommand loads the study (:func:`vaebench.config.load_study`) first, so a bad file stops the job
-before it writes anything; ``validate`` also runs the checks of :mod:`vaebench.validation`. Snakemake (workflow/rules/) and DVC (dvc.yaml) call exactly these commands; their
-arguments come from ``vaebench.dag.STAGES``.
 """
 from __future__ import annotations
 
@@ -214,17 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def return_freed_memory(period_s: float = 1.0) -> bool:
-    """Start a daemon thread that calls glibc's ``malloc_trim(0)`` every ``period_s`` seconds, so that heap
-    memory the process has freed goes back to the system. Returns False (and does nothing) without glibc.
-
-    Why: glibc keeps freed blocks of a few MB (decoder outputs and their temporaries, freed after every
-    forward pass) in its heap once its dynamic mmap threshold has risen. Measured on the 2-core machine:
-    the categorical decoder's evaluation at paper settings peaked at 0.9-1.1 GB of resident memory when
-    running alone, but at 13.6 GB when the CPU was shared with two busy processes (the usual case for
-    parallel jobs on a node); with this thread it stayed at 0.87 GB, at no measurable cost in time. A fixed
-    ``M_MMAP_THRESHOLD`` also bounded it but slowed the Gaussian evaluation by ~60% (page faults). Memory
-    management only: results are unchanged.
-    """
+    """Start a daemon thread that calls glibc's ``malloc_trim(0)`` every ``period_s`` seconds, so that freed heap
+    memory goes back to the system. Returns False (and does nothing) without glibc."""
     import ctypes
     import threading
     import time
@@ -263,8 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vaebench: missing file: {exc}", file=sys.stderr)
         return 2
     except StageError as exc:
-        # stage failures with a complete message of their own (data checksum, diverging loss) are
-        # reported without a traceback; anything else is a bug and keeps its traceback
+        # a complete message of its own: no traceback
         print(f"vaebench: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0

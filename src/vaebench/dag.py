@@ -1,10 +1,4 @@
-"""The pipeline's stages, each declared once in :data:`STAGES`: the grid axes it runs over, its entry module, the
-files it reads and writes (:mod:`vaebench.paths` templates), the params slices it tracks, its resources, and how
-its results are shown (DVC metrics and plots, ``snakemake --report`` captions). Snakemake builds its rules from
-these declarations (``workflow/rules/common.smk``), the CLI its subcommands, and ``dvc.yaml`` is generated from
-them (``python -m vaebench dvc-yaml``). A stage's source files are computed from the code's imports
-(:func:`source_files`), never listed by hand.
-"""
+"""The pipeline's stages, each declared once in :data:`STAGES`: Snakemake rules, CLI commands and dvc.yaml."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,25 +12,16 @@ from vaebench.paths import (CAPTION_CURVES, CAPTION_RECON, CAPTION_REPORT, CAPTI
 from vaebench.sources import PACKAGE_DIR, closure_files
 
 SRC = "src/vaebench"
-# Every job loads the study through vaebench.config, dispatched by the CLI (python -m vaebench <stage>).
 LOADER = ("vaebench.config", "vaebench.cli", "vaebench.__main__")
 SHALLOW = ("vaebench.cli",)
 
-STUDY, CAT = "study", "catalogue"      # the two params files a stage can track (see Stage.params)
+STUDY, CAT = "study", "catalogue"
 
 
 @dataclasses.dataclass(frozen=True)
 class ReportItem:
-    """How ``snakemake --report`` shows one output of a stage (Snakemake's ``report()`` flag).
-
-    Attributes:
-        caption: the reStructuredText caption file (repository-relative).
-        category, subcategory: where the result is listed; may use the job's wildcards (``{dataset}``) and,
-            for a folder, the wildcards of ``patterns``.
-        labels: the columns of the result's row, name -> value (wildcards allowed, as for categories).
-        patterns: for a folder output, the files of it to include (``glob_wildcards`` patterns relative to
-            the folder; ``{name,regex}`` constrains a wildcard).
-    """
+    """How ``snakemake --report`` shows one output of a stage: ``caption`` file, ``category`` and
+    ``subcategory``, row ``labels`` (wildcards allowed) and, for a folder, the file ``patterns`` to include."""
 
     caption: str
     category: str
@@ -47,39 +32,23 @@ class ReportItem:
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-    """One stage of the DAG.
+    """One stage of the DAG (sizing of the resources: docs/pipeline.md).
 
     Attributes:
         name: the stage, the CLI subcommand and the Snakemake rule.
         over: the grid axes it runs once per value of (subset of dataset, model, seed, in that order).
-        entry: the module that runs a job (its import closure, with the study loader and the CLI, is the code the
-            stage depends on: :func:`source_files`).
-        deps: files it reads, by role: templates over ``over``.
+        entry: the module that runs a job; its import closure is the stage's code (:func:`source_files`).
+        deps, outs: files it reads and writes, by role (templates over ``over``); ``dirs``: roles that are folders.
         grid_deps: files it reads for every cell of the study (templates over dataset, model, seed).
-        outs: files it writes, by role; ``dirs`` names the roles that are folders.
-        metrics: roles of ``outs`` that are DVC metrics (kept in git, not in the DVC cache).
-        uncached: roles of ``outs`` kept in git, not in the DVC cache, that are not metrics.
-        plots: roles of ``outs`` that are DVC plots (kept in git, not in the DVC cache), each with its plot
-            properties for dvc.yaml (``x``, ``y``, ``template``: a name in ``.dvc/plots/``); a folder role
-            makes every file below it a plot with these properties.
-        report: roles of ``outs`` that ``snakemake --report`` shows, each with its :class:`ReportItem`
-            (Snakemake only; DVC shows metrics and plots).
-        params: (file, key) slices whose change reruns it; file is STUDY (the study file) or CAT (the
-            catalogue); the key may use the ``over`` placeholders.
-        threads: torch intra-op threads, passed as ``--threads`` by both engines (fixed, because float
-            results can depend on the thread count).
+        metrics, uncached, plots: roles of ``outs`` kept in git rather than the DVC cache; ``plots`` maps each
+            to its dvc.yaml plot properties (``x``, ``y``, ``template``).
+        report: roles of ``outs`` that ``snakemake --report`` shows, each with its :class:`ReportItem`.
+        params: (file, key) slices whose change reruns it; file is STUDY or CAT, the key may use ``over``.
+        threads: torch intra-op threads, passed as ``--threads`` by both engines.
         gpu: whether a job may use the GPU (Snakemake resource ``gpu=1``).
-        mem_mb: the peak resident memory of one job at the default and paper study sizes, MiB, with
-            headroom (Snakemake resource ``mem_mb``, so a local run or a cluster scheduler packs jobs
-            safely; measured with ``/usr/bin/time -v``, see README).
-        runtime: the wall-time limit of one job, minutes (Snakemake's standard resource ``runtime``; the
-            SLURM executor passes it as ``--time``, a local run ignores it). Sized for the paper study
-            (``studies/paper.yaml``) on one GPU with about 2-4x headroom; default 60. A GPU stage on a
-            CPU-only cluster needs far longer: raise it there with ``--set-resources <stage>:runtime=<min>``.
-        priority: Snakemake's scheduling priority (higher first among jobs that are ready). The FID classifier
-            and its reference statistics are ahead of training: every evaluate job of a dataset waits for them,
-            and without it Snakemake may start them only after all training (on 2 cores this made the default
-            study 3 to 4 minutes longer). DVC runs stages in its own order.
+        mem_mb: peak resident memory of one job with headroom, MiB (Snakemake resource ``mem_mb``).
+        runtime: wall-time limit of one job, minutes (Snakemake resource ``runtime``; SLURM ``--time``).
+        priority: Snakemake's scheduling priority (higher first among ready jobs).
     """
 
     name: str
@@ -190,11 +159,9 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
         dirs=("figures", "plots"),
         metrics=("metrics",),
         uncached=("claims",),
-        # y: the last column of each file, the quantity (vaebench.report.dvc_plots)
         plots={"plots": {"x": "epoch", "template": "training_curves"}},
         report={"figures": ReportItem(
                     CAPTION_CURVES, "Training curves", "{dataset}", labels={"figure": "{figure}"},
-                    # the per-dataset curve figures (the grid copies are shown with the evaluate jobs)
                     patterns=("{dataset}_{figure,validation_curves|training_curves|log_sigma_lambda}.png",)),
                 "html": ReportItem(CAPTION_REPORT, "Report")},
         params=((STUDY, "study"), (STUDY, "datasets"), (STUDY, "models"), (STUDY, "seeds")),
@@ -205,9 +172,8 @@ REPORT_OUTPUTS = list(STAGES["report"].outs.values())
 
 
 def source_files(stage: str) -> list[str]:
-    """The source files of a stage, repository-relative and sorted: the import closure of its entry module, of
-    the study loader (:mod:`vaebench.config`) and of the CLI's dispatch (:mod:`vaebench.cli`, its module-level
-    imports), with their package data (:func:`vaebench.sources.closure_files`)."""
+    """The source files of a stage, repository-relative and sorted: the import closure of its entry module, the
+    study loader and the CLI's module-level imports, with package data (:func:`vaebench.sources.closure_files`)."""
     return [f"{SRC}/{f.relative_to(PACKAGE_DIR).as_posix()}" for f in source_paths(stage)]
 
 
@@ -216,17 +182,13 @@ def source_paths(stage: str) -> list:
     return closure_files([STAGES[stage].entry, *LOADER], shallow=SHALLOW)
 
 
-# ------------------------------------------------------------------------------------------------
-# dvc.yaml, generated
-
 def _dvc(template: str) -> str:
     """A path/key template with DVC's matrix placeholders: {model} -> ${item.model}."""
     return re.sub(r"\{(\w+)\}", r"${item.\1}", template)
 
 
 def dvc_stages(study_file: str = DEFAULT_STUDY, catalogue: str = CATALOGUE) -> dict:
-    """The ``stages`` of dvc.yaml: one matrix stage per Stage over the study's ``datasets``, ``models``
-    (mappings: DVC iterates their keys) and ``seeds``."""
+    """The ``stages`` of dvc.yaml: one matrix stage per Stage over the study's datasets, models and seeds."""
     stages = {}
     for s in STAGES.values():
         entry: dict = {}
@@ -261,7 +223,7 @@ def dvc_yaml_text() -> str:
     class _Dumper(yaml.SafeDumper):
         pass
 
-    # block lists: DVC cannot parse ${item.*} inside flow lists
+    # DVC cannot parse ${item.*} inside flow lists
     _Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=False))
     body = yaml.dump({"stages": dvc_stages()}, Dumper=_Dumper, sort_keys=False, width=120)
     return ("# Generated by `python -m vaebench dvc-yaml` from src/vaebench/dag.py (STAGES). Do not edit:\n"

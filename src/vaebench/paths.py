@@ -1,34 +1,22 @@
-"""Every file the pipeline reads or writes, as templates over the grid (dataset, model, seed).
-
-All paths are relative to the repository root (every stage's working directory); the stages that read and
-write them are declared in :mod:`vaebench.dag`.
-"""
+"""Every file the pipeline reads or writes, as templates over the grid, relative to the repository root."""
 from __future__ import annotations
 
 from pathlib import Path
 
-# Configuration files
 DEFAULT_STUDY = "params.yaml"          # the default study; DVC always reads this one
 CATALOGUE = "catalogue.yaml"           # every model definition, once
-CLAIMS = "claims.yaml"                 # the seed papers' claims the report checks, one entry each
+CLAIMS = "claims.yaml"                 # the seed papers' claims the report checks
 STUDY_SCHEMA = "workflow/schemas/config.schema.yaml"
 CATALOGUE_SCHEMA = "workflow/schemas/catalogue.schema.yaml"
 DVC_YAML = "dvc.yaml"
 
-# Stage outputs
 PREPARED = "data/prepared/{dataset}.npz"
 CLASSIFIER = "data/classifier/{dataset}.pt"
 CLASSIFIER_METRICS = "data/classifier/{dataset}.json"
 FID_REFERENCE = "data/fid/{dataset}/classifier.npz"
 FID_INCEPTION_REFERENCE = "data/fid/{dataset}/inception.npz"
 CHECKPOINT = "data/train/{dataset}/{model}/seed{seed}/model.pt"
-# The train stage's per-epoch resume file (vaebench.stages.train), beside the checkpoint. It is no stage's
-# output: DVC neither caches nor removes it (it hashes and removes only declared outs), Snakemake neither deletes
-# it when it cleans a failed or incomplete job (only declared outputs) nor asks for it; the job deletes it when it
-# finishes.
 RESUME = "data/train/{dataset}/{model}/seed{seed}/resume.pt"
-# The per-epoch log lives apart from the checkpoint so that the report, which reads logs but never
-# checkpoints, depends on a folder that holds nothing else (DVC tracks the report's inputs by folder).
 TRAIN_LOG = "data/history/{dataset}/{model}/seed{seed}/log.csv"
 METRICS = "data/eval/{dataset}/{model}/seed{seed}/metrics.json"
 SAMPLES_PNG = "data/eval/{dataset}/{model}/seed{seed}/samples.png"
@@ -42,17 +30,14 @@ REPORT_HTML = "reports/index.html"
 REPORT_MD = "reports/index.md"
 REPORT_FIGURES = "reports/figures"
 REPORT_CLAIMS = "reports/claims.csv"
-# the training curves as DVC plots data, <dataset>/<quantity>.csv (vaebench.report.dvc_plots); kept in git
 REPORT_PLOTS = "reports/plots"
-# `python -m vaebench bench`: our training loop against the reference loop shape; not a stage
 BENCH_JSON = "reports/bench.json"
 
-# Captions of `snakemake --report` (reStructuredText, Jinja2-rendered with the job's `snakemake` object)
 CAPTION_SAMPLES = "workflow/report/samples.rst"
 CAPTION_RECON = "workflow/report/recon.rst"
 CAPTION_CURVES = "workflow/report/curves.rst"
 CAPTION_REPORT = "workflow/report/report.rst"
-WORKFLOW_DESCRIPTION = "workflow/report/workflow.rst"     # the Snakefile's `report:` directive
+WORKFLOW_DESCRIPTION = "workflow/report/workflow.rst"
 
 def cell_paths(dataset: str, model: str, seed: int) -> dict[str, Path]:
     """All files of one grid cell (dataset x model x seed), keyed by role."""
@@ -69,7 +54,6 @@ def cell_paths(dataset: str, model: str, seed: int) -> dict[str, Path]:
 
 
 def grid_folder(template: str) -> str:
-    """The folder of a per-cell template above its first placeholder ('data/eval' for METRICS): DVC
-    tracks a stage's grid inputs by these folders, which hold nothing but such files."""
+    """The folder of a per-cell template above its first placeholder ('data/eval' for METRICS)."""
     head = template.split("{", 1)[0]
     return head.rstrip("/") if head.endswith("/") else str(Path(head).parent)

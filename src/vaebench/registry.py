@@ -1,23 +1,5 @@
-"""Name -> class tables for every pluggable component, and the decorator that fills them.
-
-A component is one class with a ``name`` and a typed ``Config`` (a pydantic v2 model holding its
-settings, their defaults and ranges), registered where it is defined::
-
-    @OBJECTIVES.register
-    class Tempered(Objective):
-        name = "tempered"
-
-        class Config(ComponentConfig):
-            beta: float = Field(1.0, ge=0)
-
-The registry adds the discriminator field ``name: Literal["elbo"]`` to the config, so a study writes
-``objective: {name: tempered, beta: 0.01}`` and the configuration layer (:mod:`vaebench.config`) builds a
-discriminated union over every registered config of an axis. Builders look classes up by name with
-:meth:`Registry.get`; nothing else in the package branches on component names.
-
-Discovery: each axis is a package (``vaebench/vae/objectives/`` ...) whose ``__init__`` imports all of
-its modules (:func:`import_submodules`), so a new component is one new module in that folder.
-"""
+"""Name -> class tables for every pluggable component (a class with a ``name`` and a typed ``Config``) and for
+the dataset sources, and the decorator that fills them (design: docs/pipeline.md)."""
 from __future__ import annotations
 
 import importlib
@@ -45,17 +27,12 @@ class ComponentConfig(StrictConfig):
 class UnknownComponentError(KeyError):
     """A name that no component of the axis is registered under (the message lists the known names)."""
 
-    def __str__(self) -> str:  # KeyError quotes its message; this one is a sentence
+    def __str__(self) -> str:  # unquoted, unlike KeyError's
         return str(self.args[0])
 
 
 class Registry(Generic[T]):
-    """The components of one axis (``kind``: 'posterior', 'likelihood', ...).
-
-    Args:
-        kind: the axis name; it is also the key of the component in a model config.
-        package: the package whose modules define the components (imported on first look-up).
-    """
+    """The components of one axis ``kind``, defined by the modules of ``package`` (imported on first look-up)."""
 
     def __init__(self, kind: str, package: str):
         self.kind = kind
@@ -64,12 +41,8 @@ class Registry(Generic[T]):
         self._loaded = False
 
     def register(self, cls: type[T]) -> type[T]:
-        """Class decorator: add ``cls`` under ``cls.name`` and give it ``cls.Config`` with the ``name`` literal.
-
-        Raises:
-            TypeError: ``cls`` has no string ``name`` or its ``Config`` is not a ComponentConfig.
-            ValueError: another class is already registered under that name.
-        """
+        """Class decorator: add ``cls`` under ``cls.name`` and give ``cls.Config`` the ``name`` literal. Raises
+        TypeError (no string ``name``, or ``Config`` not a ComponentConfig) or ValueError (name taken)."""
         name = getattr(cls, "name", None)
         if not isinstance(name, str) or not name:
             raise TypeError(f"{cls.__qualname__}: a registered {self.kind} needs a class attribute 'name'")
@@ -80,7 +53,6 @@ class Registry(Generic[T]):
             other = self._classes[name]
             raise ValueError(f"{self.kind} {name!r} is registered twice: {other.__module__}.{other.__qualname__} "
                              f"and {cls.__module__}.{cls.__qualname__}")
-        # The discriminator: the config of `name` accepts exactly name: <name>.
         cls.Config = create_model(
             f"{cls.__name__}Config", __base__=base, __module__=cls.__module__,
             __doc__=base.__doc__ or cls.__doc__,
@@ -97,11 +69,7 @@ class Registry(Generic[T]):
             import_submodules(self.package)
 
     def get(self, name: str) -> type[T]:
-        """The class registered under ``name``.
-
-        Raises:
-            UnknownComponentError: no such name; the message names the axis and lists the known names.
-        """
+        """The class registered under ``name``; raises UnknownComponentError listing the known names."""
         self.load()
         if name not in self._classes:
             raise UnknownComponentError(
@@ -109,7 +77,7 @@ class Registry(Generic[T]):
         return self._classes[name]
 
     def names(self) -> list[str]:
-        """Registered names, sorted (so schemas and tables do not depend on the order modules were imported)."""
+        """Registered names, sorted."""
         self.load()
         return sorted(self._classes)
 
@@ -121,11 +89,7 @@ class Registry(Generic[T]):
         return iter(self.classes())
 
     def build(self, config: ComponentConfig | dict, **context: Any) -> T:
-        """Instantiate the component a config names: ``cls(**settings, **context)``.
-
-        ``settings`` are the config's fields except ``name``; ``context`` passes what the pipeline
-        knows at build time (e.g. image shape for an architecture).
-        """
+        """Instantiate the component a config names: ``cls(**settings(config), **context)``."""
         cfg = config if isinstance(config, ComponentConfig) else None
         name = cfg.name if cfg is not None else dict(config).get("name")
         cls = self.get(name)
@@ -147,7 +111,6 @@ def import_submodules(package: str) -> None:
             importlib.import_module(f"{package}.{info.name}")
 
 
-# The axes of a VAE (one component of each per model) and the order they appear in a model config.
 POSTERIORS: Registry = Registry("posterior", "vaebench.vae.posteriors")
 LIKELIHOODS: Registry = Registry("likelihood", "vaebench.vae.likelihoods")
 OBJECTIVES: Registry = Registry("objective", "vaebench.vae.objectives")
@@ -156,11 +119,7 @@ AXES: dict[str, Registry] = {r.kind: r for r in (ARCHITECTURES, POSTERIORS, LIKE
 
 
 class DatasetTable:
-    """Name -> settings class of every dataset source, filled by the modules of :mod:`vaebench.data`.
-
-    ``configs`` holds the registered datasets (a study names them as keys of ``datasets``); ``image_folder``
-    is the settings class of the user's own image folders (any other key, with ``kind: image_folder``).
-    """
+    """Name -> settings class of every dataset source, and the image-folder settings class (:mod:`vaebench.data`)."""
 
     def __init__(self, package: str):
         self.package = package
@@ -185,11 +144,7 @@ class DatasetTable:
         return self._image_folder
 
     def register(self, name: str, config: type[StrictConfig]) -> None:
-        """Add dataset ``name`` with its settings class.
-
-        Raises:
-            ValueError: another settings class is already registered under ``name``.
-        """
+        """Add dataset ``name`` with its settings class. Raises ValueError if ``name`` is taken."""
         if self._configs.get(name, config) is not config:
             raise ValueError(f"dataset {name!r} is registered twice")
         self._configs[name] = config
@@ -207,8 +162,7 @@ DATASETS = DatasetTable("vaebench.data")
 
 
 class Component:
-    """Base of the component base classes (posterior, likelihood, objective, architecture): the class
-    attributes every registered component has, and the hook for rules across components."""
+    """Base of the component base classes (posterior, likelihood, objective, architecture)."""
 
     name: ClassVar[str]
     kind: ClassVar[str]
@@ -219,7 +173,5 @@ class Component:
 
     @classmethod
     def check_model(cls, model) -> list[tuple[str, str]]:
-        """Problems of combining this component with the rest of a model config (a ``ModelConfig``), as
-        (dotted key inside the model, message) pairs, e.g. an objective that needs what the likelihood
-        cannot give. Default: none."""
+        """Problems of combining this component with the rest of a ``ModelConfig``: (dotted key, message) pairs."""
         return []

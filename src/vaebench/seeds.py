@@ -1,9 +1,4 @@
-"""Every random stream of the pipeline, derived in one place from (base seed, stream name, index).
-
-A stream's seed is ``numpy.random.SeedSequence([base, crc32(name), index])``: independent of every other
-stream's, stable across Python processes and machines. :data:`STREAMS` names each stream, its base seed and
-what it feeds; a name not in it is an error.
-"""
+"""Every random stream of the pipeline, seeded by ``numpy.random.SeedSequence([base, crc32(name), index])``."""
 from __future__ import annotations
 
 import zlib
@@ -30,11 +25,7 @@ STREAMS: dict[str, tuple[str, str]] = {
 
 
 def stream_seed(base: int, stream: str, index: int = 0) -> int:
-    """The 63-bit seed of ``stream`` (its ``index``-th instance, e.g. the i-th FID sample set) for ``base``.
-
-    Raises:
-        KeyError: ``stream`` is not in :data:`STREAMS`.
-    """
+    """The 63-bit seed of the ``index``-th instance of ``stream`` for ``base``; KeyError if not in STREAMS."""
     if stream not in STREAMS:
         raise KeyError(f"unknown random stream {stream!r} (known: {', '.join(STREAMS)})")
     state = np.random.SeedSequence([int(base), zlib.crc32(stream.encode()), int(index)]).generate_state(2, np.uint32)
@@ -42,11 +33,7 @@ def stream_seed(base: int, stream: str, index: int = 0) -> int:
 
 
 def generator(base: int, stream: str, index: int = 0, device: str = "cpu"):
-    """A ``torch.Generator`` on ``device`` seeded with :func:`stream_seed`.
-
-    Raises:
-        KeyError: ``stream`` is not in :data:`STREAMS`.
-    """
+    """A ``torch.Generator`` on ``device`` seeded with :func:`stream_seed`; KeyError if not in STREAMS."""
     import torch
 
     return torch.Generator(device=device).manual_seed(stream_seed(base, stream, index))

@@ -1,10 +1,5 @@
-"""The source files a stage runs: the import closure of its entry modules within the package, from the code's
-own ``import`` statements (module level and inside functions), read with :mod:`ast` without importing anything.
-
-Importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` too, so they belong to the closure; a registry's
-package (``vaebench.registry`` imports every module of it by name when a component is looked up) belongs to the
-closure of every module that imports the registry.
-"""
+"""The source files a stage runs: the import closure of its entry modules within the package, read with
+:mod:`ast` from the ``import`` statements without importing anything (rules: docs/pipeline.md)."""
 from __future__ import annotations
 
 import ast
@@ -81,15 +76,8 @@ def _package_modules(package: str, package_dir: Path) -> list[str]:
 
 
 def import_closure(roots: list[str], shallow: tuple[str, ...] = (), package_dir: Path = PACKAGE_DIR) -> list[str]:
-    """Every module of the package that importing ``roots`` can run, sorted.
-
-    Args:
-        roots: module names (``vaebench.stages.train``).
-        shallow: modules whose imports inside functions are not followed (a dispatcher such as the CLI, which
-            imports each command's module only when that command runs).
-    Raises:
-        ValueError: a root is not a module of the package.
-    """
+    """Every module of the package that importing ``roots`` can run, sorted; for the ``shallow`` modules only
+    module-level imports are followed. Raises ValueError if a root is not a module of the package."""
     for r in roots:
         if module_file(r, package_dir) is None:
             raise ValueError(f"{r} is not a module of {package_dir}")

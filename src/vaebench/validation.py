@@ -1,6 +1,4 @@
-"""Checks of a study that need the whole picture, run once before any job (Snakemake's ``common.smk``,
-``python -m vaebench validate``): every model's networks built for every dataset's image shape, the Inception
-weights a study asks for, and the claims file. The top layer: it imports vae, data, metrics and report."""
+"""Checks of a study that need built networks, the Inception weights or the claims file, run before any job."""
 from __future__ import annotations
 
 import os
@@ -12,12 +10,7 @@ from vaebench.config import load_study as load_settings
 
 
 def check_image_shapes(study: Study) -> None:
-    """Build every model's networks on PyTorch's meta device (no memory, no compute) for every dataset's image
-    shape.
-
-    Raises:
-        ConfigError: naming the model, its architecture, the dataset and the image shape C x H x W.
-    """
+    """Build every model's networks on the meta device for every dataset's image shape; ConfigError if one fails."""
     import torch
 
     from vaebench.data import dataset_spec
@@ -38,12 +31,7 @@ def check_image_shapes(study: Study) -> None:
 
 
 def check_inception_weights(study: Study) -> None:
-    """A study that asks for Inception FID must have its weights (``inception: required`` tries the download once);
-    a configured weights path must exist.
-
-    Raises:
-        ConfigError: naming the file, where to get it and where to put it.
-    """
+    """Check that the Inception weights a study asks for can be had; raises ConfigError naming the file."""
     from vaebench.metrics.inception import InceptionWeightsUnavailable
     from vaebench.metrics.references import study_inception_weights
 
@@ -54,11 +42,7 @@ def check_inception_weights(study: Study) -> None:
 
 
 def check_claims(path: str | os.PathLike, catalogue: str | os.PathLike = paths.CATALOGUE) -> None:
-    """The claims file (``claims.yaml``), validated against the catalogue's model names when it exists.
-
-    Raises:
-        ConfigError: naming the file and the key.
-    """
+    """Validate the claims file, if it exists, against the catalogue; raises ConfigError naming file and key."""
     if Path(path).is_file():
         from vaebench.report.claims import load_claims
 
@@ -66,23 +50,15 @@ def check_claims(path: str | os.PathLike, catalogue: str | os.PathLike = paths.C
 
 
 def load_study(path: str | os.PathLike = paths.DEFAULT_STUDY, catalogue: str | os.PathLike = paths.CATALOGUE) -> Study:
-    """Read and validate a study (:func:`vaebench.config.load_study`), then run every check of this module.
-
-    Raises:
-        FileNotFoundError: the study or the catalogue file does not exist.
-        ConfigError: naming the file and the key.
-    """
+    """:func:`vaebench.config.load_study`, then :func:`check_study`. Raises FileNotFoundError (no study or
+    catalogue file) or ConfigError naming the file and the key."""
     study = load_settings(path, catalogue)
     check_study(study, catalogue)
     return study
 
 
 def validate_study(raw, source: str = paths.DEFAULT_STUDY, catalogue: str | os.PathLike = paths.CATALOGUE) -> Study:
-    """A parsed study validated (:func:`vaebench.config.validate_study`) and checked by every check of this module.
-
-    Raises:
-        ConfigError: naming the file and the key.
-    """
+    """:func:`vaebench.config.validate_study`, then :func:`check_study`; raises ConfigError naming file and key."""
     from vaebench.config import validate_study as validate_settings
 
     study = validate_settings(raw, source, catalogue)
@@ -91,11 +67,7 @@ def validate_study(raw, source: str = paths.DEFAULT_STUDY, catalogue: str | os.P
 
 
 def check_study(study: Study, catalogue: str | os.PathLike = paths.CATALOGUE) -> None:
-    """Every check of this module on a validated study (the claims file beside ``catalogue``).
-
-    Raises:
-        ConfigError: naming the file and the key.
-    """
+    """Every check of this module (the claims file beside ``catalogue``); raises ConfigError naming file and key."""
     check_image_shapes(study)
     check_inception_weights(study)
     check_claims(Path(catalogue).parent / paths.CLAIMS, catalogue)

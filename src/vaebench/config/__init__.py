@@ -1,5 +1,4 @@
-"""Typed settings, the bottom layer: a study with its model catalogue (:mod:`~vaebench.config.study`) and the
-settings of each stage (:mod:`~vaebench.config.stages`). Imports nothing of vaebench but the registry and paths."""
+"""Typed settings: a study with its model catalogue, and the settings of each stage."""
 from vaebench.config.stages import ClassifierConfig, EvaluateConfig, TrainConfig
 from vaebench.config.study import (Cell, ConfigError, ModelConfig, Study, deep_merge, json_schemas, load_catalogue,
                                    load_study, model_config_class, model_entry_class, resolve_model, schema_texts,

@@ -1,20 +1,5 @@
-"""Studies: load a study file, merge the model catalogue into it, validate everything, resolve cells.
-
-Two files define what runs:
-
-* the **catalogue** (``catalogue.yaml``, :data:`vaebench.paths.CATALOGUE`): every model once, by name,
-  as a complete model config (architecture, posterior, likelihood, objective, latent_dim);
-* a **study** (``params.yaml``, the default study that ``dvc repro`` reads, or ``studies/*.yaml``): the
-  grid (``datasets`` x ``models`` x ``seeds``) and the settings of every stage. Its ``models`` maps each
-  model of the grid to what differs in this study (``{}`` for nothing), deep-merged onto the catalogue
-  entry; ``components`` sets a component's settings for every model of the study that uses it (a
-  model's own entry wins).
-
-Every setting is typed (pydantic v2): the components' configs and the datasets' settings come from the
-registries (:mod:`vaebench.registry`), the stages' configs from :mod:`vaebench.config.stages`; they are the one
-layer of defaults. An error names the file, the key, the bad value and the allowed values. Checks that need the
-built networks, the Inception weights or the claims file live in :mod:`vaebench.validation`.
-"""
+"""Studies: load a study file, merge the model catalogue into it, validate everything, resolve cells. An error
+names the file, the key, the bad value and the allowed values (the layers of a study: docs/pipeline.md)."""
 from __future__ import annotations
 
 import copy
@@ -41,8 +26,7 @@ class ConfigError(ValueError):
     """A study or the catalogue is invalid; the message names the file, the key and the bad value."""
 
 
-# ------------------------------------------------------------------------------------------------
-# Per-model overrides of the stages' typed configs (which live beside their stages)
+# Per-model overrides of the stages' typed configs
 
 def partial(cls: type[BaseModel], name: str, doc: str) -> type[BaseModel]:
     """A model with the fields of ``cls``, each optional (default None) with the same constraints: an
@@ -63,7 +47,6 @@ EvaluateOverride = partial(EvaluateConfig, "EvaluateOverride",
                            "Per-model overrides of the study's evaluate section (e.g. for costly decoders).")
 
 
-# ------------------------------------------------------------------------------------------------
 # Model configs, built from the registries
 
 class ModelConfig(BaseModel):
@@ -114,9 +97,8 @@ def model_entry_class() -> type[ModelConfig]:
 
 
 def check_combination(model: ModelConfig) -> list[tuple[str, str]]:
-    """Cross-component rules a single component's config cannot express: each component class may
-    reject a combination (``check_model``), e.g. GECO's squared-error constraint on a 256-way discrete
-    decoder. Returns (dotted key inside the model, message) pairs."""
+    """Problems across components (each component class's ``check_model``), as (dotted key inside the model,
+    message) pairs."""
     problems = []
     for axis, reg in AXES.items():
         problems += reg.get(getattr(model, axis).name).check_model(model)
@@ -124,11 +106,8 @@ def check_combination(model: ModelConfig) -> list[tuple[str, str]]:
 
 
 def validate_model(entry: dict, source: str = "<model>", prefix: str = "") -> ModelConfig:
-    """Validate one complete model config dict (no train/evaluate overrides) into a ModelConfig.
-
-    Raises:
-        ConfigError: naming ``source``, the key (under ``prefix``), the bad value and what is allowed.
-    """
+    """Validate one complete model config dict (no train/evaluate overrides) into a ModelConfig. Raises
+    ConfigError naming ``source``, the key (under ``prefix``), the bad value and what is allowed."""
     cls = model_config_class()
     try:
         model = cls.model_validate(entry)
@@ -141,7 +120,6 @@ def validate_model(entry: dict, source: str = "<model>", prefix: str = "") -> Mo
     return model
 
 
-# ------------------------------------------------------------------------------------------------
 # The study
 
 def _components_class() -> type[BaseModel]:
@@ -172,9 +150,7 @@ class _DatasetSettingsBase(StrictConfig):
 
 
 def _datasets_class() -> type[BaseModel]:
-    """The ``datasets`` section: one optional key per registered dataset (``registry.DATASETS``; null = that
-    dataset's defaults), and any other name (``[A-Za-z0-9_]+``) for a folder of the user's own images,
-    ``kind: image_folder``."""
+    """The ``datasets`` section: one optional key per registered dataset; any other name is an image folder."""
     image_folder = DATASETS.image_folder
 
     class _WithImageFolders(_DatasetSettingsBase):
@@ -201,10 +177,8 @@ def _is_image_folder(value: Any) -> bool:
 
 
 def _datasets_by_name(value: Any, handler) -> dict[str, StrictConfig]:
-    """Validate ``datasets`` key by key: an unknown name is an error at that key (the known names listed) unless
-    its settings say ``kind: image_folder`` (then the name must match ``[A-Za-z0-9_]+``); each dataset's settings
-    are validated by its own class (errors at ``datasets.<name>.<key>``; an image folder's path must exist).
-    Returns {name: settings} in the file's order (the grid's order)."""
+    """Validate ``datasets`` key by key, each dataset's settings by its own class (an unknown name without
+    ``kind: image_folder`` is an error at that key). Returns {name: settings} in the file's order."""
     if isinstance(value, dict):
         registered = DATASETS.configs
         _dataset_keys().validate_python({k: v for k, v in value.items()
@@ -219,9 +193,7 @@ def _datasets_by_name(value: Any, handler) -> dict[str, StrictConfig]:
 
 @functools.lru_cache(maxsize=None)
 def _study_train_class() -> type[BaseModel]:
-    """The study's ``train`` section: :class:`TrainConfig` plus ``per_dataset``, overrides for one dataset (a
-    small dataset needs more epochs for as many steps). A cell's settings: the study's, then its dataset's
-    overrides, then its model's (the model's entry wins)."""
+    """The study's ``train`` section: :class:`TrainConfig` plus ``per_dataset``, overrides for one dataset."""
     return create_model(
         "StudyTrainConfig", __base__=TrainConfig,
         __doc__="Training settings of the study, with per-dataset overrides.",
@@ -262,11 +234,8 @@ def study_config_class() -> type[BaseModel]:
 
 
 class Study:
-    """A validated study: ``config`` (the typed study), ``models`` (model name -> its merged catalogue entry,
-    a ModelEntry) and ``source`` (the study file, named in errors).
-
-    Shortcuts: ``name``, ``device``, ``seeds``, ``dataset_names``, ``model_names`` (in the file's order).
-    """
+    """A validated study: ``config`` (the typed study), ``models`` (model name -> its merged ModelEntry) and
+    ``source`` (the study file, named in errors)."""
 
     def __init__(self, config: BaseModel, models: dict[str, ModelConfig], source: str):
         self.config, self.models, self.source = config, models, source
@@ -332,7 +301,6 @@ def _set_fields(override: BaseModel | None) -> dict:
     return {} if override is None else override.model_dump(exclude_none=True)
 
 
-# ------------------------------------------------------------------------------------------------
 # Loading, merging, errors
 
 def _read_yaml(path: str | os.PathLike) -> Any:
@@ -363,11 +331,8 @@ def _has_path(d: Any, path: tuple) -> bool:
 
 
 def load_catalogue(path: str | os.PathLike = paths.CATALOGUE) -> dict[str, dict]:
-    """The catalogue's raw entries by model name, each checked to be a valid ModelEntry.
-
-    Raises:
-        FileNotFoundError: no catalogue file. ConfigError: naming the catalogue file and the key.
-    """
+    """The catalogue's raw entries by model name, each checked to be a valid ModelEntry. Raises
+    FileNotFoundError (no catalogue file) or ConfigError naming the catalogue file and the key."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model catalogue not found: {path} (run from the repository root)")
@@ -387,12 +352,8 @@ def load_catalogue(path: str | os.PathLike = paths.CATALOGUE) -> dict[str, dict]
 
 def resolve_model(name: str, catalogue_entry: dict, override: dict | None, components: dict,
                   study_source: str, catalogue_source: str) -> ModelConfig:
-    """Merge one model's layers and validate the result.
-
-    Layers, lowest first: the study's ``components`` settings of the components the entry names, the
-    catalogue entry, the study's override. An error names the layer (file and key) that supplied the bad
-    value.
-    """
+    """Merge one model's layers (lowest first: the study's ``components`` settings, the catalogue entry, the
+    study's override) and validate the result; a ConfigError names the layer that supplied the bad value."""
     override = override or {}
     merged = deep_merge(catalogue_entry, override)
     component_layers = {}                # axis -> key of the components setting merged under the entry
@@ -421,12 +382,8 @@ def resolve_model(name: str, catalogue_entry: dict, override: dict | None, compo
 
 
 def validate_study(raw: Any, source: str = DEFAULT_STUDY, catalogue: str | os.PathLike = paths.CATALOGUE) -> Study:
-    """Validate a parsed study and resolve every model of its grid against the catalogue.
-
-    Raises:
-        ConfigError: naming the file (study or catalogue), the dotted key, the bad value and the allowed
-        values; a model of the grid that is not in the catalogue lists the catalogue's names.
-    """
+    """Validate a parsed study and resolve every model of its grid against the catalogue. Raises ConfigError
+    naming the file (study or catalogue), the dotted key, the bad value and the allowed values."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
     cls = study_config_class()
@@ -447,8 +404,7 @@ def validate_study(raw: Any, source: str = DEFAULT_STUDY, catalogue: str | os.Pa
 
 
 def _check_per_dataset(config, source: str) -> None:
-    """``train.per_dataset`` may name a registered dataset (so one block serves several studies) or any dataset
-    of this study (an image folder); any other name is a typo. Raises ConfigError naming the key."""
+    """Raise ConfigError for a ``train.per_dataset`` key that is neither a registered dataset nor the study's."""
     for name in config.train.per_dataset:
         if name not in DATASETS.configs and name not in config.datasets:
             raise ConfigError(f"{source}: unknown key 'train.per_dataset.{name}': neither a registered dataset "
@@ -457,12 +413,8 @@ def _check_per_dataset(config, source: str) -> None:
 
 
 def load_study(path: str | os.PathLike = DEFAULT_STUDY, catalogue: str | os.PathLike = paths.CATALOGUE) -> Study:
-    """Read and validate a study file (see :func:`validate_study`).
-
-    Raises:
-        FileNotFoundError: the study or the catalogue file does not exist.
-        ConfigError: YAML syntax error or an invalid value, naming the file and key.
-    """
+    """Read and validate a study file (:func:`validate_study`). Raises FileNotFoundError (no study or catalogue
+    file) or ConfigError (YAML syntax or an invalid value) naming the file and key."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"study file not found: {path}")
@@ -489,11 +441,8 @@ def _normalise_loc(loc: tuple, data: Any) -> tuple[str, ...]:
 
 def _config_error(exc: ValidationError, source: str, prefix: str, cls: type[BaseModel], data: Any,
                   loc: tuple | None = None) -> ConfigError:
-    """The first error of a pydantic ValidationError as one sentence: file, key, bad value, allowed values.
-
-    ``loc`` (already normalised) replaces the error's own location in the message, e.g. to name the
-    layer of a merged model entry that supplied the value.
-    """
+    """The first error of a pydantic ValidationError as one sentence: file, key, bad value, allowed values;
+    ``loc`` (normalised) replaces the error's location in the message."""
     err = exc.errors()[0]
     data_loc = _normalise_loc(err["loc"], data)
     shown = data_loc if loc is None else _normalise_loc(loc, data) if loc else loc
@@ -550,7 +499,6 @@ def _allowed_keys(cls: Any, loc: tuple, data: Any) -> list[str]:
     return []
 
 
-# ------------------------------------------------------------------------------------------------
 # JSON schemas
 
 def json_schemas() -> dict[str, dict]:

@@ -1,10 +1,4 @@
-"""Stage ``classifier``: train the small CNN whose features define ``fid_classifier`` on one dataset.
-
-An unlabelled dataset (Frey Face) has no classifier: the stage trains nothing and writes its two declared
-outputs as markers, the checkpoint ``{"available": False, "reason": ...}`` and the metrics JSON
-``{"available": false, "reason": "<dataset> has no labels: no classifier, so no classifier-feature FID"}``;
-``fid_reference`` and ``evaluate`` then report the classifier-feature FID as unavailable with that reason.
-"""
+"""Stage ``classifier``: train the small CNN whose features define ``fid_classifier`` on one dataset."""
 from __future__ import annotations
 
 from vaebench import paths
@@ -17,8 +11,8 @@ from vaebench.metrics.classifier import (save_classifier, save_unavailable, trai
 
 
 def run(study: Study, dataset: str) -> dict:
-    """Write ``paths.CLASSIFIER`` and ``paths.CLASSIFIER_METRICS``; returns the classifier's metrics (with
-    ``available`` true), or the unavailable record {"available": False, "reason"} of an unlabelled dataset."""
+    """Write ``paths.CLASSIFIER`` and ``paths.CLASSIFIER_METRICS``; returns the metrics, or for an unlabelled
+    dataset the marker {"available": False, "reason"} written to both."""
     study.check_cell(dataset)
     data = load_prepared(paths.PREPARED.format(dataset=dataset))
     reason = unavailable_reason(data)

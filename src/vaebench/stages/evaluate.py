@@ -1,28 +1,6 @@
-"""Stage ``evaluate``: score one trained cell: ELBO and its terms, importance-weighted L_k with its
-convergence diagnostic, a discrete likelihood column where the decoder offers one, bits/dim, latent
-analysis, FID with its spread over sample seeds, image grids; scalars to ``metrics.json`` with the
-structured description of the model, per-image values to ``per_image.npz`` (for paired comparisons).
-
-Every per-image estimate is on the same ``n_images`` test images (a fixed random subset, the same for every
-model and seed; the whole test split when null or when ``n_images`` exceeds it, e.g. Frey Face's 200 test
-images: the count used is recorded as ``n_images``), all in nats per image:
-  * ELBO: single-sample estimate log p(x|z) - KL(q(z|x) || p(z)) with the closed-form KL (Kingma &
-    Welling 2014, eq. 7), split into its reconstruction (-log p(x|z)) and KL terms.
-  * L_k: the importance-weighted bound (Burda et al. 2016, eq. 8) with k = ``iwae_k``; test NLL = -L_k
-    (an upper bound on -log p(x)). Its diagnostic L_k - L_{k/10} uses the same samples in 10 blocks; a
-    gap above ``lk_tolerance_nats`` flags the bound as not converged.
-  * bits/dim = (NLL + offset) / (D ln 2), D = C*H*W of the dataset's images (784 for MNIST, 560 for Frey
-    Face), offset = the likelihood's ``discrete_offset_nats(D)``.
-  * further likelihood columns of the same samples (a Gaussian decoder's discretised 8-bit likelihood).
-Latent analysis (rate, marginal KL, mutual information, active units: ``vaebench.metrics.latent``) on the
-first ``latent_n`` of those images (all of them when fewer; the count used is recorded as ``latent_n``). FID in the dataset classifier's feature space against the statistics of
-the whole test split (stage ``fid_reference``, which also gives the dataset's floor), for ``fid_seeds``
-sets of ``fid_n`` prior samples (decoder means) and one set of draws x ~ p(x|z); samples are quantised to
-8 bits like the real images. A dataset without a classifier (unlabelled: Frey Face) has no classifier-feature
-FID: ``fid_classifier`` and its companions are null and ``fid_classifier_unavailable`` holds the reason (null
-when the FID is there); its Inception FID needs no labels and is computed when the weights are there. The test set is mapped into the model's data space once with a fixed seed
-(binarised or dequantised), so every model of a likelihood family is scored on the same data.
-"""
+"""Stage ``evaluate``: score one trained cell on a fixed subset of test images, in nats per image: ELBO
+(Kingma & Welling 2014, eq. 7), importance-weighted L_k (Burda et al. 2016, eq. 8) with its diagnostic
+L_k - L_{k/10}, bits/dim = (NLL + offset) / (D ln 2), latent analysis, FID (Heusel et al. 2017) and grids."""
 from __future__ import annotations
 
 import math
@@ -73,14 +51,10 @@ def _stats(values: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-# Our own grid instead of torchvision.utils.make_grid + save_image: importing torchvision costs about 1.7 s per
-# evaluate job on a CPU (its package import pulls in torch._dynamo), a minute of the default study's 84 jobs;
-# tests/test_evaluate.py checks that the PNG's pixels equal torchvision's.
 def save_grid_png(images: torch.Tensor, nrow: int, path, padding: int = 2) -> None:
-    """Write ``images`` (N, C, H, W) float in [0, 1], C = 1 or 3, as one PNG grid of ``nrow`` images per row:
-    each image framed by ``padding`` black pixels (shared between neighbours), grey images as RGB, pixels
-    quantised as round-half-up of 255 x, as torchvision's ``make_grid(images, nrow, padding)`` then
-    ``save_image`` write it. Raises ValueError for another shape."""
+    """Write ``images`` (N, C, H, W) float in [0, 1], C = 1 or 3, as one PNG grid of ``nrow`` images per row, the
+    pixels torchvision's ``make_grid(images, nrow, padding)`` and ``save_image`` write. Raises ValueError for
+    another shape."""
     from PIL import Image
 
     if images.dim() != 4 or images.shape[1] not in (1, 3):
@@ -107,15 +81,11 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
         The metrics dict (nats per image unless the key says otherwise).
     Raises:
         FileNotFoundError: the checkpoint, prepared data, classifier or FID reference is missing.
-        vaebench.checkpoint.CheckpointError: the checkpoint is damaged (truncated, corrupted) or not a train
-            checkpoint; CheckpointMismatchError (a subclass): it is another cell's (dataset, model, seed), stale
-            (its model_config differs from the study's current one) or its weights do not fit its model. The
-            message names the file, the expected and found model and the train job to rerun.
+        vaebench.checkpoint.CheckpointError: the checkpoint is damaged or not a train checkpoint;
+            CheckpointMismatchError (a subclass): it is another cell's, stale, or its weights do not fit.
         vaebench.data.prepared.PreparedDataError: the prepared dataset is damaged or breaks its contract.
-        (Each is raised before any output is written: earlier outputs of the cell stay as they were.)
-        (A dataset without a classifier is not an error: its classifier-feature FID fields are None and
-        ``fid_classifier_unavailable`` says why.)
-        FloatingPointError: a metric is not finite (nothing is written).
+        FloatingPointError: a metric is not finite (metrics and per-image values are not written).
+        The others are raised before any output is written.
     """
     from vaebench.metrics.classifier import load_classifier
     from vaebench.metrics.fid import classifier_features, fid_from_statistics
@@ -127,7 +97,6 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     out = paths.cell_paths(dataset, model_name, seed)
     device = pick_device(cell.device)
     t0 = time.perf_counter()
-    # the checkpoint must be this cell's, trained with the study's current model_config (not a stale one)
     record = cell.record()
     model, ckpt = load_checkpoint(out["checkpoint"], device, expect={k: record[k] for k in CELL_KEYS})
     data = load_prepared(paths.PREPARED.format(dataset=dataset))
@@ -138,7 +107,6 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     bs = max(1, min(ecfg.batch_size, samples_per_pass(model, ecfg.memory_mb)))
     x = model.preprocess_fixed(x_u8, seed=stream_seed(ecfg.seed, "test_noise"), batch_size=bs)
 
-    # every per-image estimate on the same images, posterior samples from one seeded CPU generator
     gen = generator(ecfg.seed, "posterior_samples")
     est = per_image_estimates(model, x, x_u8, k=ecfg.iwae_k, memory_mb=ecfg.memory_mb, generator=gen)
     latent, latent_arrays = latent_analysis(model, x[: ecfg.latent_n], batch_size=bs, seed=stream_seed(ecfg.seed, "latent_samples"))
@@ -154,8 +122,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
             "bits_per_dim": bits_per_dim(-float(lk.mean()), off, dim),
         }
 
-    # FID: decoder means for fid_seeds sample seeds, one set of draws, against the test-split statistics
-    # (without a classifier: only the first seed's samples, for the grid and the Inception FID)
+    # without a classifier: only the first seed's samples, for the grid and the Inception FID
     ref = load_reference(dataset)
     fid_unavailable = None if ref["available"] else ref["reason"]
     classifier, cls_metrics = ((None, {}) if fid_unavailable is not None
@@ -180,7 +147,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     fid_draws = None if draws is None else fid_from_statistics(
         (ref["mu"], ref["sigma"]), classifier_features(classifier, draws, device, bs))
 
-    # grids: prior samples (decoder means); test images (odd rows) above their reconstructions (even rows)
+    # test images (odd rows) above their reconstructions (even rows)
     n_grid = min(ecfg.grid_n, ecfg.fid_n, len(x))
     nrow = int(math.ceil(math.sqrt(n_grid)))
     with atomic_path(out["samples_png"]) as tmp:

@@ -1,13 +1,5 @@
-"""Stage ``fid_reference``: the FID reference statistics of one dataset, computed once and reused by every
-cell: the mean and covariance of the classifier features of the whole test split, and the dataset's FID
-floor, the FID of ``fid_n`` validation images (real images the models never saw scored exactly like
-samples) against those statistics (Heusel et al. 2017 give the estimator; the floor is the value a perfect
-model would get at this N, since FID is biased upwards at finite N: Chong & Forsyth 2020, "Effectively
-Unbiased FID and Inception Score and where to find them").
-
-A dataset without a classifier (unlabelled, e.g. Frey Face; stage ``classifier`` wrote its marker) gets a
-``classifier.npz`` holding ``available`` = False and the ``reason`` instead of statistics; its Inception
-reference does not need labels and is computed as usual when the weights are there."""
+"""Stage ``fid_reference``: the FID reference statistics of one dataset's test split (Heusel et al. 2017) and its
+FID floor, the FID of ``fid_n`` unseen real images (Chong & Forsyth 2020: FID is biased upwards at finite N)."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,15 +15,10 @@ from vaebench.seeds import stream_seed
 
 
 def run(study: Study, dataset: str) -> dict:
-    """Write ``paths.FID_REFERENCE`` (npz: ``available`` True, ``mu`` (d,), ``sigma`` (d, d) float64,
-    ``n_reference``, ``floor_fid``, ``floor_n`` (min(fid_n, images of the floor split)), ``floor_split``; for a
-    dataset without a classifier only ``available`` False and ``reason``) and ``paths.FID_INCEPTION_REFERENCE``
-    (the Inception-v3 pool3 statistics of the whole test split when the weights are there, else a record saying
-    why not); returns the scalars.
-
-    Raises:
-        FileNotFoundError: prepared data or classifier missing. ValueError: fewer than 2 floor images.
-    """
+    """Write ``paths.FID_REFERENCE`` (npz: ``mu`` (d,), ``sigma`` (d, d) float64 and the floor's scalars; without
+    a classifier ``available`` False and ``reason``) and ``paths.FID_INCEPTION_REFERENCE`` (Inception-v3 pool3
+    statistics, or why not); returns the scalars. Raises FileNotFoundError (input missing) or ValueError
+    (fewer than 2 floor images)."""
     from vaebench.metrics.classifier import ClassifierUnavailable, load_classifier
     from vaebench.metrics.fid import classifier_features, feature_statistics, fid_from_statistics
 

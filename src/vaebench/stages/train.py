@@ -1,12 +1,4 @@
-"""Stage ``train``: train one grid cell (dataset x model x seed), write its checkpoint and per-epoch log.
-
-Protocol (stated again in the report): Adam with the cell's learning rate, epochs and batch size; the
-whole prepared training split lives on the training device as uint8 and minibatches are drawn by index
-(no per-sample Python transforms); each batch is mapped into the model's data space by
-``model.preprocess`` (the likelihood's: dynamic binarisation, uniform dequantisation (x + u)/256 or
-integer intensities) with a seeded generator. Validation uses the last ``n_validation`` official training
-images, mapped once with a fixed seed so epochs are comparable. ``device: auto`` uses CUDA when available.
-"""
+"""Stage ``train``: train one grid cell (dataset x model x seed), write its checkpoint and per-epoch log."""
 from __future__ import annotations
 
 import hashlib
@@ -48,8 +40,7 @@ RESUME_FORMAT = 1  # bump when the resume file's layout changes: older files are
 
 
 def code_sha256() -> str:
-    """SHA-256 over the train stage's source files (:func:`vaebench.dag.source_paths`) as this process imports
-    them, in sorted order, each as its package-relative path and content."""
+    """SHA-256 (hex) over the train stage's source files (:func:`vaebench.dag.source_paths`): paths and contents."""
     from vaebench.dag import source_paths
     from vaebench.sources import PACKAGE_DIR
 
@@ -60,23 +51,15 @@ def code_sha256() -> str:
 
 
 def resume_key(record: dict, device: torch.device) -> dict:
-    """What a resume file must match to be used: the resolved cell (params), the training code, the device
-    and the torch version and thread count (float results can depend on each)."""
+    """What a resume file must match to be used: format, cell, training code, device, torch version, threads."""
     return {"format": RESUME_FORMAT, "cell": record, "code_sha256": code_sha256(), "device": str(device),
             "torch": str(torch.__version__), "threads": torch.get_num_threads()}
 
 
 def save_resume(path: Path, key: dict, model, opt: torch.optim.Optimizer, generators: dict[str, torch.Generator],
                 progress: dict) -> None:
-    """Atomically write the resume file of a training job at the end of an epoch.
-
-    It holds ``key`` (:func:`resume_key`), the model's ``state_dict`` (weights and buffers: GECO's log lambda
-    and moving average, the optimal sigma's accumulators) and the optimiser's, as CPU copies; every RNG state
-    the job draws from (torch's global CPU generator, CUDA's when used, and ``generators``: the minibatch order
-    and the preprocessing noise); and ``progress``: ``epoch`` (finished epochs), ``step``, ``last_finite``,
-    ``seconds`` (training time so far), ``history`` (the per-epoch log rows) and ``mlflow_run_id``. Plain
-    values and tensors only, so ``torch.load(path, weights_only=True)`` reads it.
-    """
+    """Atomically write a training job's resume file (read by ``torch.load(path, weights_only=True)``): ``key``,
+    CPU copies of the model's and optimiser's state dicts, every RNG state (``generators`` too) and ``progress``."""
     rng = {"torch": torch.get_rng_state(), **{name: g.get_state() for name, g in generators.items()}}
     if torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -89,11 +72,8 @@ def save_resume(path: Path, key: dict, model, opt: torch.optim.Optimizer, genera
 
 
 def load_resume(path: Path, key: dict) -> dict | None:
-    """The resume file at ``path`` if it exists and was written under ``key`` (:func:`resume_key`), else None.
-
-    A file that cannot be read, or that was written with other params, code, device or torch, is never mixed
-    in: it is ignored with a :class:`ResumeIgnoredWarning` naming it and what differs (training starts from
-    epoch 1 and overwrites it after the first epoch)."""
+    """The resume file at ``path`` if it exists and was written under ``key`` (:func:`resume_key`), else None;
+    an unreadable or mismatching file is ignored with a :class:`ResumeIgnoredWarning` saying what differs."""
     if not path.is_file():
         return None
     try:
@@ -117,24 +97,14 @@ def load_resume(path: Path, key: dict) -> dict | None:
 
 def train_epoch(model, opt: torch.optim.Optimizer, x_train: torch.Tensor, batch_size: int,
                 batch_gen: torch.Generator, data_gen: torch.Generator, desc: str = "") -> tuple[dict, torch.Tensor]:
-    """One pass of Adam steps over the uint8 training split, with no host synchronisation inside the loop.
-
-    The order is ``iterate_minibatches``' ``torch.randperm(N, generator=batch_gen)`` (a CPU generator: the
-    same order on every machine), copied to the data's device once per epoch; each step indexes its batch on the device, maps it
-    into the data space with ``data_gen`` (``model.preprocess``), and keeps its loss and log terms in device
-    tensors: nothing in a step waits for the GPU (no ``.item()``, ``float()`` or finiteness test on the host),
-    so the host can queue steps ahead. The caller checks ``losses`` once per epoch (:func:`check_finite`).
+    """One pass of optimiser steps over the training split, with no host synchronisation inside the loop.
 
     Args:
-        model: the VAE, in training mode. opt: its optimiser.
-        x_train: (N, C, H, W) uint8 on the training device.
-        batch_size: images per step (the last batch is partial).
-        batch_gen: CPU generator of the order. data_gen: generator of the binarisation/dequantisation noise.
-        desc: progress-bar label (shown only on a terminal).
+        x_train: (N, C, H, W) uint8 on the training device. batch_size: images per step (last batch partial).
+        batch_gen: CPU generator of the minibatch order. data_gen: generator of the preprocessing noise.
     Returns:
-        (sums, losses): ``sums`` {log name: 0-dim float64 device tensor}, the batch-size-weighted sums of the
-        objective's batch logs (divide by N for the epoch's image-weighted means); ``losses`` (steps,) float64
-        on the device, each step's loss.
+        (sums, losses): {log name: 0-dim float64 device tensor}, batch-size-weighted sums of the objective's
+        batch logs; (steps,) float64 device tensor of step losses (checked by :func:`check_finite`).
     """
     from tqdm import tqdm
 
@@ -156,16 +126,8 @@ def train_epoch(model, opt: torch.optim.Optimizer, x_train: torch.Tensor, batch_
 
 
 def check_finite(losses: torch.Tensor, first_step: int, last_finite: float, where: str) -> float:
-    """Check one epoch's step losses (steps,) at once (one host synchronisation); return the last of them.
-
-    Args:
-        losses: the epoch's per-step losses (:func:`train_epoch`). first_step: the global index of its first
-            step. last_finite: the loss before it (NaN before the first epoch). where: the cell and epoch, for
-            the message.
-    Raises:
-        DivergenceError: a loss is not finite; names the first such step (global index, from 0), its value and
-            the last finite loss before it with its step.
-    """
+    """Check one epoch's step losses (steps,) with one host synchronisation; return the last of them. Raises
+    DivergenceError naming the first non-finite step, its value and the last finite loss."""
     values = losses.cpu()
     bad = (~torch.isfinite(values)).nonzero()
     if len(bad):
@@ -194,23 +156,15 @@ def evaluate_loss(model, x: torch.Tensor, batch_size: int) -> dict[str, float]:
 
 @torch.no_grad()
 def epoch_grids(model, x_u8: torch.Tensor, x: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
-    """The per-epoch MLflow image grids of ``n = len(x)`` images, laid out like the evaluate stage's.
-
-    ``samples``: decoder means at z ~ N(0, I) from a CPU generator seeded with ``seed``
-    (``vaebench.vae.sampling.prior_samples``: the same latents every epoch; absent when the model
-    cannot sample); ``reconstructions``: the 8-bit images (odd rows) above the decoder means at their
-    posterior means (even rows). Runs in eval mode and restores the model's mode; draws nothing from
-    torch's global RNG or any training generator, so training is unchanged by it.
+    """The per-epoch MLflow image grids: ``samples`` (decoder means at z ~ N(0, I) seeded with ``seed``; absent
+    when the model cannot sample) and ``reconstructions``; draws from no training generator.
 
     Args:
-        model: the VAE being trained.
-        x_u8: (n, C, H, W) uint8 images.
-        x: (n, C, H, W) the same images in the model's data space.
-        seed: seed of the latents.
+        x_u8: (n, C, H, W) uint8 images. x: (n, C, H, W) the same images in the model's data space.
     Returns:
         {name: (3, H', W') float grid in [0, 1]} (``torchvision.utils.make_grid``).
     """
-    from torchvision.utils import make_grid  # lazy: torchvision import is slow
+    from torchvision.utils import make_grid
 
     from vaebench.vae.sampling import prior_samples
 
@@ -232,25 +186,11 @@ def epoch_grids(model, x_u8: torch.Tensor, x: torch.Tensor, seed: int) -> dict[s
 
 
 def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
-    """Train one cell; writes ``paths.CHECKPOINT`` and ``paths.TRAIN_LOG`` atomically.
-
-    The checkpoint is a dict loadable with ``torch.load(path, weights_only=True)``: ``state_dict``,
-    ``cell`` (the resolved cell, ``vaebench.config.Cell.record()``), ``image_shape``, ``epochs``,
-    ``train_seconds``, ``device``, ``mlflow_run_id`` and ``history`` (the per-epoch log rows).
-    With MLflow tracking on (``vaebench.tracking``), the cell's run also gets the prepared file as its
-    dataset input and, each epoch, the metrics of the log row and (at most :data:`GRID_LOGS` epochs, evenly
-    spaced, and the last) :func:`epoch_grids` as images (their
-    time is left out of ``seconds`` and ``train_seconds``; they change no result).
-
-    **Resuming.** At the end of every epoch the job atomically writes ``paths.RESUME`` beside the checkpoint
-    (:func:`save_resume`: weights, optimiser, every RNG state, the log so far, the MLflow run id). A rerun of a
-    killed job continues after its last finished epoch, in the same MLflow run, and ends with the same
-    checkpoint and log (timings aside) as an uninterrupted run; a resume file from other params, code, device
-    or torch is ignored with a warning (:func:`load_resume`). The file is deleted when the job finishes. It is
-    no output of either engine, so neither caches nor cleans it.
+    """Train one cell; writes ``paths.CHECKPOINT`` and ``paths.TRAIN_LOG`` atomically, and ``paths.RESUME``
+    after every epoch (deleted at the end; a rerun continues from it, :func:`load_resume`).
 
     Returns:
-        The checkpoint's metadata (everything but the weights).
+        The checkpoint's metadata (everything but the weights; ``train_seconds`` in seconds).
     Raises:
         DivergenceError: a non-finite loss, naming the epoch, step and last finite loss.
     """
@@ -287,7 +227,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
         if "cuda" in rng:
             torch.cuda.set_rng_state_all(rng["cuda"])
         for name, g in generators.items():
-            g.set_state(rng[name])  # CPU ByteTensors, for CPU and CUDA generators alike
+            g.set_state(rng[name])
         progress = resumed["progress"]
         print(f"[train] {tag}: resuming after epoch {progress['epoch']}/{tcfg.epochs} from {out['resume']}",
               file=sys.stderr, flush=True)
@@ -302,14 +242,12 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
         logged = 0
     if resumed is not None:
         tracker.set_tag("resumed_after_epoch", str(progress["epoch"]))
-    for row in history:  # epochs finished before a kill but not yet in the run (a new run, or killed in between)
+    for row in history:  # epochs finished but not yet logged to the run
         if row["epoch"] > logged:
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-    n_grid = min(grid_n(), len(x_val)) if tracker.active else 0  # per-epoch image grids: only when tracked
-    # ... and at most GRID_LOGS times per run (every epoch of a short run; evenly spaced plus the last epoch of a
-    # long one), so that their cost stays small next to training
+    n_grid = min(grid_n(), len(x_val)) if tracker.active else 0
     grid_every = max(1, math.ceil(tcfg.epochs / GRID_LOGS))
-    grid_seconds = 0.0  # their cost, left out of the reported training time
+    grid_seconds = 0.0  # left out of the reported training time
 
     step, last_finite = progress["step"], progress["last_finite"]
     t0 = time.perf_counter() - progress["seconds"]
@@ -330,7 +268,6 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
             row.update({f"val_{k}": v for k, v in val.items() if k in kept})
             row.update(model.tracked_scalars())
             history.append(row)
-            # the resume file first: a kill after it loses no epoch, and continue_run then logs what is missing
             save_resume(out["resume"], key, model, opt, generators,
                         {"epoch": epoch, "step": step, "last_finite": last_finite, "seconds": seconds,
                          "history": history, "mlflow_run_id": tracker.run_id})
@@ -365,5 +302,5 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     tracker.log_artifact(str(out["train_log"]))
     tracker.log_artifact(str(out["checkpoint"]), "checkpoint")
     tracker.end("FINISHED")
-    out["resume"].unlink(missing_ok=True)  # last: a kill before this reruns from the finished state
+    out["resume"].unlink(missing_ok=True)
     return meta
