@@ -149,8 +149,8 @@ def verdicts_table(claims_path: str | Path = paths.REPORT_CLAIMS) -> str:
 def sections(study, metrics_path: str | Path = paths.REPORT_METRICS,
              claims_path: str | Path = paths.REPORT_CLAIMS) -> dict[str, str]:
     """{section name: generated Markdown} for the README: the components, the verdicts on the seed papers'
-    claims (from reports/claims.csv), and the results table followed by the paired comparisons (both in the
-    'results' section).
+    claims (from reports/claims.csv), the results table followed by the paired comparisons (both in the
+    'results' section), and the table of random streams.
 
     Raises:
         ValueError: the metrics or claims file has the structure of an older report stage.
@@ -164,7 +164,10 @@ def sections(study, metrics_path: str | Path = paths.REPORT_METRICS,
         results += ("\n\nPaired comparisons of the models that differ in one component (A - B over the seeds "
                     "both have and the same test images; ± SE over seeds; the verdict names a model only when "
                     "the 95% CI excludes 0; lower NLL and FID are better):\n\n" + pairs)
-    return {"components": components_table(), "verdicts": verdicts_table(claims_path), "results": results}
+    from vaebench.seeds import protocol_table
+
+    return {"components": components_table(), "verdicts": verdicts_table(claims_path), "results": results,
+            "seeds": protocol_table()}
 
 
 def render(text: str, generated: dict[str, str]) -> str:

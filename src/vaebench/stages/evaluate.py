@@ -109,7 +109,8 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
 
     gen = generator(ecfg.seed, "posterior_samples")
     est = per_image_estimates(model, x, x_u8, k=ecfg.iwae_k, memory_mb=ecfg.memory_mb, generator=gen)
-    latent, latent_arrays = latent_analysis(model, x[: ecfg.latent_n], batch_size=bs, seed=stream_seed(ecfg.seed, "latent_samples"))
+    latent, latent_arrays = latent_analysis(model, x[: ecfg.latent_n], batch_size=bs,
+                                            seed=stream_seed(ecfg.seed, "latent_samples"))
     offset = model.likelihood.discrete_offset_nats(dim)
     columns = {"": offset} | {f"_{c}": 0.0 for c in sorted({k[len("L_k_"):] for k in est if k.startswith("L_k_")})}
     likelihood = {}
@@ -135,7 +136,8 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
         if classifier is not None:
             fids.append(fid_from_statistics((ref["mu"], ref["sigma"]),
                                             classifier_features(classifier, samples, device, bs)))
-    draws = None if classifier is None else prior_samples(model, ecfg.fid_n, stream_seed(ecfg.seed, "fid_draws"), bs, draw=True)
+    draws = None if classifier is None else prior_samples(model, ecfg.fid_n, stream_seed(ecfg.seed, "fid_draws"), bs,
+                                                          draw=True)
     inception = inception_reference_status(dataset)
     fid_inception = None
     if inception["computed"]:
