@@ -275,7 +275,7 @@ def test_an_undeclared_input_fails_on_the_fake_cluster(cluster_study):
     stage's declared inputs (it still reads it), its job fails on the fake cluster, saying which file it
     missed (in place, with the whole workspace at hand, it would run). Runs last: it edits the workspace."""
     tmp, ws, state, params = cluster_study
-    with open(ws / "src/vaebench/paths.py", "a") as f:
+    with open(ws / "src/vaebench/dag.py", "a") as f:
         f.write('\nSTAGES["evaluate"].deps.pop("classifier")\n')
     cell = ("mnist", next(iter(params["models"])), params["seeds"][0])
     target = str(paths.cell_paths(*cell)["metrics"])

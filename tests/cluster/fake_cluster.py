@@ -35,8 +35,10 @@ STATE_ENV = "FAKE_CLUSTER_DIR"
 # the two agree), params.yaml included.
 DEFINITION = ("Snakefile", "dvc.yaml", "catalogue.yaml", "claims.yaml", ".dvcignore", "params.yaml",
               "workflow", "profiles", "src")
-# The variables a job keeps from the submitting environment (besides PATH and HOME).
-KEEP_PREFIXES = ("MLFLOW_", "VAEBENCH_")
+# The variables a job keeps from the submitting environment (besides PATH and HOME). OPENBLAS_* is the machine's
+# BLAS kernel choice (set on these machines; a cluster node sets it the same way): without it numpy picks another
+# kernel and an FID moves in the 11th digit.
+KEEP_PREFIXES = ("MLFLOW_", "VAEBENCH_", "OPENBLAS_")
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.egg-info")
 
 
@@ -103,7 +105,7 @@ def submit(jobscript: str) -> str:
         (job_script.parent / f.name).write_text(f.read_text().replace(str(workdir), str(scratch)))
 
     sys.path.insert(0, str(scratch / "src"))
-    from vaebench.paths import STAGES
+    from vaebench.dag import STAGES
 
     rule, wildcards = props["rule"], props.get("wildcards", {})
     benchmark = STAGES[rule].benchmark().format(**wildcards) if rule in STAGES else None
