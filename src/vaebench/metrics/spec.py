@@ -222,6 +222,7 @@ declare(Metric("latent_marginal_kl_nats", "marginal KL(q(z) || p(z))", "nats", t
                column="marginal KL (nats)"))
 declare(Metric("latent_mutual_info_nats", "mutual information I(x; z)", "nats", table="latent",
                column="mutual information (nats)"))
+declare(_D("latent_mutual_info_saturated", "the MI estimate is within 0.1 nats of its bound log N"))
 declare(_S("latent_log_n_nats", "log N, bound on the mutual information", "nats"))
 declare(Metric("active_units", "active units", "latent dimensions", True))
 declare(_S("latent_n", "images of the aggregate posterior", "images"))

@@ -213,7 +213,8 @@ def _likelihood_values(suffix: str, col: dict) -> dict:
 def _latent_values(latent: dict) -> dict:
     """The record fields of :func:`vaebench.metrics.latent.latent_analysis`'s summary."""
     return {"latent_rate_nats": latent["rate_nats"], "latent_marginal_kl_nats": latent["marginal_kl_nats"],
-            "latent_mutual_info_nats": latent["mutual_info_nats"], "latent_log_n_nats": latent["log_n_nats"],
+            "latent_mutual_info_nats": latent["mutual_info_nats"],
+            "latent_mutual_info_saturated": latent["mutual_info_saturated"], "latent_log_n_nats": latent["log_n_nats"],
             "active_units": latent["active_units"], "latent_n": latent["n_images"]}
 
 
