@@ -12,6 +12,7 @@ STREAMS: dict[str, tuple[str, str]] = {
     "train_noise": ("train seed", "binarisation / dequantisation noise of training batches"),
     "validation_noise": ("train seed", "the validation images mapped once into the model's data space"),
     "epoch_grids": ("train seed", "the prior samples of the per-epoch MLflow image grids"),
+    "calibration": ("train seed", "noise and z ~ q(z|x) of the pass over the training images after training"),
     "classifier_init": ("classifier.seed", "the FID classifier's initial weights"),
     "classifier_order": ("classifier.seed", "the order of the FID classifier's minibatches"),
     "fid_floor_subset": ("evaluate.seed", "the validation images of the FID floor"),
