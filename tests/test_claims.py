@@ -98,8 +98,9 @@ def _study_cells(shifts: dict[str, float], records: dict[str, dict]) -> list[Cel
 
 
 def test_a_named_claim_matches_an_independent_paired_t_interval(tmp_path):
-    """nll of A - B: per seed the mean over images of the paired differences, then a one-sample t interval
-    over seeds (scipy), compared with the row; a 1-nat better model at 3 seeds is reproduced."""
+    """nll of A - B: the mean over seeds and images of the paired differences with a t interval on both error
+    sources (SE over seeds from scipy's one-sample t test, SE over images = scipy's sem of the seed-averaged
+    differences, Satterthwaite's df), compared with the row; a 1-nat better model at 3 seeds is reproduced."""
     records = {"a": _record("a", 0), "b": _record("b", 0)}
     inputs = _study_cells({"a": -1.0, "b": 0.0}, records)
     path = _claims_file(tmp_path, "claims:\n  c:\n    claim: A beats B\n    source: paper\n    comparisons:\n"
@@ -107,11 +108,17 @@ def test_a_named_claim_matches_an_independent_paired_t_interval(tmp_path):
     rows = claims.check_claims(claims.load_claims(path), inputs, ["mnist"], ["a", "b"])
     nll = next(r for r in rows if r["metric"] == "nll")
     cells = {(c.cell[1], c.cell[2]): c for c in inputs}
-    d = np.array([np.mean(-cells[("a", s)].per_image["L_k"] + cells[("b", s)].per_image["L_k"]) for s in SEEDS])
-    ci = scipy.stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+    delta = np.array([-cells[("a", s)].per_image["L_k"] + cells[("b", s)].per_image["L_k"] for s in SEEDS])
+    d = delta.mean(axis=1)
+    se_seeds = d.mean() / scipy.stats.ttest_1samp(d, 0.0).statistic
+    se_images = scipy.stats.sem(delta.mean(axis=0))
+    se = math.hypot(se_seeds, se_images)
+    df = se ** 4 / (se_seeds ** 4 / 2 + se_images ** 4 / (N - 1))
+    ci = scipy.stats.t.interval(0.95, df, loc=d.mean(), scale=se)
     assert nll["diff"] == pytest.approx(d.mean(), abs=1e-12)
-    assert (nll["ci_low"], nll["ci_high"]) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    assert (nll["ci_low"], nll["ci_high"]) == pytest.approx(ci, abs=1e-9)
     assert nll["se_seeds"] == pytest.approx(d.std(ddof=1) / math.sqrt(3), abs=1e-12)
+    assert nll["se"] == pytest.approx(se, abs=1e-12)
     assert nll["n_seeds"] == 3 and nll["n_images"] == N and nll["verdict"] == claims.REPRODUCED
     kl = next(r for r in rows if r["metric"] == "kl")      # A's KL is lower: "A worse" is not reproduced
     assert kl["diff"] < 0 and kl["verdict"] == claims.NOT_REPRODUCED

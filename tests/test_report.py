@@ -401,14 +401,17 @@ def test_per_image_comparison_in_the_report_matches_numpy(report):
     for metric, key, sign in columns:
         deltas = [sign * (_per_image("sigma_vae", s)[key] - _per_image("vae_gaussian", s)[key]) for s in SEEDS]
         d = np.array([x.mean() for x in deltas])
-        se = np.array([x.std(ddof=1) / math.sqrt(N_IMAGES) for x in deltas])
+        se_images = scipy.stats.sem(np.mean(deltas, axis=0))
         r = rows[metric]
-        ci = scipy.stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+        se_seeds = d.std(ddof=1) / math.sqrt(3)
+        se = math.hypot(se_seeds, se_images)
+        df = se ** 4 / (se_seeds ** 4 / 2 + se_images ** 4 / (N_IMAGES - 1))
+        ci = scipy.stats.t.interval(0.95, df, loc=d.mean(), scale=se)
         assert r["compared"] and r["seeds"] == SEEDS and r["n_seeds"] == 3 and r["n_images"] == N_IMAGES
         assert r["diff"] == pytest.approx(d.mean(), rel=1e-12)
-        assert r["se_seeds"] == pytest.approx(d.std(ddof=1) / math.sqrt(3), rel=1e-12)
-        assert r["se_images"] == pytest.approx(math.sqrt((se ** 2).sum()) / 3, rel=1e-12)
-        assert (r["ci_low"], r["ci_high"]) == pytest.approx((ci.low, ci.high), rel=1e-9)
+        assert r["se_seeds"] == pytest.approx(se_seeds, rel=1e-12)
+        assert r["se_images"] == pytest.approx(se_images, rel=1e-12)
+        assert (r["ci_low"], r["ci_high"]) == pytest.approx(ci, rel=1e-9)
     # sigma_vae's NLL is 50 nats lower, far outside the noise; vae_gaussian's L_k is flagged (gap 1.5 > 1)
     assert rows["nll"]["verdict"] == "A better" and rows["nll"]["better"] == "sigma_vae"
     assert rows["nll"]["lk_not_converged"] == ["vae_gaussian"]
@@ -442,11 +445,13 @@ def test_known_difference_gets_the_right_diff_se_and_verdict():
                                                  cells_b)}["nll"]
     d = np.array([-(2.0 + noise[s]).mean() for s in range(5)])
     assert row["diff"] == pytest.approx(d.mean(), rel=1e-12)
-    assert abs(row["diff"] + 2.0) < 3 * row["se_seeds"]           # the constructed difference, within noise
+    assert abs(row["diff"] + 2.0) < 3 * row["se"]                  # the constructed difference, within noise
     assert row["se_seeds"] == pytest.approx(d.std(ddof=1) / math.sqrt(5), rel=1e-12)
-    se_s = np.array([noise[s].std(ddof=1) / math.sqrt(N_IMAGES) for s in range(5)])
-    assert row["se_images"] == pytest.approx(math.sqrt((se_s ** 2).sum()) / 5, rel=1e-12)
-    half = scipy.stats.t.ppf(0.975, 4) * row["se_seeds"]
+    assert row["se_images"] == pytest.approx(scipy.stats.sem(np.mean([noise[s] for s in range(5)], axis=0)),
+                                             rel=1e-12)
+    se = math.hypot(row["se_seeds"], row["se_images"])
+    df = se ** 4 / (row["se_seeds"] ** 4 / 4 + row["se_images"] ** 4 / (N_IMAGES - 1))
+    half = scipy.stats.t.ppf(0.975, df) * se
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half), rel=1e-12)
     assert row["verdict"] == "A better" and row["better"] == "sigma_vae" and row["n_seeds"] == 5
 

@@ -17,7 +17,7 @@ REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED = "reproduced", "not reprod
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED)
 # Columns of reports/claims.csv, in order.
 COLUMNS = ["claim_id", "claim", "dataset", "model_a", "model_b", "metric", "expected", "diff", "ci_low",
-           "ci_high", "level", "n_seeds", "se_seeds", "se_images", "n_images", "published_a", "published_b",
+           "ci_high", "level", "n_seeds", "se", "se_seeds", "se_images", "n_images", "published_a", "published_b",
            "published_diff", "published_source", "verdict", "reason", "lk_not_converged", "source", "note"]
 # Our comparison metric -> (published metric of vaebench.report.published, sign turning it into ours).
 PUBLISHED_METRIC = {"nll": ("nll_nats", 1.0), "elbo": ("neg_elbo_nats", -1.0), "fid": ("fid", 1.0),
@@ -209,7 +209,7 @@ def check_claims(claims: dict[str, Claim], inputs: list, datasets: list[str], mo
                         base = pair_base(d, a, b, None, cells[a], cells[b])
                         row = compare_metric(base, metric, cells[a], cells[b], diagnostics)
                         rows.append({**head, **{k: row[k] for k in ("diff", "ci_low", "ci_high", "level", "n_seeds",
-                                                                     "se_seeds", "se_images", "n_images")},
+                                                                     "se", "se_seeds", "se_images", "n_images")},
                                      **_published(d, a, b, metric, train_k),
                                      "verdict": verdict(expectation, row), "reason": row["reason"],
                                      "lk_not_converged": ";".join(row["lk_not_converged"]) or None})
