@@ -583,18 +583,19 @@ def _geco_cell(c_ma: float, trace: list[float], seed: int = 0) -> CellData:
 
 def test_geco_flag_follows_the_rule():
     threshold = 0.1 * KAPPA ** 2
-    cases = [  # (C_ma, lambda trace, settled)
-        (threshold * 0.99, [2.0, 2.0 * 1.049], True),
-        (-threshold * 0.99, [2.0, 2.0 / 1.049], True),
-        (threshold * 1.01, [2.0, 2.0], False),         # constraint not met
-        (-threshold * 1.01, [2.0, 2.0], False),        # met with slack: lambda still falling
-        (0.0, [2.0, 2.0 * 1.051], False),              # lambda still moving
-        (0.0, [1.0 * 1.04], True),                     # one epoch: against lambda_init = 1
-        (0.0, [1.0 * 1.06], False),
+    cases = [  # (C_ma, lambda trace, state)
+        (threshold * 0.99, [2.0, 2.0 * 1.049], "settled"),
+        (-threshold * 0.99, [2.0, 2.0 / 1.049], "settled"),
+        (threshold * 1.01, [2.0, 2.0], "not met"),          # the reconstruction target is not reached
+        (-threshold * 1.01, [2.0, 2.0], "inactive"),        # over-satisfied: the constraint does not bind
+        (-threshold * 1.01, [2.0, 2.0 / 1.5], "inactive"),  # ... and lambda falls towards 0: not "moving"
+        (0.0, [2.0, 2.0 * 1.051], "moving"),                # lambda still moving
+        (0.0, [1.0 * 1.04], "settled"),                     # one epoch: against lambda_init = 1
+        (0.0, [1.0 * 1.06], "moving"),
     ]
-    for c_ma, trace, settled in cases:
+    for c_ma, trace, state in cases:
         (entry,) = geco_status([_geco_cell(c_ma, trace)])
-        assert entry["settled"] is settled, (c_ma, trace, entry["reasons"])
+        assert entry["state"] == state and entry["settled"] is (state == "settled"), (c_ma, trace, entry["reasons"])
         assert entry["c_ma_threshold"] == pytest.approx(threshold) and entry["lambda"] == trace[-1]
         assert entry["lambda_previous"] == (trace[-2] if len(trace) > 1 else 1.0)
     nll = _geco_cell(0.5, [2.0, 2.0])
@@ -608,7 +609,8 @@ def test_geco_and_classifier_flags_in_the_report(report):
     metrics = json.loads((root / paths.REPORT_METRICS).read_text())
     geco = metrics["flags"]["geco_not_settled"]
     assert [(e["model"], e["seed"]) for e in geco] == [("geco", 1), ("geco", 2)]
-    assert "|C_ma| = 2 > 0.1 kappa^2 = 1.6" in geco[0]["reasons"][0]
+    assert geco[0]["state"] == "inactive"
+    assert "C_ma = -2 < -0.1 kappa^2 = -1.6" in geco[0]["reasons"][0] and "does not bind" in geco[0]["reasons"][0]
     assert geco[1]["lambda_change"] == pytest.approx(0.1) and "lambda changed by 10.0%" in geco[1]["reasons"][0]
     assert metrics["flags"]["classifier_accuracy_low"] == [
         {"dataset": DATASET, "test_accuracy": 0.9876, "threshold": 0.99, "ok": False}]
@@ -616,7 +618,7 @@ def test_geco_and_classifier_flags_in_the_report(report):
     for path in (paths.REPORT_MD, paths.REPORT_HTML):
         text = (root / path).read_text()
         flags = text[text.index("Flags"):text.index("Comparison with published numbers")]
-        assert "0.1 kappa^2 (constraint sse)" in flags           # the rule is stated
+        assert "0.1 kappa^2 (constraint sse" in flags and "inactive" in flags     # the rule is stated
         assert "test accuracy 0.9876 &lt; 0.99" in flags or "test accuracy 0.9876 < 0.99" in flags
         assert "FID floor: 2.50" in flags
 

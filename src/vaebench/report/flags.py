@@ -20,10 +20,11 @@ RULES = {
     "lk_not_converged": ("mean over training seeds of the per-image mean of L_k - L_{k/10} (same importance "
                          "samples, nats/image) > lk_tolerance_nats: the bound -L_k has not converged and an "
                          "NLL difference may be bias of the bound."),
-    "geco_not_settled": (f"|C_ma| > {GECO_C_FRACTION:g} kappa^2 (constraint sse) or > {GECO_C_FRACTION:g} kappa "
-                         f"(constraint nll) at the end of training, or lambda changed by more than "
-                         f"{GECO_LAMBDA_CHANGE:.0%} over the last training epoch (training log; with one epoch, "
-                         "against lambda_init)."),
+    "geco_not_settled": (f"at the end of training C_ma > {GECO_C_FRACTION:g} kappa^2 (constraint sse; kappa for "
+                         "nll): the reconstruction target is not met; C_ma < -that: the constraint is inactive "
+                         "(over-satisfied, lambda -> 0: kappa is too loose to bind on this data); else lambda "
+                         f"changed by more than {GECO_LAMBDA_CHANGE:.0%} over the last training epoch (training "
+                         "log; with one epoch, against lambda_init): still moving."),
     "classifier_accuracy_low": f"test accuracy of the FID classifier below {CLASSIFIER_MIN_ACCURACY:g}.",
     "fid_floor": ("FID of fid_floor_n held-out real images against the test-split statistics: the value of a "
                   "perfect model at this N (not a flag; shown next to every FID)."),
@@ -105,18 +106,25 @@ def geco_status(inputs: list[CellData]) -> list[dict]:
         previous = trace[-2] if len(trace) >= 2 else (params.get("lambda_init") if trace else None)
         change = (abs(last / float(previous) - 1.0)
                   if last is not None and is_number(previous) and float(previous) != 0.0 else None)
-        reasons = []
-        if threshold is not None and abs(c_ma) > threshold:
-            bound = "kappa^2" if constraint == "sse" else "kappa"
-            reasons.append(f"|C_ma| = {abs(c_ma):.4g} > {GECO_C_FRACTION:g} {bound} = {threshold:.4g}")
-        if change is not None and change > GECO_LAMBDA_CHANGE:
+        reasons, state = [], "settled"
+        bound = "kappa^2" if constraint == "sse" else "kappa"
+        if threshold is not None and c_ma > threshold:
+            state = "not met"
+            reasons.append(f"C_ma = {c_ma:+.4g} > {GECO_C_FRACTION:g} {bound} = {threshold:.4g}: the reconstruction "
+                           "target is not met")
+        elif threshold is not None and c_ma < -threshold:
+            state = "inactive"
+            reasons.append(f"C_ma = {c_ma:+.4g} < -{GECO_C_FRACTION:g} {bound} = {-threshold:.4g}, lambda = "
+                           f"{lam:.3g}: the constraint is over-satisfied and does not bind (kappa too loose)")
+        elif change is not None and change > GECO_LAMBDA_CHANGE:
+            state = "moving"
             reasons.append(f"lambda changed by {change:.1%} over the last epoch ({float(previous):.4g} -> "
                            f"{last:.4g}) > {GECO_LAMBDA_CHANGE:.0%}")
         out.append({
             "dataset": c.cell[0], "model": c.cell[1], "seed": c.cell[2], "constraint": constraint,
             "kappa": float(kappa) if is_number(kappa) else None, "c_ma": c_ma, "c_ma_threshold": threshold,
             "lambda": lam, "lambda_previous": float(previous) if is_number(previous) else None,
-            "lambda_change": change, "settled": not reasons, "reasons": reasons,
+            "lambda_change": change, "state": state, "settled": state == "settled", "reasons": reasons,
         })
     return out
 
