@@ -326,6 +326,7 @@ def test_metrics_json_is_strict_sorted_and_structured(report):
     assert text == json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n"  # deterministic
     assert set(metrics["models"]) == {DATASET} and set(metrics["models"][DATASET]) == set(MODELS)
     assert set(metrics["flags"]) == {"rules", "lk_not_converged", "geco_not_settled", "classifier_accuracy_low",
+                                     "learned_sigma_not_converged", "collapsed_posterior",
                                      "fid_floor"}
 
 
@@ -614,7 +615,8 @@ def test_geco_and_classifier_flags_in_the_report(report):
     assert geco[1]["lambda_change"] == pytest.approx(0.1) and "lambda changed by 10.0%" in geco[1]["reasons"][0]
     assert metrics["flags"]["classifier_accuracy_low"] == [
         {"dataset": DATASET, "test_accuracy": 0.9876, "threshold": 0.99, "ok": False}]
-    assert metrics["flags"]["fid_floor"] == [{"dataset": DATASET, "floor": FID_FLOOR, "floor_n": FID_N, "fid_n": FID_N}]
+    assert metrics["flags"]["fid_floor"] == [{"dataset": DATASET, "floor": FID_FLOOR, "floor_n": FID_N, "fid_n": FID_N,
+                                              "blurred": None, "noise": None}]
     for path in (paths.REPORT_MD, paths.REPORT_HTML):
         text = (root / path).read_text()
         flags = text[text.index("Flags"):text.index("Comparison with published numbers")]
