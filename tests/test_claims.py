@@ -24,7 +24,8 @@ def _record(model: str, seed: int, posterior: str = "diagonal", likelihood: str 
     return {"dataset": "mnist", "model": model, "seed": seed, "latent_dim": 20, "architecture": "mlp",
             "architecture_params": {}, "posterior": posterior, "posterior_params": {}, "likelihood": likelihood,
             "likelihood_params": {}, "objective": objective, "objective_params": {}, "data_space": space,
-            "valid_density": valid, "fid_classifier": fid}
+            "valid_density": valid, "fid_classifier": fid, "lk_tolerance_nats": 1.0, "iwae_k": 100,
+            "active_units": 5, "test_kl_nats": 20.0}
 
 
 def _cell(model: str, seed: int, shift: float, record: dict) -> CellData:
@@ -98,8 +99,9 @@ def _study_cells(shifts: dict[str, float], records: dict[str, dict]) -> list[Cel
 
 
 def test_a_named_claim_matches_an_independent_paired_t_interval(tmp_path):
-    """nll of A - B: per seed the mean over images of the paired differences, then a one-sample t interval
-    over seeds (scipy), compared with the row; a 1-nat better model at 3 seeds is reproduced."""
+    """nll of A - B: the mean over seeds and images of the paired differences with a t interval on both error
+    sources (SE over seeds from scipy's one-sample t test, SE over images = scipy's sem of the seed-averaged
+    differences, Satterthwaite's df), compared with the row; a 1-nat better model at 3 seeds is reproduced."""
     records = {"a": _record("a", 0), "b": _record("b", 0)}
     inputs = _study_cells({"a": -1.0, "b": 0.0}, records)
     path = _claims_file(tmp_path, "claims:\n  c:\n    claim: A beats B\n    source: paper\n    comparisons:\n"
@@ -107,11 +109,17 @@ def test_a_named_claim_matches_an_independent_paired_t_interval(tmp_path):
     rows = claims.check_claims(claims.load_claims(path), inputs, ["mnist"], ["a", "b"])
     nll = next(r for r in rows if r["metric"] == "nll")
     cells = {(c.cell[1], c.cell[2]): c for c in inputs}
-    d = np.array([np.mean(-cells[("a", s)].per_image["L_k"] + cells[("b", s)].per_image["L_k"]) for s in SEEDS])
-    ci = scipy.stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+    delta = np.array([-cells[("a", s)].per_image["L_k"] + cells[("b", s)].per_image["L_k"] for s in SEEDS])
+    d = delta.mean(axis=1)
+    se_seeds = d.mean() / scipy.stats.ttest_1samp(d, 0.0).statistic
+    se_images = scipy.stats.sem(delta.mean(axis=0))
+    se = math.hypot(se_seeds, se_images)
+    df = se ** 4 / (se_seeds ** 4 / 2 + se_images ** 4 / (N - 1))
+    ci = scipy.stats.t.interval(0.95, df, loc=d.mean(), scale=se)
     assert nll["diff"] == pytest.approx(d.mean(), abs=1e-12)
-    assert (nll["ci_low"], nll["ci_high"]) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    assert (nll["ci_low"], nll["ci_high"]) == pytest.approx(ci, abs=1e-9)
     assert nll["se_seeds"] == pytest.approx(d.std(ddof=1) / math.sqrt(3), abs=1e-12)
+    assert nll["se"] == pytest.approx(se, abs=1e-12)
     assert nll["n_seeds"] == 3 and nll["n_images"] == N and nll["verdict"] == claims.REPRODUCED
     kl = next(r for r in rows if r["metric"] == "kl")      # A's KL is lower: "A worse" is not reproduced
     assert kl["diff"] < 0 and kl["verdict"] == claims.NOT_REPRODUCED
@@ -159,7 +167,7 @@ def test_claims_csv_round_trip_and_readme_table(tmp_path):
     # every other claim names models that are not in this study: listed as not tested, never dropped
     assert set(back["claim_id"]) == set(claims.load_claims(REPO / paths.CLAIMS))
     table = readme.verdicts_table(path)
-    assert "| IWAE's L_k beats the VAE's | mnist | iwae vs vae_bernoulli |" in table
+    assert "| IWAE's L_k beats the VAE's on binarised MNIST | mnist | iwae vs vae_bernoulli |" in table
     assert table.startswith(f"{len(rows)} checks: 1 reproduced, 0 not reproduced, 0 inconclusive, "
                             f"{len(rows) - 1} not tested")
 
@@ -175,3 +183,64 @@ def test_the_study_is_refused_before_any_job_when_claims_yaml_is_bad(tmp_path):
                            "      - {a: iwae, b: vae_bernouli, metrics: {nll: better}}\n")
     with pytest.raises(ConfigError, match="claims.c.comparisons.0 names model 'vae_bernouli'"):
         load_study(REPO / paths.DEFAULT_STUDY, catalogue=tmp_path / paths.CATALOGUE)
+
+
+def _claim(tmp_path: Path, body: str) -> dict:
+    return claims.load_claims(_claims_file(tmp_path, "claims:\n  c:\n    claim: t\n    source: s\n" + body))
+
+
+def test_a_failed_precondition_gives_not_tested_with_the_model_and_numbers(tmp_path):
+    """Each precondition gates its metrics: a collapsed model, an unconverged L_k, an unconverged learned sigma, an
+    unsettled GECO and an uninformative FID each turn a clear win into 'not tested' naming the model and numbers."""
+    comp = "    comparisons:\n      - {a: a, b: b, metrics: {nll: better, fid: better}}\n"
+    base = {"a": _record("a", 0, fid=10.0), "b": _record("b", 0, fid=60.0)}
+
+    def rows_with(requires: str, a_change=None, b_change=None, per_image_gap=0.1):
+        recs = {"a": {**base["a"], **(a_change or {})}, "b": {**base["b"], **(b_change or {})}}
+        inputs = _study_cells({"a": -5.0, "b": 0.0}, recs)
+        for c in inputs:
+            c.per_image["L_k10"] = c.per_image["L_k"] - per_image_gap
+        rows = claims.check_claims(_claim(tmp_path, f"    requires: [{requires}]\n" + comp), inputs, ["mnist"],
+                                   ["a", "b"])
+        return {r["metric"]: r for r in rows}
+
+    ok = rows_with("not_collapsed, lk_converged, learned_sigma_converged, geco_settled, fid_informative")
+    assert ok["nll"]["verdict"] == claims.REPRODUCED and ok["fid"]["verdict"] == claims.REPRODUCED
+    collapsed = rows_with("not_collapsed", b_change={"active_units": 0, "test_kl_nats": 0.001})
+    assert collapsed["nll"]["verdict"] == collapsed["fid"]["verdict"] == claims.NOT_TESTED
+    assert "posterior collapsed (0 active units): b seeds 0, 1, 2 (test KL 0.001 nats)" in collapsed["nll"]["reason"]
+    lk = rows_with("lk_converged", per_image_gap=2.5)
+    assert lk["nll"]["verdict"] == claims.NOT_TESTED and lk["fid"]["verdict"] == claims.REPRODUCED
+    assert "L_k not converged: a: L_k - L_(k/10) = 2.5 > 1 nats (k = 100)" in lk["nll"]["reason"]
+    sigma = rows_with("learned_sigma_converged", a_change={"sigma_mode": "learned_shared", "log_sigma": -0.31,
+                                                           "test_mse": math.exp(-3.44)})
+    assert sigma["nll"]["verdict"] == claims.NOT_TESTED
+    assert "a seed 0: log sigma -0.31 vs its optimum 1/2 log MSE -1.72" in sigma["nll"]["reason"]
+    calibrated = rows_with("learned_sigma_converged", a_change={"sigma_mode": "learned_shared", "log_sigma": -1.70,
+                                                                "test_mse": math.exp(-3.44)})
+    assert calibrated["nll"]["verdict"] == claims.REPRODUCED
+    geco = {"objective_params": {"constraint": "sse", "kappa": 4.0, "lambda_init": 1.0}, "lambda": 0.01,
+            "geco_constraint_ma": -9.0}
+    unsettled = rows_with("geco_settled", a_change=geco)
+    assert unsettled["nll"]["verdict"] == claims.NOT_TESTED and "a seed 0 (inactive)" in unsettled["nll"]["reason"]
+    blurred = {"fid_blurred_reference": 5.0}
+    fid = rows_with("fid_informative", a_change=blurred, b_change=blurred)
+    assert fid["fid"]["verdict"] == claims.NOT_TESTED and fid["nll"]["verdict"] == claims.REPRODUCED
+    assert "both models score no better than the blurred held-out images (FID 5)" in fid["fid"]["reason"]
+    low_accuracy = rows_with("fid_informative", a_change={"classifier_test_accuracy": 0.9889})
+    assert "test accuracy 0.9889 < 0.99" in low_accuracy["fid"]["reason"]
+
+
+def test_scope_and_non_inferiority(tmp_path):
+    """A claim outside its scope is not tested; non-inferiority passes a slightly worse A inside the margin and
+    fails one far outside it."""
+    records = {"a": _record("a", 0), "b": _record("b", 0)}
+    scoped = _claim(tmp_path, "    scope: [svhn]\n    comparisons:\n      - {a: a, b: b, metrics: {nll: better}}\n")
+    (row,) = claims.check_claims(scoped, _study_cells({"a": -5.0, "b": 0.0}, records), ["mnist"], ["a", "b"])
+    assert row["verdict"] == claims.NOT_TESTED and row["reason"] == \
+        "outside the claim's scope: the source states it for svhn"
+    noninf = _claim(tmp_path, "    comparisons:\n      - {a: a, b: b, metrics: {nll: {noninferior: 5.0}}}\n")
+    for shift, want in ((1.0, claims.REPRODUCED), (-3.0, claims.REPRODUCED), (20.0, claims.NOT_REPRODUCED)):
+        (row,) = claims.check_claims(noninf, _study_cells({"a": shift, "b": 0.0}, records), ["mnist"], ["a", "b"])
+        assert row["verdict"] == want, (shift, row)
+        assert row["expected"] == "A not worse by more than 5"

@@ -86,6 +86,10 @@ def test_metric_relations_hold_for_every_model(evaluated, model):
     assert -0.5 < m["latent_mutual_info_nats"] <= m["latent_log_n_nats"] + 0.5
     assert 0 <= m["active_units"] <= m["latent_dim"]
     assert m["fid_classifier"] > 0 and m["fid_floor"] >= 0
+    assert m["fid_floor"] < m["fid_blurred_reference"] < m["fid_noise_reference"]     # the scale of the features
+    if m["likelihood_family"] != "categorical":
+        assert m["test_sse"] == pytest.approx(float(a["sse"].mean()), rel=1e-12) and (a["sse"] >= 0).all()
+        assert m["test_mse"] == pytest.approx(m["test_sse"] / D, rel=1e-12)
     assert len(m["fid_classifier_per_seed"]) == study.config.evaluate.fid_seeds
     assert m["fid_classifier"] == pytest.approx(float(np.mean(m["fid_classifier_per_seed"])), rel=1e-12)
     if m["likelihood_family"] == "gaussian":
@@ -128,6 +132,30 @@ def test_pipeline_fid_equals_an_independent_computation(evaluated):
             assert reported == pytest.approx(fid_classifier(clf, x_test, samples), rel=1e-6)
         draws = prior_samples(model, ecfg.fid_n, stream_seed(ecfg.seed, "fid_draws"), ecfg.batch_size, draw=True)
         assert out[name][0]["fid_classifier_draws"] == pytest.approx(fid_classifier(clf, x_test, draws), rel=1e-6)
+    # the reference sets: held-out images, the same blurred, uniform noise, scored the same way
+    from vaebench.metrics.references import blurred, fixed_subset, uniform_noise_images
+
+    data = load_prepared(tmp / "data/prepared/mnist.npz")
+    held_out = data["x_val"][fixed_subset(len(data["x_val"]), ecfg.fid_n, stream_seed(ecfg.seed, "fid_floor_subset"))]
+    m = out["vae_bernoulli"][0]
+    assert m["fid_floor"] == pytest.approx(fid_classifier(clf, x_test, held_out), rel=1e-6)
+    assert m["fid_blurred_reference"] == pytest.approx(fid_classifier(clf, x_test, blurred(held_out)), rel=1e-6)
+    noise = uniform_noise_images(held_out.shape, stream_seed(ecfg.seed, "fid_noise"))
+    assert m["fid_noise_reference"] == pytest.approx(fid_classifier(clf, x_test, noise), rel=1e-6)
+
+
+def test_blurred_reference_is_a_5x5_box_mean():
+    """blurred() against a dense numpy computation: each pixel the mean of its 5x5 neighbourhood, edges reflected
+    (numpy's 'symmetric' padding = scipy's 'reflect'), rounded half to even."""
+    from vaebench.metrics.references import blurred
+
+    x = np.random.default_rng(0).integers(0, 256, size=(2, 3, 7, 6), dtype=np.uint8)
+    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (2, 2), (2, 2)), mode="symmetric")
+    dense = np.zeros(x.shape)
+    for i in range(7):
+        for j in range(6):
+            dense[:, :, i, j] = padded[:, :, i:i + 5, j:j + 5].mean(axis=(2, 3))
+    np.testing.assert_array_equal(blurred(x), np.rint(dense).astype(np.uint8))
 
 
 @pytest.mark.parametrize("n, c, nrow", [(5, 1, 3), (7, 3, 3), (16, 1, 4), (1, 3, 1), (2, 1, 5)])

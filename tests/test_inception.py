@@ -224,3 +224,31 @@ def test_statistics_roundtrip(tmp_path):
     with pytest.raises(ValueError, match="scalar"):
         save_statistics(path, mu, sigma, none=None)
     assert load_statistics(path)["n"] == 100  # failed writes left the file untouched
+
+
+class _RunsCode:
+    """Unpickling this calls a function: a weights file must never be able to do that."""
+
+    def __reduce__(self):
+        return (os.system, ("touch should-not-exist",))
+
+
+def test_a_damaged_or_unsafe_weights_file_stops_before_torch_fidelity_unpickles_it(weights, tmp_path, monkeypatch):
+    """Truncated, not a state dict, or a pickle that runs code: one line naming the file and where to get it, and
+    nothing from the file runs (torch.load(weights_only=True) first)."""
+    from vaebench.metrics.inception import INCEPTION_WEIGHTS_URL, InceptionWeightsDamaged, load_extractor
+
+    monkeypatch.chdir(tmp_path)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(weights.read_bytes()[:1000])
+    not_a_dict = tmp_path / "list.pth"
+    torch.save([torch.zeros(2)], not_a_dict)
+    unsafe = tmp_path / "unsafe.pth"
+    torch.save({"w": torch.zeros(1), "x": _RunsCode()}, unsafe)
+    for bad in (truncated, not_a_dict, unsafe):
+        with pytest.raises(InceptionWeightsDamaged) as err:
+            load_extractor(bad)
+        msg = str(err.value)
+        assert str(bad) in msg and INCEPTION_WEIGHTS_URL in msg and "\n" not in msg, msg
+    assert not (tmp_path / "should-not-exist").exists()
+    load_extractor(weights)                       # the stand-in weights pass the check

@@ -123,7 +123,7 @@ def test_optimal_sigma_eval_uses_frozen_training_mse_and_state_dict_roundtrip():
     torch.testing.assert_close(model.elbo_terms(x, generator=g1)["recon"], clone.elbo_terms(x, generator=g2)["recon"])
     # elbo_terms in eval mode does not touch the running statistics
     model.elbo_terms(x)
-    assert model.likelihood.mse_count.item() == 0
+    assert model.likelihood.element_count.item() == 0
 
 
 def test_geco_state_saved_and_updated_only_in_training():
@@ -185,3 +185,36 @@ def test_conv28_requires_28x28():
         build_model(copy.deepcopy(NAMED["vae_categorical"]), (3, 32, 32))
     cfg = {**copy.deepcopy(NAMED["vae_gaussian"]), "architecture": {"name": "mlp", "hidden_dims": [8]}}
     assert build_model(cfg, (3, 32, 32)).sample(2).shape == (2, 3, 32, 32)
+
+
+def test_calibrate_freezes_the_mse_of_the_final_weights_on_the_given_images():
+    """After training, the optimal sigma used at test time is 1/2 log MSE of the final model's reconstructions (one
+    z ~ q(z|x) each) over the training images, computed independently here; not the average of the last epoch's
+    batches, which mixes earlier weights."""
+    cfg = copy.deepcopy(NAMED["sigma_vae_optimal"])
+    model = build_model(cfg, SHAPE)
+    x_u8 = uint8_batch()
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        loss, _ = model.training_loss(model.preprocess(x_u8))
+        opt.zero_grad(), loss.backward(), opt.step()
+    model.end_epoch()
+    epoch_mse = model.likelihood.eval_mse.item()
+    model.calibrate(x_u8, batch_size=3, generator=torch.Generator().manual_seed(5))
+    assert model.training
+    g = torch.Generator().manual_seed(5)
+    model.eval()
+    sq = []
+    with torch.no_grad():
+        for i in range(0, len(x_u8), 3):
+            x = model.preprocess(x_u8[i: i + 3], generator=g)
+            z = model.encode(x).rsample(None, generator=g)
+            sq.append((x - model.likelihood.mean(model.decode(z))).pow(2).double().flatten())
+    ref = torch.cat(sq).mean().item()
+    assert model.likelihood.eval_mse.item() == pytest.approx(ref, rel=1e-9)
+    assert model.likelihood.eval_mse.item() != pytest.approx(epoch_mse, rel=1e-3)
+    from vaebench.vae.functional import softclip
+
+    expected = softclip(torch.tensor(0.5 * math.log(ref), dtype=torch.float64), model.likelihood.log_sigma_min).item()
+    assert model.tracked_scalars()["log_sigma"] == pytest.approx(expected, rel=1e-6)

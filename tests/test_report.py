@@ -326,6 +326,7 @@ def test_metrics_json_is_strict_sorted_and_structured(report):
     assert text == json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n"  # deterministic
     assert set(metrics["models"]) == {DATASET} and set(metrics["models"][DATASET]) == set(MODELS)
     assert set(metrics["flags"]) == {"rules", "lk_not_converged", "geco_not_settled", "classifier_accuracy_low",
+                                     "learned_sigma_not_converged", "collapsed_posterior",
                                      "fid_floor"}
 
 
@@ -401,14 +402,17 @@ def test_per_image_comparison_in_the_report_matches_numpy(report):
     for metric, key, sign in columns:
         deltas = [sign * (_per_image("sigma_vae", s)[key] - _per_image("vae_gaussian", s)[key]) for s in SEEDS]
         d = np.array([x.mean() for x in deltas])
-        se = np.array([x.std(ddof=1) / math.sqrt(N_IMAGES) for x in deltas])
+        se_images = scipy.stats.sem(np.mean(deltas, axis=0))
         r = rows[metric]
-        ci = scipy.stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+        se_seeds = d.std(ddof=1) / math.sqrt(3)
+        se = math.hypot(se_seeds, se_images)
+        df = se ** 4 / (se_seeds ** 4 / 2 + se_images ** 4 / (N_IMAGES - 1))
+        ci = scipy.stats.t.interval(0.95, df, loc=d.mean(), scale=se)
         assert r["compared"] and r["seeds"] == SEEDS and r["n_seeds"] == 3 and r["n_images"] == N_IMAGES
         assert r["diff"] == pytest.approx(d.mean(), rel=1e-12)
-        assert r["se_seeds"] == pytest.approx(d.std(ddof=1) / math.sqrt(3), rel=1e-12)
-        assert r["se_images"] == pytest.approx(math.sqrt((se ** 2).sum()) / 3, rel=1e-12)
-        assert (r["ci_low"], r["ci_high"]) == pytest.approx((ci.low, ci.high), rel=1e-9)
+        assert r["se_seeds"] == pytest.approx(se_seeds, rel=1e-12)
+        assert r["se_images"] == pytest.approx(se_images, rel=1e-12)
+        assert (r["ci_low"], r["ci_high"]) == pytest.approx(ci, rel=1e-9)
     # sigma_vae's NLL is 50 nats lower, far outside the noise; vae_gaussian's L_k is flagged (gap 1.5 > 1)
     assert rows["nll"]["verdict"] == "A better" and rows["nll"]["better"] == "sigma_vae"
     assert rows["nll"]["lk_not_converged"] == ["vae_gaussian"]
@@ -442,11 +446,13 @@ def test_known_difference_gets_the_right_diff_se_and_verdict():
                                                  cells_b)}["nll"]
     d = np.array([-(2.0 + noise[s]).mean() for s in range(5)])
     assert row["diff"] == pytest.approx(d.mean(), rel=1e-12)
-    assert abs(row["diff"] + 2.0) < 3 * row["se_seeds"]           # the constructed difference, within noise
+    assert abs(row["diff"] + 2.0) < 3 * row["se"]                  # the constructed difference, within noise
     assert row["se_seeds"] == pytest.approx(d.std(ddof=1) / math.sqrt(5), rel=1e-12)
-    se_s = np.array([noise[s].std(ddof=1) / math.sqrt(N_IMAGES) for s in range(5)])
-    assert row["se_images"] == pytest.approx(math.sqrt((se_s ** 2).sum()) / 5, rel=1e-12)
-    half = scipy.stats.t.ppf(0.975, 4) * row["se_seeds"]
+    assert row["se_images"] == pytest.approx(scipy.stats.sem(np.mean([noise[s] for s in range(5)], axis=0)),
+                                             rel=1e-12)
+    se = math.hypot(row["se_seeds"], row["se_images"])
+    df = se ** 4 / (row["se_seeds"] ** 4 / 4 + row["se_images"] ** 4 / (N_IMAGES - 1))
+    half = scipy.stats.t.ppf(0.975, df) * se
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half), rel=1e-12)
     assert row["verdict"] == "A better" and row["better"] == "sigma_vae" and row["n_seeds"] == 5
 
@@ -578,18 +584,19 @@ def _geco_cell(c_ma: float, trace: list[float], seed: int = 0) -> CellData:
 
 def test_geco_flag_follows_the_rule():
     threshold = 0.1 * KAPPA ** 2
-    cases = [  # (C_ma, lambda trace, settled)
-        (threshold * 0.99, [2.0, 2.0 * 1.049], True),
-        (-threshold * 0.99, [2.0, 2.0 / 1.049], True),
-        (threshold * 1.01, [2.0, 2.0], False),         # constraint not met
-        (-threshold * 1.01, [2.0, 2.0], False),        # met with slack: lambda still falling
-        (0.0, [2.0, 2.0 * 1.051], False),              # lambda still moving
-        (0.0, [1.0 * 1.04], True),                     # one epoch: against lambda_init = 1
-        (0.0, [1.0 * 1.06], False),
+    cases = [  # (C_ma, lambda trace, state)
+        (threshold * 0.99, [2.0, 2.0 * 1.049], "settled"),
+        (-threshold * 0.99, [2.0, 2.0 / 1.049], "settled"),
+        (threshold * 1.01, [2.0, 2.0], "not met"),          # the reconstruction target is not reached
+        (-threshold * 1.01, [2.0, 2.0], "inactive"),        # over-satisfied: the constraint does not bind
+        (-threshold * 1.01, [2.0, 2.0 / 1.5], "inactive"),  # ... and lambda falls towards 0: not "moving"
+        (0.0, [2.0, 2.0 * 1.051], "moving"),                # lambda still moving
+        (0.0, [1.0 * 1.04], "settled"),                     # one epoch: against lambda_init = 1
+        (0.0, [1.0 * 1.06], "moving"),
     ]
-    for c_ma, trace, settled in cases:
+    for c_ma, trace, state in cases:
         (entry,) = geco_status([_geco_cell(c_ma, trace)])
-        assert entry["settled"] is settled, (c_ma, trace, entry["reasons"])
+        assert entry["state"] == state and entry["settled"] is (state == "settled"), (c_ma, trace, entry["reasons"])
         assert entry["c_ma_threshold"] == pytest.approx(threshold) and entry["lambda"] == trace[-1]
         assert entry["lambda_previous"] == (trace[-2] if len(trace) > 1 else 1.0)
     nll = _geco_cell(0.5, [2.0, 2.0])
@@ -603,15 +610,17 @@ def test_geco_and_classifier_flags_in_the_report(report):
     metrics = json.loads((root / paths.REPORT_METRICS).read_text())
     geco = metrics["flags"]["geco_not_settled"]
     assert [(e["model"], e["seed"]) for e in geco] == [("geco", 1), ("geco", 2)]
-    assert "|C_ma| = 2 > 0.1 kappa^2 = 1.6" in geco[0]["reasons"][0]
+    assert geco[0]["state"] == "inactive"
+    assert "C_ma = -2 < -0.1 kappa^2 = -1.6" in geco[0]["reasons"][0] and "does not bind" in geco[0]["reasons"][0]
     assert geco[1]["lambda_change"] == pytest.approx(0.1) and "lambda changed by 10.0%" in geco[1]["reasons"][0]
     assert metrics["flags"]["classifier_accuracy_low"] == [
         {"dataset": DATASET, "test_accuracy": 0.9876, "threshold": 0.99, "ok": False}]
-    assert metrics["flags"]["fid_floor"] == [{"dataset": DATASET, "floor": FID_FLOOR, "floor_n": FID_N, "fid_n": FID_N}]
+    assert metrics["flags"]["fid_floor"] == [{"dataset": DATASET, "floor": FID_FLOOR, "floor_n": FID_N, "fid_n": FID_N,
+                                              "blurred": None, "noise": None}]
     for path in (paths.REPORT_MD, paths.REPORT_HTML):
         text = (root / path).read_text()
         flags = text[text.index("Flags"):text.index("Comparison with published numbers")]
-        assert "0.1 kappa^2 (constraint sse)" in flags           # the rule is stated
+        assert "0.1 kappa^2 (constraint sse" in flags and "inactive" in flags     # the rule is stated
         assert "test accuracy 0.9876 &lt; 0.99" in flags or "test accuracy 0.9876 < 0.99" in flags
         assert "FID floor: 2.50" in flags
 

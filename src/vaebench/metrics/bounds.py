@@ -58,7 +58,9 @@ def per_image_estimates(model, x: torch.Tensor, x_uint8: torch.Tensor, k: int, m
                         generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Per-image estimates of data-space x and uint8 x_uint8 (N, C, H, W), each (N,) float64 nats: ``elbo``,
     ``recon``, ``kl`` (Kingma & Welling 2014, eq. 7), ``L_k`` (Burda et al. 2016, eq. 8), ``L_k10`` (``block_bound``
-    with m = k/10), and the same per ``Likelihood.extra_log_probs`` column c (``recon_c``, ...).
+    with m = k/10), ``sse`` (sum over pixels of the squared error of the decoder mean at the ELBO's z, on the
+    likelihood's unit scale; only when ``model.likelihood.supports_sse``) and the same per
+    ``Likelihood.extra_log_probs`` column c (``recon_c``, ...).
     Raises ValueError if k < 10 or x and x_uint8 differ in length."""
     if int(k) < 10:
         raise ValueError(f"per_image_estimates: k must be >= 10 (the diagnostic uses k/10), got {k!r}")
@@ -75,8 +77,11 @@ def per_image_estimates(model, x: torch.Tensor, x_uint8: torch.Tensor, k: int, m
 
     for i in range(0, len(x), batch):
         xb, ub = x[i : i + batch], x_uint8[i : i + batch]
-        t = model.forward_terms(xb, k=None, x_uint8=ub, generator=generator)
+        t = model.forward_terms(xb, k=None, x_uint8=ub, generator=generator,
+                                need_sse=bool(getattr(model.likelihood, "supports_sse", False)))
         kl = t["kl"].double()
+        if "sse" in t:
+            add("sse", t["sse"])
         for suffix, log_px in {"": t["log_px"], **{f"_{c}": v for c, v in t["extra_log_px"].items()}}.items():
             add(f"recon{suffix}", -log_px.double())
             add(f"elbo{suffix}", log_px.double() - kl)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from vaebench.atomic import atomic_path
+from vaebench.errors import StageError, one_line
 from vaebench.metrics.fid import _as_tensor, feature_statistics, quantize_uint8
 
 WEIGHTS_ENV = "VAEBENCH_FID_WEIGHTS"
@@ -101,9 +102,32 @@ def resolve_weights(configured: str | os.PathLike | None, allow_download: bool =
     return cache
 
 
+class InceptionWeightsDamaged(StageError):
+    """The weight file is not a state dict of tensors (damaged, truncated or not a weights file)."""
+
+
+def check_weights_file(path: str | os.PathLike) -> None:
+    """Read ``path`` with ``torch.load(weights_only=True)`` (no code from the file runs) and check that it is a
+    state dict of tensors, before torch-fidelity unpickles it with ``weights_only=False``.
+
+    Raises:
+        InceptionWeightsDamaged: one line naming the file, what is wrong and where to get the file.
+    """
+    where = f"get {WEIGHTS_FILE} from {INCEPTION_WEIGHTS_URL} again"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise InceptionWeightsDamaged(f"Inception weight file {path} is damaged or not a plain weights file "
+                                      f"({one_line(e)}): {where}") from None
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InceptionWeightsDamaged(f"Inception weight file {path} holds no state dict of tensors: {where}")
+
+
 @functools.lru_cache(maxsize=2)
 def _extractor(path: str, mtime_ns: int, size: int) -> torch.nn.Module:
-    """torch-fidelity's Inception-v3 from ``path``, eval mode, cached per (path, mtime, size)."""
+    """torch-fidelity's Inception-v3 from ``path`` (checked by :func:`check_weights_file` first), eval mode,
+    cached per (path, mtime, size)."""
+    check_weights_file(path)
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     except ImportError as e:
@@ -113,8 +137,8 @@ def _extractor(path: str, mtime_ns: int, size: int) -> torch.nn.Module:
 
 
 def load_extractor(weights: str | os.PathLike) -> torch.nn.Module:
-    """The cached extractor for ``weights``. Raises FileNotFoundError, RuntimeError (not this architecture) or
-    ImportError (no torch-fidelity)."""
+    """The cached extractor for ``weights``. Raises FileNotFoundError, InceptionWeightsDamaged, RuntimeError (not
+    this architecture) or ImportError (no torch-fidelity)."""
     path = Path(weights).expanduser().resolve()
     if not path.is_file():
         raise FileNotFoundError(f"Inception weight file {path} does not exist (see resolve_weights)")

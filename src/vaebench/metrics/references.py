@@ -20,6 +20,21 @@ def fixed_subset(n_total: int, n: int, seed: int) -> np.ndarray:
     return np.sort(perm[:n]).astype(np.int64)
 
 
+def blurred(images: np.ndarray, size: int = 5) -> np.ndarray:
+    """uint8 images (N, C, H, W) blurred by a ``size`` x ``size`` box filter per channel
+    (``scipy.ndimage.uniform_filter``, edges reflected), rounded back to uint8: a reference set whose FID shows
+    what a blur costs on this feature space."""
+    from scipy.ndimage import uniform_filter
+
+    out = uniform_filter(images.astype(np.float64), size=(1, 1, size, size), mode="reflect")
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def uniform_noise_images(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """uint8 images of ``shape`` (N, C, H, W), every pixel uniform on 0..255 from ``numpy.random.default_rng(seed)``."""
+    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+
+
 def study_inception_weights(ecfg) -> Path | None:
     """The Inception weights an evaluation config (``EvaluateConfig``) uses: None when ``evaluate.inception`` is 'off' or is
     'if_available' and no file is present; raises ``InceptionWeightsUnavailable`` (a FileNotFoundError
@@ -57,5 +72,7 @@ def load_reference(dataset: str) -> dict:
     for k in ("n_reference", "floor_n"):
         out[k] = int(out[k])
     out["floor_fid"] = float(out["floor_fid"])
+    for k in ("blurred_fid", "noise_fid"):
+        out[k] = float(out[k]) if k in out else None
     out["floor_split"] = str(out["floor_split"])
     return out

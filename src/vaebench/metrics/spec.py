@@ -217,11 +217,16 @@ declare(Metric("test_nll_iwae_discretised_se", "SE over images of the discretise
 declare(Metric("lk_gap_discretised_nats", "discretised L_k - L_{k/10}", _NATS, False, optional=True))
 declare(Metric("bits_per_dim_discretised", "discretised bits/dim", "bits/dim", False, optional=True, table=_LIK,
                column="discretised bits/dim", fmt=".4f"))
+declare(Metric("test_sse", "test reconstruction SSE (sum over pixels, unit scale)", "squared error/image", False,
+               per_image="sse", comparable="same_space", compare_as="sse", optional=True))
+declare(Metric("test_mse", "test reconstruction MSE (unit scale)", "squared error/dimension", False,
+               optional=True))
 declare(Metric("latent_rate_nats", "rate E_x KL(q(z|x) || p(z))", "nats", table="latent", column="rate (nats)"))
 declare(Metric("latent_marginal_kl_nats", "marginal KL(q(z) || p(z))", "nats", table="latent",
                column="marginal KL (nats)"))
 declare(Metric("latent_mutual_info_nats", "mutual information I(x; z)", "nats", table="latent",
                column="mutual information (nats)"))
+declare(_D("latent_mutual_info_saturated", "the MI estimate is within 0.1 nats of its bound log N"))
 declare(_S("latent_log_n_nats", "log N, bound on the mutual information", "nats"))
 declare(Metric("active_units", "active units", "latent dimensions", True))
 declare(_S("latent_n", "images of the aggregate posterior", "images"))
@@ -234,6 +239,8 @@ declare(_S("fid_n", "prior samples per FID", "images"))
 declare(_S("fid_seeds", "sample seeds of the FID", "seeds"))
 declare(Metric("fid_floor", "FID of held-out real images", ""))
 declare(_S("fid_floor_n", "real images of the FID floor", "images"))
+declare(Metric("fid_blurred_reference", "FID of the same held-out images blurred (5x5 box)", "", optional=True))
+declare(Metric("fid_noise_reference", "FID of uniform noise images", "", optional=True))
 declare(_D("fid_reference", "what the FID compares"))
 declare(Metric("fid_inception", "Inception FID", "", False))
 declare(_S("fid_inception_n", "samples of the Inception FID", "images"))

@@ -86,11 +86,15 @@ def per_image_se(values: np.ndarray) -> float:
 
 def paired_difference(a_per_seed: Sequence[np.ndarray], b_per_seed: Sequence[np.ndarray], level: float = 0.95,
                       higher_is_better: bool = True) -> dict:
-    """Paired comparison of A and B from S seeds of (n,) per-image values on the same images (Dror et al. 2018,
-    Section 3; Wasserman 2004, Section 10.1): diff = mean_s d_s of the per-seed mean differences, with a
-    t interval on se_seeds (S >= 2, ``interval_basis`` "seeds") or a normal one on se_images (S = 1, "images").
-    Returns {"diff", "se_seeds", "se_images", "ci_low", "ci_high", "level", "interval_basis", "df", "verdict",
-    "higher_is_better", "n_seeds", "n_images", "diff_per_seed", "se_per_seed"} in input units.
+    """Paired comparison of A and B from S seeds of (n,) per-image values on the same images, with both error
+    sources: seeds and test images (a two-level design, delta_si = mu + a_s + b_i + e_si; Dror et al. 2018,
+    Section 3; Satterthwaite 1946). diff = mean of delta_si;
+    se^2 = se_seeds^2 + se_images^2 with se_seeds^2 = var_s(mean_i delta_si) / S and
+    se_images^2 = var_i(mean_s delta_si) / n (each counts the interaction once: conservative); a t interval with
+    Satterthwaite's df (S >= 2, ``interval_basis`` "seeds and images") or a normal one on se_images (S = 1,
+    "images": the seed variance is then unknown).
+    Returns {"diff", "se", "se_seeds", "se_images", "ci_low", "ci_high", "level", "interval_basis", "df",
+    "verdict", "higher_is_better", "n_seeds", "n_images", "diff_per_seed", "se_per_seed"} in input units.
     Raises ValueError for unpaired seeds, no seeds, arrays not 1-D or of different lengths, n < 2, non-finite
     values or a level outside (0, 1)."""
     level = _check_level(level, "paired_difference")
@@ -121,25 +125,25 @@ def paired_difference(a_per_seed: Sequence[np.ndarray], b_per_seed: Sequence[np.
                 raise ValueError(f"paired_difference: {name} seed {s} image {int(bad[0])} is not finite "
                                  f"({x[bad[0]]!r}); {bad.size} non-finite value(s)")
 
-    d = np.empty(s_count)
-    se = np.empty(s_count)
-    for s in range(s_count):
-        delta = a_arrs[s] - b_arrs[s]
-        d[s] = delta.mean()
-        se[s] = delta.std(ddof=1) / math.sqrt(n)
+    delta = np.stack(a_arrs) - np.stack(b_arrs)                     # (S, n)
+    d = delta.mean(axis=1)
+    se = delta.std(axis=1, ddof=1) / math.sqrt(n)
     diff = float(d.mean())
-    se_images = float(math.sqrt(float(np.sum(se ** 2))) / s_count)
+    se_images = float(delta.mean(axis=0).std(ddof=1) / math.sqrt(n))
     if s_count >= 2:
         se_seeds = float(d.std(ddof=1) / math.sqrt(s_count))
-        df = s_count - 1
-        half = _t_quantile(level, df) * se_seeds
-        basis = "seeds"
+        se_total = math.sqrt(se_seeds ** 2 + se_images ** 2)
+        denom = se_seeds ** 4 / (s_count - 1) + se_images ** 4 / (n - 1)
+        df = float(se_total ** 4 / denom) if denom > 0 else float(s_count - 1)
+        half = _t_quantile(level, df) * se_total
+        basis = "seeds and images"
     else:
-        se_seeds, df = None, None
+        se_seeds, df, se_total = None, None, se_images
         half = _normal_quantile(level) * se_images
         basis = "images"
     ci_low, ci_high = diff - half, diff + half
-    return {"diff": diff, "se_seeds": se_seeds, "se_images": se_images, "ci_low": ci_low, "ci_high": ci_high,
+    return {"diff": diff, "se": se_total, "se_seeds": se_seeds, "se_images": se_images, "ci_low": ci_low,
+            "ci_high": ci_high,
             "level": level, "interval_basis": basis, "df": df,
             "verdict": _verdict(ci_low, ci_high, bool(higher_is_better)),
             "higher_is_better": bool(higher_is_better), "n_seeds": s_count, "n_images": int(n),
@@ -162,7 +166,7 @@ def paired_difference_scalar(a_per_seed: Sequence[float], b_per_seed: Sequence[f
     d = a - b
     s_count = int(d.size)
     diff = float(d.mean())
-    out = {"diff": diff, "se_seeds": None, "se_images": None, "ci_low": None, "ci_high": None, "level": level,
+    out = {"diff": diff, "se": None, "se_seeds": None, "se_images": None, "ci_low": None, "ci_high": None, "level": level,
            "interval_basis": None, "df": None, "verdict": "inconclusive (one seed)",
            "higher_is_better": bool(higher_is_better), "n_seeds": s_count, "n_images": None,
            "diff_per_seed": [float(x) for x in d], "se_per_seed": None}
@@ -170,7 +174,7 @@ def paired_difference_scalar(a_per_seed: Sequence[float], b_per_seed: Sequence[f
         se_seeds = float(d.std(ddof=1) / math.sqrt(s_count))
         half = _t_quantile(level, s_count - 1) * se_seeds
         ci_low, ci_high = diff - half, diff + half
-        out.update(se_seeds=se_seeds, ci_low=ci_low, ci_high=ci_high, interval_basis="seeds", df=s_count - 1,
+        out.update(se=se_seeds, se_seeds=se_seeds, ci_low=ci_low, ci_high=ci_high, interval_basis="seeds", df=s_count - 1,
                    verdict=_verdict(ci_low, ci_high, bool(higher_is_better)))
     return out
 

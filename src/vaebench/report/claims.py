@@ -17,7 +17,7 @@ REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED = "reproduced", "not reprod
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED)
 # Columns of reports/claims.csv, in order.
 COLUMNS = ["claim_id", "claim", "dataset", "model_a", "model_b", "metric", "expected", "diff", "ci_low",
-           "ci_high", "level", "n_seeds", "se_seeds", "se_images", "n_images", "published_a", "published_b",
+           "ci_high", "level", "n_seeds", "se", "se_seeds", "se_images", "n_images", "published_a", "published_b",
            "published_diff", "published_source", "verdict", "reason", "lk_not_converged", "source", "note"]
 # Our comparison metric -> (published metric of vaebench.report.published, sign turning it into ours).
 PUBLISHED_METRIC = {"nll": ("nll_nats", 1.0), "elbo": ("neg_elbo_nats", -1.0), "fid": ("fid", 1.0),
@@ -33,7 +33,19 @@ class EqualWithin(BaseModel):
     equal_within: PositiveFloat
 
 
-Expectation = Union[Literal["better", "worse"], EqualWithin]
+class NonInferior(BaseModel):
+    """A claim that A is not worse than B by more than ``noninferior`` in the metric's units (one-sided)."""
+
+    model_config = ConfigDict(extra="forbid")
+    noninferior: PositiveFloat
+
+
+Expectation = Union[Literal["better", "worse"], EqualWithin, NonInferior]
+Precondition = Literal["learned_sigma_converged", "geco_settled", "lk_converged", "not_collapsed", "fid_informative"]
+# Which compared metrics a precondition gates (None: every metric of the claim).
+GATES: dict[str, tuple[str, ...] | None] = {"learned_sigma_converged": None, "geco_settled": None,
+                                            "lk_converged": ("nll", "nll_discretised"), "not_collapsed": None,
+                                            "fid_informative": ("fid",)}
 
 
 class Comparison(BaseModel):
@@ -66,12 +78,15 @@ class Comparison(BaseModel):
 
 
 class Claim(BaseModel):
-    """One claim of a paper: its text, source, an optional note (protocol caveats) and its comparisons."""
+    """One claim of a paper: its text, source, an optional note (protocol caveats), the datasets the source states
+    it for (``scope``; None: any), the preconditions its evidence needs (``requires``) and its comparisons."""
 
     model_config = ConfigDict(extra="forbid")
     claim: str = Field(min_length=1)
     source: str = Field(min_length=1)
     note: str | None = None
+    scope: list[str] | None = None
+    requires: list[Precondition] = Field(default_factory=list)
     comparisons: list[Comparison] = Field(min_length=1)
 
 
@@ -113,9 +128,11 @@ def load_claims(path: str | os.PathLike = paths.CLAIMS, catalogue: set[str] | No
 
 
 def expected_text(expectation: Expectation) -> str:
-    """What the claim says of A - B, as text: 'A better', 'A worse' or '|A - B| <= m'."""
+    """What the claim says of A - B, as text: 'A better', 'A worse', '|A - B| <= m' or 'A not worse by > m'."""
     if isinstance(expectation, EqualWithin):
         return f"|A - B| <= {expectation.equal_within:g}"
+    if isinstance(expectation, NonInferior):
+        return f"A not worse by more than {expectation.noninferior:g}"
     return f"A {expectation}"
 
 
@@ -125,6 +142,12 @@ def verdict(expectation: Expectation, row: dict) -> str:
     if not row["compared"]:
         return NOT_TESTED
     lo, hi = row["ci_low"], row["ci_high"]
+    if isinstance(expectation, NonInferior):
+        if lo is None or hi is None:
+            return INCONCLUSIVE
+        m = expectation.noninferior
+        worst, best = (lo, hi) if row["higher_is_better"] else (-hi, -lo)     # A's advantage over B
+        return REPRODUCED if worst > -m else NOT_REPRODUCED if best < -m else INCONCLUSIVE
     if isinstance(expectation, EqualWithin):
         m = expectation.equal_within
         if lo is None or hi is None:
@@ -178,6 +201,63 @@ def _pairs(comp: Comparison, dataset: str, models: list[str], records: dict[str,
     return out
 
 
+def _g(value) -> str:
+    """A number in 3-4 significant digits, 'n/a' for None."""
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def _model_text(model: str, seeds: list) -> str:
+    return f"{model} seed{'s' if len(seeds) > 1 else ''} {', '.join(str(x) for x in seeds)}"
+
+
+def failed_precondition(name: str, dataset: str, models: tuple[str, str], metric: str, diagnostics,
+                        cells: dict[str, dict[int, object]]) -> str | None:
+    """Why precondition ``name`` fails for ``models`` on ``dataset`` (with the numbers), or None when it holds or
+    does not gate ``metric``; read from the report's diagnostics (:mod:`vaebench.report.flags`)."""
+    from vaebench.report import flags
+
+    gates = GATES[name]
+    if gates is not None and metric not in gates:
+        return None
+    if name == "learned_sigma_converged":
+        bad = [e for e in diagnostics.sigma if e["dataset"] == dataset and e["model"] in models and not e["converged"]]
+        return None if not bad else "learned sigma not converged: " + "; ".join(
+            f"{e['model']} seed {e['seed']}: log sigma {_g(e['log_sigma'])} vs its optimum 1/2 log MSE "
+            f"{_g(e['optimum'])} (|difference| > {e['tolerance']:g})" if e["difference"] is not None else
+            f"{e['model']} seed {e['seed']}: no test MSE recorded" for e in bad)
+    if name == "geco_settled":
+        bad = [e for e in diagnostics.geco if e["dataset"] == dataset and e["model"] in models and not e["settled"]]
+        return None if not bad else "GECO not settled: " + "; ".join(
+            f"{e['model']} seed {e['seed']} ({e['state']}): {'; '.join(e['reasons'])}" for e in bad)
+    if name == "lk_converged":
+        column = "L_k_discretised" if metric == "nll_discretised" else "L_k"
+        bad = [diagnostics.lk_entry(dataset, m, column) for m in models if diagnostics.not_converged(dataset, m, column)]
+        return None if not bad else "L_k not converged: " + "; ".join(
+            f"{e['model']}: L_k - L_(k/10) = {_g(e['gap_nats'])} > {_g(e['tolerance_nats'])} nats (k = {e['iwae_k']})"
+            for e in bad)
+    if name == "not_collapsed":
+        bad: dict[str, list] = {}
+        for e in diagnostics.collapse:
+            if e["dataset"] == dataset and e["model"] in models and e["collapsed"]:
+                bad.setdefault(e["model"], []).append(e)
+        return None if not bad else "posterior collapsed (0 active units): " + "; ".join(
+            f"{_model_text(m, [e['seed'] for e in es])} (test KL {_g(es[0]['kl'])} nats)" for m, es in bad.items())
+    if name == "fid_informative":
+        clf = next((e for e in diagnostics.classifier if e["dataset"] == dataset), None)
+        if clf is not None and clf.get("ok") is False:
+            return (f"FID not informative: the classifier's test accuracy {_g(clf['test_accuracy'])} < "
+                    f"{clf['threshold']:g}")
+        ref = next((e for e in diagnostics.fid_floor if e["dataset"] == dataset), {})
+        blur = ref.get("blurred")
+        fids = {m: [c.record.get("fid_classifier") for c in cells[m].values()] for m in models}
+        means = {m: sum(v) / len(v) for m, v in fids.items() if v and all(flags.is_number(x) for x in v)}
+        if blur is not None and len(means) == 2 and all(v >= blur for v in means.values()):
+            return ("FID not informative: both models score no better than the blurred held-out images "
+                    f"(FID {blur:.4g}): " + ", ".join(f"{m} {v:.4g}" for m, v in means.items()))
+        return None
+    raise KeyError(name)
+
+
 def check_claims(claims: dict[str, Claim], inputs: list, datasets: list[str], models: list[str],
                  diagnostics=None) -> list[dict]:
     """Every claim on every dataset: the rows of ``reports/claims.csv`` (keys :data:`COLUMNS`, in claim, dataset,
@@ -186,8 +266,10 @@ def check_claims(claims: dict[str, Claim], inputs: list, datasets: list[str], mo
     Raises:
         ValueError: two compared models were evaluated on different test images.
     """
+    from vaebench.report.flags import diagnose
     from vaebench.report.paired import model_record
 
+    diagnostics = diagnostics if diagnostics is not None else diagnose(inputs, datasets, models)
     by_model: dict[tuple[str, str], dict[int, object]] = {}
     for c in inputs:
         by_model.setdefault((c.cell[0], c.cell[1]), {})[int(c.cell[2])] = c
@@ -203,13 +285,20 @@ def check_claims(claims: dict[str, Claim], inputs: list, datasets: list[str], mo
                         head = {"claim_id": cid, "claim": claim.claim, "dataset": d, "model_a": a, "model_b": b,
                                 "metric": metric, "expected": expected_text(expectation), "source": claim.source,
                                 "note": claim.note}
-                        if reason:
-                            rows.append(_empty(head, reason))
+                        why = reason
+                        if claim.scope is not None and d not in claim.scope and not why:
+                            why = f"outside the claim's scope: the source states it for {', '.join(claim.scope)}"
+                        if not why:
+                            failed = [f for f in (failed_precondition(p, d, (a, b), metric, diagnostics, cells)
+                                                  for p in claim.requires) if f]
+                            why = "; ".join(failed) or None
+                        if why:
+                            rows.append(_empty(head, why))
                             continue
                         base = pair_base(d, a, b, None, cells[a], cells[b])
                         row = compare_metric(base, metric, cells[a], cells[b], diagnostics)
                         rows.append({**head, **{k: row[k] for k in ("diff", "ci_low", "ci_high", "level", "n_seeds",
-                                                                     "se_seeds", "se_images", "n_images")},
+                                                                     "se", "se_seeds", "se_images", "n_images")},
                                      **_published(d, a, b, metric, train_k),
                                      "verdict": verdict(expectation, row), "reason": row["reason"],
                                      "lk_not_converged": ";".join(row["lk_not_converged"]) or None})

@@ -14,17 +14,24 @@ from vaebench.report.collect import CellData, fid_unavailable, is_number, summar
 GECO_C_FRACTION = 0.1        # |C_ma| above this fraction of kappa^2 (sse) or kappa (nll): not settled
 GECO_LAMBDA_CHANGE = 0.05    # relative change of lambda over the last epoch above this: not settled
 CLASSIFIER_MIN_ACCURACY = 0.99
+SIGMA_TOLERANCE = 0.1        # |log sigma - 1/2 log MSE| above this: a learned shared sigma has not converged
 _LAMBDA, _C_MA = spec.TRACKED["lambda"], spec.TRACKED["constraint"]
 
 RULES = {
     "lk_not_converged": ("mean over training seeds of the per-image mean of L_k - L_{k/10} (same importance "
                          "samples, nats/image) > lk_tolerance_nats: the bound -L_k has not converged and an "
                          "NLL difference may be bias of the bound."),
-    "geco_not_settled": (f"|C_ma| > {GECO_C_FRACTION:g} kappa^2 (constraint sse) or > {GECO_C_FRACTION:g} kappa "
-                         f"(constraint nll) at the end of training, or lambda changed by more than "
-                         f"{GECO_LAMBDA_CHANGE:.0%} over the last training epoch (training log; with one epoch, "
-                         "against lambda_init)."),
+    "geco_not_settled": (f"at the end of training C_ma > {GECO_C_FRACTION:g} kappa^2 (constraint sse; kappa for "
+                         "nll): the reconstruction target is not met; C_ma < -that: the constraint is inactive "
+                         "(over-satisfied, lambda -> 0: kappa is too loose to bind on this data); else lambda "
+                         f"changed by more than {GECO_LAMBDA_CHANGE:.0%} over the last training epoch (training "
+                         "log; with one epoch, against lambda_init): still moving."),
     "classifier_accuracy_low": f"test accuracy of the FID classifier below {CLASSIFIER_MIN_ACCURACY:g}.",
+    "learned_sigma_not_converged": (f"a learned shared sigma with |log sigma - 1/2 log MSE| > {SIGMA_TOLERANCE:g} at "
+                                    "the end of training, MSE the model's own test reconstruction error: sigma is "
+                                    "not its analytic optimum given the reconstructions (Rybkin et al. 2021, eq. 5)."),
+    "collapsed_posterior": "a model with 0 active units (posterior-mean variance <= 0.01 in every latent dimension) "
+                           "in some seed: z carries no information about x.",
     "fid_floor": ("FID of fid_floor_n held-out real images against the test-split statistics: the value of a "
                   "perfect model at this N (not a flag; shown next to every FID)."),
 }
@@ -105,20 +112,52 @@ def geco_status(inputs: list[CellData]) -> list[dict]:
         previous = trace[-2] if len(trace) >= 2 else (params.get("lambda_init") if trace else None)
         change = (abs(last / float(previous) - 1.0)
                   if last is not None and is_number(previous) and float(previous) != 0.0 else None)
-        reasons = []
-        if threshold is not None and abs(c_ma) > threshold:
-            bound = "kappa^2" if constraint == "sse" else "kappa"
-            reasons.append(f"|C_ma| = {abs(c_ma):.4g} > {GECO_C_FRACTION:g} {bound} = {threshold:.4g}")
-        if change is not None and change > GECO_LAMBDA_CHANGE:
+        reasons, state = [], "settled"
+        bound = "kappa^2" if constraint == "sse" else "kappa"
+        if threshold is not None and c_ma > threshold:
+            state = "not met"
+            reasons.append(f"C_ma = {c_ma:+.4g} > {GECO_C_FRACTION:g} {bound} = {threshold:.4g}: the reconstruction "
+                           "target is not met")
+        elif threshold is not None and c_ma < -threshold:
+            state = "inactive"
+            reasons.append(f"C_ma = {c_ma:+.4g} < -{GECO_C_FRACTION:g} {bound} = {-threshold:.4g}, lambda = "
+                           f"{lam:.3g}: the constraint is over-satisfied and does not bind (kappa too loose)")
+        elif change is not None and change > GECO_LAMBDA_CHANGE:
+            state = "moving"
             reasons.append(f"lambda changed by {change:.1%} over the last epoch ({float(previous):.4g} -> "
                            f"{last:.4g}) > {GECO_LAMBDA_CHANGE:.0%}")
         out.append({
             "dataset": c.cell[0], "model": c.cell[1], "seed": c.cell[2], "constraint": constraint,
             "kappa": float(kappa) if is_number(kappa) else None, "c_ma": c_ma, "c_ma_threshold": threshold,
             "lambda": lam, "lambda_previous": float(previous) if is_number(previous) else None,
-            "lambda_change": change, "settled": not reasons, "reasons": reasons,
+            "lambda_change": change, "state": state, "settled": state == "settled", "reasons": reasons,
         })
     return out
+
+
+def sigma_status(inputs: list[CellData]) -> list[dict]:
+    """Every cell with a learned shared sigma: {"dataset", "model", "seed", "log_sigma", "optimum" (1/2 log of its
+    test MSE), "difference", "tolerance", "converged"}, in the order of ``inputs``."""
+    out = []
+    for c in inputs:
+        rec = c.record
+        if rec.get("sigma_mode") != "learned_shared":
+            continue
+        log_sigma, mse = rec.get("log_sigma"), rec.get("test_mse")
+        optimum = 0.5 * math.log(mse) if is_number(mse) and mse > 0 else None
+        diff = log_sigma - optimum if is_number(log_sigma) and optimum is not None else None
+        out.append({"dataset": c.cell[0], "model": c.cell[1], "seed": c.cell[2], "log_sigma": log_sigma,
+                    "optimum": optimum, "difference": diff, "tolerance": SIGMA_TOLERANCE,
+                    "converged": diff is not None and abs(diff) <= SIGMA_TOLERANCE})
+    return out
+
+
+def collapse_status(inputs: list[CellData]) -> list[dict]:
+    """Every cell: {"dataset", "model", "seed", "active_units", "kl" (test KL, nats), "collapsed" (0 active
+    units)}, in the order of ``inputs``; cells without an active-unit count are left out."""
+    return [{"dataset": c.cell[0], "model": c.cell[1], "seed": c.cell[2], "active_units": int(c.record["active_units"]),
+             "kl": c.record.get("test_kl_nats"), "collapsed": int(c.record["active_units"]) == 0}
+            for c in inputs if is_number(c.record.get("active_units"))]
 
 
 def classifier_status(records: list[dict], datasets: list[str]) -> list[dict]:
@@ -149,6 +188,9 @@ def fid_floors(records: list[dict], datasets: list[str]) -> list[dict]:
         entry = {"dataset": d,
                  "floor": _first([r.get("fid_floor") for r in recs if is_number(r.get("fid_floor"))]),
                  "floor_n": _first([r.get("fid_floor_n") for r in recs]),
+                 "blurred": _first([r.get("fid_blurred_reference") for r in recs
+                                    if is_number(r.get("fid_blurred_reference"))]),
+                 "noise": _first([r.get("fid_noise_reference") for r in recs if is_number(r.get("fid_noise_reference"))]),
                  "fid_n": _first([r.get("fid_n") for r in recs])}
         reason = fid_unavailable(records, d)
         if reason is not None:
@@ -167,6 +209,8 @@ class Diagnostics:
     geco: list[dict] = field(default_factory=list)
     classifier: list[dict] = field(default_factory=list)
     fid_floor: list[dict] = field(default_factory=list)
+    sigma: list[dict] = field(default_factory=list)
+    collapse: list[dict] = field(default_factory=list)
 
     def lk_entry(self, dataset: str, model: str, column: str = "L_k") -> dict | None:
         """The :func:`lk_status` entry of one dataset x model x column (None when there is none)."""
@@ -183,7 +227,8 @@ def diagnose(inputs: list[CellData], datasets: list[str], models: list[str]) -> 
     """Every diagnostic of the cells ``inputs`` (see docs/report.md for the rules)."""
     records = [c.record for c in inputs]
     return Diagnostics(lk=lk_status(inputs, datasets, models), geco=geco_status(inputs),
-                       classifier=classifier_status(records, datasets), fid_floor=fid_floors(records, datasets))
+                       classifier=classifier_status(records, datasets), fid_floor=fid_floors(records, datasets),
+                       sigma=sigma_status(inputs), collapse=collapse_status(inputs))
 
 
 def flags_json(diag: Diagnostics) -> dict:
@@ -195,5 +240,7 @@ def flags_json(diag: Diagnostics) -> dict:
         "lk_not_converged": [e for e in diag.lk if not e["converged"]],
         "geco_not_settled": [e for e in diag.geco if not e["settled"]],
         "classifier_accuracy_low": [e for e in diag.classifier if e["ok"] is False],
+        "learned_sigma_not_converged": [e for e in diag.sigma if not e["converged"]],
+        "collapsed_posterior": [e for e in diag.collapse if e["collapsed"]],
         "fid_floor": list(diag.fid_floor),
     }

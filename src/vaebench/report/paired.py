@@ -122,7 +122,7 @@ def _check_same_images(dataset: str, pairs: list[tuple[CellData, CellData]]) -> 
 
 
 def _stats_keys(result: dict | None) -> dict:
-    keys = ("diff", "se_images", "se_seeds", "ci_low", "ci_high", "level", "interval_basis", "df", "n_seeds",
+    keys = ("diff", "se", "se_images", "se_seeds", "ci_low", "ci_high", "level", "interval_basis", "df", "n_seeds",
             "n_images", "verdict", "diff_per_seed", "se_per_seed")
     if result is None:
         return {k: None for k in keys} | {"verdict": NOT_COMPARED, "level": LEVEL}

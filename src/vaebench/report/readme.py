@@ -107,7 +107,7 @@ def _diff_text(row: dict | None) -> str:
         reason = str(row.get("reason") or "")
         return "not compared: " + ("not a density" if "normalised density" in reason else
                                    "different data" if "data spaces" in reason else reason)
-    se = row["se_seeds"] if row["se_seeds"] is not None else row["se_images"]
+    se = row.get("se")
     text = f"{row['diff']:.2f}" + (f" ± {se:.2f}" if se is not None else "")
     verdict = f"{row['better']} better" if row.get("better") else row["verdict"]
     flag = " (L_k not converged)" if row.get("lk_not_converged") else ""
@@ -116,7 +116,7 @@ def _diff_text(row: dict | None) -> str:
 
 def comparisons_table(metrics: dict) -> str:
     """Markdown table of the paired comparisons of a reports/metrics.json, one line per pair: A, B, the component that
-    differs, A - B ± SE (over seeds; over images with one seed) and the verdict for the test NLL and the FID."""
+    differs, A - B ± SE (over seeds and test images) and the verdict for the test NLL and the FID."""
     pairs: dict[tuple, dict] = {}
     for row in metrics.get("comparisons", []):
         key = (row["dataset"], row["model_a"], row["model_b"], row["axis"])
@@ -162,7 +162,7 @@ def sections(study, metrics_path: str | Path = paths.REPORT_METRICS,
     pairs = comparisons_table(metrics)
     if pairs:
         results += ("\n\nPaired comparisons of the models that differ in one component (A - B over the seeds "
-                    "both have and the same test images; ± SE over seeds; the verdict names a model only when "
+                    "both have and the same test images; ± SE over seeds and test images; the verdict names a model only when "
                     "the 95% CI excludes 0; lower NLL and FID are better):\n\n" + pairs)
     from vaebench.seeds import protocol_table
 

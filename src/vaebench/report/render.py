@@ -190,8 +190,8 @@ def _paired(doc: Document, dataset: str, comparisons: list[dict]) -> None:
         doc.paragraph("No two models of this dataset differ in exactly one component.")
         return
     doc.paragraph("A - B over the seeds both models have and, for NLL and ELBO, over the same test images; SE "
-                  "over seeds covers image sampling and training randomness, SE over images the image sampling "
-                  "alone. The verdict names the better model when the 95% CI excludes 0, else 'inconclusive': "
+                  "combines both error sources: SE over seeds (training randomness) and SE over images (which "
+                  "test images were drawn; every seed sees the same ones). The verdict names the better model when the 95% CI excludes 0, else 'inconclusive': "
                   "a difference inside the noise is not a ranking.")
     if not table.empty:
         doc.table(table)

@@ -172,6 +172,8 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     for suffix, col in likelihood.items():
         values.update(_likelihood_values(suffix, col))
     values["lk_converged"] = values["lk_gap_nats"] <= ecfg.lk_tolerance_nats
+    if "sse" in est:
+        values.update({"test_sse": float(est["sse"].mean()), "test_mse": float(est["sse"].mean()) / dim})
     values.update(_latent_values(latent))
     values.update(_fid_values(ecfg, fids, fid_draws, fid_unavailable, ref, inception, fid_inception))
     values.update(_classifier_values(classifier, cls_metrics))
@@ -213,7 +215,8 @@ def _likelihood_values(suffix: str, col: dict) -> dict:
 def _latent_values(latent: dict) -> dict:
     """The record fields of :func:`vaebench.metrics.latent.latent_analysis`'s summary."""
     return {"latent_rate_nats": latent["rate_nats"], "latent_marginal_kl_nats": latent["marginal_kl_nats"],
-            "latent_mutual_info_nats": latent["mutual_info_nats"], "latent_log_n_nats": latent["log_n_nats"],
+            "latent_mutual_info_nats": latent["mutual_info_nats"],
+            "latent_mutual_info_saturated": latent["mutual_info_saturated"], "latent_log_n_nats": latent["log_n_nats"],
             "active_units": latent["active_units"], "latent_n": latent["n_images"]}
 
 
@@ -228,6 +231,7 @@ def _fid_values(ecfg, fids: list, fid_draws, fid_unavailable, ref: dict, incepti
         "fid_classifier_per_seed": fids if fids else None, "fid_classifier_draws": fid_draws,
         "fid_classifier_unavailable": fid_unavailable, "fid_n": ecfg.fid_n, "fid_seeds": ecfg.fid_seeds,
         "fid_floor": ref.get("floor_fid"), "fid_floor_n": ref.get("floor_n"), "fid_reference": reference,
+        "fid_blurred_reference": ref.get("blurred_fid"), "fid_noise_reference": ref.get("noise_fid"),
         "fid_inception": fid_inception, "fid_inception_n": ecfg.fid_n if inception["computed"] else None,
         "fid_inception_reference_n": inception.get("n_reference"), "fid_inception_status": inception["status"],
     }

@@ -10,7 +10,7 @@ from vaebench.atomic import atomic_path
 from vaebench.device import pick_device
 from vaebench.config import Study
 from vaebench.data.prepared import load_prepared
-from vaebench.metrics.references import fixed_subset, study_inception_weights
+from vaebench.metrics.references import blurred, fixed_subset, study_inception_weights, uniform_noise_images
 from vaebench.seeds import stream_seed
 
 
@@ -38,10 +38,14 @@ def run(study: Study, dataset: str) -> dict:
         split = "val" if len(data["x_val"]) >= 2 else "train"
         pool = data[f"x_{split}"]
         idx = fixed_subset(len(pool), ecfg.fid_n, stream_seed(ecfg.seed, "fid_floor_subset"))
-        floor = fid_from_statistics((mu, sigma), classifier_features(classifier, torch.from_numpy(pool[idx]),
-                                                                     device, ecfg.batch_size))
-        out = {"available": True, "n_reference": int(len(data["x_test"])), "floor_fid": float(floor),
-               "floor_n": int(len(idx)), "floor_split": split}
+        held_out = pool[idx]
+        references = {"floor_fid": held_out, "blurred_fid": blurred(held_out),
+                      "noise_fid": uniform_noise_images(held_out.shape, stream_seed(ecfg.seed, "fid_noise"))}
+        out = {"available": True, "n_reference": int(len(data["x_test"])), "floor_n": int(len(idx)),
+               "floor_split": split}
+        for key, images in references.items():
+            out[key] = float(fid_from_statistics((mu, sigma), classifier_features(
+                classifier, torch.from_numpy(images), device, ecfg.batch_size)))
         with atomic_path(paths.FID_REFERENCE.format(dataset=dataset)) as tmp, open(tmp, "wb") as f:
             np.savez(f, mu=mu, sigma=sigma, **out)
 

@@ -283,6 +283,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     except BaseException:
         tracker.end("FAILED")
         raise
+    model.calibrate(x_train, tcfg.batch_size, generator(seed, "calibration"))
     train_seconds = time.perf_counter() - t0 - grid_seconds
 
     meta = {

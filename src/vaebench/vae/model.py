@@ -75,6 +75,20 @@ class VAE(nn.Module):
         """Call at the end of each training epoch."""
         self.likelihood.end_epoch()
 
+    @torch.no_grad()
+    def calibrate(self, x_uint8: torch.Tensor, batch_size: int, generator: torch.Generator) -> None:
+        """Set the likelihood's test-time state from one pass over uint8 images (N, C, H, W) with the current
+        weights in eval mode, one z ~ q(z|x) per image (an optimal shared sigma: sigma^2 = their MSE)."""
+        was_training = self.training
+        self.eval()
+        try:
+            for i in range(0, len(x_uint8), batch_size):
+                x = self.preprocess(x_uint8[i: i + batch_size], generator=generator)
+                self.forward_terms(x, accumulate=True, generator=generator)
+            self.likelihood.end_epoch()
+        finally:
+            self.train(was_training)
+
     def elbo_terms(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Single-sample ELBO, closed-form KL: {'elbo', 'recon' = -log p(x|z), 'kl'}, each (B,) nats."""
         terms = self.forward_terms(x, k=None, generator=generator)

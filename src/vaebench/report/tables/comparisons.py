@@ -34,6 +34,7 @@ def paired_table(dataset: str, rows: list[dict]) -> pd.DataFrame:
             "differs in": f"{r['axis']}: {r['value_a']} vs {r['value_b']}",
             "metric": f"{r['metric_label']}, {'higher' if r['higher_is_better'] else 'lower'} is better",
             "A - B": num(r["diff"], ".3g"),
+            "SE": num(r.get("se"), ".2g"),
             "SE (seeds)": num(r["se_seeds"], ".2g"),
             "SE (images)": num(r["se_images"], ".2g"),
             f"{LEVEL:.0%} CI of A - B": ci,

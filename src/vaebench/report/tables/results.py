@@ -169,7 +169,8 @@ def latent_table(dataset: str, models: list[str], aggregate: dict, frame: pd.Dat
 def fid_table(dataset: str, models: list[str], aggregate: dict, frame: pd.DataFrame) -> pd.DataFrame:
     """FID per model: of decoder means, mean ± 95% CI over training seeds (each seed's value is itself the mean over
     ``fid_seeds`` sample seeds); its spread over sample seeds (std, mean over training seeds); the FID of draws x ~
-    p(x|z); the dataset's floor (real held-out images) and N; the Inception FID of the first sample seed against
+    p(x|z); the dataset's floor (real held-out images) and N, the same images blurred and uniform noise scored the
+    same way (the scale of the feature space); the Inception FID of the first sample seed against
     the whole test split with both N, or why it was not computed."""
     agg = aggregate.get(dataset, {})
     rows = []
@@ -187,6 +188,8 @@ def fid_table(dataset: str, models: list[str], aggregate: dict, frame: pd.DataFr
             "FID, draws x ~ p(x|z)": format_ci(a.get("fid_classifier_draws"), ".2f"),
             "floor (N real images)": (f"{floor} ({unique(sub, 'fid_floor_n')})" if floor != "n/a" else
                                       "unavailable" if unavailable else "n/a"),
+            "same images blurred (5x5)": num((a.get("fid_blurred_reference") or {}).get("mean"), ".2f"),
+            "uniform noise": num((a.get("fid_noise_reference") or {}).get("mean"), ".2f"),
             "N (samples)": unique(sub, "fid_n"),
             "Inception FID (N samples / N test)": (
                 f"{format_ci(a.get('fid_inception'), '.2f')} ({unique(sub, 'fid_inception_n')} / "

@@ -127,9 +127,9 @@ class GaussianOptimalShared(Gaussian):
     """sigma*^2 = MSE over the whole batch (all images, samples and pixels): the maximum-likelihood variance
     given the mean (the paper's eq. 5 writes sigma* = MSE; the variance is the MSE). Not detached.
 
-    In eval mode sigma^2 is the mean of the last training epoch's batch MSEs, frozen by ``end_epoch``
-    (buffer ``eval_mse``; before any ``end_epoch`` the current batch MSE is used), so a test number is a
-    normalised density of the test image.
+    In eval mode sigma^2 is ``eval_mse``, the pooled MSE of the images seen since the last ``end_epoch`` (after
+    training: one pass over the training images with the final weights, ``VAE.calibrate``); before any
+    ``end_epoch`` the current batch MSE is used. A test number is then a normalised density of the test image.
     """
 
     name = "gaussian_optimal_shared"
@@ -138,16 +138,17 @@ class GaussianOptimalShared(Gaussian):
 
     def __init__(self, log_sigma_min: float = -6.0):
         super().__init__(log_sigma_min)
-        self.register_buffer("mse_sum", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("mse_count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("sse_sum", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("element_count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("eval_mse", torch.full((), -1.0, dtype=torch.float64))
 
     def log_sigma(self, x, out, accumulate=False):
-        mse = (x - self.mean(out)).pow(2).mean()
+        sq = (x - self.mean(out)).pow(2)
+        mse = sq.mean()
         if accumulate:
             with torch.no_grad():
-                self.mse_sum += mse.detach().double()
-                self.mse_count += 1
+                self.sse_sum += sq.detach().double().sum()
+                self.element_count += sq.numel()
         if not self.training and self.eval_mse > 0:
             mse = self.eval_mse.to(out.dtype)
         return softclip(0.5 * torch.log(mse), self.log_sigma_min)
@@ -158,11 +159,11 @@ class GaussianOptimalShared(Gaussian):
         return softclip(0.5 * torch.log(self.eval_mse.to(out.dtype)), self.log_sigma_min)
 
     def end_epoch(self):
-        """Freeze the mean of this epoch's training batch MSEs as ``eval_mse`` and reset the sums."""
-        if self.mse_count > 0:
-            self.eval_mse.copy_(self.mse_sum / self.mse_count)
-            self.mse_sum.zero_()
-            self.mse_count.zero_()
+        """Freeze the pooled MSE since the last call as ``eval_mse`` and reset the sums."""
+        if self.element_count > 0:
+            self.eval_mse.copy_(self.sse_sum / self.element_count)
+            self.sse_sum.zero_()
+            self.element_count.zero_()
 
     def tracked_scalars(self):
         if self.eval_mse > 0:
