@@ -40,7 +40,7 @@ class LinearGaussianVAE:
         log_lik = torch.distributions.Normal(decoded, self.sigma).log_prob(x.flatten(1)).sum(-1)
         return log_lik, torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
 
-    def forward_terms(self, x, k=None, x_uint8=None, generator=None):
+    def forward_terms(self, x, k=None, x_uint8=None, generator=None, need_sse=False):
         q = self.posterior(x)
         eps = torch.randn((k or 1, *q.mean.shape), generator=generator, dtype=D64)
         z = q.mean + eps @ torch.linalg.cholesky(self.S).T

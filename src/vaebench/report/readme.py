@@ -130,6 +130,31 @@ def comparisons_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def study_text(study) -> str:
+    """The study's protocol as Markdown bullets, from its validated settings: the grid, training (per dataset) and
+    evaluation sizes, so that no count in the README is written by hand."""
+    from vaebench.dag import STAGES
+
+    c = study.config
+    n_cells = len(study.cells())
+    sizes = {"dataset": len(study.dataset_names), "model": len(study.model_names), "seed": len(study.seeds)}
+    jobs = sum(math.prod(sizes[a] for a in s.over) for s in STAGES.values())
+    lines = [f"- grid: {len(study.model_names)} models x {len(study.dataset_names)} datasets "
+             f"({', '.join(study.dataset_names)}) x {len(study.seeds)} seeds = {n_cells} cells ({jobs} jobs)"]
+    for d in study.dataset_names:
+        data = study.config.datasets[d].model_dump(exclude_none=True)
+        shown = ", ".join(f"{k} {v}" for k, v in data.items() if k.startswith(("max_", "n_")))
+        cell = study.cell(d, study.model_names[0], study.seeds[0])
+        epochs = f"{cell.train.epochs} epoch{'s' if cell.train.epochs != 1 else ''}"
+        lines.append(f"- {d}: {epochs}, batch {cell.train.batch_size}, Adam lr {cell.train.lr:g}"
+                     + (f" ({shown})" if shown else ""))
+    e = c.evaluate
+    lines.append(f"- evaluation: {e.n_images if e.n_images else 'all'} test images per estimate (all of a smaller "
+                 f"test split), L_k with k = {e.iwae_k}, latent analysis on {e.latent_n}, FID on {e.fid_n} samples "
+                 f"x {e.fid_seeds} sample seeds; the FID classifier trains {c.classifier.epochs} epochs")
+    return "\n".join(lines)
+
+
 def verdicts_table(claims_path: str | Path = paths.REPORT_CLAIMS) -> str:
     """Markdown of the verdict table (:func:`vaebench.report.tables.comparisons.verdict_table`) of a reports/claims.csv,
     preceded by the count of each verdict."""
@@ -167,7 +192,7 @@ def sections(study, metrics_path: str | Path = paths.REPORT_METRICS,
     from vaebench.seeds import protocol_table
 
     return {"components": components_table(), "verdicts": verdicts_table(claims_path), "results": results,
-            "seeds": protocol_table()}
+            "seeds": protocol_table(), "study": study_text(study)}
 
 
 def render(text: str, generated: dict[str, str]) -> str:
