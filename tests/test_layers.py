@@ -45,8 +45,9 @@ def direct_imports(module: str) -> set[str]:
             base = module.split(".") if is_pkg else module.split(".")[:-1]
             target = ".".join(base[: len(base) - node.level + 1] + [node.module or ""]) if node.level else node.module
             target = target.rstrip(".")
-            names = [f"{target}.{a.name}" if module_file(f"{target}.{a.name}", SRC / "vaebench") else target
-                     for a in node.names]
+            # `from pkg import sub` runs pkg/__init__.py first: an edge to the package as well as to the submodule
+            names = [target] + [f"{target}.{a.name}" for a in node.names
+                                if module_file(f"{target}.{a.name}", SRC / "vaebench")]
         else:
             continue
         for name in names:

@@ -7,9 +7,8 @@ import os
 import numpy as np
 
 from vaebench.atomic import atomic_path
-from vaebench.data import fetch
 from vaebench.data.common import Prepared
-from vaebench.data.fetch import missing_mirror_files
+from vaebench.data.fetch import missing_mirror_files, resolve_source
 from vaebench.data.image_folder import ImageFolderConfig, prepare_image_folder
 from vaebench.data.sources import SOURCES
 from vaebench.registry import StrictConfig
@@ -65,7 +64,7 @@ def prepare_dataset(name: str, cfg: StrictConfig | dict | None, out_path: str | 
     source = SOURCES[name]
     settings = _settings(source.config, cfg)
     cfg = settings.model_dump(mode="json")
-    folder, where = fetch.resolve_source(source, mirror, raw_dir, settings)
+    folder, where = resolve_source(source, mirror, raw_dir, settings)
     if mirror is not None:
         missing = missing_mirror_files(source, folder, settings)
         if missing is not None:

@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
 
 from vaebench import paths
-from vaebench.report import published
+import vaebench.report.published as published
 from vaebench.metrics import spec
 from vaebench.report.paired import COMPARED_AXES, compare_metric, pair_base, single_axis_pairs
 
@@ -214,7 +214,7 @@ def failed_precondition(name: str, dataset: str, models: tuple[str, str], metric
                         cells: dict[str, dict[int, object]]) -> str | None:
     """Why precondition ``name`` fails for ``models`` on ``dataset`` (with the numbers), or None when it holds or
     does not gate ``metric``; read from the report's diagnostics (:mod:`vaebench.report.flags`)."""
-    from vaebench.report import flags
+    from vaebench.report.collect import is_number
 
     gates = GATES[name]
     if gates is not None and metric not in gates:
@@ -250,7 +250,7 @@ def failed_precondition(name: str, dataset: str, models: tuple[str, str], metric
         ref = next((e for e in diagnostics.fid_floor if e["dataset"] == dataset), {})
         blur = ref.get("blurred")
         fids = {m: [c.record.get("fid_classifier") for c in cells[m].values()] for m in models}
-        means = {m: sum(v) / len(v) for m, v in fids.items() if v and all(flags.is_number(x) for x in v)}
+        means = {m: sum(v) / len(v) for m, v in fids.items() if v and all(is_number(x) for x in v)}
         if blur is not None and len(means) == 2 and all(v >= blur for v in means.values()):
             return ("FID not informative: both models score no better than the blurred held-out images "
                     f"(FID {blur:.4g}): " + ", ".join(f"{m} {v:.4g}" for m, v in means.items()))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from vaebench.report import protocol
+import vaebench.report.protocol as protocol
 from vaebench.report.format import unique
 from vaebench.report.tables import comparisons as comparison_tables, diagnostics as flag_text, results
 from vaebench.report.figures import DatasetFigures

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from vaebench.report import published
+import vaebench.report.published as published
 from vaebench.report.collect import LEVEL
 from vaebench.report.format import CI_TEXT, format_ci, missing, num, plain, rows_of, unique
 
