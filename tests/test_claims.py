@@ -25,7 +25,7 @@ def _record(model: str, seed: int, posterior: str = "diagonal", likelihood: str 
             "architecture_params": {}, "posterior": posterior, "posterior_params": {}, "likelihood": likelihood,
             "likelihood_params": {}, "objective": objective, "objective_params": {}, "data_space": space,
             "valid_density": valid, "fid_classifier": fid, "lk_tolerance_nats": 1.0, "iwae_k": 100,
-            "active_units": 5, "test_kl_nats": 20.0}
+            "active_units": 5, "test_kl_nats": 20.0, "epochs": 5000}
 
 
 def _cell(model: str, seed: int, shift: float, record: dict) -> CellData:
@@ -231,14 +231,21 @@ def test_a_failed_precondition_gives_not_tested_with_the_model_and_numbers(tmp_p
     assert "test accuracy 0.9889 < 0.99" in low_accuracy["fid"]["reason"]
 
 
-def test_scope_and_non_inferiority(tmp_path):
-    """A claim outside its scope is not tested; non-inferiority passes a slightly worse A inside the margin and
-    fails one far outside it."""
+def test_scope_protocol_and_non_inferiority(tmp_path):
+    """A claim outside its scope, or on models trained below the source's epochs, is not tested; non-inferiority
+    passes a slightly worse A inside the margin and fails one far outside it."""
     records = {"a": _record("a", 0), "b": _record("b", 0)}
     scoped = _claim(tmp_path, "    scope: [svhn]\n    comparisons:\n      - {a: a, b: b, metrics: {nll: better}}\n")
     (row,) = claims.check_claims(scoped, _study_cells({"a": -5.0, "b": 0.0}, records), ["mnist"], ["a", "b"])
     assert row["verdict"] == claims.NOT_TESTED and row["reason"] == \
         "outside the claim's scope: the source states it for svhn"
+    short = _claim(tmp_path, "    min_epochs: 15\n    comparisons:\n      - {a: a, b: b, metrics: {nll: better}}\n")
+    few = {"a": {**records["a"], "epochs": 1}, "b": records["b"]}
+    (row,) = claims.check_claims(short, _study_cells({"a": -5.0, "b": 0.0}, few), ["mnist"], ["a", "b"])
+    assert row["verdict"] == claims.NOT_TESTED and row["reason"] == \
+        "trained below the source's protocol (15 epochs): a 1 epoch"
+    (row,) = claims.check_claims(short, _study_cells({"a": -5.0, "b": 0.0}, records), ["mnist"], ["a", "b"])
+    assert row["verdict"] == claims.REPRODUCED
     noninf = _claim(tmp_path, "    comparisons:\n      - {a: a, b: b, metrics: {nll: {noninferior: 5.0}}}\n")
     for shift, want in ((1.0, claims.REPRODUCED), (-3.0, claims.REPRODUCED), (20.0, claims.NOT_REPRODUCED)):
         (row,) = claims.check_claims(noninf, _study_cells({"a": shift, "b": 0.0}, records), ["mnist"], ["a", "b"])

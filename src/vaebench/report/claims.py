@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
 from vaebench import paths
 import vaebench.report.published as published
@@ -79,13 +79,16 @@ class Comparison(BaseModel):
 
 class Claim(BaseModel):
     """One claim of a paper: its text, source, an optional note (protocol caveats), the datasets the source states
-    it for (``scope``; None: any), the preconditions its evidence needs (``requires``) and its comparisons."""
+    it for (``scope``; None: any), the epochs of the source's training protocol (``min_epochs``: every compared
+    model must have trained at least that long), the other preconditions its evidence needs (``requires``) and
+    its comparisons."""
 
     model_config = ConfigDict(extra="forbid")
     claim: str = Field(min_length=1)
     source: str = Field(min_length=1)
     note: str | None = None
     scope: list[str] | None = None
+    min_epochs: PositiveInt | None = None
     requires: list[Precondition] = Field(default_factory=list)
     comparisons: list[Comparison] = Field(min_length=1)
 
@@ -258,6 +261,20 @@ def failed_precondition(name: str, dataset: str, models: tuple[str, str], metric
     raise KeyError(name)
 
 
+def short_training(min_epochs: int | None, models: tuple[str, str], cells: dict[str, dict[int, object]]) -> str | None:
+    """Why the compared models were not trained to the source's protocol (fewer than ``min_epochs`` epochs in some
+    seed), with the epochs each had; None when they were or no protocol is given."""
+    if min_epochs is None:
+        return None
+    short = {}
+    for m in models:
+        epochs = sorted({int(c.record["epochs"]) for c in cells[m].values() if c.record.get("epochs") is not None})
+        if not epochs or epochs[0] < min_epochs:
+            short[m] = "/".join(map(str, epochs)) or "unknown"
+    return None if not short else ("trained below the source's protocol (" + f"{min_epochs} epochs): " +
+                                   ", ".join(f"{m} {e} epoch{'s' if e != '1' else ''}" for m, e in short.items()))
+
+
 def check_claims(claims: dict[str, Claim], inputs: list, datasets: list[str], models: list[str],
                  diagnostics=None) -> list[dict]:
     """Every claim on every dataset: the rows of ``reports/claims.csv`` (keys :data:`COLUMNS`, in claim, dataset,
@@ -289,8 +306,10 @@ def check_claims(claims: dict[str, Claim], inputs: list, datasets: list[str], mo
                         if claim.scope is not None and d not in claim.scope and not why:
                             why = f"outside the claim's scope: the source states it for {', '.join(claim.scope)}"
                         if not why:
-                            failed = [f for f in (failed_precondition(p, d, (a, b), metric, diagnostics, cells)
-                                                  for p in claim.requires) if f]
+                            failed = [short_training(claim.min_epochs, (a, b), cells)]
+                            failed += [failed_precondition(p, d, (a, b), metric, diagnostics, cells)
+                                       for p in claim.requires]
+                            failed = [f for f in failed if f]
                             why = "; ".join(failed) or None
                         if why:
                             rows.append(_empty(head, why))
