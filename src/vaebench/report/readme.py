@@ -166,8 +166,9 @@ def verdicts_table(claims_path: str | Path = paths.REPORT_CLAIMS) -> str:
     table = verdict_table(rows)
     lines = ["| " + " | ".join(render.md_cell(c) for c in table.columns) + " |", "|---" * len(table.columns) + "|"]
     lines += ["| " + " | ".join(render.md_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return (verdict_counts(rows) + " (reproduced: the 95% interval over seeds excludes 0 on the claimed "
-            "side; inconclusive: it covers 0; not reproduced: it excludes 0 on the other side).\n\n"
+    return (verdict_counts(rows) + " (superiority: reproduced when the 95% interval over seeds and test images "
+            "excludes 0 on the claimed side, inconclusive when it covers 0, not reproduced when it excludes 0 on "
+            "the other side; non-inferiority and equivalence by their margins; not tested: the reason).\n\n"
             + "\n".join(lines))
 
 
