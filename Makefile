@@ -20,12 +20,17 @@ $(DVC_TEMPLATE): src/vaebench/dev/dvc_template.py | $(VENV)/.installed
 
 install: $(VENV)/.installed $(DVC_TEMPLATE)
 
+# A study other than the default: make run STUDY=studies/taming_table1.yaml (make repro likewise, with its generated
+# DVC pipeline pipelines/<study>/dvc.yaml).
+STUDY ?= params.yaml
+PIPELINE := $(if $(filter params.yaml,$(STUDY)),dvc.yaml,pipelines/$(basename $(notdir $(STUDY)))/dvc.yaml)
+
 run: install
-	$(VENV)/bin/snakemake --cores all
+	$(VENV)/bin/snakemake --cores all --configfile $(STUDY)
 
 repro: install
-	$(VENV)/bin/python -m vaebench validate > /dev/null
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/dvc repro
+	$(VENV)/bin/python -m vaebench validate --params $(STUDY) > /dev/null
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/dvc repro $(PIPELINE)
 
 test: install
 	$(VENV)/bin/python -m pytest

@@ -12,4 +12,13 @@ report: paths.WORKFLOW_DESCRIPTION
 
 rule all:
     input:
-        dag.REPORT_OUTPUTS,
+        [in_study(p) for p in dag.REPORT_OUTPUTS],
+
+
+onsuccess:
+    print(f"vaebench: study {STUDY.name} is complete. Its report: {in_study(paths.REPORT_HTML)} (every study: "
+          f"{paths.INDEX_HTML}, refreshed by `python -m vaebench readme`).\n"
+          f"  snakemake --report {in_study(paths.SNAKEMAKE_REPORT)} --configfile {STUDY_FILE}\n"
+          f"  dvc plots show {in_study(paths.REPORT_PLOTS)}; dvc metrics show {in_study(paths.REPORT_METRICS)}\n"
+          f"  mlflow ui --backend-store-uri sqlite:///mlflow.db, then open the experiment '{STUDY.name}' with "
+          f"?workflowType=machine_learning (its Runs table)")

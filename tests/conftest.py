@@ -23,7 +23,7 @@ def tiny_params(models=TINY_MODELS, seeds=(0,), datasets=("mnist",)) -> dict:
     """The default study shrunk to seconds: a real-MNIST subset (and the other ``datasets`` of the default
     study, Frey Face being small already), one epoch, small k and N. ``models`` is a list of catalogue names (no
     overrides) or a mapping name -> override."""
-    with open(REPO / "params.yaml") as f:
+    with open(REPO / "studies" / "smoke.yaml") as f:
         params = yaml.safe_load(f)
     params["study"] = "tiny"
     params["models"] = dict(models) if isinstance(models, dict) else {m: {} for m in models}
@@ -38,9 +38,11 @@ def tiny_params(models=TINY_MODELS, seeds=(0,), datasets=("mnist",)) -> dict:
     return params
 
 
-def write_random_prepared(root: Path, n_train: int = 64, n_val: int = 16, n_test: int = 16) -> Path:
-    """A prepared 'mnist' of random uint8 28x28 'images' (label 0) under ``root`` at ``paths.PREPARED``, for tests
-    of the training loop that need no real digits; returns its path."""
+def write_random_prepared(root: Path, n_train: int = 64, n_val: int = 16, n_test: int = 16,
+                          study: str = "tiny") -> Path:
+    """A prepared 'mnist' of random uint8 28x28 'images' (label 0) under ``root`` at ``paths.PREPARED`` of
+    ``study`` (default: :func:`tiny_params`' study), for tests of the training loop that need no real digits;
+    returns its path."""
     import json
 
     import numpy as np
@@ -51,19 +53,19 @@ def write_random_prepared(root: Path, n_train: int = 64, n_val: int = 16, n_test
     arrays = {f"x_{s}": rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8)
               for s, n in (("train", n_train), ("val", n_val), ("test", n_test))}
     arrays.update({f"y_{s}": np.zeros(len(arrays[f"x_{s}"]), dtype=np.int64) for s in ("train", "val", "test")})
-    out = root / paths.PREPARED.format(dataset="mnist")
+    out = root / paths.PREPARED.format(study=study, dataset="mnist")
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, meta=np.array(json.dumps({"dataset": "mnist"})), **arrays)
     return out
 
 
 def make_workspace(root: Path, params: dict, git: bool = False) -> Path:
-    """A copy of the pipeline definition (Snakefile, dvc.yaml, catalogue, workflow/, profiles/, src/) with
-    ``params``. Commands run in it import the package from the copy (see ``env``)."""
+    """A copy of the pipeline definition (Snakefile, dvc.yaml, catalogue, workflow/, profiles/, studies/,
+    pipelines/, src/) with ``params``. Commands run in it import the package from the copy (see ``env``)."""
     root.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "dvc.yaml", "catalogue.yaml", "claims.yaml", ".dvcignore"):
         shutil.copy2(REPO / name, root / name)
-    for name in ("workflow", "profiles"):
+    for name in ("workflow", "profiles", "studies", "pipelines"):
         shutil.copytree(REPO / name, root / name)
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -32,6 +32,8 @@ import torch
 import vaebench.atomic
 from vaebench import paths
 
+STUDY = "atomic"   # the study whose output paths the scenarios write (every output lives under its study's name)
+
 
 class Halfway(Exception):
     """Raised by the fake writers after they wrote part of the file."""
@@ -91,7 +93,7 @@ def _interrupted(dest: Path, rewrite: Callable[[], None], wrote: list) -> list[s
 # One scenario per kind of output: write an earlier version with the production function, then fail halfway.
 
 def npz_prepared(tmp_path: Path, monkeypatch) -> list[str]:
-    """npz: ``vaebench.data.prepare_dataset`` writing ``data/prepared/mnist.npz`` (``np.savez``)."""
+    """npz: ``vaebench.data.prepare_dataset`` writing ``data/studies/<study>/prepared/mnist.npz`` (``np.savez``)."""
     from vaebench.data import SOURCES, idx, prepare
 
     (tmp_path / "mirror" / "mnist").mkdir(parents=True)   # resolve_source runs for real and finds the folder
@@ -106,7 +108,7 @@ def npz_prepared(tmp_path: Path, monkeypatch) -> list[str]:
                   "test_labels": rng.randint(0, 10, 10).astype(np.uint8)}
         return lambda name, folder: (arrays, {"stub": f"seed{seed}"})
 
-    dest = tmp_path / paths.PREPARED.format(dataset="mnist")
+    dest = tmp_path / paths.PREPARED.format(study=STUDY, dataset="mnist")
 
     def run():
         prepare.prepare_dataset("mnist", {"n_validation": 5}, dest, mirror=tmp_path / "mirror")
@@ -127,7 +129,7 @@ def npz_per_image(tmp_path: Path, monkeypatch) -> list[str]:
     from vaebench.stages import evaluate
 
     monkeypatch.chdir(tmp_path)
-    out = paths.cell_paths("mnist", "vae_bernoulli", 0)
+    out = paths.cell_paths(STUDY, "mnist", "vae_bernoulli", 0)
 
     def run(arrays):
         # src/vaebench/stages/evaluate.py, run():
@@ -148,7 +150,7 @@ def checkpoint(tmp_path: Path, monkeypatch) -> list[str]:
     """checkpoint: ``vaebench.checkpoint.save_checkpoint`` (``torch.save``)."""
     from vaebench.checkpoint import save_checkpoint
 
-    dest = tmp_path / paths.CHECKPOINT.format(dataset="mnist", model="vae_bernoulli", seed=0)
+    dest = tmp_path / paths.CHECKPOINT.format(study=STUDY, dataset="mnist", model="vae_bernoulli", seed=0)
     torch.manual_seed(0)
     save_checkpoint(dest, torch.nn.Linear(4, 3), {"epochs": 1, "history": [{"epoch": 1}]})
     assert torch.load(dest, weights_only=True)["epochs"] == 1
@@ -180,7 +182,7 @@ def csv_train_log(tmp_path: Path, monkeypatch) -> list[str]:
     from vaebench.stages import train
 
     monkeypatch.chdir(tmp_path)
-    out = paths.cell_paths("mnist", "vae_bernoulli", 0)
+    out = paths.cell_paths(STUDY, "mnist", "vae_bernoulli", 0)
 
     def run(history):
         # src/vaebench/stages/train.py, train_cell():
@@ -201,7 +203,7 @@ def csv_claims(tmp_path: Path, monkeypatch) -> list[str]:
     """CSV: the report's ``vaebench.report.claims.write_claims_csv`` (``DataFrame.to_csv``)."""
     from vaebench.report.claims import COLUMNS, write_claims_csv
 
-    dest = tmp_path / paths.REPORT_CLAIMS
+    dest = tmp_path / paths.REPORT_CLAIMS.format(study=STUDY)
     row = lambda i: {c: f"{c}-{i}" for c in COLUMNS}  # noqa: E731
     write_claims_csv([row(0)], dest)
     wrote = []
@@ -227,7 +229,7 @@ def json_metrics(tmp_path: Path, monkeypatch) -> list[str]:
     """JSON: ``vaebench.atomic.write_json`` writing metrics.json (its file write, ``Path.write_text``)."""
     from vaebench.atomic import write_json
 
-    dest = tmp_path / paths.METRICS.format(dataset="mnist", model="vae_bernoulli", seed=0)
+    dest = tmp_path / paths.METRICS.format(study=STUDY, dataset="mnist", model="vae_bernoulli", seed=0)
     write_json(dest, {"test_elbo_nats": -100.0, "seed": 0})
     wrote = []
     with monkeypatch.context() as mp:
@@ -244,7 +246,7 @@ def png_figure(tmp_path: Path, monkeypatch) -> list[str]:
     from vaebench.report import figures
 
     plt = figures._pyplot()
-    dest = tmp_path / paths.REPORT_FIGURES / "mnist_validation_curves.png"
+    dest = tmp_path / paths.REPORT_FIGURES.format(study=STUDY) / "mnist_validation_curves.png"
 
     def run(values):
         fig, ax = plt.subplots(figsize=(2, 2))
@@ -276,7 +278,7 @@ def png_samples(tmp_path: Path, monkeypatch) -> list[str]:
     from vaebench.stages import evaluate
 
     monkeypatch.chdir(tmp_path)
-    out = paths.cell_paths("mnist", "vae_bernoulli", 0)
+    out = paths.cell_paths(STUDY, "mnist", "vae_bernoulli", 0)
 
     def run(first_samples, nrow):
         # src/vaebench/stages/evaluate.py, run():
@@ -302,7 +304,7 @@ def png_samples(tmp_path: Path, monkeypatch) -> list[str]:
 
 
 def report_html(tmp_path: Path, monkeypatch) -> list[str]:
-    """The report: ``vaebench.report.build_report`` writing reports/index.html (Jinja2-rendered) with
+    """The report: ``vaebench.report.build_report`` writing reports/<study>/index.html (Jinja2-rendered) with
     ``vaebench.atomic.write_text``, on the fake one-cell study of test_report.py."""
     import test_report as fake   # tests/ is on sys.path (pytest's rootdir conftest)
     from vaebench.report import build_report
@@ -311,7 +313,7 @@ def report_html(tmp_path: Path, monkeypatch) -> list[str]:
     fake._write_study()
     study = fake._study(models=["vae_bernoulli"], seeds=[0])
     build_report(study)
-    dest = tmp_path / paths.REPORT_HTML
+    dest = tmp_path / paths.REPORT_HTML.format(study=study.name)
     assert dest.read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
     wrote = []
     with monkeypatch.context() as mp:

@@ -40,16 +40,23 @@ pytestmark = pytest.mark.mirror("mnist")
 
 MODELS = ["vae_bernoulli", "sigma_vae_optimal"]
 PARAMS = tiny_params(models=MODELS, seeds=(0, 1))
-PREPARED = Path(paths.PREPARED.format(dataset="mnist"))
-CELL = paths.cell_paths("mnist", "vae_bernoulli", 0)
+STUDY = PARAMS["study"]
+PREPARED = Path(paths.PREPARED.format(study=STUDY, dataset="mnist"))
+CELL = paths.cell_paths(STUDY, "mnist", "vae_bernoulli", 0)
 CKPT = CELL["checkpoint"]
-PREPARE_HINT = ("delete it and rerun its prepare job: `snakemake --force data/prepared/mnist.npz` (Snakemake) or "
-                "`dvc repro -f -s prepare@mnist` (DVC)")
+def rerun_hint(stage: str, target: str, dvc_stage: str) -> str:
+    """The advice that ends each message: the job that rewrites ``target``, with either engine."""
+    return (f"delete it and rerun its {stage} job: `snakemake --force {target}` (Snakemake; with --configfile <its "
+            f"study file>) or `dvc repro -f -s {dvc_stage}` (DVC; for a study under studies/, `dvc repro -f -s "
+            f"pipelines/<study>/dvc.yaml:{dvc_stage}`)")
+
+
+PREPARE_HINT = rerun_hint("prepare", PREPARED.as_posix(), "prepare@mnist")
 
 
 def train_hint(model: str = "vae_bernoulli", seed: int = 0) -> str:
-    return (f"delete it and rerun its train job: `snakemake --force data/train/mnist/{model}/seed{seed}/model.pt` "
-            f"(Snakemake) or `dvc repro -f -s train@mnist-{model}-{seed}` (DVC)")
+    target = paths.CHECKPOINT.format(study=STUDY, dataset="mnist", model=model, seed=seed)
+    return rerun_hint("train", target, f"train@mnist-{model}-{seed}")
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +72,16 @@ def base(tmp_path_factory) -> Path:
 
 
 def workspace(tmp: Path, base: Path, params: dict = PARAMS) -> Path:
-    """A copy of ``base``'s data (prepared file, checkpoint, log) with the files the CLI reads, plus an earlier
-    metrics file of the cell (the evaluate stage must leave it alone when it fails)."""
+    """A copy of ``base``'s study data (prepared file, checkpoint, log) with the files the CLI reads, plus an
+    earlier metrics file of the cell (the evaluate stage must leave it alone when it fails). The shared store
+    (data/shared) is left out: with it the prepare stage would copy the stored file instead of reading the mirror
+    these tests damage."""
     import yaml
 
     ws = tmp / "ws"
-    shutil.copytree(base / "data", ws / "data")
+    store = Path(paths.SHARED).parts[1]
+    shutil.copytree(base / "data", ws / "data",
+                    ignore=lambda d, names: [store] if Path(d) == base / "data" else [])
     for name in ("catalogue.yaml", "claims.yaml"):
         shutil.copy2(REPO / name, ws / name)
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -284,7 +295,7 @@ def test_checkpoint_of_another_cell_is_refused(base, tmp_path, model, seed):
     from vaebench.stages import evaluate
 
     ws = workspace(tmp_path, base)
-    target = paths.cell_paths("mnist", model, seed)["checkpoint"]
+    target = paths.cell_paths(STUDY, "mnist", model, seed)["checkpoint"]
     (ws / target).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(ws / CKPT, ws / target)
     before = snapshot(ws)
@@ -298,7 +309,7 @@ def test_checkpoint_of_another_cell_is_refused(base, tmp_path, model, seed):
 
 def test_cli_evaluate_on_checkpoint_of_another_model(base, tmp_path):
     ws = workspace(tmp_path, base)
-    target = paths.cell_paths("mnist", "sigma_vae_optimal", 0)["checkpoint"]
+    target = paths.cell_paths(STUDY, "mnist", "sigma_vae_optimal", 0)["checkpoint"]
     target_ws = ws / target
     target_ws.parent.mkdir(parents=True)
     shutil.copy2(ws / CKPT, target_ws)

@@ -1,4 +1,4 @@
-"""The HTML report seen in a real browser: reports/index.html opened offline in headless Chromium.
+"""The HTML report seen in a real browser: reports/<study>/index.html opened offline in headless Chromium.
 
 A fake study (the fixtures of tests/test_report.py) is reported on in a tmp dir; its index.html is loaded
 from a ``file://`` URL with every network request refused, a full-page screenshot is taken, and the page
@@ -66,7 +66,7 @@ def _report_helpers():
 
 @pytest.fixture(scope="module")
 def report_html(tmp_path_factory) -> Path:
-    """reports/index.html of the fake 1 dataset x 5 models x 3 seeds study of test_report.py."""
+    """reports/<study>/index.html of the fake 1 dataset x 5 models x 3 seeds study of test_report.py."""
     helpers = _report_helpers()
     root = tmp_path_factory.mktemp("browser_study")
     with pytest.MonkeyPatch.context() as mp:
@@ -74,7 +74,7 @@ def report_html(tmp_path_factory) -> Path:
         helpers._write_study()
         result = build_report(helpers._study())
     html = root / result["index_html"]
-    assert html == root / paths.REPORT_HTML and html.is_file()
+    assert html == root / paths.REPORT_HTML.format(study=helpers.STUDY) and html.is_file()
     return html
 
 

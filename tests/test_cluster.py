@@ -47,6 +47,8 @@ PROFILE_FILE = REPO / PROFILE / "config.yaml"
 SNAKEMAKE = str(BIN / "snakemake")
 # metrics.json fields that differ between two runs of the same cell (wall times, the MLflow run)
 RUN_FIELDS = {"train_seconds", "eval_seconds", "mlflow_run_id"}
+SHARED_STORE = paths.SHARED.split("{", 1)[0].rstrip("/")     # data/shared: the shared store (vaebench.shared)
+STUDY = tiny_params()["study"]      # the study of every run here: its outputs (and logs) live under its name
 
 
 def n_jobs(stage: dag.Stage, params: dict) -> int:
@@ -98,7 +100,7 @@ def test_dry_run_plans_every_job_with_its_stage_resources(tmp_path):
     $VAEBENCH_SLURM_PARTITION; the SLURM plugin's own submit-string code turns them into the sbatch flags."""
     params = tiny_params(seeds=(0, 1))
     ws = make_workspace(tmp_path / "ws", params)
-    (ws / "studies").mkdir()
+    (ws / "studies").mkdir(exist_ok=True)
     (ws / "studies/tiny.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     e = env(tmp_path, ws, VAEBENCH_SLURM_PARTITION="testpart")
     e.pop("VAEBENCH_SLURM_ACCOUNT", None)
@@ -147,20 +149,21 @@ def test_dry_run_plans_every_job_with_its_stage_resources(tmp_path):
 # 2. Every job runs on its own, from its declared inputs only
 
 def check_outputs(ws: Path, params: dict) -> None:
-    summary = pd.read_csv(ws / paths.SUMMARY_CSV)
+    study = params["study"]
+    summary = pd.read_csv(ws / paths.SUMMARY_CSV.format(study=study))
     assert sorted(summary["model"]) == sorted(params["models"])
     for col in ("test_elbo_nats", "test_nll_iwae_nats", "fid_classifier"):
         assert summary[col].map(math.isfinite).all(), col
-    report_metrics = json.loads((ws / paths.REPORT_METRICS).read_text())
+    report_metrics = json.loads((ws / paths.REPORT_METRICS.format(study=study)).read_text())
     assert report_metrics
-    html = (ws / paths.REPORT_HTML).read_text()
+    html = (ws / paths.REPORT_HTML.format(study=study)).read_text()
     assert all(m in html for m in params["models"])
     for rel in dag.REPORT_OUTPUTS:
-        assert (ws / rel).exists(), rel
+        assert (ws / rel.format(study=study)).exists(), rel
 
 
 def cell_results(ws: Path, dataset: str, model: str, seed: int) -> tuple[dict, dict]:
-    cell = paths.cell_paths(dataset, model, seed)
+    cell = paths.cell_paths(STUDY, dataset, model, seed)
     metrics = json.loads((ws / cell["metrics"]).read_text())
     with np.load(ws / cell["per_image"]) as z:
         arrays = {k: z[k] for k in z.files}
@@ -220,11 +223,13 @@ def test_every_job_runs_detached_from_its_declared_inputs(cluster_study):
         assert seen["cwd"] == job["scratch"] != str(ws)
         assert {k for k in seen["environ"] if not k.startswith(fake_cluster.KEEP_PREFIXES)} <= allowed_env
         assert seen["environ"]["PYTHONPATH"] == str(Path(job["scratch"]) / "src")
-        # its scratch held no data but its declared inputs (and then its outputs)
+        # its scratch held no data but its declared inputs (and then its outputs); the shared store (data/shared,
+        # vaebench.shared) is never copied in: what is there the job added itself, a cache entry keyed by content
         scratch = Path(job["scratch"])
         declared = job_files(job)
+        store = scratch / SHARED_STORE
         for f in (scratch / "data").rglob("*"):
-            if f.is_file():
+            if f.is_file() and not f.is_relative_to(store):
                 rel = f.relative_to(scratch).as_posix()
                 assert any(rel == d or rel.startswith(d + "/") for d in declared), (job["rule"], rel)
         for rel in job["input"]:
@@ -250,15 +255,16 @@ def test_cluster_results_equal_a_local_run(cluster_study):
     for stage in ("prepare", "classifier", "fid_reference"):
         for template in dag.STAGES[stage].outs.values():
             for d in params["datasets"]:
-                rel = template.format(dataset=d)
+                rel = template.format(study=params["study"], dataset=d)
                 (local / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(ws / rel, local / rel)
     # one model's cells: a second model would add ~15 s on 2 cores (the cluster run covers both)
     model = next(iter(params["models"]))
     cells = [(d, model, s) for d in params["datasets"] for s in params["seeds"]]
-    targets = [str(paths.cell_paths(*c)["metrics"]) for c in cells]
+    targets = [str(paths.cell_paths(params["study"], *c)["metrics"]) for c in cells]
     run([SNAKEMAKE, "--cores", "2", *targets], local, env=env(tmp, local), timeout=300)
-    assert sorted(p.name for p in (local / "logs").iterdir()) == ["evaluate", "train"]   # only the cells ran
+    assert sorted(p.name for p in (local / "logs").iterdir()) == [params["study"]]
+    assert sorted(p.name for p in (local / "logs" / params["study"]).iterdir()) == ["evaluate", "train"]  # only the cells ran
     for c in cells:
         cluster_metrics, cluster_arrays = cell_results(ws, *c)
         local_metrics, local_arrays = cell_results(local, *c)
@@ -278,8 +284,8 @@ def test_an_undeclared_input_fails_on_the_fake_cluster(cluster_study):
     with open(ws / "src/vaebench/dag.py", "a") as f:
         f.write('\nSTAGES["evaluate"].deps.pop("classifier")\n')
     cell = ("mnist", next(iter(params["models"])), params["seeds"][0])
-    target = str(paths.cell_paths(*cell)["metrics"])
+    target = str(paths.cell_paths(params["study"], *cell)["metrics"])
     proc = cluster_run(tmp, ws, tmp / "cluster-undeclared", target, "--forcerun", "evaluate", check=False)
     assert proc.returncode != 0
-    log = ws / dag.STAGES["evaluate"].log().format(dataset=cell[0], model=cell[1], seed=cell[2])
-    assert "data/classifier/mnist.pt" in log.read_text()
+    log = ws / dag.STAGES["evaluate"].log().format(study=params["study"], dataset=cell[0], model=cell[1], seed=cell[2])
+    assert paths.CLASSIFIER.format(study=params["study"], dataset="mnist") in log.read_text()

@@ -15,7 +15,7 @@ CATALOGUE = REPO / "catalogue.yaml"
 
 @pytest.fixture()
 def raw():
-    with open(REPO / "params.yaml") as f:
+    with open(REPO / "studies" / "smoke.yaml") as f:      # the tests' fast study (the old default)
         return yaml.safe_load(f)
 
 
@@ -71,7 +71,7 @@ def test_deep_merge():
 
 
 @pytest.mark.parametrize("mutate, expected", [
-    (lambda p: p["train"].update(epochz=3), "bad.yaml: unknown key 'train.epochz' (allowed: epochs, batch_size, lr, per_dataset)"),
+    (lambda p: p["train"].update(epochz=3), "bad.yaml: unknown key 'train.epochz' (allowed: epochs, batch_size, lr, test_curve, per_dataset)"),
     (lambda p: p["models"].update(no_such={}), "model 'no_such' at 'models' is not in the catalogue"),
     (lambda p: p["datasets"].update(imagenet={}), "invalid key 'imagenet' at 'datasets': Input should be 'mnist'"),
     (lambda p: p["train"].update(lr=-1.0), "invalid value at 'train.lr': -1.0: Input should be greater than 0"),

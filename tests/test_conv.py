@@ -246,7 +246,7 @@ def test_study_validation_checks_every_dataset_size(tmp_path):
     catalogue.write_text(yaml.safe_dump({"models": {
         "net_conv28": entry({"name": "conv28"}), "net_conv": entry({"name": "conv"}),
         "net_dcgan": entry(DCGAN)}}))
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = yaml.safe_load((REPO / "studies" / "smoke.yaml").read_text())
     raw["datasets"] = {d: raw["datasets"].get(d, {}) for d in ("mnist", "frey_face")}
     bad = {**copy.deepcopy(raw), "models": {"net_conv": {}, "net_conv28": {}}}
     with pytest.raises(ConfigError) as err:

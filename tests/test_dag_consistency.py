@@ -33,13 +33,16 @@ def snakemake_jobs(ws: Path, tmp_path: Path) -> dict[frozenset, dict]:
 
 
 def dvc_jobs(ws: Path) -> dict[frozenset, dict]:
-    """{outputs: {rule, deps, args}} of every stage of dvc.yaml, as DVC itself resolves them."""
+    """{outputs: {rule, deps, args}} of every stage of dvc.yaml (the workspace's study; the other studies'
+    pipelines under pipelines/ are left out), as DVC itself resolves them."""
     from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
 
     jobs = {}
     with Repo(str(ws)) as repo:
         for stage in repo.index.stages:
+            if Path(stage.path).resolve() != (ws / paths.DVC_YAML).resolve():
+                continue
             outs = frozenset(Path(o.def_path).as_posix() for o in stage.outs)
             deps = {Path(d.def_path).as_posix() for d in stage.deps if not isinstance(d, ParamsDependency)}
             cmd = shlex.split(stage.cmd)
@@ -75,7 +78,7 @@ def test_both_engines_plan_the_same_jobs(tmp_path):
         assert {f for folder in folders for f in grid if f.startswith(folder + "/")} == grid
         assert all(any(f.startswith(folder + "/") for f in grid) for folder in folders)
     # and both are the paths.py templates over the grid
-    assert frozenset({paths.CHECKPOINT.format(dataset="mnist", model="rho_vae", seed=3),
-                      paths.TRAIN_LOG.format(dataset="mnist", model="rho_vae", seed=3)}) in smk
+    cell = dict(study=params["study"], dataset="mnist", model="rho_vae", seed=3)
+    assert frozenset({paths.CHECKPOINT.format(**cell), paths.TRAIN_LOG.format(**cell)}) in smk
 
 

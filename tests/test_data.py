@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import MIRROR
+from vaebench import paths
 from vaebench.data import SOURCES, DataIntegrityError, parse_idx, prepare_dataset
 from vaebench.data.prepared import iterate_minibatches, load_prepared, to_device_uint8
 
@@ -175,14 +176,15 @@ def test_cli_corrupted_mirror_fails_cleanly(tmp_path):
     raw[5000] ^= 0xFF
     (folder / f"{name}.gz").unlink()
     (folder / f"{name}.gz").write_bytes(gzip.compress(bytes(raw), compresslevel=1))
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    params = tiny_params()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "catalogue.yaml").write_text((REPO / "catalogue.yaml").read_text())
     proc = subprocess.run([sys.executable, "-m", "vaebench", "prepare", "--dataset", "mnist", "--mirror", str(folder.parent)],
                           cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 1, proc.stderr
     assert "DataIntegrityError" in proc.stderr and name in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "data" / "prepared" / "mnist.npz").exists()
+    assert not (tmp_path / paths.PREPARED.format(study=params["study"], dataset="mnist")).exists()
 
 
 def test_a_missing_mirror_skips_locally_and_fails_where_it_is_required(monkeypatch):

@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from conftest import BIN, REPO, env, in_process_study, make_workspace, run, tiny_params
+from vaebench import paths
 from vaebench.config import load_catalogue, validate_study
 from vaebench.metrics.bounds import bits_per_dim
 
@@ -48,7 +49,7 @@ def evaluated(tmp_path_factory, mirror):
         for m in CATALOGUE_MODELS:
             train.run(study, "mnist", m, 0)
             evaluate.run(study, "mnist", m, 0)
-            cell = tmp / f"data/eval/mnist/{m}/seed0"
+            cell = tmp / paths.cell_paths(study.name, "mnist", m, 0)["metrics"].parent
             with np.load(cell / "per_image.npz") as z:
                 arrays = {k: z[k] for k in z.files}
             out[m] = (json.loads((cell / "metrics.json").read_text()), arrays)
@@ -123,10 +124,11 @@ def test_pipeline_fid_equals_an_independent_computation(evaluated):
 
     tmp, study, out = evaluated
     ecfg = study.config.evaluate
-    clf, _ = load_classifier(tmp / "data/classifier/mnist.pt")
-    x_test = load_prepared(tmp / "data/prepared/mnist.npz")["x_test"]
+    clf, _ = load_classifier(tmp / paths.CLASSIFIER.format(study=study.name, dataset="mnist"))
+    x_test = load_prepared(tmp / paths.PREPARED.format(study=study.name, dataset="mnist"))["x_test"]
     for name in ("vae_bernoulli", "sigma_vae"):
-        model, _ = load_checkpoint(tmp / f"data/train/mnist/{name}/seed0/model.pt", "cpu")
+        model, _ = load_checkpoint(tmp / paths.CHECKPOINT.format(study=study.name, dataset="mnist", model=name, seed=0),
+                                   "cpu")
         for s, reported in enumerate(out[name][0]["fid_classifier_per_seed"]):
             samples = prior_samples(model, ecfg.fid_n, stream_seed(ecfg.seed, "fid_samples", s), ecfg.batch_size)
             assert reported == pytest.approx(fid_classifier(clf, x_test, samples), rel=1e-6)
@@ -135,7 +137,7 @@ def test_pipeline_fid_equals_an_independent_computation(evaluated):
     # the reference sets: held-out images, the same blurred, uniform noise, scored the same way
     from vaebench.metrics.references import blurred, fixed_subset, uniform_noise_images
 
-    data = load_prepared(tmp / "data/prepared/mnist.npz")
+    data = load_prepared(tmp / paths.PREPARED.format(study=study.name, dataset="mnist"))
     held_out = data["x_val"][fixed_subset(len(data["x_val"]), ecfg.fid_n, stream_seed(ecfg.seed, "fid_floor_subset"))]
     m = out["vae_bernoulli"][0]
     assert m["fid_floor"] == pytest.approx(fid_classifier(clf, x_test, held_out), rel=1e-6)
@@ -239,7 +241,7 @@ def test_same_cell_twice_gives_identical_metrics(tmp_path, mirror):
         cell = ["--dataset", "mnist", "--model", "sigma_vae_optimal", "--seed", "0", "--threads", "1"]
         run(vb + ["train"] + cell, ws, env=env(tmp_path, ws))
         run(vb + ["evaluate"] + cell, ws, env=env(tmp_path, ws))
-        d = ws / "data/eval/mnist/sigma_vae_optimal/seed0"
+        d = ws / paths.cell_paths(params["study"], "mnist", "sigma_vae_optimal", 0)["metrics"].parent
         metrics = json.loads((d / "metrics.json").read_text())
         with np.load(d / "per_image.npz") as z:
             arrays = {k: z[k] for k in z.files}
@@ -278,11 +280,13 @@ def test_inception_fid_whole_path_with_random_init_weights(tmp_path, mirror, inc
 
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    model, _ = load_checkpoint(tmp_path / "data/train/mnist/vae_bernoulli/seed0/model.pt", "cpu")
+    model, _ = load_checkpoint(tmp_path / paths.CHECKPOINT.format(study=study.name, dataset="mnist", model="vae_bernoulli",
+                                                               seed=0), "cpu")
     samples = prior_samples(model, 6, stream_seed(study.config.evaluate.seed, "fid_samples"),
                             study.config.evaluate.batch_size)
     fake = torch.round(samples.clamp(0, 1) * 255).to(torch.uint8).expand(-1, 3, -1, -1)
-    real = torch.from_numpy(load_prepared(tmp_path / "data/prepared/mnist.npz")["x_test"]).expand(-1, 3, -1, -1)
+    prepared = tmp_path / paths.PREPARED.format(study=study.name, dataset="mnist")
+    real = torch.from_numpy(load_prepared(prepared)["x_test"]).expand(-1, 3, -1, -1)
     metric = FrechetInceptionDistance(feature=2048, normalize=False, antialias=False,
                                       feature_extractor_weights_path=str(inception_weights_file)).double()
     metric.update(real, real=True)

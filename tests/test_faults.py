@@ -16,8 +16,13 @@ import pandas as pd
 import pytest
 
 from conftest import BIN, env, make_workspace, run, tiny_params
+from vaebench import dag, paths
 
 pytestmark = [pytest.mark.mirror("mnist"), pytest.mark.pipeline]
+
+STUDY = tiny_params()["study"]                                   # every output of the study lives under its name
+EVAL_DIR, TRAIN_DIR, HISTORY_DIR = (paths.grid_folder(t).format(study=STUDY)
+                                    for t in (paths.METRICS, paths.CHECKPOINT, paths.TRAIN_LOG))
 
 
 def params() -> dict:
@@ -32,15 +37,15 @@ def results(ws: Path) -> dict:
     """Every number the study produced, timings (and MLflow run ids: each workspace has its own store) dropped: each cell's metrics.json and per-image arrays, the
     per-epoch logs, the summary table."""
     out = {}
-    for f in sorted((ws / "data/eval").rglob("metrics.json")):
+    for f in sorted((ws / EVAL_DIR).rglob("metrics.json")):
         out[str(f.relative_to(ws))] = {k: v for k, v in json.loads(f.read_text()).items()
                                       if "seconds" not in k and k != "mlflow_run_id"}
-    for f in sorted((ws / "data/eval").rglob("per_image.npz")):
+    for f in sorted((ws / EVAL_DIR).rglob("per_image.npz")):
         with np.load(f) as z:
             out[str(f.relative_to(ws))] = {k: z[k].tolist() for k in z.files}
-    for f in sorted((ws / "data/history").rglob("log.csv")):
+    for f in sorted((ws / HISTORY_DIR).rglob("log.csv")):
         out[str(f.relative_to(ws))] = pd.read_csv(f).drop(columns="seconds").astype(str).to_dict("list")
-    summary = pd.read_csv(ws / "reports/summary.csv")
+    summary = pd.read_csv(ws / paths.SUMMARY_CSV.format(study=STUDY))
     dropped = [c for c in summary.columns if "seconds" in c or c == "mlflow_run_id"]
     out["summary"] = summary.drop(columns=dropped).astype(str).to_dict("list")  # str: exact, and NaN == NaN
     return out
@@ -72,7 +77,7 @@ def kill_during_training(cmd: list[str], ws: Path, e: dict) -> Path:
     deadline = time.monotonic() + 300
     try:
         while True:
-            found = list((ws / "data/train").rglob("resume.pt")) if (ws / "data/train").is_dir() else []
+            found = list((ws / TRAIN_DIR).rglob("resume.pt")) if (ws / TRAIN_DIR).is_dir() else []
             if found:
                 break
             assert proc.poll() is None, f"{cmd} ended ({proc.returncode}) before any training epoch finished"
@@ -90,7 +95,7 @@ def test_snakemake_killed_mid_training_recovers(tmp_path, uninterrupted):
     e = env(tmp_path, ws)
     smk = [str(BIN / "snakemake"), "--cores", "2"]
     resume = kill_during_training(smk, ws, e)
-    cell = resume.parent.relative_to(ws / "data/train")  # <dataset>/<model>/seed<seed>
+    dataset, model, seed = resume.parent.relative_to(ws / TRAIN_DIR).parts  # <dataset>/<model>/seed<seed>
 
     # as a user meets it: the lock left by the killed run stops the next one, and says what to do
     locked = run(smk, ws, check=False, env=e)
@@ -101,9 +106,10 @@ def test_snakemake_killed_mid_training_recovers(tmp_path, uninterrupted):
     run([str(BIN / "snakemake"), "--unlock"], ws, env=e)
     # the profile's rerun-incomplete: jobs the kill interrupted are rerun, not trusted
     run(smk, ws, env=e)
-    log = (ws / f"logs/train/{cell}.log").read_text()
+    log = (ws / dag.STAGES["train"].log().format(study=STUDY, dataset=dataset, model=model,
+                                                  seed=seed.removeprefix("seed"))).read_text()
     assert "resuming after epoch" in log, log
-    assert not list((ws / "data/train").rglob("resume.pt"))
+    assert not list((ws / TRAIN_DIR).rglob("resume.pt"))
     assert_same(results(ws), uninterrupted)
     assert "Nothing to be done" in run(smk + ["-n"], ws, env=e).stdout
 
@@ -113,7 +119,7 @@ def test_dvc_repro_killed_mid_training_recovers(tmp_path, uninterrupted):
     e = env(tmp_path, ws)
     dvc = [str(BIN / "dvc"), "repro"]
     resume = kill_during_training(dvc, ws, e)
-    cell = str(resume.parent.relative_to(ws / "data/train")).replace("/seed", "-").replace("/", "-")
+    cell = str(resume.parent.relative_to(ws / TRAIN_DIR)).replace("/seed", "-").replace("/", "-")
 
     # DVC clears the killed process's stale locks itself, reruns every stage whose outputs do not match
     # dvc.lock, and the killed training job resumes
@@ -121,7 +127,7 @@ def test_dvc_repro_killed_mid_training_recovers(tmp_path, uninterrupted):
     assert "had been killed" in rerun.stderr
     assert f"Running stage 'train@{cell}'" in rerun.stdout
     assert "resuming after epoch" in rerun.stderr
-    assert not list((ws / "data/train").rglob("resume.pt"))
+    assert not list((ws / TRAIN_DIR).rglob("resume.pt"))
     assert_same(results(ws), uninterrupted)
-    status = run([str(BIN / "dvc"), "status"], ws, env=e).stdout
+    status = run([str(BIN / "dvc"), "status", paths.DVC_YAML], ws, env=e).stdout    # the study's pipeline (not pipelines/*)
     assert "up to date" in status, status

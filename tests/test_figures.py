@@ -23,6 +23,7 @@ from vaebench.report.figures import (DatasetFigures, fid_nll_data, image_layout,
                                      plot_rate_distortion, plot_training_curves, rate_distortion_data,
                                      training_columns, training_curve_data, write_figures)
 
+STUDY = "figures"   # the study whose cell grids the figures read (paths.cell_paths)
 DATASET = "mnist"
 MODELS = ["vae_bernoulli", "sigma_vae", "sigma_vae_per_image"]
 SEEDS = [0, 1]
@@ -69,7 +70,7 @@ def _write_grids(models=MODELS, seeds=SEEDS) -> None:
     """A 3-colour 20 x 20 samples grid and a 20 x 10 reconstruction grid per cell, under the cwd."""
     for i, m in enumerate(models):
         for s in seeds:
-            cell = paths.cell_paths(DATASET, m, s)
+            cell = paths.cell_paths(STUDY, DATASET, m, s)
             rng = np.random.RandomState(10 * i + s)
             for key, shape in (("samples_png", (20, 20)), ("recon_png", (20, 10))):
                 cell[key].parent.mkdir(parents=True, exist_ok=True)
@@ -84,8 +85,8 @@ def written(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         _write_grids()
-        first = write_figures(root / "a", [DATASET], MODELS, SEEDS, records, logs)
-        second = write_figures(root / "b", [DATASET], MODELS, SEEDS, records, logs)
+        first = write_figures(STUDY, root / "a", [DATASET], MODELS, SEEDS, records, logs)
+        second = write_figures(STUDY, root / "b", [DATASET], MODELS, SEEDS, records, logs)
     return first[DATASET], second[DATASET], root
 
 
@@ -145,7 +146,7 @@ def test_side_by_side_grids_keep_every_pixel(written):
     scale = image_layout({m: (20, 20) for m in MODELS}).scale
     assert scale > 1  # tiny grids are enlarged, by an integer factor
     for m in MODELS:
-        src = np.asarray(Image.open(root / paths.cell_paths(DATASET, m, SEEDS[0])["samples_png"]).convert("RGB"))
+        src = np.asarray(Image.open(root / paths.cell_paths(STUDY, DATASET, m, SEEDS[0])["samples_png"]).convert("RGB"))
         src = src.repeat(scale, axis=0).repeat(scale, axis=1)  # each image pixel a scale x scale block
         h, w = src.shape[:2]
         hits = [(y, x) for y in range(out.shape[0] - h + 1) for x in range(out.shape[1] - w + 1)
@@ -271,17 +272,17 @@ def test_training_curves_survive_missing_logs_and_nan_columns():
 
 
 def test_image_panels_and_layout(tmp_path, monkeypatch):
-    assert image_panels(DATASET, MODELS, 0, "recon")[1] == ("sigma_vae",
-                                                            paths.cell_paths(DATASET, "sigma_vae", 0)["recon_png"])
+    assert image_panels(STUDY, DATASET, MODELS, 0, "recon")[1] == ("sigma_vae",
+                                                            paths.cell_paths(STUDY, DATASET, "sigma_vae", 0)["recon_png"])
     with pytest.raises(ValueError):
-        image_panels(DATASET, MODELS, 0, "latents")
+        image_panels(STUDY, DATASET, MODELS, 0, "latents")
     layout = image_layout({m: (20, 30) for m in "abcdefg"}, max_width_px=100)
     assert layout.scale == 256 // 30 and layout.ncols * layout.nrows >= 7 and layout.panel_w == 30 * layout.scale
     with pytest.raises(ValueError):
         image_layout({})
     monkeypatch.chdir(tmp_path)
     _write_grids(MODELS[:2], [0])
-    panels = image_panels(DATASET, MODELS, 0, "samples")  # the third model's file is missing
+    panels = image_panels(STUDY, DATASET, MODELS, 0, "samples")  # the third model's file is missing
     path, layout = plot_image_panels(panels, tmp_path / "g.png", "t")
     assert path.is_file() and layout.shown == MODELS[:2] and layout.missing == MODELS[2:]
     assert plot_image_panels([("x", tmp_path / "none.png")], tmp_path / "h.png", "t") == (None, None)

@@ -187,28 +187,29 @@ def test_unlabelled_dataset_has_no_classifier(unlabelled_study):
     from vaebench.metrics.classifier import ClassifierUnavailable, load_classifier
     from vaebench.metrics.references import load_reference
 
-    tmp, _, cls_out, ref_out, _, _ = unlabelled_study
+    tmp, study, cls_out, ref_out, _, _ = unlabelled_study
     assert cls_out == {"available": False, "reason": REASON}
-    assert json.loads((tmp / paths.CLASSIFIER_METRICS.format(dataset="frey_face")).read_text()) == cls_out
-    pt = tmp / paths.CLASSIFIER.format(dataset="frey_face")
+    assert json.loads((tmp / paths.CLASSIFIER_METRICS.format(study=study.name, dataset="frey_face")).read_text()) == cls_out
+    pt = tmp / paths.CLASSIFIER.format(study=study.name, dataset="frey_face")
     assert torch.load(pt, weights_only=True) == cls_out
     with pytest.raises(ClassifierUnavailable, match="no labels"):
         load_classifier(pt)
     assert ref_out["available"] is False and ref_out["reason"] == REASON
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp)
-        assert load_reference("frey_face") == {"available": False, "reason": REASON}
-    assert (tmp / paths.FID_INCEPTION_REFERENCE.format(dataset="frey_face")).is_file()
+        assert load_reference(study.name, "frey_face") == {"available": False, "reason": REASON}
+    assert (tmp / paths.FID_INCEPTION_REFERENCE.format(study=study.name, dataset="frey_face")).is_file()
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_unlabelled_metrics(unlabelled_study, model):
-    tmp, _, _, _, metrics, _ = unlabelled_study
+    tmp, study, _, _, metrics, _ = unlabelled_study
     m = metrics[model]
-    assert m == json.loads((tmp / f"data/eval/frey_face/{model}/seed0/metrics.json").read_text())
+    cell = {k: tmp / v for k, v in paths.cell_paths(study.name, "frey_face", model, 0).items()}
+    assert m == json.loads(cell["metrics"].read_text())
     # capped at the test split, the same images for both models
     assert m["n_images"] == 200 and m["latent_n"] == 200
-    with np.load(tmp / f"data/eval/frey_face/{model}/seed0/per_image.npz") as z:
+    with np.load(cell["per_image"]) as z:
         assert np.array_equal(z["index"], np.arange(200))
     for key in ("test_elbo_nats", "test_nll_iwae_nats", "test_kl_nats", "bits_per_dim", "lk_gap_nats"):
         assert isinstance(m[key], float) and math.isfinite(m[key]), key
@@ -220,18 +221,18 @@ def test_unlabelled_metrics(unlabelled_study, model):
                 "fid_floor", "fid_floor_n", "classifier_test_accuracy", "classifier_feature_dim", "fid_inception"):
         assert m[key] is None, key
     assert m["fid_classifier_unavailable"] == REASON and m["fid_reference"] == f"unavailable: {REASON}"
-    assert (tmp / f"data/eval/frey_face/{model}/seed0/samples.png").is_file()
+    assert cell["samples_png"].is_file()
 
 
 def test_report_shows_the_fid_as_unavailable(unlabelled_study):
-    tmp, _, _, _, _, report = unlabelled_study
+    tmp, study, _, _, _, report = unlabelled_study
     assert report["n_cells"] == len(MODELS)
-    metrics = json.loads((tmp / paths.REPORT_METRICS).read_text())
+    metrics = json.loads((tmp / paths.REPORT_METRICS.format(study=study.name)).read_text())
     assert metrics["flags"]["classifier_accuracy_low"] == []
     assert [e["unavailable"] for e in metrics["flags"]["fid_floor"]] == [REASON]
     assert "fid_classifier" not in metrics["models"]["frey_face"][MODELS[0]]
     assert "bits_per_dim" in metrics["models"]["frey_face"][MODELS[0]]
-    md = (tmp / paths.REPORT_MD).read_text()
+    md = (tmp / paths.REPORT_MD.format(study=study.name)).read_text()
     fid = md[md.index("### FID"):]
     fid = fid[: fid.index("### ", 4)]
     for m in MODELS:

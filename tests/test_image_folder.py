@@ -183,7 +183,7 @@ def test_unlabelled_official_layout_and_the_study_stage(tmp_path):
         assert dataset_spec("plain_grey", study.config.datasets["plain_grey"])["image_shape"] == (1, 6, 6)
         assert study.cell("plain_grey", "vae_bernoulli", 0).record()["data"]["path"] == str(root)
         prepare.run(study, "plain_grey", mirror=str(tmp_path / "no_mirror"))
-        d = load_prepared(paths.PREPARED.format(dataset="plain_grey"))
+        d = load_prepared(paths.PREPARED.format(study=study.name, dataset="plain_grey"))
     assert d["meta"]["labelled"] is False and d["meta"]["counts"] == {"train": 6, "val": 2, "test": 4}
     assert d["meta"]["dataset"] == "plain_grey" and d["meta"]["config"]["kind"] == "image_folder"
 
@@ -379,7 +379,8 @@ def test_cifar10_jpeg_study_end_to_end(tmp_path):
     run([str(BIN / "snakemake"), "--cores", "2"], ws, env=env(tmp_path, ws), timeout=600)
     print(f"cifar10-jpeg study end to end in {time.perf_counter() - t0:.1f} s")
 
-    d = load_prepared(ws / paths.PREPARED.format(dataset="cifar10_jpeg"))
+    study = params["study"]
+    d = load_prepared(ws / paths.PREPARED.format(study=study, dataset="cifar10_jpeg"))
     meta = d["meta"]
     assert d["x_train"].shape == (400, 3, 32, 32) and d["x_val"].shape == (100, 3, 32, 32)
     assert d["x_test"].shape == (100, 3, 32, 32)
@@ -396,11 +397,12 @@ def test_cifar10_jpeg_study_end_to_end(tmp_path):
 
     dim = 3 * 32 * 32                                    # bits/dim: D = C*H*W
     for model in params["models"]:
-        m = json.loads((ws / paths.METRICS.format(dataset="cifar10_jpeg", model=model, seed=0)).read_text())
+        m = json.loads((ws / paths.METRICS.format(study=study, dataset="cifar10_jpeg", model=model, seed=0)).read_text())
         assert all(np.isfinite(m[k]) for k in ("test_elbo_nats", "test_nll_iwae_nats", "fid_classifier")), model
         offset = dim * np.log(256) if m["data_space"] == "dequantised" else 0.0
         assert m["bits_per_dim"] == pytest.approx((m["test_nll_iwae_nats"] + offset) / (dim * np.log(2)), rel=1e-9)
-    conv = json.loads((ws / paths.METRICS.format(dataset="cifar10_jpeg", model="sigma_vae_conv", seed=0)).read_text())
+    conv = json.loads((ws / paths.METRICS.format(study=study, dataset="cifar10_jpeg", model="sigma_vae_conv",
+                                             seed=0)).read_text())
     assert conv["architecture"] == "conv"
-    html = (ws / "reports/index.html").read_text()
+    html = (ws / paths.REPORT_HTML.format(study=study)).read_text()
     assert "cifar10_jpeg" in html and all(m in html for m in params["models"])

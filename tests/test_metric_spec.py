@@ -83,7 +83,7 @@ def _write_study_with_toy(root: Path) -> None:
     fake._write_study()
     for m in fake.MODELS:
         for s in fake.SEEDS:
-            files = paths.cell_paths(fake.DATASET, m, s)
+            files = paths.cell_paths(fake.STUDY, fake.DATASET, m, s)
             record = json.loads(files["metrics"].read_text())
             record[TOY] = float(_toy_values(m, s).mean())
             write_json(files["metrics"], record)
@@ -95,16 +95,16 @@ def test_a_declared_metric_flows_into_the_report(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _write_study_with_toy(tmp_path)
     build_report(fake._study())
-    models = json.loads(Path(paths.REPORT_METRICS).read_text())["models"][fake.DATASET]
+    models = json.loads(Path(fake.REPORT_METRICS).read_text())["models"][fake.DATASET]
     for m in fake.MODELS:
         want = np.mean([_toy_values(m, s).mean() for s in fake.SEEDS])
         assert models[m][TOY]["mean"] == pytest.approx(want)
         assert models[m][TOY]["n_seeds"] == len(fake.SEEDS)
-    summary = pd.read_csv(paths.SUMMARY_CSV)
+    summary = pd.read_csv(fake.SUMMARY_CSV)
     assert TOY in summary.columns
-    text = Path(paths.REPORT_MD).read_text()
+    text = Path(fake.REPORT_MD).read_text()
     assert "toy sharpness (nats)" in text                      # a column of the latent table
-    comparisons = json.loads(Path(paths.REPORT_METRICS).read_text())["comparisons"]
+    comparisons = json.loads(Path(fake.REPORT_METRICS).read_text())["comparisons"]
     toy_rows = [r for r in comparisons if r["metric"] == "toy"]
     assert toy_rows and all(r["compared"] for r in toy_rows)
 
@@ -113,7 +113,7 @@ def test_an_undeclared_field_is_not_aggregated(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _write_study_with_toy(tmp_path)
     build_report(fake._study())
-    models = json.loads(Path(paths.REPORT_METRICS).read_text())["models"][fake.DATASET]
+    models = json.loads(Path(fake.REPORT_METRICS).read_text())["models"][fake.DATASET]
     assert all(TOY not in stats for stats in models.values())
 
 

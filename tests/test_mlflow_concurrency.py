@@ -28,6 +28,7 @@ MODELS = ["vae_bernoulli", "vae_gaussian", "sigma_vae", "info_vae"]   # differen
 SEEDS = [0, 1]
 CELLS = [("mnist", m, s) for m in MODELS for s in SEEDS]               # 8 cells
 EPOCHS = 2
+STUDY = tiny_params()["study"]                                          # "tiny": its files live under its name
 TRACKER_WARNING = "MLflow unavailable"      # what vaebench.tracking.Tracker warns when an MLflow call fails
 MLFLOW_INFO = re.compile(r" INFO mlflow[.\w]*: ")
 JOB_TIMEOUT_S = 300
@@ -124,7 +125,7 @@ def test_parallel_training_jobs_all_recorded_in_one_sqlite_store(concurrent_work
         rid = r.info.run_id
         assert r.info.status == "FINISHED", (where, r.info.status)
         assert r.info.run_name == where and r.data.tags["study"] == "tiny"
-        cell = paths.cell_paths(dataset, model, seed)
+        cell = paths.cell_paths(STUDY, dataset, model, seed)
         ckpt = torch.load(ws / cell["checkpoint"], weights_only=True)
         assert ckpt["mlflow_run_id"] == rid, where
 

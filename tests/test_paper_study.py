@@ -32,12 +32,12 @@ def test_paper_study_covers_every_model_dataset_and_seed(inception_weights_file,
 
 @pytest.mark.pipeline
 def test_both_engines_dry_runs_list_every_cell(tmp_path, inception_weights_file):
-    """``snakemake -n --configfile studies/paper.yaml`` and, in a copy where it is params.yaml, ``dvc repro --dry
-    --force`` (as the README says; without --force DVC's dry run stops at the first stage whose input file does
-    not exist yet) list the train and evaluate job of every cell."""
+    """``snakemake -n --configfile studies/paper.yaml`` and ``dvc repro --dry --force pipelines/paper/dvc.yaml``
+    (the study's generated DVC pipeline; as the README says, without --force DVC's dry run stops at the first
+    stage whose input file does not exist yet) list the train and evaluate job of every cell."""
     study = yaml.safe_load(PAPER.read_text())
     ws = make_workspace(tmp_path / "ws", yaml.safe_load((REPO / "params.yaml").read_text()), git=True)
-    (ws / "studies").mkdir()
+    (ws / "studies").mkdir(exist_ok=True)
     shutil.copy2(PAPER, ws / "studies" / "paper.yaml")
     e = env(tmp_path, ws, VAEBENCH_FID_WEIGHTS=str(inception_weights_file))
     cells = [(d, m, s) for d in study["datasets"] for m in study["models"] for s in study["seeds"]]
@@ -47,12 +47,12 @@ def test_both_engines_dry_runs_list_every_cell(tmp_path, inception_weights_file)
     assert int(stats["train"]) == int(stats["evaluate"]) == len(cells)
     assert int(stats["prepare"]) == len(study["datasets"])
     for d, m, s in cells:
-        assert paths.CHECKPOINT.format(dataset=d, model=m, seed=s) in out, (d, m, s)
-        assert paths.METRICS.format(dataset=d, model=m, seed=s) in out, (d, m, s)
+        assert paths.CHECKPOINT.format(study=study["study"], dataset=d, model=m, seed=s) in out, (d, m, s)
+        assert paths.METRICS.format(study=study["study"], dataset=d, model=m, seed=s) in out, (d, m, s)
 
-    shutil.copy2(ws / "studies" / "paper.yaml", ws / "params.yaml")        # DVC always reads params.yaml
-    out = run([str(BIN / "dvc"), "repro", "--dry", "--force"], ws, env=e).stdout
-    stages = set(re.findall(r"Running stage '([^']+)'", out))
+    pipeline = paths.pipeline_file(PAPER.stem)                          # pipelines/paper/dvc.yaml
+    out = run([str(BIN / "dvc"), "repro", "--dry", "--force", pipeline], ws, env=e).stdout
+    stages = {name.removeprefix(f"{pipeline}:") for name in re.findall(r"Running stage '([^']+)'", out)}
     for d, m, s in cells:
         assert f"train@{d}-{m}-{s}" in stages and f"evaluate@{d}-{m}-{s}" in stages, (d, m, s)
     assert {f"prepare@{d}" for d in study["datasets"]} <= stages and "report" in stages

@@ -17,9 +17,14 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO, TINY_MODELS, env, make_workspace, run, tiny_params
-from vaebench import dag
+from vaebench import dag, paths
 
 pytestmark = pytest.mark.pipeline     # spawns Snakemake, DVC, MLflow or a browser: not in make test-fast
+
+# The workspace study's DVC pipeline: the target of every DVC command that would otherwise cover every pipeline of
+# the repository (`dvc repro` reads dvc.yaml by default; `dvc status`, `push` and `pull` take the other studies'
+# pipelines under pipelines/ too, which these workspaces hold but never run).
+STUDY_PIPELINE = paths.DVC_YAML
 
 SUMMARY_COLUMNS = [
     "dataset", "model", "seed", "test_elbo_nats", "test_recon_nats", "test_kl_nats",
@@ -35,24 +40,25 @@ def study() -> dict:
 
 
 def check_report(ws, params):
-    summary = pd.read_csv(ws / "reports/summary.csv")
+    study = params["study"]                 # every output of the study lives under its name
+    summary = pd.read_csv(ws / paths.SUMMARY_CSV.format(study=study))
     assert list(summary.columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
     assert sorted(summary["model"]) == sorted(params["models"])
     for col in ("test_elbo_nats", "test_nll_iwae_nats", "fid_classifier"):
         assert summary[col].map(math.isfinite).all(), col
     # L_k is a tighter bound than the single-sample ELBO on the same images: paired, within 3 standard errors
     for model in params["models"]:
-        with np.load(ws / f"data/eval/mnist/{model}/seed0/per_image.npz") as z:
+        with np.load(ws / paths.PER_IMAGE.format(study=study, dataset="mnist", model=model, seed=0)) as z:
             gap = z["L_k"] - z["elbo"]
         assert gap.mean() > -3 * gap.std(ddof=1) / math.sqrt(len(gap)), model
     assert (summary["iwae_k"] == params["evaluate"]["iwae_k"]).all()
     assert (summary["n_images"] == params["evaluate"]["n_images"]).all()
     bern = summary.set_index("model").loc["vae_bernoulli"]
     assert 50 < bern["test_nll_iwae_nats"] < 300  # binarised MNIST after one tiny epoch
-    json.loads((ws / "reports/metrics.json").read_text())
-    html = (ws / "reports/index.html").read_text()
+    json.loads((ws / paths.REPORT_METRICS.format(study=study)).read_text())
+    html = (ws / paths.REPORT_HTML.format(study=study)).read_text()
     assert all(m in html for m in params["models"])
-    assert (ws / "reports/index.md").is_file()
+    assert (ws / paths.REPORT_MD.format(study=study)).is_file()
 
 
 def snapshot(ws: Path) -> dict:
@@ -133,10 +139,10 @@ def test_a_source_edit_reruns_exactly_the_stages_that_import_it(edited, snakemak
 
     ws = shutil.copytree(dvc_run[0], tmp_path / "dvc", symlinks=True)
     dvc = str(BIN / "dvc")
-    assert json.loads(run([dvc, "status", "--json"], ws, env=env(tmp_path, ws)).stdout or "{}") == {}
+    assert json.loads(run([dvc, "status", "--json", STUDY_PIPELINE], ws, env=env(tmp_path, ws)).stdout or "{}") == {}
     with open(ws / "src/vaebench" / edited, "a") as f:
         f.write("# an edit\n")
-    changed = json.loads(run([dvc, "status", "--json"], ws, env=env(tmp_path, ws)).stdout)
+    changed = json.loads(run([dvc, "status", "--json", STUDY_PIPELINE], ws, env=env(tmp_path, ws)).stdout)
     assert {name.split("@")[0] for name in changed} == direct
     for name, entries in changed.items():
         deps = [d for e in entries if isinstance(e, dict) for d in e.get("changed deps", {})]
@@ -210,7 +216,7 @@ def test_dvc_remote_round_trip(dvc_run, tmp_path):
     run([dvc, "remote", "add", "--local", "-d", name, str(remote)], ws)
     run(["git", "add", "-A"], ws)        # dvc.lock, the uncached report files; the cached outputs stay out of git
     run(["git", "commit", "-q", "-m", "study run"], ws)
-    assert "pushed" in run([dvc, "push"], ws, env=env(tmp, ws)).stdout
+    assert "pushed" in run([dvc, "push", STUDY_PIPELINE], ws, env=env(tmp, ws)).stdout
 
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(ws), str(clone)], tmp_path)
@@ -218,12 +224,12 @@ def test_dvc_remote_round_trip(dvc_run, tmp_path):
     outs = [o["path"] for stage in yaml.safe_load((clone / "dvc.lock").read_text())["stages"].values()
             for o in stage.get("outs", [])]
     assert outs and not all((clone / o).exists() for o in outs)    # the cached outputs are not in git
-    run([dvc, "pull"], clone, env=env(tmp, clone))
+    run([dvc, "pull", STUDY_PIPELINE], clone, env=env(tmp, clone))
     for o in outs:
         assert (clone / o).exists(), o
         if (clone / o).is_file():
             assert (clone / o).read_bytes() == (ws / o).read_bytes(), o
-    assert run([dvc, "status"], clone, env=env(tmp, clone)).stdout.strip().startswith(
+    assert run([dvc, "status", STUDY_PIPELINE], clone, env=env(tmp, clone)).stdout.strip().startswith(
         "Data and pipelines are up to date")
     assert "Running stage" not in run([dvc, "repro"], clone, env=env(tmp, clone), timeout=600).stdout
 
@@ -235,7 +241,8 @@ def test_dvc_end_to_end(dvc_run):
 
     second = run([dvc, "repro"], ws, env=env(tmp, ws)).stdout
     assert "Running stage" not in second
-    assert run([dvc, "status"], ws, env=env(tmp, ws)).stdout.strip().startswith("Data and pipelines are up to date")
+    assert run([dvc, "status", STUDY_PIPELINE], ws, env=env(tmp, ws)).stdout.strip().startswith(
+        "Data and pipelines are up to date")
 
     edit_yaml(ws / "catalogue.yaml", lambda c: c["models"]["vae_bernoulli"].update(latent_dim=8))
     third = run([dvc, "repro"], ws, env=env(tmp, ws), timeout=900).stdout
@@ -243,7 +250,7 @@ def test_dvc_end_to_end(dvc_run):
     assert ran == ["evaluate@mnist-vae_bernoulli-0", "report", "train@mnist-vae_bernoulli-0"]
 
     # MLflow unreachable: the job warns, finishes, and loses no result
-    ckpt = ws / "data/train/mnist/sigma_vae_optimal/seed0/model.pt"
+    ckpt = ws / paths.CHECKPOINT.format(study=params["study"], dataset="mnist", model="sigma_vae_optimal", seed=0)
     before = ckpt.stat().st_mtime_ns
     proc = run([str(BIN / "python"), "-m", "vaebench", "train", "--dataset", "mnist", "--model", "sigma_vae_optimal",
                 "--seed", "0"], ws, env=env(tmp, ws, MLFLOW_TRACKING_URI="http://127.0.0.1:9"), timeout=300)

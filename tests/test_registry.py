@@ -98,7 +98,8 @@ class Laplace(Gaussian):
 
 @pytest.mark.pipeline
 def test_a_new_component_is_one_module_plus_one_catalogue_entry(tmp_path, mirror):
-    ws = make_workspace(tmp_path / "ws", tiny_params(models=["laplace_vae"]))
+    params = tiny_params(models=["laplace_vae"])
+    ws = make_workspace(tmp_path / "ws", params)
     (ws / "src/vaebench/vae/likelihoods/laplace.py").write_text(PLUGIN)
     catalogue = yaml.safe_load((ws / "catalogue.yaml").read_text())
     catalogue["models"]["laplace_vae"] = {
@@ -116,10 +117,10 @@ def test_a_new_component_is_one_module_plus_one_catalogue_entry(tmp_path, mirror
     assert "laplace" in (ws / paths.CATALOGUE_SCHEMA).read_text()
 
     run([str(BIN / "snakemake"), "--cores", "2"], ws, env=e, timeout=900)
-    metrics = yaml.safe_load((ws / paths.METRICS.format(dataset="mnist", model="laplace_vae", seed=0)).read_text())
+    metrics = yaml.safe_load((ws / paths.METRICS.format(study=params["study"], dataset="mnist", model="laplace_vae", seed=0)).read_text())
     assert (metrics["likelihood"], metrics["likelihood_family"], metrics["data_space"]) == ("laplace", "laplace", "dequantised")
     assert metrics["likelihood_params"] == {"b": 0.05} and metrics["posterior"] == "ar1"
-    assert "laplace_vae" in (ws / paths.REPORT_HTML).read_text()
+    assert "laplace_vae" in (ws / paths.REPORT_HTML.format(study=params["study"])).read_text()
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

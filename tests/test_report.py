@@ -15,6 +15,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,10 +31,11 @@ from vaebench.report.collect import SUMMARY_COLUMNS, CellData, aggregate_over_se
 from vaebench.report.figures import likelihood_groups
 from vaebench.report.flags import diagnose, geco_status, lk_status
 from vaebench.report.paired import LIKELIHOOD_METRICS, compare_pair, paired_comparisons
-from vaebench.report.render import PICTURES
+from vaebench.report.render import OPTIONAL_PICTURES, PICTURES
 from vaebench.report.protocol import likelihood_items
 from vaebench.report.tables.comparisons import comparison_table
 
+STUDY = "fake"     # the fake study's name: its cells live under data/studies/fake, its report under reports/fake
 DATASET = "mnist"
 MODELS = ["vae_bernoulli", "sigma_vae", "sigma_vae_per_image", "vae_gaussian", "geco"]
 SEEDS = [0, 1, 2]
@@ -85,13 +88,16 @@ class FakeStudy:
     dataset_names: list
     model_names: list
     seeds: list
+    # the study file's settings build_report reads (only ``source``: a study of our own, no published numbers)
+    config: Any = dataclasses.field(default_factory=lambda: SimpleNamespace(source=None))
+    sweeps: dict = dataclasses.field(default_factory=dict)      # no sweep points
 
     def cells(self):
         return [(d, m, s) for d in self.dataset_names for m in self.model_names for s in self.seeds]
 
 
 def _study(models=MODELS, seeds=SEEDS) -> FakeStudy:
-    return FakeStudy("fake", [DATASET], list(models), list(seeds))
+    return FakeStudy(STUDY, [DATASET], list(models), list(seeds))
 
 
 def _objective(model: str, objective_params: dict | None) -> tuple[str, dict]:
@@ -104,7 +110,7 @@ def _cell_record(model: str, seed: int, objective_params: dict | None = None) ->
     lik, _, _, _, _, lik_params = LIKELIHOODS.get(model, LIKELIHOODS["vae_bernoulli"])
     objective, params = _objective(model, objective_params)
     return {
-        "study": "fake", "dataset": DATASET, "model": model, "seed": seed, "device": "auto",
+        "study": STUDY, "dataset": DATASET, "model": model, "seed": seed, "device": "auto",
         "model_config": {"description": f"{model} (fake)", "latent_dim": 8,
                          "architecture": {"name": "mlp", "hidden_dims": [64, 32]},
                          "posterior": {"name": "diagonal"}, "likelihood": {"name": lik, **lik_params},
@@ -151,7 +157,7 @@ def _metrics(model: str, seed: int, objective_params: dict | None = None) -> dic
     jitter = FID_JITTER[seed % 3] * (1 + MODELS.index(model) if model in MODELS else 1)
     fids = [10.0 + seed + FID_OFFSET.get(model, 0.0) + jitter + j for j in (-0.2, 0.0, 0.2)]
     rec = {
-        "study": "fake", "dataset": DATASET, "model": model, "seed": seed,
+        "study": STUDY, "dataset": DATASET, "model": model, "seed": seed,
         "architecture": "mlp", "architecture_params": {"hidden_dims": [64, 32]},
         "architecture_description": "fully connected encoder and decoder", "latent_dim": 8,
         "description": f"{model} (fake)",
@@ -234,7 +240,7 @@ def _write_npz(path: Path, arrays: dict) -> None:
 
 
 def _write_cell(model: str, seed: int) -> None:
-    files = paths.cell_paths(DATASET, model, seed)
+    files = paths.cell_paths(STUDY, DATASET, model, seed)
     write_json(files["metrics"], _metrics(model, seed))
     _write_npz(files["per_image"], _per_image(model, seed))
     files["train_log"].parent.mkdir(parents=True, exist_ok=True)
@@ -244,6 +250,9 @@ def _write_cell(model: str, seed: int) -> None:
 
 
 REPO = Path(__file__).resolve().parents[1]
+# the fake study's report files (paths.REPORT_* of STUDY)
+SUMMARY_CSV, REPORT_METRICS, REPORT_HTML, REPORT_MD = (t.format(study=STUDY) for t in (
+    paths.SUMMARY_CSV, paths.REPORT_METRICS, paths.REPORT_HTML, paths.REPORT_MD))
 
 
 def _write_study() -> None:
@@ -265,7 +274,7 @@ def _cell_data(model: str, seed: int, per_image: dict | None = None, record: dic
 
 
 def _no_report_written() -> bool:
-    return not any(Path(p).exists() for p in dag.REPORT_OUTPUTS)
+    return not any(Path(p.format(study=STUDY)).exists() for p in dag.REPORT_OUTPUTS)
 
 
 @pytest.fixture(scope="module")
@@ -289,8 +298,8 @@ def _protocol(text: str, marker: str) -> str:
 def test_summary_has_one_row_per_cell_with_flattened_fields(report):
     root, result = report
     assert result["n_cells"] == len(MODELS) * len(SEEDS)
-    assert result["summary_csv"] == str(Path(paths.SUMMARY_CSV))
-    df = pd.read_csv(root / paths.SUMMARY_CSV)
+    assert result["summary_csv"] == str(Path(SUMMARY_CSV))
+    df = pd.read_csv(root / SUMMARY_CSV)
     assert list(df.columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
     extra = list(df.columns[len(SUMMARY_COLUMNS):])
     assert extra == sorted(extra)
@@ -319,7 +328,7 @@ def _strict_json(text: str):
 
 def test_metrics_json_is_strict_sorted_and_structured(report):
     root, _ = report
-    text = (root / paths.REPORT_METRICS).read_text()
+    text = (root / REPORT_METRICS).read_text()
     metrics = _strict_json(text)
     assert set(metrics) == {"models", "comparisons", "flags"}
     json.dumps(metrics, allow_nan=False)
@@ -333,7 +342,7 @@ def test_metrics_json_is_strict_sorted_and_structured(report):
 @pytest.mark.pipeline
 def test_metrics_json_mean_std_ci_match_numpy_and_scipy(report):
     root, _ = report
-    agg = json.loads((root / paths.REPORT_METRICS).read_text())["models"]
+    agg = json.loads((root / REPORT_METRICS).read_text())["models"]
     for m in MODELS:
         for key in ("test_elbo_nats", "test_nll_iwae_nats", "bits_per_dim", "fid_classifier", "train_seconds",
                     "latent_mutual_info_nats", "active_units"):
@@ -377,7 +386,7 @@ def _rows(metrics: dict, a: str, b: str) -> dict[str, dict]:
 
 def test_pairs_are_the_models_that_differ_in_one_axis(report):
     root, _ = report
-    metrics = json.loads((root / paths.REPORT_METRICS).read_text())
+    metrics = json.loads((root / REPORT_METRICS).read_text())
     pairs = list(dict.fromkeys((r["model_a"], r["model_b"], r["axis"]) for r in metrics["comparisons"]))
     assert pairs == [  # study order; geco differs from vae_bernoulli / per_image / vae_gaussian in two axes
         ("vae_bernoulli", "sigma_vae", "likelihood"), ("vae_bernoulli", "sigma_vae_per_image", "likelihood"),
@@ -395,7 +404,7 @@ def test_pairs_are_the_models_that_differ_in_one_axis(report):
 
 def test_per_image_comparison_in_the_report_matches_numpy(report):
     root, _ = report
-    metrics = json.loads((root / paths.REPORT_METRICS).read_text())
+    metrics = json.loads((root / REPORT_METRICS).read_text())
     rows = _rows(metrics, "sigma_vae", "vae_gaussian")
     assert [m for m in rows] == ["nll", "elbo", "nll_discretised", "fid"]
     columns = (("nll", "L_k", -1.0), ("elbo", "elbo", 1.0), ("nll_discretised", "L_k_discretised", -1.0))
@@ -422,7 +431,7 @@ def test_per_image_comparison_in_the_report_matches_numpy(report):
 
 def test_fid_comparison_is_paired_over_seeds(report):
     root, _ = report
-    row = _rows(json.loads((root / paths.REPORT_METRICS).read_text()), "sigma_vae", "geco")["fid"]
+    row = _rows(json.loads((root / REPORT_METRICS).read_text()), "sigma_vae", "geco")["fid"]
     a = np.array([_metrics("sigma_vae", s)["fid_classifier"] for s in SEEDS])
     b = np.array([_metrics("geco", s)["fid_classifier"] for s in SEEDS])
     ci = scipy.stats.ttest_1samp(a - b, 0.0).confidence_interval(0.95)
@@ -479,7 +488,7 @@ def test_seeds_are_paired_by_value():
 
 def test_pairs_across_data_spaces_or_invalid_densities_are_skipped_with_the_reason(report):
     root, _ = report
-    metrics = json.loads((root / paths.REPORT_METRICS).read_text())
+    metrics = json.loads((root / REPORT_METRICS).read_text())
     rows = _rows(metrics, "vae_bernoulli", "sigma_vae")
     assert not rows["nll"]["compared"] and not rows["elbo"]["compared"]
     assert rows["nll"]["verdict"] == "not compared" and rows["nll"]["diff"] is None
@@ -498,11 +507,11 @@ def test_pairs_across_data_spaces_or_invalid_densities_are_skipped_with_the_reas
 
 def test_per_image_sigma_model_is_in_no_likelihood_comparison(report):
     root, _ = report
-    metrics = json.loads((root / paths.REPORT_METRICS).read_text())
+    metrics = json.loads((root / REPORT_METRICS).read_text())
     likelihood_rows = [r for r in metrics["comparisons"] if r["metric"] in LIKELIHOOD_METRICS and r["compared"]]
     assert likelihood_rows  # sigma_vae vs vae_gaussian and sigma_vae vs geco are
     assert all("sigma_vae_per_image" not in (r["model_a"], r["model_b"]) for r in likelihood_rows)
-    for path in (paths.REPORT_MD, paths.REPORT_HTML):
+    for path in (REPORT_MD, REPORT_HTML):
         text = (root / path).read_text()
         table = text[text.index("Paired comparisons (models"):text.index("Not compared, with the reason")]
         lines = [ln for ln in re.split(r"\n|<tr>", table) if "sigma_vae_per_image" in ln]
@@ -528,7 +537,7 @@ def test_a_discrete_decoder_is_compared_with_the_discretised_gaussian():
 def test_different_test_images_raise_before_anything_is_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _write_study()
-    other = paths.cell_paths(DATASET, "vae_gaussian", 1)["per_image"]
+    other = paths.cell_paths(STUDY, DATASET, "vae_gaussian", 1)["per_image"]
     _write_npz(other, {**_per_image("vae_gaussian", 1), "index": INDEX + 1})
     with pytest.raises(ValueError, match="different test images"):
         build_report(_study())
@@ -559,14 +568,14 @@ def test_lk_flag_follows_the_mean_gap_over_seeds():
 
 def test_lk_flag_in_the_report(report):
     root, _ = report
-    metrics = json.loads((root / paths.REPORT_METRICS).read_text())
+    metrics = json.loads((root / REPORT_METRICS).read_text())
     flagged = metrics["flags"]["lk_not_converged"]
     assert [(e["model"], e["column"]) for e in flagged] == [("vae_gaussian", "L_k")]
     e = flagged[0]
     gaps = [float((_per_image("vae_gaussian", s)["L_k"] - _per_image("vae_gaussian", s)["L_k10"]).mean())
             for s in SEEDS]
     assert e["gap_nats"] == pytest.approx(np.mean(gaps)) and e["gap_se_seeds"] == pytest.approx(scipy.stats.sem(gaps))
-    md = (root / paths.REPORT_MD).read_text()
+    md = (root / REPORT_MD).read_text()
     flags = md[md.index("### Flags"):md.index("### Comparison with published numbers")]
     assert "vae_gaussian (L_k): L_k - L_{k/10} = 1.5" in flags and f"k = {IWAE_K}" in flags
     assert "sigma_vae (L_k)" not in flags
@@ -607,7 +616,7 @@ def test_geco_flag_follows_the_rule():
 
 def test_geco_and_classifier_flags_in_the_report(report):
     root, _ = report
-    metrics = json.loads((root / paths.REPORT_METRICS).read_text())
+    metrics = json.loads((root / REPORT_METRICS).read_text())
     geco = metrics["flags"]["geco_not_settled"]
     assert [(e["model"], e["seed"]) for e in geco] == [("geco", 1), ("geco", 2)]
     assert geco[0]["state"] == "inactive"
@@ -617,7 +626,7 @@ def test_geco_and_classifier_flags_in_the_report(report):
         {"dataset": DATASET, "test_accuracy": 0.9876, "threshold": 0.99, "ok": False}]
     assert metrics["flags"]["fid_floor"] == [{"dataset": DATASET, "floor": FID_FLOOR, "floor_n": FID_N, "fid_n": FID_N,
                                               "blurred": None, "noise": None}]
-    for path in (paths.REPORT_MD, paths.REPORT_HTML):
+    for path in (REPORT_MD, REPORT_HTML):
         text = (root / path).read_text()
         flags = text[text.index("Flags"):text.index("Comparison with published numbers")]
         assert "0.1 kappa^2 (constraint sse" in flags and "inactive" in flags     # the rule is stated
@@ -630,10 +639,11 @@ def test_geco_and_classifier_flags_in_the_report(report):
 
 def test_html_is_self_contained_and_escaped(report):
     root, result = report
-    text = (root / paths.REPORT_HTML).read_text()
+    text = (root / REPORT_HTML).read_text()
     for m in MODELS:
         assert m in text
-    assert text.count("data:image/png;base64,") == 1 + len(PICTURES)  # the pictures and the validation curves
+    # the pictures (but the optional ones, which this study has no data for) and the validation curves
+    assert text.count("data:image/png;base64,") == 1 + len([p for p, _ in PICTURES if p not in OPTIONAL_PICTURES])
     assert not re.search(r'src="(?!data:)', text)  # every image embedded
     assert "<link" not in text and "<script" not in text
     assert "border-collapse" in text  # the CSS is inline
@@ -643,7 +653,7 @@ def test_html_is_self_contained_and_escaped(report):
 
 def test_markdown_references_existing_figures(report):
     root, result = report
-    md_path = root / paths.REPORT_MD
+    md_path = root / REPORT_MD
     refs = re.findall(r"\]\((figures/[^)]+)\)", md_path.read_text())
     assert refs
     for ref in refs:
@@ -665,7 +675,7 @@ def test_out_dir_places_files_at_the_same_relative_paths(report, tmp_path, monke
     assert Path(result["index_md"]).parent == out
     assert all(Path(p).parent == out / "figures" for p in result["figures"])
     # same numbers whatever the destination
-    assert json.loads(Path(result["metrics_json"]).read_text()) == json.loads((root / paths.REPORT_METRICS).read_text())
+    assert json.loads(Path(result["metrics_json"]).read_text()) == json.loads((root / REPORT_METRICS).read_text())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -673,7 +683,7 @@ def test_out_dir_places_files_at_the_same_relative_paths(report, tmp_path, monke
 
 def test_protocol_is_built_from_the_cell_records(report):
     root, _ = report
-    for path in (paths.REPORT_HTML, paths.REPORT_MD):
+    for path in (REPORT_HTML, REPORT_MD):
         protocol = _protocol((root / path).read_text(), "Protocol")
         assert f"k = {IWAE_K}" in protocol and f"evaluate.iwae_k = {IWAE_K}" in protocol
         assert f"same {N_IMAGES} test images (evaluate.n_images = {N_IMAGES})" in protocol
@@ -698,7 +708,7 @@ def test_protocol_is_built_from_the_cell_records(report):
 
 def test_bits_per_dim_convention_follows_the_data_space(report):
     root, _ = report
-    md = (root / paths.REPORT_MD).read_text()
+    md = (root / REPORT_MD).read_text()
     protocol = _protocol(md, "## Protocol")
     items = {line.split("'")[1]: line for line in protocol.splitlines()
              if line.startswith("- '") and "' decoders (" in line}
@@ -724,7 +734,7 @@ def test_convention_is_read_from_fields_not_names():
 
 def test_only_the_invalid_density_model_gets_the_note(report):
     root, _ = report
-    for path in (paths.REPORT_MD, paths.REPORT_HTML):
+    for path in (REPORT_MD, REPORT_HTML):
         text = (root / path).read_text()
         lines = [ln for ln in re.split(r"\n|<li>|<p>|<tr>", text) if "not a normalised density" in ln.lower()]
         assert len(lines) >= 3, path  # its row of the results table, the note under it, the protocol
@@ -744,7 +754,7 @@ def test_results_tables_are_split_by_data_space(report):
     """A binarised-data number never shares a column with an 8-bit one; the Gaussian table has both the
     dequantisation bound and the discretised likelihood with their bits/dim."""
     root, _ = report
-    md = (root / paths.REPORT_MD).read_text()
+    md = (root / REPORT_MD).read_text()
     binarised = md[md.index("### Results (test set): binarised"):md.index("### Results (test set): 8-bit")]
     gaussian = md[md.index("### Results (test set): 8-bit"):md.index("### Latent analysis")]
     def rows(section: str) -> list[str]:   # the table's body lines
@@ -764,7 +774,7 @@ def test_results_tables_are_split_by_data_space(report):
 
 def test_latent_fid_and_training_tables(report):
     root, _ = report
-    md = (root / paths.REPORT_MD).read_text()
+    md = (root / REPORT_MD).read_text()
     latent = md[md.index("### Latent analysis"):md.index("### FID")]
     assert f"{math.log(LATENT_N):.2f} ({LATENT_N})" in latent and "active units" in latent
     fid = md[md.index("### FID"):md.index("### Training: effective beta")]
@@ -783,7 +793,7 @@ def test_validation_curves_grouped_by_likelihood_family():
 
 def test_published_comparison_rows_for_models_in_study(report):
     root, _ = report
-    md = (root / paths.REPORT_MD).read_text()
+    md = (root / REPORT_MD).read_text()
     section = md[md.index("Comparison with published numbers"):md.index("## Protocol")]
     # IWAE Table 1, VAE 1 layer k = 1 (vae_bernoulli's objective has no k) and SVAE Table 3 FIDs
     assert "86.76" in section and "86.47" not in section
@@ -820,7 +830,7 @@ def test_published_entries_filter_by_training_k():
 def test_missing_cell_file_raises_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _write_study()
-    missing = paths.cell_paths(DATASET, "sigma_vae", 1)["train_log"]
+    missing = paths.cell_paths(STUDY, DATASET, "sigma_vae", 1)["train_log"]
     missing.unlink()
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
         build_report(_study())
@@ -831,7 +841,7 @@ def test_missing_cell_file_raises_and_writes_nothing(tmp_path, monkeypatch):
 def test_any_missing_input_is_named(tmp_path, monkeypatch, role):
     monkeypatch.chdir(tmp_path)
     _write_study()
-    missing = paths.cell_paths(DATASET, "sigma_vae_per_image", 0)[role]
+    missing = paths.cell_paths(STUDY, DATASET, "sigma_vae_per_image", 0)[role]
     missing.unlink()
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
         build_report(_study())
@@ -841,7 +851,7 @@ def test_any_missing_input_is_named(tmp_path, monkeypatch, role):
 def test_metrics_of_another_cell_raises_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _write_study()
-    wrong = paths.cell_paths(DATASET, "sigma_vae", 1)["metrics"]
+    wrong = paths.cell_paths(STUDY, DATASET, "sigma_vae", 1)["metrics"]
     write_json(wrong, _metrics("sigma_vae", 0))  # seed 0's numbers at seed 1's place
     with pytest.raises(ValueError, match=re.escape(str(wrong))):
         build_report(_study())
@@ -855,7 +865,7 @@ def test_metrics_of_another_cell_raises_and_writes_nothing(tmp_path, monkeypatch
 def test_metrics_without_structured_fields_raise(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _write_study()
-    old = paths.cell_paths(DATASET, "vae_bernoulli", 0)["metrics"]
+    old = paths.cell_paths(STUDY, DATASET, "vae_bernoulli", 0)["metrics"]
     rec = _metrics("vae_bernoulli", 0)
     del rec["likelihood_family"]
     write_json(old, rec)
@@ -873,7 +883,7 @@ def test_metrics_without_structured_fields_raise(tmp_path, monkeypatch):
 def test_invalid_per_image_file_raises_and_writes_nothing(tmp_path, monkeypatch, change, message):
     monkeypatch.chdir(tmp_path)
     _write_study()
-    bad = paths.cell_paths(DATASET, "geco", 2)["per_image"]
+    bad = paths.cell_paths(STUDY, DATASET, "geco", 2)["per_image"]
     _write_npz(bad, change(_per_image("geco", 2)))
     with pytest.raises(ValueError, match=re.escape(message)):
         build_report(_study())

@@ -20,6 +20,7 @@ from vaebench.stages import train as train_stage
 from vaebench.stages.train import ResumeIgnoredWarning
 
 EPOCHS = 3
+STUDY = tiny_params()["study"]     # the study of every cell here (its files live under its name)
 
 
 def catalogue_models() -> list[str]:
@@ -46,7 +47,7 @@ def study(models, **train):
 
 def outputs(model: str) -> tuple[dict, pd.DataFrame, dict]:
     """The finished cell: (state_dict, per-epoch log without timings, checkpoint meta without timings)."""
-    cell = paths.cell_paths("mnist", model, 0)
+    cell = paths.cell_paths(STUDY, "mnist", model, 0)
     ckpt = torch.load(cell["checkpoint"], weights_only=True)
     log = pd.read_csv(cell["train_log"]).drop(columns="seconds")
     meta = {k: v for k, v in ckpt.items() if k not in ("state_dict", "train_seconds", "history")}
@@ -81,16 +82,16 @@ def test_resumed_training_is_bit_identical(workspace, monkeypatch, model):
     s = study([model])
     train_stage.run(s, "mnist", model, 0)
     reference = outputs(model)
-    resume = paths.cell_paths("mnist", model, 0)["resume"]
+    resume = paths.cell_paths(STUDY, "mnist", model, 0)["resume"]
     assert not resume.exists()  # removed when the job finishes
     for f in ("checkpoint", "train_log"):
-        paths.cell_paths("mnist", model, 0)[f].unlink()
+        paths.cell_paths(STUDY, "mnist", model, 0)[f].unlink()
 
     with monkeypatch.context() as m:
         killed = interrupt_in_epoch(m, epoch=2)
         with pytest.raises(killed):
             train_stage.run(s, "mnist", model, 0)
-    assert resume.is_file() and not paths.cell_paths("mnist", model, 0)["checkpoint"].exists()
+    assert resume.is_file() and not paths.cell_paths(STUDY, "mnist", model, 0)["checkpoint"].exists()
     state = torch.load(resume, weights_only=True)  # loadable without pickle
     assert state["progress"]["epoch"] == 1 and len(state["progress"]["history"]) == 1
 
@@ -108,7 +109,7 @@ def test_resume_file_from_other_params_or_damaged_is_ignored(workspace, monkeypa
     s = study(["vae_bernoulli"])
     train_stage.run(s, "mnist", "vae_bernoulli", 0)
     reference = outputs("vae_bernoulli")
-    cell = paths.cell_paths("mnist", "vae_bernoulli", 0)
+    cell = paths.cell_paths(STUDY, "mnist", "vae_bernoulli", 0)
 
     # a resume file left by a job with another learning rate: never mixed in
     with monkeypatch.context() as m:
@@ -172,7 +173,7 @@ def test_sigkill_mid_epoch_then_rerun_equals_uninterrupted(tmp_path):
     run(vb + ["mlflow-init"], ws, env=e)
     run(vb + ["prepare", "--dataset", "mnist"], ws, env=e)
     train = vb + ["train", "--dataset", "mnist", "--model", "sigma_vae_optimal", "--seed", "0", "--threads", "1"]
-    cell = {k: ws / v for k, v in paths.cell_paths("mnist", "sigma_vae_optimal", 0).items()}
+    cell = {k: ws / v for k, v in paths.cell_paths(STUDY, "mnist", "sigma_vae_optimal", 0).items()}
 
     run(train, ws, env=e)
     reference = (torch.load(cell["checkpoint"], weights_only=True),

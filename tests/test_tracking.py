@@ -72,13 +72,13 @@ def test_training_run_reads_back_from_sqlite(workspace, store, recwarn):  # noqa
 
     # the dataset input: name, local source = the prepared file's path, digest = its SHA-256 (MLflow keeps at
     # most 36 characters of a digest; the full one is an input tag and a run tag)
-    prepared = paths.PREPARED.format(dataset="mnist")
+    prepared = paths.PREPARED.format(study=workspace.name, dataset="mnist")
     sha = file_sha256(prepared)
     assert sha == hashlib.sha256(Path(prepared).read_bytes()).hexdigest()
     (ds_input,) = run.inputs.dataset_inputs
     ds = ds_input.dataset
     assert ds.name == "mnist"
-    assert ds.source_type == "local" and json.loads(ds.source) == {"uri": "data/prepared/mnist.npz"}
+    assert ds.source_type == "local" and json.loads(ds.source) == {"uri": prepared}
     assert ds.digest == sha[:DATASET_DIGEST_CHARS] and len(ds.digest) == 36
     assert {t.key: t.value for t in ds_input.tags} == {"mlflow.data.context": "training", "sha256": sha}
     assert run.data.tags[DATASET_SHA256_TAG] == sha
@@ -106,7 +106,7 @@ def test_training_run_reads_back_from_sqlite(workspace, store, recwarn):  # noqa
 def test_tracking_leaves_training_bit_identical(workspace, store, monkeypatch, recwarn, model):  # noqa: F811
     """Grids are drawn from their own generator, in eval mode, without gradients: the checkpoint's weights and
     the log are the same to the bit with tracking on (grids every epoch) and off."""
-    cell = paths.cell_paths("mnist", model, 0)
+    cell = paths.cell_paths(workspace.name, "mnist", model, 0)
     tracked = train_cell(workspace, "mnist", model, 0)
     assert no_tracking_failure(recwarn)
     assert logged_images(store, tracked["mlflow_run_id"]) == {"samples": [1, 2], "reconstructions": [1, 2]}
@@ -164,7 +164,7 @@ def test_grid_failure_only_warns_and_grids_can_be_turned_off(workspace, store, m
     monkeypatch.setattr(train, "epoch_grids", broken)
     with pytest.warns(RuntimeWarning, match="logging images failed.*no grid today"):
         meta = train_cell(workspace, "mnist", "vae_bernoulli", 0)
-    assert len(meta["history"]) == 2 and paths.cell_paths("mnist", "vae_bernoulli", 0)["checkpoint"].exists()
+    assert len(meta["history"]) == 2 and paths.cell_paths(workspace.name, "mnist", "vae_bernoulli", 0)["checkpoint"].exists()
 
     monkeypatch.setenv("VAEBENCH_MLFLOW_GRID_N", "0")
     meta = train_cell(workspace, "mnist", "vae_bernoulli", 0)

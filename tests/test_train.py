@@ -26,7 +26,7 @@ def workspace(tmp_path, monkeypatch):
 
 def test_checkpoint_roundtrip_weights_only(workspace):
     meta = train_cell(workspace, "mnist", "sigma_vae", 0)
-    cell = paths.cell_paths("mnist", "sigma_vae", 0)
+    cell = paths.cell_paths(workspace.name, "mnist", "sigma_vae", 0)
     ckpt = torch.load(cell["checkpoint"], weights_only=True)
     assert ckpt["cell"]["model_config"]["likelihood"]["name"] == "gaussian_learned_shared"
     assert len(ckpt["history"]) == 2 and "log_sigma" in ckpt["history"][-1]
@@ -40,7 +40,7 @@ def test_checkpoint_roundtrip_weights_only(workspace):
 def test_objective_specific_terms_reach_the_log(workspace):
     """An objective's own batch terms (InfoVAE's MMD) are logged per epoch with no edit of the train loop."""
     train_cell(workspace, "mnist", "info_vae", 0)
-    header = paths.cell_paths("mnist", "info_vae", 0)["train_log"].read_text().splitlines()[0].split(",")
+    header = paths.cell_paths(workspace.name, "mnist", "info_vae", 0)["train_log"].read_text().splitlines()[0].split(",")
     assert {"train_mmd", "val_mmd", "train_kl", "val_elbo"} <= set(header)
 
 
@@ -61,5 +61,5 @@ def test_divergence_stops_with_step_and_last_finite_loss(workspace, monkeypatch)
     msg = str(err.value)
     assert "step 3" in msg and "last finite loss" in msg and "vae_bernoulli" in msg
     # nothing that looks finished
-    cell = paths.cell_paths("mnist", "vae_bernoulli", 0)
+    cell = paths.cell_paths(workspace.name, "mnist", "vae_bernoulli", 0)
     assert not cell["checkpoint"].exists() and not cell["train_log"].exists()

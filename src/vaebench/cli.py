@@ -107,7 +107,7 @@ def cmd_schema(args) -> None:
 
 
 def cmd_dvc_yaml(args) -> None:
-    ok = _write_if_changed(paths.DVC_YAML, dag.dvc_yaml_text(), args.check, "dvc-yaml")
+    ok = all([_write_if_changed(p, t, args.check, "dvc-yaml") for p, t in dag.dvc_yaml_texts().items()])
     if args.check and not ok:
         raise SystemExit(1)
 
@@ -115,9 +115,11 @@ def cmd_dvc_yaml(args) -> None:
 def cmd_readme(args) -> None:
     from vaebench.report import readme
 
+    from vaebench.report.index import index_html, index_rows
+
     text = open("README.md", encoding="utf-8").read()
-    ok = _write_if_changed("README.md", readme.render(text, readme.sections(_study(args))), args.check,
-                           "readme")
+    ok = all([_write_if_changed("README.md", readme.render(text, readme.sections(_study(args))), args.check, "readme"),
+              _write_if_changed(paths.INDEX_HTML, index_html(index_rows()), args.check, "readme")])
     if args.check and not ok:
         raise SystemExit(1)
 
@@ -187,8 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(before parallel jobs)")).set_defaults(func=cmd_mlflow_init)
     for name, func, what in (("schema", cmd_schema, "the JSON schemas of studies and the catalogue"),
                              ("dvc-yaml", cmd_dvc_yaml, "dvc.yaml from the stage declarations"),
-                             ("readme", cmd_readme, "the README's generated sections (components, results of "
-                                                    "the study from reports/metrics.json)")):
+                             ("readme", cmd_readme, "the README's generated sections (the reproduction index of "
+                                                    "every study, components, results of the default study from "
+                                                    "reports/<study>/) and reports/index.html")):
         p = with_params(sub.add_parser(name, help=f"write {what} (generated, committed)"))
         p.add_argument("--check", action="store_true", help="only check that the committed file is current")
         p.set_defaults(func=func)

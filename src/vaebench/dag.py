@@ -5,10 +5,10 @@ import dataclasses
 import re
 
 from vaebench.paths import (CAPTION_CURVES, CAPTION_RECON, CAPTION_REPORT, CAPTION_SAMPLES, CATALOGUE, CHECKPOINT,
-                            CLAIMS, CLASSIFIER, CLASSIFIER_METRICS, DEFAULT_STUDY, FID_INCEPTION_REFERENCE,
+                            CLAIMS, CLASSIFIER, CLASSIFIER_METRICS, DEFAULT_STUDY, DVC_YAML, FID_INCEPTION_REFERENCE,
                             FID_REFERENCE, METRICS, PER_IMAGE, PREPARED, RECON_PNG, REPORT_CLAIMS, REPORT_FIGURES,
-                            REPORT_HTML, REPORT_MD, REPORT_METRICS, REPORT_PLOTS, SAMPLES_PNG, SUMMARY_CSV, TRAIN_LOG,
-                            grid_folder)
+                            REPORT_HTML, REPORT_MD, REPORT_METRICS, REPORT_PLOTS, SAMPLES_PNG, STUDIES_DIR, SUMMARY_CSV,
+                            TRAIN_LOG, grid_folder, pipeline_file)
 from vaebench.sources import PACKAGE_DIR, closure_files
 
 SRC = "src/vaebench"
@@ -79,7 +79,7 @@ class Stage:
 
     def _job_path(self) -> str:
         parts = [f"{{{a}}}" if a != "seed" else "seed{seed}" for a in self.over]
-        return f"{self.name}/" + ("/".join(parts) if parts else self.name)
+        return f"{{study}}/{self.name}/" + ("/".join(parts) if parts else self.name)
 
     def log(self) -> str:
         """Snakemake's log file template of a job."""
@@ -183,28 +183,39 @@ def source_paths(stage: str) -> list:
 
 
 def _dvc(template: str) -> str:
-    """A path/key template with DVC's matrix placeholders: {model} -> ${item.model}."""
-    return re.sub(r"\{(\w+)\}", r"${item.\1}", template)
+    """A path/key template with DVC's placeholders: {study} -> ${study} (the study file's name), {model} ->
+    ${item.model} (the matrix)."""
+    return re.sub(r"\{(\w+)\}", lambda m: "${study}" if m[1] == "study" else "${item.%s}" % m[1], template)
 
 
 def dvc_stages(study_file: str = DEFAULT_STUDY, catalogue: str = CATALOGUE) -> dict:
-    """The ``stages`` of dvc.yaml: one matrix stage per Stage over the study's datasets, models and seeds."""
+    """The ``stages`` of the DVC pipeline of ``study_file``: one matrix stage per Stage over the study's datasets,
+    models and seeds. Paths are relative to the repository root (``wdir`` of a pipeline under pipelines/)."""
+    from vaebench.config import load_study
+
+    study = load_study(study_file, catalogue)
     stages = {}
+    default = study_file == DEFAULT_STUDY
     for s in STAGES.values():
         entry: dict = {}
-        if s.over:
+        swept = bool(study.sweeps) and "model" in s.over
+        if swept:            # DVC's matrix iterates the file's keys: a sweep's points are listed one by one
+            entry["foreach"] = {"-".join(str(v) for v in (d, m, sd)[: len(s.over)]): {
+                "dataset": d, "model": m, "seed": sd, "entry": study.entry_name(m)}
+                for d, m, sd in study.cells()}
+        elif s.over:
             entry["matrix"] = {axis: "${%ss}" % axis for axis in s.over}
-        entry["cmd"] = " ".join(["python -m vaebench"] + s.command(**{a: f"{{{a}}}" for a in s.over}))
-        entry["cmd"] = _dvc(entry["cmd"])
+        if not default:
+            entry["wdir"] = "../.."
+        words = s.command(**{a: f"{{{a}}}" for a in s.over}) + ([] if default else ["--params", study_file])
+        entry["cmd"] = _dvc(" ".join(["python -m vaebench"] + words))
         deps = source_files(s.name) + [_dvc(t) for t in s.deps.values()]
-        deps += list(dict.fromkeys(grid_folder(t) for t in s.grid_deps.values()))
+        deps += list(dict.fromkeys(_dvc(grid_folder(t)) for t in s.grid_deps.values()))
         entry["deps"] = deps
         params: list = []
         for file, key in s.params:
-            if file == STUDY:
-                params.append(_dvc(key))
-            else:
-                params.append({catalogue: [_dvc(key)]})
+            key = _dvc(key.replace("models.{model}", "models.{entry}") if swept else key)
+            params.append(key if file == STUDY and default else {study_file if file == STUDY else catalogue: [key]})
         entry["params"] = params
         entry["outs"] = [_dvc(t) if role not in s.uncached else {_dvc(t): {"cache": False}}
                          for role, t in s.outs.items() if role not in s.metrics and role not in s.plots]
@@ -212,12 +223,13 @@ def dvc_stages(study_file: str = DEFAULT_STUDY, catalogue: str = CATALOGUE) -> d
             entry["metrics"] = [{_dvc(s.outs[role]): {"cache": False}} for role in s.metrics]
         if s.plots:
             entry["plots"] = [{_dvc(s.outs[role]): {"cache": False, **props}} for role, props in s.plots.items()]
-        stages[s.name] = entry
+        stages[s.name] = {"foreach": entry.pop("foreach"), "do": entry} if swept else entry
     return stages
 
 
-def dvc_yaml_text() -> str:
-    """The text of dvc.yaml (a header saying how it is generated, then the stages)."""
+def dvc_yaml_text(study_file: str = DEFAULT_STUDY) -> str:
+    """The text of the DVC pipeline of ``study_file`` (a header saying how it is generated, then the stages):
+    dvc.yaml for params.yaml, :func:`vaebench.paths.pipeline_file` for a study under studies/."""
     import yaml
 
     class _Dumper(yaml.SafeDumper):
@@ -225,7 +237,23 @@ def dvc_yaml_text() -> str:
 
     # DVC cannot parse ${item.*} inside flow lists
     _Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=False))
-    body = yaml.dump({"stages": dvc_stages()}, Dumper=_Dumper, sort_keys=False, width=120)
+    doc: dict = {}
+    if study_file != DEFAULT_STUDY:
+        doc["vars"] = [f"../../{study_file}"]
+    doc["stages"] = dvc_stages(study_file)
+    body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=120)
     return ("# Generated by `python -m vaebench dvc-yaml` from src/vaebench/dag.py (STAGES). Do not edit:\n"
             "# change the stage declarations and regenerate. The matrices iterate the study's datasets and models\n"
-            "# (their keys) and seeds in params.yaml; each stage tracks only its own params slices.\n" + body)
+            f"# (their keys) and seeds in {study_file}; each stage tracks only its own params slices.\n" + body)
+
+
+def dvc_yaml_texts() -> dict[str, str]:
+    """{path: text} of every DVC pipeline: dvc.yaml (the default study, params.yaml) and pipelines/<x>/dvc.yaml
+    for each studies/<x>.yaml."""
+    import glob
+    import os
+
+    out = {DVC_YAML: dvc_yaml_text()}
+    for f in sorted(glob.glob(f"{STUDIES_DIR}/*.yaml")):
+        out[pipeline_file(os.path.splitext(os.path.basename(f))[0])] = dvc_yaml_text(f)
+    return out

@@ -30,7 +30,7 @@ def _template_regex(template: str) -> re.Pattern:
 
 def job_of(stage: str, path: str | os.PathLike) -> tuple[str, str] | None:
     """``(Snakemake target, DVC stage name)`` of the ``stage`` job that writes ``path``, e.g.
-    ``("data/prepared/mnist.npz", "prepare@mnist")``; None when ``path`` is no output of the stage."""
+    ``("data/studies/smoke/prepared/mnist.npz", "prepare@mnist")``; None when ``path`` is no output of the stage."""
     from vaebench.dag import STAGES
 
     spec = STAGES[stage]
@@ -50,5 +50,6 @@ def rerun_hint(stage: str, path: str | os.PathLike) -> str:
     if job is None:
         return f"delete it and rerun the {stage} stage that writes it"
     target, dvc_name = job
-    return (f"delete it and rerun its {stage} job: `snakemake --force {target}` (Snakemake) or "
-            f"`dvc repro -f -s {dvc_name}` (DVC)")
+    return (f"delete it and rerun its {stage} job: `snakemake --force {target}` (Snakemake; with "
+            f"--configfile <its study file>) or `dvc repro -f -s {dvc_name}` (DVC; for a study under studies/, "
+            f"`dvc repro -f -s pipelines/<study>/dvc.yaml:{dvc_name}`)")

@@ -10,27 +10,37 @@ STUDY_SCHEMA = "workflow/schemas/config.schema.yaml"
 CATALOGUE_SCHEMA = "workflow/schemas/catalogue.schema.yaml"
 DVC_YAML = "dvc.yaml"
 
-PREPARED = "data/prepared/{dataset}.npz"
-CLASSIFIER = "data/classifier/{dataset}.pt"
-CLASSIFIER_METRICS = "data/classifier/{dataset}.json"
-FID_REFERENCE = "data/fid/{dataset}/classifier.npz"
-FID_INCEPTION_REFERENCE = "data/fid/{dataset}/inception.npz"
-CHECKPOINT = "data/train/{dataset}/{model}/seed{seed}/model.pt"
-RESUME = "data/train/{dataset}/{model}/seed{seed}/resume.pt"
-TRAIN_LOG = "data/history/{dataset}/{model}/seed{seed}/log.csv"
-METRICS = "data/eval/{dataset}/{model}/seed{seed}/metrics.json"
-SAMPLES_PNG = "data/eval/{dataset}/{model}/seed{seed}/samples.png"
-RECON_PNG = "data/eval/{dataset}/{model}/seed{seed}/recon.png"
-PER_IMAGE = "data/eval/{dataset}/{model}/seed{seed}/per_image.npz"
+STUDIES_DIR = "studies"                # the seed papers' experiments, one study file each
+PIPELINES_DIR = "pipelines"            # pipelines/<study>/dvc.yaml: the DVC pipeline of studies/<study>.yaml
 
-REPORT_DIR = "reports"
-SUMMARY_CSV = "reports/summary.csv"
-REPORT_METRICS = "reports/metrics.json"
-REPORT_HTML = "reports/index.html"
-REPORT_MD = "reports/index.md"
-REPORT_FIGURES = "reports/figures"
-REPORT_CLAIMS = "reports/claims.csv"
-REPORT_PLOTS = "reports/plots"
+# Every output of a study lives under its name ({study}: the study file's `study` key), so studies coexist: running
+# one never touches another's files. The shared store holds work that is identical across studies, keyed by content
+# (the settings and the code that made it: vaebench.shared).
+STUDY_DATA = "data/studies/{study}"
+PREPARED = "data/studies/{study}/prepared/{dataset}.npz"
+CLASSIFIER = "data/studies/{study}/classifier/{dataset}.pt"
+CLASSIFIER_METRICS = "data/studies/{study}/classifier/{dataset}.json"
+FID_REFERENCE = "data/studies/{study}/fid/{dataset}/classifier.npz"
+FID_INCEPTION_REFERENCE = "data/studies/{study}/fid/{dataset}/inception.npz"
+CHECKPOINT = "data/studies/{study}/train/{dataset}/{model}/seed{seed}/model.pt"
+RESUME = "data/studies/{study}/train/{dataset}/{model}/seed{seed}/resume.pt"
+TRAIN_LOG = "data/studies/{study}/history/{dataset}/{model}/seed{seed}/log.csv"
+METRICS = "data/studies/{study}/eval/{dataset}/{model}/seed{seed}/metrics.json"
+SAMPLES_PNG = "data/studies/{study}/eval/{dataset}/{model}/seed{seed}/samples.png"
+RECON_PNG = "data/studies/{study}/eval/{dataset}/{model}/seed{seed}/recon.png"
+PER_IMAGE = "data/studies/{study}/eval/{dataset}/{model}/seed{seed}/per_image.npz"
+SHARED = "data/shared/{kind}/{dataset}-{key}{suffix}"
+
+REPORT_DIR = "reports/{study}"
+SUMMARY_CSV = "reports/{study}/summary.csv"
+REPORT_METRICS = "reports/{study}/metrics.json"
+REPORT_HTML = "reports/{study}/index.html"
+REPORT_MD = "reports/{study}/index.md"
+REPORT_FIGURES = "reports/{study}/figures"
+REPORT_CLAIMS = "reports/{study}/claims.csv"
+REPORT_PLOTS = "reports/{study}/plots"
+SNAKEMAKE_REPORT = "reports/{study}/snakemake.html"
+INDEX_HTML = "reports/index.html"      # the reproduction index: every study's status and headline numbers
 BENCH_JSON = "reports/bench.json"
 
 CAPTION_SAMPLES = "workflow/report/samples.rst"
@@ -39,9 +49,9 @@ CAPTION_CURVES = "workflow/report/curves.rst"
 CAPTION_REPORT = "workflow/report/report.rst"
 WORKFLOW_DESCRIPTION = "workflow/report/workflow.rst"
 
-def cell_paths(dataset: str, model: str, seed: int) -> dict[str, Path]:
-    """All files of one grid cell (dataset x model x seed), keyed by role."""
-    fmt = dict(dataset=dataset, model=model, seed=seed)
+def cell_paths(study: str, dataset: str, model: str, seed: int) -> dict[str, Path]:
+    """All files of one grid cell (dataset x model x seed) of ``study``, keyed by role."""
+    fmt = dict(study=study, dataset=dataset, model=model, seed=seed)
     return {
         "checkpoint": Path(CHECKPOINT.format(**fmt)),
         "resume": Path(RESUME.format(**fmt)),
@@ -53,7 +63,13 @@ def cell_paths(dataset: str, model: str, seed: int) -> dict[str, Path]:
     }
 
 
+def pipeline_file(study: str) -> str:
+    """The generated DVC pipeline of studies/<study>.yaml."""
+    return f"{PIPELINES_DIR}/{study}/dvc.yaml"
+
+
 def grid_folder(template: str) -> str:
-    """The folder of a per-cell template above its first placeholder ('data/eval' for METRICS)."""
-    head = template.split("{", 1)[0]
+    """The folder of a per-cell template above its first grid placeholder ('data/studies/{study}/eval' for
+    METRICS)."""
+    head = template.replace("{study}", "\0").split("{", 1)[0].replace("\0", "{study}")
     return head.rstrip("/") if head.endswith("/") else str(Path(head).parent)

@@ -11,6 +11,8 @@ STREAMS: dict[str, tuple[str, str]] = {
     "minibatch_order": ("train seed", "the order of training minibatches"),
     "train_noise": ("train seed", "binarisation / dequantisation noise of training batches"),
     "validation_noise": ("train seed", "the validation images mapped once into the model's data space"),
+    "test_curve": ("train seed", "the test images mapped once into the model's data space, and z ~ q(z|x), of the "
+                                 "per-epoch test loss (train.test_curve)"),
     "epoch_grids": ("train seed", "the prior samples of the per-epoch MLflow image grids"),
     "calibration": ("train seed", "noise and z ~ q(z|x) of the pass over the training images after training"),
     "classifier_init": ("classifier.seed", "the FID classifier's initial weights"),

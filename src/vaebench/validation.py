@@ -71,3 +71,16 @@ def check_study(study: Study, catalogue: str | os.PathLike = paths.CATALOGUE) ->
     check_image_shapes(study)
     check_inception_weights(study)
     check_claims(Path(catalogue).parent / paths.CLAIMS, catalogue)
+    check_published(study)
+
+
+def check_published(study: Study) -> None:
+    """Raise ConfigError when a published number of the study's ``source`` names a metric the report does not
+    record (the keys of :mod:`vaebench.metrics.spec`)."""
+    from vaebench.metrics import spec
+
+    known = {m.key for m in spec.metrics()}
+    for i, p in enumerate(study.config.source.published if study.config.source else []):
+        if p.metric not in known:
+            raise ConfigError(f"{study.source}: unknown metric {p.metric!r} at 'source.published.{i}.metric' "
+                              f"(known: {', '.join(sorted(known))})")

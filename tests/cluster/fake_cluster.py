@@ -34,7 +34,7 @@ STATE_ENV = "FAKE_CLUSTER_DIR"
 # The pipeline definition every job gets: the files and folders conftest.make_workspace copies (a test checks
 # the two agree), params.yaml included.
 DEFINITION = ("Snakefile", "dvc.yaml", "catalogue.yaml", "claims.yaml", ".dvcignore", "params.yaml",
-              "workflow", "profiles", "src")
+              "workflow", "profiles", "studies", "pipelines", "src")
 # The variables a job keeps from the submitting environment (besides PATH and HOME). OPENBLAS_* is the machine's
 # BLAS kernel choice (set on these machines; a cluster node sets it the same way): without it numpy picks another
 # kernel and an FID moves in the 11th digit.
@@ -108,7 +108,9 @@ def submit(jobscript: str) -> str:
     from vaebench.dag import STAGES
 
     rule, wildcards = props["rule"], props.get("wildcards", {})
-    benchmark = STAGES[rule].benchmark().format(**wildcards) if rule in STAGES else None
+    # a stage's log and benchmark live under its study's name (logs/<study>/<stage>/...): the study of this job
+    study = Path(props["log"][0]).parts[1] if rule in STAGES and props.get("log") else None
+    benchmark = STAGES[rule].benchmark().format(study=study, **wildcards) if rule in STAGES else None
     manifest = {"jobid": jobid, "rule": rule, "wildcards": wildcards, "workdir": str(workdir),
                 "scratch": str(scratch), "jobscript": str(job_script), "input": inputs,
                 "output": list(props["output"]), "log": list(props.get("log", [])), "benchmark": benchmark,

@@ -25,6 +25,12 @@ VAEBENCH = f"{sys.executable} -m vaebench"
 STAGES = dag.STAGES
 
 
+def in_study(template):
+    """A path template of vaebench.paths with this study's name in place of {study}: every output of a study lives
+    under its name, so another study's run never touches it."""
+    return template.replace("{study}", STUDY.name)
+
+
 wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
     model="[A-Za-z0-9_]+",
@@ -37,9 +43,9 @@ def stage_inputs(stage):
 
     def inputs(wildcards):
         out = {"sources": dag.source_files(stage)}
-        out.update({role: t.format(**wildcards) for role, t in s.deps.items()})
+        out.update({role: t.format(study=STUDY.name, **wildcards) for role, t in s.deps.items()})
         for role, t in s.grid_deps.items():
-            out[role] = [t.format(dataset=d, model=m, seed=sd) for d, m, sd in STUDY.cells()]
+            out[role] = [t.format(study=STUDY.name, dataset=d, model=m, seed=sd) for d, m, sd in STUDY.cells()]
         return out
 
     return inputs
@@ -51,6 +57,7 @@ def stage_outputs(stage):
     s = STAGES[stage]
     outs = {}
     for role, t in s.outs.items():
+        t = in_study(t)
         out = directory(t) if role in s.dirs else t
         item = s.report.get(role)
         if item is not None:
@@ -72,9 +79,18 @@ def stage_params(stage):
     the slice reruns the job (Snakemake's params trigger) and the metadata names what was tracked."""
     s = STAGES[stage]
     params = {}
+    def value(file, key, w):
+        model = w.model if "model" in w.keys() else None
+        if model in STUDY.sweeps:
+            if (file, key) == (dag.STUDY, "models.{model}"):       # the point's own settings, not the whole sweep
+                return (file, key.format(**w), STUDY.models[model].model_dump(mode="json", exclude_none=True))
+            key = key.format(**{**w, "model": STUDY.entry_name(model)})
+        else:
+            key = key.format(**w)
+        return (file, key, _lookup(file, key))
+
     for i, (file, key) in enumerate(s.params):
-        params[f"slice{i}"] = (lambda w, file=file, key=key:
-                               (file, key.format(**w), _lookup(file, key.format(**w))))
+        params[f"slice{i}"] = (lambda w, file=file, key=key: value(file, key, w))
     return params
 
 
@@ -96,7 +112,7 @@ if GPUS and "gpu_slots" not in workflow.global_resources:
 
 # The prepared data (MiB) that a stage's declared mem_mb already holds: MNIST's file is 55 MiB, Frey Face's 1.
 DATA_IN_DECLARED_MB = 500
-PREPARED_DIR = os.path.dirname(paths.PREPARED)
+PREPARED_DIR = os.path.dirname(in_study(paths.PREPARED))
 
 
 def stage_resources(stage):

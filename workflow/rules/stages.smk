@@ -19,10 +19,10 @@ for _stage in STAGES.values():
         resources:
             **stage_resources(_stage.name),
         log:
-            _stage.log(),
+            in_study(_stage.log()),
         benchmark:
             # wall time and peak resident memory (max_rss, MB) of every job, to check mem_mb against
-            _stage.benchmark(),
+            in_study(_stage.benchmark()),
         shell:
             # Evaluated twice: when the rule is defined (the printed command) and when a job runs, after
             # the loop has moved on; then the job's own rule name is in scope and picks the stage.

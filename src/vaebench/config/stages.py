@@ -14,6 +14,9 @@ class TrainConfig(StrictConfig):
     epochs: PositiveInt = Field(10, description="Passes over the training split.")
     batch_size: PositiveInt = Field(128, description="Images per step.")
     lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate.")
+    test_curve: bool = Field(False, description="Also log the loss on the whole test split after every epoch "
+                                                "(test_loss, the curves of the rho-VAE paper's figures); never used "
+                                                "to select or stop a model.")
 
 
 class ClassifierConfig(StrictConfig):

@@ -140,6 +140,40 @@ class ModelOverride(BaseModel):
 
     train: TrainOverride | None = None
     evaluate: EvaluateOverride | None = None
+    sweep: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")],
+                Annotated[list[Union[int, float, str, list[int]]], Field(min_length=1)]] | None = Field(
+        None, description="Settings to sweep, each a key inside the model (latent_dim, objective.beta, objective.k, "
+                          "objective.kappa, architecture.hidden_dims) with its values; every combination is a model of "
+                          "its own, named <model>_<last key part><value> (0.001 -> 0p001, -1 -> m1, [512, 256] -> "
+                          "512x256), e.g. beta_vae_beta0p001.")
+
+
+def sweep_points(name: str, sweep: dict[str, list]) -> dict[str, dict[str, Any]]:
+    """{point name: {dotted key: value}} of every combination of a model's ``sweep`` values, in the order given."""
+    import itertools
+
+    def token(v) -> str:
+        text = "x".join(map(str, v)) if isinstance(v, list) else f"{v:g}" if isinstance(v, float) else str(v)
+        return re.sub(r"[^A-Za-z0-9]", "", text.replace(".", "p").replace("-", "m").replace("+", ""))
+
+    keys = list(sweep)
+    out = {}
+    for combo in itertools.product(*(sweep[k] for k in keys)):
+        label = "_".join(f"{k.split('.')[-1]}{token(v)}" for k, v in zip(keys, combo))
+        out[f"{name}_{label}"] = dict(zip(keys, combo))
+    return out
+
+
+def _nested(values: dict[str, Any]) -> dict:
+    """{'objective.beta': 0.1} -> {'objective': {'beta': 0.1}}."""
+    out: dict = {}
+    for key, v in values.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return out
 
 
 class _DatasetSettingsBase(StrictConfig):
@@ -191,6 +225,34 @@ def _datasets_by_name(value: Any, handler) -> dict[str, StrictConfig]:
     return out
 
 
+class PublishedValue(StrictConfig):
+    """One number of the source, next to ours in the reproduction index and the study's report."""
+
+    dataset: str = Field(..., pattern=NAME_PATTERN, description="The study's dataset it belongs to.")
+    model: str = Field(..., pattern=NAME_PATTERN, description="The study's model it belongs to.")
+    metric: str = Field(..., description="A metric of the report's records (vaebench.metrics.spec), e.g. "
+                                         "test_elbo_nats, test_nll_iwae_nats, fid_inception, test_kl_nats, test_sse.")
+    value: float = Field(..., description="As published, in that metric's unit and sign (a published loss -ELBO of "
+                                          "107.7 is test_elbo_nats -107.7).")
+    note: str = Field("", description="Where it is printed and how it was read (e.g. digitised from a figure).")
+
+
+class StudySource(StrictConfig):
+    """The seed experiment a study reproduces: the paper's table or figure, its protocol and our deviations."""
+
+    paper: str = Field(..., description="Authors, year and title (short).")
+    experiment: str = Field(..., description="The table or figure, e.g. 'Table 3' or 'Fig. 1, MNIST'.")
+    protocol: str = Field(..., description="The source's protocol: network, latent size, data scaling, epochs, "
+                                           "batch, optimiser and schedule, evaluation.")
+    deviations: list[str] = Field(default_factory=list, description="Each difference from the source, with why.")
+    status: Literal["fits a CPU", "needs a GPU", "needs data"] = Field(
+        ..., description="'fits a CPU': runs to its protocol on a 2-core CPU machine within a few hours; "
+                         "else what it needs.")
+    cost: str = Field(..., description="Its measured time here, or the estimate of what it needs and how it was "
+                                       "estimated.")
+    published: list[PublishedValue] = Field(default_factory=list, description="The source's numbers.")
+
+
 @functools.lru_cache(maxsize=None)
 def _study_train_class() -> type[BaseModel]:
     """The study's ``train`` section: :class:`TrainConfig` plus ``per_dataset``, overrides for one dataset."""
@@ -209,6 +271,8 @@ def _study_classes(names: tuple) -> type[BaseModel]:
         "StudyConfig", __base__=StrictConfig,
         __doc__="A study: the grid datasets x models x seeds and the settings of every stage.",
         study=(str, Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Study name; the MLflow experiment name.")),
+        source=(StudySource | None, Field(None, description="The seed experiment this study reproduces (none for a "
+                                                            "study of your own).")),
         device=(Literal["auto", "cpu", "cuda"], Field(..., description="auto = CUDA when available, else CPU.")),
         seeds=(list[NonNegativeInt], Field(..., min_length=1, description="Training seeds of every model.")),
         datasets=(_datasets_class(), Field(
@@ -237,14 +301,21 @@ class Study:
     """A validated study: ``config`` (the typed study), ``models`` (model name -> its merged ModelEntry) and
     ``source`` (the study file, named in errors)."""
 
-    def __init__(self, config: BaseModel, models: dict[str, ModelConfig], source: str):
+    def __init__(self, config: BaseModel, models: dict[str, ModelConfig], source: str,
+                 sweeps: dict[str, tuple[str, dict[str, Any]]] | None = None):
         self.config, self.models, self.source = config, models, source
+        self.sweeps = sweeps or {}          # point name -> (the study's model key, {dotted key: value})
 
     name = property(lambda self: self.config.study)
     device = property(lambda self: self.config.device)
     seeds = property(lambda self: list(self.config.seeds))
     dataset_names = property(lambda self: list(self.config.datasets))
-    model_names = property(lambda self: list(self.config.models))
+    model_names = property(lambda self: list(self.models))
+
+    def entry_name(self, model: str) -> str:
+        """The key under ``models`` of the study file (and the catalogue) that defines ``model`` (a sweep point's
+        model, else ``model`` itself)."""
+        return self.sweeps[model][0] if model in self.sweeps else model
 
     def cells(self) -> list[tuple[str, str, int]]:
         """The grid as (dataset, model, seed) triples, in the order of the study file."""
@@ -392,15 +463,28 @@ def validate_study(raw: Any, source: str = DEFAULT_STUDY, catalogue: str | os.Pa
     except ValidationError as exc:
         raise _config_error(exc, source, "", cls, raw) from None
     entries = load_catalogue(catalogue)
-    models = {}
-    for name in config.models:
+    models, sweeps = {}, {}
+    for name, typed in config.models.items():
         if name not in entries:
             raise ConfigError(f"{source}: model '{name}' at 'models' is not in the catalogue {catalogue} "
                               f"(defined: {', '.join(sorted(entries))})")
-        models[name] = resolve_model(name, entries[name], (raw["models"] or {}).get(name), raw.get("components"),
-                                     source, str(catalogue))
+        override = dict((raw["models"] or {}).get(name) or {})
+        override.pop("sweep", None)
+        points = sweep_points(name, typed.sweep) if typed and typed.sweep else {name: {}}
+        for point, values in points.items():
+            if point in models or (point != name and point in config.models):
+                raise ConfigError(f"{source}: the sweep of 'models.{name}' makes the model name '{point}' twice "
+                                  "(or a name the study already uses)")
+            models[point] = resolve_model(name, entries[name], deep_merge(override, _nested(values)),
+                                          raw.get("components"), source, str(catalogue))
+            if values:
+                sweeps[point] = (name, values)
     _check_per_dataset(config, source)
-    return Study(config, models, source)
+    for i, p in enumerate(config.source.published if config.source else []):
+        if p.dataset not in config.datasets or p.model not in models:
+            raise ConfigError(f"{source}: 'source.published.{i}' names dataset {p.dataset!r} and model {p.model!r}, "
+                              f"but the study has datasets {list(config.datasets)} and models {list(models)}")
+    return Study(config, models, source, sweeps)
 
 
 def _check_per_dataset(config, source: str) -> None:

@@ -49,21 +49,21 @@ def study_inception_weights(ecfg) -> Path | None:
     return weights_available(ecfg.inception_weights)
 
 
-def inception_reference_status(dataset: str) -> dict:
-    """The Inception reference of ``dataset`` written by ``run``: {'computed', 'status', and when computed
+def inception_reference_status(study: str, dataset: str) -> dict:
+    """The Inception reference of ``dataset`` in ``study`` written by ``run``: {'computed', 'status', and when computed
     'mu' (2048,), 'sigma' (2048, 2048), 'weights' (path), 'n_reference'}."""
     from vaebench.metrics.inception import load_statistics
 
-    ref = load_statistics(paths.FID_INCEPTION_REFERENCE.format(dataset=dataset))
+    ref = load_statistics(paths.FID_INCEPTION_REFERENCE.format(study=study, dataset=dataset))
     ref["computed"] = bool(ref["computed"])
     return ref
 
 
-def load_reference(dataset: str) -> dict:
-    """The npz of ``run`` as a dict (arrays, and the scalars as Python values). ``available`` is False (with a
+def load_reference(study: str, dataset: str) -> dict:
+    """The npz of ``run`` for ``dataset`` in ``study`` as a dict (arrays, and the scalars as Python values). ``available`` is False (with a
     ``reason``) for a dataset without a classifier, which has no statistics; files written before the field
     existed hold statistics (``available`` True)."""
-    with np.load(paths.FID_REFERENCE.format(dataset=dataset)) as z:
+    with np.load(paths.FID_REFERENCE.format(study=study, dataset=dataset)) as z:
         out = {k: z[k] for k in z.files}
     out["available"] = bool(out.get("available", True))
     if not out["available"]:

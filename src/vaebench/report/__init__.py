@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 __all__ = ["build_report", "output_paths"]
 
 
-def output_paths(out_dir: str | Path = paths.REPORT_DIR) -> dict[str, Path]:
+def output_paths(out_dir: str | Path) -> dict[str, Path]:
     """The report's files under ``out_dir``, at the same relative places as under ``paths.REPORT_DIR``."""
     out_dir = Path(out_dir)
 
@@ -32,8 +32,8 @@ def output_paths(out_dir: str | Path = paths.REPORT_DIR) -> dict[str, Path]:
     }
 
 
-def build_report(study: "Study", out_dir: str | Path = paths.REPORT_DIR, claims_path: str | Path = paths.CLAIMS) -> dict:
-    """Read every cell of ``study`` and write the report files under ``out_dir``.
+def build_report(study: "Study", out_dir: str | Path | None = None, claims_path: str | Path = paths.CLAIMS) -> dict:
+    """Read every cell of ``study`` and write the report files under ``out_dir`` (default ``reports/<study>``).
 
     Raises:
         FileNotFoundError: an input of some cell is missing (the message names the file); raised before
@@ -49,7 +49,7 @@ def build_report(study: "Study", out_dir: str | Path = paths.REPORT_DIR, claims_
     cells = [(str(d), str(m), int(s)) for d, m, s in study.cells()]
     claims = claims_mod.load_claims(claims_path)
 
-    inputs = collect.read_cells(cells)            # every input checked and read before any output
+    inputs = collect.read_cells(study.name, cells)            # every input checked and read before any output
     records = [c.record for c in inputs]
     logs = {c.cell: c.log for c in inputs}
     summary = collect.summary_frame(records)
@@ -60,8 +60,10 @@ def build_report(study: "Study", out_dir: str | Path = paths.REPORT_DIR, claims_
     metrics = {"models": aggregate, "comparisons": comparisons, "flags": flags.flags_json(diagnostics)}
     verdicts = claims_mod.check_claims(claims, inputs, datasets, models, diagnostics)
 
-    out = output_paths(out_dir)
-    figs = figures.write_figures(out["figures"], datasets, models, seeds, records, logs)
+    out = output_paths(out_dir or paths.REPORT_DIR.format(study=study.name))
+    published = list(study.config.source.published) if study.config.source else []
+    figs = figures.write_figures(study.name, out["figures"], datasets, models, seeds, records, logs,
+                                 published=published, sweeps=study.sweeps)
     plot_files = dvc_plots.write_plot_data(out["plots"], datasets, models, seeds, logs)
     doc = render.build_document(f"vaebench report: study {study.name}", datasets, models, seeds, frame,
                                 aggregate, figs, comparisons, diagnostics, verdicts)

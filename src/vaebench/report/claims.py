@@ -164,6 +164,23 @@ def verdict(expectation: Expectation, row: dict) -> str:
     return REPRODUCED if a_better == (expectation == "better") else NOT_REPRODUCED
 
 
+def borderline(expectation: Expectation, row: dict) -> bool:
+    """Whether the verdict of a judged row would change if the difference moved by one standard error (``se``): the
+    interval's bound nearest a deciding boundary (0 for better/worse, -m for non-inferiority, +-m for equivalence)
+    lies within one SE of it. A rerun on another machine moves the difference within its interval, so such a
+    verdict is reported as borderline rather than trusted to survive."""
+    lo, hi, se = row.get("ci_low"), row.get("ci_high"), row.get("se")
+    if not row.get("compared") or lo is None or hi is None or not se:
+        return False
+    if isinstance(expectation, NonInferior):
+        edges = [-expectation.noninferior if row["higher_is_better"] else expectation.noninferior]
+    elif isinstance(expectation, EqualWithin):
+        edges = [-expectation.equal_within, expectation.equal_within]
+    else:
+        edges = [0.0]
+    return any(min(abs(lo - e), abs(hi - e)) < se for e in edges)
+
+
 def _published(dataset: str, a: str, b: str, metric: str, train_k: dict[str, int]) -> dict:
     """Published A and B values of ``metric`` from one source (None when the paper gives no pair)."""
     out = {"published_a": None, "published_b": None, "published_diff": None, "published_source": None}
@@ -319,7 +336,11 @@ def check_claims(claims: dict[str, Claim], inputs: list, datasets: list[str], mo
                         rows.append({**head, **{k: row[k] for k in ("diff", "ci_low", "ci_high", "level", "n_seeds",
                                                                      "se", "se_seeds", "se_images", "n_images")},
                                      **_published(d, a, b, metric, train_k),
-                                     "verdict": verdict(expectation, row), "reason": row["reason"],
+                                     "verdict": verdict(expectation, row),
+                                     "reason": row["reason"] or (
+                                         f"borderline: moving the difference by one standard error "
+                                         f"({row['se']:.3g}) would change the verdict"
+                                         if borderline(expectation, row) else row["reason"]),
                                      "lk_not_converged": ";".join(row["lk_not_converged"]) or None})
     return [{k: r.get(k) for k in COLUMNS} for r in rows]
 
@@ -346,7 +367,7 @@ def write_claims_csv(rows: list[dict], path: str | os.PathLike) -> Path:
     return path
 
 
-def read_claims_csv(path: str | os.PathLike = paths.REPORT_CLAIMS):
+def read_claims_csv(path: str | os.PathLike):
     """``reports/claims.csv`` as a pandas DataFrame (missing values as None-like NaN).
 
     Raises:

@@ -52,10 +52,10 @@ class CellData:
     per_image: dict[str, np.ndarray]
 
 
-def check_inputs(cells: list[CellKey]) -> None:
-    """Raise ``FileNotFoundError`` naming the first missing input file of ``cells`` (nothing is read)."""
+def check_inputs(study: str, cells: list[CellKey]) -> None:
+    """Raise ``FileNotFoundError`` naming the first missing input file of ``cells`` of ``study`` (nothing is read)."""
     for cell in cells:
-        files = paths.cell_paths(*cell)
+        files = paths.cell_paths(study, *cell)
         for role in INPUT_ROLES:
             if not files[role].is_file():
                 raise FileNotFoundError(f"report input missing for cell {cell} ({role}): {files[role]}")
@@ -112,8 +112,8 @@ def read_per_image(path: Path, n_images: Any = None) -> dict[str, np.ndarray]:
     return {k: (v.astype(np.int64) if k == "index" else v.astype(np.float64)) for k, v in arrays.items()}
 
 
-def read_cells(cells: list[CellKey]) -> list[CellData]:
-    """Every input of ``cells``, in the given order; all files are checked to exist before any is read.
+def read_cells(study: str, cells: list[CellKey]) -> list[CellData]:
+    """Every input of ``cells`` of ``study``, in the given order; all files are checked to exist before any is read.
 
     Raises:
         FileNotFoundError: an input file is missing (the message names it).
@@ -122,10 +122,10 @@ def read_cells(cells: list[CellKey]) -> list[CellData]:
     """
     import pandas as pd
 
-    check_inputs(cells)
+    check_inputs(study, cells)
     out = []
     for cell in cells:
-        files = paths.cell_paths(*cell)
+        files = paths.cell_paths(study, *cell)
         record = read_metrics(files["metrics"], cell)
         per_image = read_per_image(files["per_image"], record.get("n_images"))
         out.append(CellData(cell, record, pd.read_csv(files["train_log"]), {r: files[r] for r in INPUT_ROLES},

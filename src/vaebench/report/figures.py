@@ -35,6 +35,8 @@ class DatasetFigures:
     recon: Path | None = None
     training: Path | None = None
     latent: Path | None = None
+    test_curves: Path | None = None
+    sweeps: Path | None = None
     captions: dict[str, str] = field(default_factory=dict)
 
     def files(self) -> list[Path]:
@@ -43,7 +45,7 @@ class DatasetFigures:
         for pair in self.grids.values():
             out += list(pair)
         out += [p for p in (self.rate_distortion, self.fid_nll, self.samples, self.recon, self.training,
-                            self.latent) if p is not None]
+                            self.latent, self.test_curves, self.sweeps) if p is not None]
         return out
 
 
@@ -443,12 +445,12 @@ def plot_fid_nll(data: ScatterData, path: Path, styles: dict[str, tuple[str, str
 IMAGE_KINDS = {"samples": "samples_png", "recon": "recon_png"}
 
 
-def image_panels(dataset: str, models: list[str], seed: Any, kind: str) -> list[tuple[str, Path]]:
-    """``[(model, path)]``: the ``kind`` grid ('samples' or 'recon') of every model's cell (dataset, model, seed) at
+def image_panels(study: str, dataset: str, models: list[str], seed: Any, kind: str) -> list[tuple[str, Path]]:
+    """``[(model, path)]``: the ``kind`` grid ('samples' or 'recon') of every model's cell (dataset, model, seed) of ``study`` at
     the :func:`vaebench.paths.cell_paths` location, in ``models`` order (existence not checked)."""
     if kind not in IMAGE_KINDS:
         raise ValueError(f"image_panels: kind must be one of {sorted(IMAGE_KINDS)}, got {kind!r}")
-    return [(m, paths.cell_paths(dataset, m, seed)[IMAGE_KINDS[kind]]) for m in models]
+    return [(m, paths.cell_paths(study, dataset, m, seed)[IMAGE_KINDS[kind]]) for m in models]
 
 
 @dataclass
@@ -813,9 +815,12 @@ def copy_file(src: Path, dst: Path) -> Path:
     return dst
 
 
-def write_figures(fig_dir: Path, datasets: list[str], models: list[str], seeds: list, records: list[dict],
-                  logs: dict) -> dict[str, DatasetFigures]:
-    """Write every figure of the report under ``fig_dir``; returns ``{dataset: DatasetFigures}``."""
+def write_figures(study: str, fig_dir: Path, datasets: list[str], models: list[str], seeds: list, records: list[dict],
+                  logs: dict, published: list | None = None,
+                  sweeps: dict[str, tuple[str, dict]] | None = None) -> dict[str, DatasetFigures]:
+    """Write every figure of the report of ``study`` under ``fig_dir``; returns ``{dataset: DatasetFigures}``.
+    ``published``: the study's published numbers (``source.published``), drawn beside ours; ``sweeps``: the study's
+    sweep points (:attr:`vaebench.config.Study.sweeps`)."""
     fig_dir = Path(fig_dir)
     out: dict[str, DatasetFigures] = {}
     styles = model_styles(models)
@@ -823,7 +828,7 @@ def write_figures(fig_dir: Path, datasets: list[str], models: list[str], seeds: 
         grids = {}
         for m in models:
             for s in seeds:
-                cell = paths.cell_paths(d, m, s)
+                cell = paths.cell_paths(study, d, m, s)
                 grids[(m, s)] = (
                     copy_file(cell["samples_png"], fig_dir / f"{d}_{m}_seed{s}_samples.png"),
                     copy_file(cell["recon_png"], fig_dir / f"{d}_{m}_seed{s}_recon.png"),
@@ -856,7 +861,7 @@ def write_figures(fig_dir: Path, datasets: list[str], models: list[str], seeds: 
                                ("recon", "Reconstructions (rows of test images, each followed by their "
                                          "reconstructions)")):
                 written, layout = plot_image_panels(
-                    image_panels(d, models, first, kind), fig_dir / f"{d}_{kind}_by_model.png",
+                    image_panels(study, d, models, first, kind), fig_dir / f"{d}_{kind}_by_model.png",
                     f"{d}: {what.split(' (')[0].lower()} of every model, seed {first}, same pixel scale")
                 setattr(fig, kind, written)
                 if layout is not None:
@@ -878,5 +883,120 @@ def write_figures(fig_dir: Path, datasets: list[str], models: list[str], seeds: 
             ["Latent analysis per model: rate, mutual information I(x; z) and marginal KL(q(z) || p(z)) in nats, "
              "and active units out of the latent dimension; bars: mean over training seeds, error bars: "
              f"{LEVEL:.0%} Student-t interval over seeds (none with one seed).", _note(lat.left_out)]).strip()
+
+        fig.test_curves = plot_test_curves(d, models, seeds, logs, published or [], fig_dir / f"{d}_test_curves.png")
+        if fig.test_curves is not None:
+            captions["test_curves"] = (
+                "Test loss (-ELBO on the whole test split, nats per image) after every epoch (train.test_curve), mean "
+                "over training seeds with the range of the seeds shaded; stars: the published values at the "
+                "source's last epoch (the study's source.published), whose data space may differ (see its "
+                "deviations).")
+        fig.sweeps = plot_sweeps(d, records, sweeps or {}, published or [], fig_dir / f"{d}_sweeps.png")
+        if fig.sweeps is not None:
+            captions["sweeps"] = (
+                "Every recorded metric against the swept setting, one line per sweep: mean over training seeds with "
+                f"its {LEVEL:.0%} Student-t interval; stars: the published values of the same model and metric.")
         out[d] = fig
     return out
+
+
+def plot_test_curves(dataset: str, models: list[str], seeds: list, logs: dict, published: list,
+                     path: Path) -> Path | None:
+    """Write the per-epoch test loss (the ``test_loss`` column of the training logs, keyed (dataset, model, seed))
+    of every model that logged it, mean and range over seeds, with the published ``test_elbo_nats`` values of
+    ``published`` (negated: a loss) at the last epoch; None when no model logged a test loss."""
+    import pandas as pd
+
+    frames = {m: [logs[(dataset, m, s)] for s in seeds
+                  if (dataset, m, s) in logs and "test_loss" in logs[(dataset, m, s)]] for m in models}
+    frames = {m: f for m, f in frames.items() if f}
+    if not frames:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for m, fs in frames.items():
+        g = pd.concat(fs)[["epoch", "test_loss"]].groupby("epoch")["test_loss"]
+        mean = g.mean()
+        (line,) = ax.plot(mean.index, mean.values, marker=".", label=f"{m} (ours, {len(fs)} seeds)")
+        ax.fill_between(mean.index, g.min().values, g.max().values, color=line.get_color(), alpha=0.2, linewidth=0)
+        for p in published:
+            if (p.dataset, p.model, p.metric) == (dataset, m, "test_elbo_nats"):
+                ax.scatter([mean.index.max()], [-p.value], marker="*", s=160, color=line.get_color(),
+                           edgecolor="black", zorder=5, label=f"{m} published: {-p.value:g}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test loss, -ELBO (nats per image)")
+    ax.set_title(f"{dataset}: test loss per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+SWEEP_SKIPPED = ("seconds",)   # record keys that describe the run, not the model
+
+
+def plot_sweeps(dataset: str, records: list[dict], sweeps: dict[str, tuple[str, dict]], published: list,
+                path: Path) -> Path | None:
+    """Write every finite metric of :mod:`vaebench.metrics.spec` against the swept setting (one panel per metric, one
+    line per (study entry, swept key)), mean and 95% Student-t interval over training seeds, with the published
+    values of ``published`` as stars; log x when the values are positive and span 100x or more. None without a sweep
+    on one numeric setting."""
+    import math
+
+    from vaebench.metrics import spec
+    from vaebench.metrics.uncertainty import seed_summary
+
+    lines: dict[tuple[str, str], list[tuple[float, str]]] = {}
+    for model, (entry, values) in sweeps.items():
+        if len(values) == 1:
+            (key, value), = values.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                lines.setdefault((entry, key), []).append((float(value), model))
+    if not lines:
+        return None
+    by_model: dict[str, list[dict]] = {}
+    for r in records:
+        if r.get("dataset") == dataset:
+            by_model.setdefault(r["model"], []).append(r)
+    keys = [m.key for m in spec.metrics() if not any(w in m.key for w in SWEEP_SKIPPED) and any(
+        isinstance(r.get(m.key), (int, float)) and math.isfinite(r[m.key]) for pts in lines.values()
+        for _, model in pts for r in by_model.get(model, []))]
+    if not keys:
+        return None
+    plt = _pyplot()
+    cols = min(4, len(keys))
+    rows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        for (entry, swept), pts in lines.items():
+            pts = sorted(pts)
+            xs, means, lo, hi = [], [], [], []
+            for x, model in pts:
+                vals = [r[key] for r in by_model.get(model, []) if isinstance(r.get(key), (int, float))
+                        and math.isfinite(r[key])]
+                if not vals:
+                    continue
+                st = seed_summary(vals)
+                mean = st["mean"]
+                low, high = st.get("ci_low"), st.get("ci_high")
+                ok = low is not None and high is not None and math.isfinite(low) and math.isfinite(high)
+                xs.append(x)
+                means.append(mean)
+                lo.append(mean - low if ok else 0.0)
+                hi.append(high - mean if ok else 0.0)
+            if xs:
+                (line,) = ax.plot(xs, means, marker="o", label=f"{entry}: {swept}")
+                ax.errorbar(xs, means, yerr=[lo, hi], fmt="none", ecolor=line.get_color(), capsize=2)
+                for x, model in pts:
+                    for p in published:
+                        if (p.dataset, p.model, p.metric) == (dataset, model, key):
+                            ax.scatter([x], [p.value], marker="*", s=140, color=line.get_color(), edgecolor="black",
+                                       zorder=5)
+            if xs and min(xs) > 0 and max(xs) / min(xs) >= 100:
+                ax.set_xscale("log")
+        ax.set_title(key, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"{dataset}: metrics against the swept setting (stars: published)")
+    return _save(fig, path)

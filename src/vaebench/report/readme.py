@@ -46,7 +46,7 @@ def _fmt(stat: dict | None, spec: str) -> str:
     return format_ci(stat, spec)
 
 
-def _models(metrics: dict, path: str | Path = paths.REPORT_METRICS) -> dict:
+def _models(metrics: dict, path: str | Path = "metrics.json") -> dict:
     """The ``models`` part of a reports/metrics.json.
 
     Raises:
@@ -155,7 +155,7 @@ def study_text(study) -> str:
     return "\n".join(lines)
 
 
-def verdicts_table(claims_path: str | Path = paths.REPORT_CLAIMS) -> str:
+def verdicts_table(claims_path: str | Path) -> str:
     """Markdown of the verdict table (:func:`vaebench.report.tables.comparisons.verdict_table`) of a reports/claims.csv,
     preceded by the count of each verdict."""
     from vaebench.report import claims, render
@@ -172,8 +172,7 @@ def verdicts_table(claims_path: str | Path = paths.REPORT_CLAIMS) -> str:
             + "\n".join(lines))
 
 
-def sections(study, metrics_path: str | Path = paths.REPORT_METRICS,
-             claims_path: str | Path = paths.REPORT_CLAIMS) -> dict[str, str]:
+def sections(study, metrics_path: str | Path | None = None, claims_path: str | Path | None = None) -> dict[str, str]:
     """{section name: generated Markdown} for the README: the components, the verdicts on the seed papers'
     claims (from reports/claims.csv), the results table followed by the paired comparisons (both in the
     'results' section), and the table of random streams.
@@ -182,6 +181,8 @@ def sections(study, metrics_path: str | Path = paths.REPORT_METRICS,
         ValueError: the metrics or claims file has the structure of an older report stage.
         FileNotFoundError: no claims file.
     """
+    metrics_path = metrics_path or paths.REPORT_METRICS.format(study=study.name)
+    claims_path = claims_path or paths.REPORT_CLAIMS.format(study=study.name)
     metrics = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
     _models(metrics, metrics_path)
     results = results_table(study, metrics)
@@ -192,8 +193,11 @@ def sections(study, metrics_path: str | Path = paths.REPORT_METRICS,
                     "the 95% CI excludes 0; lower NLL and FID are better):\n\n" + pairs)
     from vaebench.seeds import protocol_table
 
-    return {"components": components_table(), "verdicts": verdicts_table(claims_path), "results": results,
-            "seeds": protocol_table(), "study": study_text(study)}
+    from vaebench.report.index import index_markdown, index_rows
+
+    return {"index": index_markdown(index_rows()), "components": components_table(),
+            "verdicts": verdicts_table(claims_path), "results": results, "seeds": protocol_table(),
+            "study": study_text(study)}
 
 
 def render(text: str, generated: dict[str, str]) -> str:

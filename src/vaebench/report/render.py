@@ -128,6 +128,8 @@ def _verdicts(doc: Document, verdicts: list[dict]) -> None:
 
 
 PICTURES = (  # (DatasetFigures field, heading), in the order the report shows them
+    ("test_curves", "Test loss per epoch, with the published values"),
+    ("sweeps", "Metrics against the swept setting"),
     ("rate_distortion", "Rate and distortion"),
     ("fid_nll", "Sample quality against likelihood"),
     ("samples", "Samples of every model"),
@@ -137,9 +139,14 @@ PICTURES = (  # (DatasetFigures field, heading), in the order the report shows t
 )
 
 
+OPTIONAL_PICTURES = ("test_curves", "sweeps")   # shown only for studies that log a test curve or sweep a setting
+
+
 def _pictures(doc: Document, dataset: str, models: list[str], seeds: list, fig: DatasetFigures) -> None:
     for name, heading in PICTURES:
         path = getattr(fig, name, None)
+        if path is None and name in OPTIONAL_PICTURES:
+            continue
         doc.heading(3, heading)
         if path is None:
             doc.paragraph(fig.captions.get(name) or "Nothing to plot for this dataset.")

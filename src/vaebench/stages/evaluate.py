@@ -94,12 +94,12 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
 
     cell = study.cell(dataset, model_name, seed)
     ecfg = cell.evaluate                                       # study settings + this model's overrides
-    out = paths.cell_paths(dataset, model_name, seed)
+    out = paths.cell_paths(study.name, dataset, model_name, seed)
     device = pick_device(cell.device)
     t0 = time.perf_counter()
     record = cell.record()
     model, ckpt = load_checkpoint(out["checkpoint"], device, expect={k: record[k] for k in CELL_KEYS})
-    data = load_prepared(paths.PREPARED.format(dataset=dataset))
+    data = load_prepared(paths.PREPARED.format(study=study.name, dataset=dataset))
     n_test = len(data["x_test"])
     index = fixed_subset(n_test, ecfg.n_images or n_test, stream_seed(ecfg.seed, "test_subset"))
     x_u8 = torch.from_numpy(data["x_test"][index]).to(device)
@@ -109,7 +109,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
 
     gen = generator(ecfg.seed, "posterior_samples")
     est = per_image_estimates(model, x, x_u8, k=ecfg.iwae_k, memory_mb=ecfg.memory_mb, generator=gen)
-    latent, latent_arrays = latent_analysis(model, x[: ecfg.latent_n], batch_size=bs,
+    latent, _ = latent_analysis(model, x[: ecfg.latent_n], batch_size=bs,
                                             seed=stream_seed(ecfg.seed, "latent_samples"))
     offset = model.likelihood.discrete_offset_nats(dim)
     columns = {"": offset} | {f"_{c}": 0.0 for c in sorted({k[len("L_k_"):] for k in est if k.startswith("L_k_")})}
@@ -124,10 +124,10 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
         }
 
     # without a classifier: only the first seed's samples, for the grid and the Inception FID
-    ref = load_reference(dataset)
+    ref = load_reference(study.name, dataset)
     fid_unavailable = None if ref["available"] else ref["reason"]
     classifier, cls_metrics = ((None, {}) if fid_unavailable is not None
-                               else load_classifier(paths.CLASSIFIER.format(dataset=dataset), device))
+                               else load_classifier(paths.CLASSIFIER.format(study=study.name, dataset=dataset), device))
 
     fids, first_samples = [], None
     for s in range(ecfg.fid_seeds if classifier is not None else 1):
@@ -138,7 +138,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
                                             classifier_features(classifier, samples, device, bs)))
     draws = None if classifier is None else prior_samples(model, ecfg.fid_n, stream_seed(ecfg.seed, "fid_draws"), bs,
                                                           draw=True)
-    inception = inception_reference_status(dataset)
+    inception = inception_reference_status(study.name, dataset)
     fid_inception = None
     if inception["computed"]:
         from vaebench.metrics.fid import frechet_distance, feature_statistics
@@ -184,8 +184,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     for key, value in metrics.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise FloatingPointError(f"{dataset}/{model_name}/seed{seed}: metric {key} is {value}")
-    arrays = {"index": index, **{k: v.numpy() for k, v in est.items()},
-              "latent_rate": latent_arrays["rate_per_image"].numpy()}
+    arrays = {"index": index, **{k: v.numpy() for k, v in est.items()}}
     with atomic_path(out["per_image"]) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
     write_json(out["metrics"], metrics)

@@ -25,12 +25,12 @@ def run(study: Study, dataset: str) -> dict:
     study.check_cell(dataset)
     ecfg = study.config.evaluate
     device = pick_device(study.device)
-    data = load_prepared(paths.PREPARED.format(dataset=dataset))
+    data = load_prepared(paths.PREPARED.format(study=study.name, dataset=dataset))
     try:
-        classifier, _ = load_classifier(paths.CLASSIFIER.format(dataset=dataset), device)
+        classifier, _ = load_classifier(paths.CLASSIFIER.format(study=study.name, dataset=dataset), device)
     except ClassifierUnavailable as exc:
         out = {"available": False, "reason": exc.reason}
-        with atomic_path(paths.FID_REFERENCE.format(dataset=dataset)) as tmp, open(tmp, "wb") as f:
+        with atomic_path(paths.FID_REFERENCE.format(study=study.name, dataset=dataset)) as tmp, open(tmp, "wb") as f:
             np.savez(f, available=np.array(False), reason=np.array(exc.reason))
     else:
         mu, sigma = feature_statistics(classifier_features(classifier, torch.from_numpy(data["x_test"]), device,
@@ -46,13 +46,13 @@ def run(study: Study, dataset: str) -> dict:
         for key, images in references.items():
             out[key] = float(fid_from_statistics((mu, sigma), classifier_features(
                 classifier, torch.from_numpy(images), device, ecfg.batch_size)))
-        with atomic_path(paths.FID_REFERENCE.format(dataset=dataset)) as tmp, open(tmp, "wb") as f:
+        with atomic_path(paths.FID_REFERENCE.format(study=study.name, dataset=dataset)) as tmp, open(tmp, "wb") as f:
             np.savez(f, mu=mu, sigma=sigma, **out)
 
     from vaebench.metrics.inception import inception_statistics, save_statistics
 
     weights = study_inception_weights(study.config.evaluate)
-    target = paths.FID_INCEPTION_REFERENCE.format(dataset=dataset)
+    target = paths.FID_INCEPTION_REFERENCE.format(study=study.name, dataset=dataset)
     if weights is None:
         status = ("not computed: evaluate.inception is 'off'" if ecfg.inception == "off"
                   else "not computed: weights unavailable")

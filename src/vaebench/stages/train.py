@@ -200,16 +200,19 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     tcfg = cell.train
     torch.manual_seed(stream_seed(seed, "init"))
     device = pick_device(cell.device)
-    out = paths.cell_paths(dataset, model_name, seed)
+    out = paths.cell_paths(study.name, dataset, model_name, seed)
     tag = f"{dataset}/{model_name}/seed{seed}"
 
-    data = load_prepared(paths.PREPARED.format(dataset=dataset))
+    data = load_prepared(paths.PREPARED.format(study=study.name, dataset=dataset))
     x_train = torch.from_numpy(data["x_train"]).to(device)  # uint8, (N, C, H, W)
     x_val_u8 = torch.from_numpy(data["x_val"]).to(device)
     image_shape = tuple(x_train.shape[1:])
     model = build_model(cell.model_config, image_shape).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
     x_val = model.preprocess_fixed(x_val_u8, seed=stream_seed(seed, "validation_noise"), batch_size=1000)
+    x_test = (model.preprocess_fixed(torch.from_numpy(data["x_test"]).to(device),
+                                     seed=stream_seed(seed, "test_curve"), batch_size=1000)
+              if tcfg.test_curve else None)
 
     record = cell.record()
     batch_gen = generator(seed, "minibatch_order")
@@ -238,7 +241,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     if logged is None:
         tracker.start_run(run_name=tag, params=record,
                           tags={"dataset": dataset, "model": model_name, "seed": str(seed), "study": cell.study})
-        tracker.log_dataset(dataset, paths.PREPARED.format(dataset=dataset), context="training")
+        tracker.log_dataset(dataset, paths.PREPARED.format(study=study.name, dataset=dataset), context="training")
         logged = 0
     if resumed is not None:
         tracker.set_tag("resumed_after_epoch", str(progress["epoch"]))
@@ -266,6 +269,11 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
             kept = model.objective.batch_terms
             row.update({f"train_{k}": float(v) / n_seen for k, v in sums.items() if k in kept})
             row.update({f"val_{k}": v for k, v in val.items() if k in kept})
+            if x_test is not None:
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                    torch.manual_seed(stream_seed(seed, "test_curve", epoch))
+                    test = evaluate_loss(model, x_test, batch_size=1000)
+                row.update({f"test_{k}": v for k, v in test.items() if k in kept})
             row.update(model.tracked_scalars())
             history.append(row)
             save_resume(out["resume"], key, model, opt, generators,
