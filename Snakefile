@@ -20,5 +20,4 @@ onsuccess:
           f"{paths.INDEX_HTML}, refreshed by `python -m vaebench readme`).\n"
           f"  snakemake --report {in_study(paths.SNAKEMAKE_REPORT)} --configfile {STUDY_FILE}\n"
           f"  dvc plots show {in_study(paths.REPORT_PLOTS)}; dvc metrics show {in_study(paths.REPORT_METRICS)}\n"
-          f"  mlflow ui --backend-store-uri sqlite:///mlflow.db, then open the experiment '{STUDY.name}' with "
-          f"?workflowType=machine_learning (its Runs table)")
+          f"  MLflow: the link printed at the start (experiment '{STUDY.name}', its Runs table)")

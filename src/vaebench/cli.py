@@ -66,7 +66,13 @@ def cmd_report(args) -> None:
 def cmd_mlflow_init(args) -> None:
     from vaebench.tracking import Tracker
 
-    Tracker(_study(args).name).ensure_experiment()
+    tracker = Tracker(_study(args).name)
+    exp = tracker.ensure_experiment()
+    if exp is not None:
+        print(f"MLflow: experiment {tracker.experiment!r} (id {exp}) in {tracker.uri}"
+              f"; browse it with `mlflow ui --backend-store-uri <that store>` at "
+              f"http://127.0.0.1:5000/#/experiments/{exp}/runs?workflowType=machine_learning (its Runs table; "
+              "without workflowType the UI opens on its GenAI overview)", file=sys.stderr)
 
 
 def cmd_bench(args) -> None:

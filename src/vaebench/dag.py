@@ -158,7 +158,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
               "metrics": REPORT_METRICS, "claims": REPORT_CLAIMS, "plots": REPORT_PLOTS},
         dirs=("figures", "plots"),
         metrics=("metrics",),
-        uncached=("claims",),
+        uncached=("claims", "html", "summary"),     # committed in git with the study (reports/.gitignore)
         plots={"plots": {"x": "epoch", "template": "training_curves"}},
         report={"figures": ReportItem(
                     CAPTION_CURVES, "Training curves", "{dataset}", labels={"figure": "{figure}"},

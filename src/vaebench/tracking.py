@@ -134,6 +134,11 @@ class Tracker:
 
     # -- public API ------------------------------------------------------------------------------
     @property
+    def uri(self) -> str | None:
+        """The tracking URI in use (None before the first call or with tracking off)."""
+        return self._uri
+
+    @property
     def active(self) -> bool:
         """True while there is a run to log to (enabled, run started or resumed, no failure yet)."""
         return self.enabled and self.run_id is not None
