@@ -15,7 +15,8 @@ if not workflow.overwrite_configfiles:
     configfile: paths.DEFAULT_STUDY
 
 
-STUDY_FILE = str(workflow.overwrite_configfiles[-1]) if workflow.overwrite_configfiles else paths.DEFAULT_STUDY
+STUDY_FILE = (os.path.relpath(workflow.overwrite_configfiles[-1]) if workflow.overwrite_configfiles
+              else paths.DEFAULT_STUDY)
 # Validate before any job runs: a bad key stops the whole workflow with a message naming it.
 STUDY = load_study(STUDY_FILE)
 with open(paths.CATALOGUE, encoding="utf-8") as _f:

@@ -115,11 +115,10 @@ def index_markdown(rows: list[Row]) -> str:
     lines.append("")
     lines.append("Ours: mean ± half-width of the 95% interval over seeds, from `reports/<study>/metrics.json`; "
                  "published: the study file's `source.published`, as printed (signs as our metric: a published "
-                 "loss -ELBO is shown as the ELBO). What each study needs, when it is not run here:")
+                 "loss -ELBO is shown as the ELBO). What each study costs, measured where it ran, and what it needs:")
     lines.append("")
     for r in rows:
-        if not r.status.startswith("run here"):
-            lines.append(f"- `{r.study}` ({r.status}): {_md(r.cost)}")
+        lines.append(f"- `{r.study}` ({r.status}): {_md(r.cost)}")
     return "\n".join(lines)
 
 
