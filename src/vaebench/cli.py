@@ -72,7 +72,7 @@ def cmd_mlflow_init(args) -> None:
         print(f"MLflow: experiment {tracker.experiment!r} (id {exp}) in {tracker.uri}"
               f"; browse it with `mlflow ui --backend-store-uri <that store>` at "
               f"http://127.0.0.1:5000/#/experiments/{exp}/runs?workflowType=machine_learning (its Runs table; "
-              "without workflowType the UI opens on its GenAI overview)", file=sys.stderr)
+              "without workflowType the UI opens on its GenAI overview)")
 
 
 def cmd_bench(args) -> None:

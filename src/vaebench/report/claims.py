@@ -14,6 +14,22 @@ from vaebench.metrics import spec
 from vaebench.report.paired import COMPARED_AXES, compare_metric, pair_base, single_axis_pairs
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED = "reproduced", "not reproduced", "inconclusive", "not tested"
+NOT_IN_STUDY = "not in the study"      # the start of the reason of a row whose models the study does not have
+
+
+def split_absent(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(rows about models of the study, rows of claims about models it does not have), each in the given order."""
+    absent = [r for r in rows if str(r.get("reason") or "").startswith(NOT_IN_STUDY)]
+    return [r for r in rows if r not in absent], absent
+
+
+def absent_text(absent: list[dict]) -> str:
+    """One sentence naming the claims left out because the study lacks their models (empty for none)."""
+    if not absent:
+        return ""
+    claims = list(dict.fromkeys(r["claim_id"] for r in absent))
+    return (f"{len(absent)} comparison(s) of {len(claims)} claim(s) concern models this study does not have, so they "
+            f"are not shown ({', '.join(claims)}; all are in claims.csv).")
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED)
 # Columns of reports/claims.csv, in order.
 COLUMNS = ["claim_id", "claim", "dataset", "model_a", "model_b", "metric", "expected", "diff", "ci_low",
@@ -205,7 +221,7 @@ def _pairs(comp: Comparison, dataset: str, models: list[str], records: dict[str,
         for a in a_list:
             for b in b_list:
                 missing = [m for m in (a, b) if m not in records]
-                out.append((a, b, f"not in the study on {dataset}: {', '.join(missing)}" if missing else None))
+                out.append((a, b, f"{NOT_IN_STUDY} on {dataset}: {', '.join(missing)}" if missing else None))
         return out
     pairs = [(a, b) for a, b, axis in single_axis_pairs(records, models) if axis == comp.axis]
     out = []

@@ -162,14 +162,14 @@ def verdicts_table(claims_path: str | Path) -> str:
     from vaebench.report.tables.comparisons import verdict_counts, verdict_table
 
     df = claims.read_claims_csv(claims_path)
-    rows = df.astype(object).where(df.notna(), None).to_dict("records")
+    rows, absent = claims.split_absent(df.astype(object).where(df.notna(), None).to_dict("records"))
     table = verdict_table(rows)
     lines = ["| " + " | ".join(render.md_cell(c) for c in table.columns) + " |", "|---" * len(table.columns) + "|"]
     lines += ["| " + " | ".join(render.md_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return (verdict_counts(rows) + " (superiority: reproduced when the 95% interval over seeds and test images "
             "excludes 0 on the claimed side, inconclusive when it covers 0, not reproduced when it excludes 0 on "
             "the other side; non-inferiority and equivalence by their margins; not tested: the reason).\n\n"
-            + "\n".join(lines))
+            + "\n".join(lines) + (f"\n\n{claims.absent_text(absent)}" if absent else ""))
 
 
 def sections(study, metrics_path: str | Path | None = None, claims_path: str | Path | None = None) -> dict[str, str]:

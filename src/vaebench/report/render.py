@@ -109,6 +109,9 @@ def build_document(title: str, datasets: list[str], models: list[str], seeds: li
 
 
 def _verdicts(doc: Document, verdicts: list[dict]) -> None:
+    from vaebench.report.claims import absent_text, split_absent
+
+    verdicts, absent = split_absent(verdicts)
     doc.heading(2, "Verdicts: the seed papers' claims on this study")
     doc.paragraph("Each claim of claims.yaml checked on every dataset: our paired difference A - B over the seeds "
                   "both models have (and, for likelihoods, the same test images) with its 95% Student-t interval "
@@ -116,6 +119,8 @@ def _verdicts(doc: Document, verdicts: list[dict]) -> None:
                   "within the stated margin); not reproduced: it excludes 0 on the other side (or lies outside "
                   "the margin); inconclusive: it covers 0, a difference inside the noise. Also in claims.csv. "
                   + comparison_tables.verdict_counts(verdicts) + ".")
+    if absent:
+        doc.paragraph(absent_text(absent))
     if not verdicts:
         return
     classes = [r["verdict"].replace(" ", "-") for r in verdicts]
