@@ -60,7 +60,7 @@ def index_rows(root: str | Path = ".") -> list[Row]:
         vaebench.config.ConfigError: a study file is invalid (the message names it).
     """
     from vaebench.config import load_study
-    from vaebench.report.claims import read_claims_csv
+    from vaebench.report.claims import read_claims_csv, split_absent
 
     root = Path(root)
     rows = []
@@ -81,12 +81,9 @@ def index_rows(root: str | Path = ".") -> list[Row]:
             row.numbers.append((p.dataset, p.model, p.metric, f"{p.value:g}", ours))
         if claims_file.is_file():
             df = read_claims_csv(claims_file)
-            for r in df.to_dict("records"):
-                if r["dataset"] in study.dataset_names and r["model_a"] in study.model_names \
-                        and r["model_b"] in study.model_names:
-                    reason = r["reason"] if isinstance(r["reason"], str) else ""
-                    row.verdicts.append((r["claim_id"], f"{r['model_a']} vs {r['model_b']}, {r['metric']} "
-                                         f"({r['dataset']})", r["verdict"], reason))
+            present, _ = split_absent(df.astype(object).where(df.notna(), None).to_dict("records"))
+            row.verdicts += [(r["claim_id"], f"{r['model_a']} vs {r['model_b']}, {r['metric']} ({r['dataset']})",
+                              r["verdict"], r["reason"] or "") for r in present]
         rows.append(row)
     return rows
 
