@@ -250,6 +250,14 @@ def test_scope_protocol_and_non_inferiority(tmp_path):
         "trained below the source's protocol (15 epochs): a 1 epoch"
     (row,) = claims.check_claims(short, _study_cells({"a": -5.0, "b": 0.0}, records), ["mnist"], ["a", "b"])
     assert row["verdict"] == claims.REPRODUCED
+    per_model = _claim(tmp_path, "    min_epochs: {a: 1, b: 15}\n    comparisons:\n"
+                                 "      - {a: a, b: b, metrics: {nll: better}}\n")
+    (row,) = claims.check_claims(per_model, _study_cells({"a": -5.0, "b": 0.0}, few), ["mnist"], ["a", "b"])
+    assert row["verdict"] == claims.REPRODUCED  # a's own protocol is 1 epoch
+    few_b = {"a": records["a"], "b": {**records["b"], "epochs": 10}}
+    (row,) = claims.check_claims(per_model, _study_cells({"a": -5.0, "b": 0.0}, few_b), ["mnist"], ["a", "b"])
+    assert row["verdict"] == claims.NOT_TESTED and row["reason"] == \
+        "trained below the source's protocol (b 15 epochs): b 10 epochs"
     noninf = _claim(tmp_path, "    comparisons:\n      - {a: a, b: b, metrics: {nll: {noninferior: 5.0}}}\n")
     for shift, want in ((1.0, claims.REPRODUCED), (-3.0, claims.REPRODUCED), (20.0, claims.NOT_REPRODUCED)):
         (row,) = claims.check_claims(noninf, _study_cells({"a": shift, "b": 0.0}, records), ["mnist"], ["a", "b"])

@@ -96,7 +96,8 @@ class Comparison(BaseModel):
 class Claim(BaseModel):
     """One claim of a paper: its text, source, an optional note (protocol caveats), the datasets the source states
     it for (``scope``; None: any), the epochs of the source's training protocol (``min_epochs``: every compared
-    model must have trained at least that long), the other preconditions its evidence needs (``requires``) and
+    model must have trained at least that long; a mapping gives each named model its own protocol, e.g. the
+    Taming-VAEs beta-VAE 100 and GECO 200 epochs, and leaves unnamed models free), the other preconditions its evidence needs (``requires``) and
     its comparisons."""
 
     model_config = ConfigDict(extra="forbid")
@@ -104,7 +105,7 @@ class Claim(BaseModel):
     source: str = Field(min_length=1)
     note: str | None = None
     scope: list[str] | None = None
-    min_epochs: PositiveInt | None = None
+    min_epochs: PositiveInt | dict[str, PositiveInt] | None = None
     requires: list[Precondition] = Field(default_factory=list)
     comparisons: list[Comparison] = Field(min_length=1)
 
@@ -143,6 +144,10 @@ def load_claims(path: str | os.PathLike = paths.CLAIMS, catalogue: set[str] | No
                 if unknown:
                     raise ConfigError(f"{path}: claims.{cid}.comparisons.{i} names model '{unknown[0]}', which is "
                                       f"not in the catalogue (defined: {', '.join(sorted(catalogue))})")
+            unknown = [m for m in (claim.min_epochs if isinstance(claim.min_epochs, dict) else {}) if m not in catalogue]
+            if unknown:
+                raise ConfigError(f"{path}: claims.{cid}.min_epochs names model '{unknown[0]}', which is not in the "
+                                  f"catalogue (defined: {', '.join(sorted(catalogue))})")
     return parsed.claims
 
 
@@ -294,18 +299,27 @@ def failed_precondition(name: str, dataset: str, models: tuple[str, str], metric
     raise KeyError(name)
 
 
-def short_training(min_epochs: int | None, models: tuple[str, str], cells: dict[str, dict[int, object]]) -> str | None:
+def short_training(min_epochs: int | dict[str, int] | None, models: tuple[str, str],
+                   cells: dict[str, dict[int, object]]) -> str | None:
     """Why the compared models were not trained to the source's protocol (fewer than ``min_epochs`` epochs in some
-    seed), with the epochs each had; None when they were or no protocol is given."""
+    seed; a mapping gives each model its own minimum), with the epochs each had; None when they were or no
+    protocol is given."""
     if min_epochs is None:
         return None
+    need = {m: (min_epochs.get(m) if isinstance(min_epochs, dict) else min_epochs) for m in models}
     short = {}
     for m in models:
+        if need[m] is None:
+            continue
         epochs = sorted({int(c.record["epochs"]) for c in cells[m].values() if c.record.get("epochs") is not None})
-        if not epochs or epochs[0] < min_epochs:
+        if not epochs or epochs[0] < need[m]:
             short[m] = "/".join(map(str, epochs)) or "unknown"
-    return None if not short else ("trained below the source's protocol (" + f"{min_epochs} epochs): " +
-                                   ", ".join(f"{m} {e} epoch{'s' if e != '1' else ''}" for m, e in short.items()))
+    if not short:
+        return None
+    protocol = (", ".join(f"{m} {need[m]}" for m in short) + " epochs" if isinstance(min_epochs, dict)
+                else f"{min_epochs} epochs")
+    return (f"trained below the source's protocol ({protocol}): " +
+            ", ".join(f"{m} {e} epoch{'s' if e != '1' else ''}" for m, e in short.items()))
 
 
 def check_claims(claims: dict[str, Claim], inputs: list, datasets: list[str], models: list[str],
