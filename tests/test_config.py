@@ -71,15 +71,21 @@ def test_deep_merge():
 
 
 @pytest.mark.parametrize("mutate, expected", [
-    (lambda p: p["train"].update(epochz=3), "bad.yaml: unknown key 'train.epochz' (allowed: epochs, batch_size, lr, test_curve, per_dataset)"),
-    (lambda p: p["models"].update(no_such={}), "model 'no_such' at 'models' is not in the catalogue"),
+    (lambda p: p["train"].update(epochz=3), "bad.yaml: unknown key 'train.epochz' (did you mean 'epochs'?) (allowed: epochs, batch_size, lr, test_curve, per_dataset)"),
+    (lambda p: p["models"].update(no_such={}), "catalogue.yaml (defined: beta_vae, "),
+    (lambda p: p["models"].update(sigma_vea={}), "catalogue.yaml (did you mean 'sigma_vae'?) (defined: beta_vae, "),
+    (lambda p: p["datasets"].update(mnsit={}), "invalid key 'mnsit' at 'datasets' (did you mean 'mnist'?): "),
+    (lambda p: p.update(trian=p.pop("train")), "unknown key 'trian' (did you mean 'train'?) (allowed: study, "),
+    (lambda p: p["models"].update(vae_bernoulli={"posterior": {"name": "ar2"}}),
+     "invalid value at 'models.vae_bernoulli.posterior.name': 'ar2' (did you mean 'ar1'?): Input tag 'ar2'"),
     (lambda p: p["datasets"].update(imagenet={}), "invalid key 'imagenet' at 'datasets': Input should be 'mnist'"),
     (lambda p: p["train"].update(lr=-1.0), "invalid value at 'train.lr': -1.0: Input should be greater than 0"),
     (lambda p: p["models"].update(beta_vae={"objective": {"beta": -0.5}}),
      "invalid value at 'models.beta_vae.objective.beta': -0.5: Input should be greater than or equal to 0"),
     (lambda p: p["models"].update(vae_bernoulli={"latent_dim": 0}), "'models.vae_bernoulli.latent_dim': 0"),
     (lambda p: p["models"].update(vae_gaussian={"likelihood": {"name": "gaussian_auto"}}),
-     "invalid value at 'models.vae_gaussian.likelihood': {'name': 'gaussian_auto'}: Input tag 'gaussian_auto' "
+     "invalid value at 'models.vae_gaussian.likelihood.name': 'gaussian_auto' (did you mean 'gaussian_fixed'?): "
+     "Input tag 'gaussian_auto' "
      "found using 'name' does not match any of the expected tags: 'bernoulli', 'categorical', 'gaussian_fixed'"),
     (lambda p: p["models"].update(vae_bernoulli={"likelihood": {"sigma": 0.5}}),
      "unknown key 'models.vae_bernoulli.likelihood.sigma' (allowed: name)"),
@@ -89,7 +95,7 @@ def test_deep_merge():
      "'components.architecture.mlp.hidden_dims.0': 0: Input should be greater than 0"),
     (lambda p: p["components"]["architecture"].update(resnet={}),
      "unknown key 'components.architecture.resnet' (allowed: conv, conv28, mlp)"),
-    (lambda p: p.update(device="tpu"), "'device': 'tpu': Input should be 'auto', 'cpu' or 'cuda'"),
+    (lambda p: p.update(device="tpu"), "'device': 'tpu' (did you mean 'cpu'?): Input should be 'auto', 'cpu' or 'cuda'"),
     (lambda p: p["evaluate"].update(iwae_k=0), "'evaluate.iwae_k': 0"),
     (lambda p: p["models"].update(vae_categorical={"train": {"epochs": 0}}), "'models.vae_categorical.train.epochs': 0"),
     (lambda p: p.update(seeds=[]), "'seeds': []: List should have at least 1 item"),

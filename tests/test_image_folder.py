@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 import time
@@ -217,6 +218,15 @@ def _outside_layout(files):
     return "extra/ant/000.png", "image outside train/ and test/"
 
 
+def _flat_folder(files):
+    flat = {f"{i:03d}.png": v for i, v in enumerate(files.values())}
+    files.clear()
+    files.update(flat)
+    return "000.png", "image outside train/ and test/ (split: folders expects train/[<class>/]*.{png,jpg,jpeg} " \
+                      "and test/[<class>/]*.{png,jpg,jpeg}); for a folder without train/ and test/, set the " \
+                      "dataset's split: random"
+
+
 def _no_test_split(files):
     for k in [k for k in files if k.startswith("test/")]:
         del files[k]
@@ -239,7 +249,7 @@ def _unknown_test_class(files):
 
 
 ERRORS = {f.__name__.lstrip("_"): f for f in (_not_an_image, _truncated_png, _corrupt_jpeg, _wrong_size,
-                                              _outside_layout, _no_test_split, _empty, _mixed, _unknown_test_class)}
+                                              _outside_layout, _flat_folder, _no_test_split, _empty, _mixed, _unknown_test_class)}
 
 
 @pytest.mark.parametrize("container", ["folder", "tar.gz"])
@@ -357,52 +367,85 @@ def test_cli_prepare_names_the_bad_file(tmp_path):
 # -----------------------------------------------------------------------------
 # The real data: the JPEG re-encoding of CIFAR-10 in the offline mirror
 
+EXAMPLE = REPO / "studies" / "example_image_folder.yaml"
+
+
 @pytest.mark.mirror("cifar10-jpeg")
 @pytest.mark.pipeline
-def test_cifar10_jpeg_study_end_to_end(tmp_path):
-    """A small study on the mirror's JPEG re-encoding of CIFAR-10 (quality about 75; NOT the original CIFAR-10
-    pixels, so never comparable with CIFAR-10 numbers) through real Snakemake on the CPU: prepare reads the whole
-    60,000-member ``cifar10-jpeg.tar.gz`` (``train/<class>/NNNN.jpg``, ``test/<class>/NNNN.jpg``; every image
-    decoded and checked) and keeps a seeded subset, the FID classifier is trained on its 10 class folders, an MLP
-    and a convolutional model (the size-aware ``conv`` family at 3 x 32 x 32) train and are evaluated, and the
-    report is built."""
+def test_the_example_image_folder_study_runs_as_committed_and_changes_no_tracked_file(tmp_path):
+    """The README's "your own images" example, studies/example_image_folder.yaml, run as committed through real
+    Snakemake on the mirror's JPEG re-encoding of CIFAR-10 (quality about 75; NOT the original CIFAR-10 pixels):
+    prepare reads the whole 60,000-member ``cifar10-jpeg.tar.gz`` (``train/<class>/NNNN.jpg``,
+    ``test/<class>/NNNN.jpg``; every image decoded and checked) and keeps seeded subsets, the FID classifier
+    trains on its 10 class folders, both models train and are evaluated, and the report fits a study of the
+    user's own (no verdict table). The project's tracked files (committed reports, README, dvc.lock) are
+    untouched. Then a study whose folder holds a broken image fails in prepare and leaves no MLflow experiment."""
+    from mlflow.tracking import MlflowClient
+
     from conftest import make_workspace, run
 
-    tar = MIRROR / "cifar10-jpeg" / "cifar10-jpeg.tar.gz"
-    params = tiny_params(models=["vae_bernoulli", "sigma_vae_conv"], datasets=())
-    params["study"] = "cifar10_jpeg_small"
-    params["datasets"] = {"cifar10_jpeg": {"kind": "image_folder", "path": str(tar), "image_size": 32,
-                                           "channels": 3, "max_train": 400, "max_validation": 100, "max_test": 100}}
-    params["evaluate"].update({"n_images": 40, "fid_n": 100, "latent_n": 40})
-    ws = make_workspace(tmp_path / "ws", params)
-    t0 = time.perf_counter()
-    run([str(BIN / "snakemake"), "--cores", "2"], ws, env=env(tmp_path, ws), timeout=600)
-    print(f"cifar10-jpeg study end to end in {time.perf_counter() - t0:.1f} s")
+    tmp_path.joinpath("shared").symlink_to(MIRROR.parent)        # ../shared beside the workspace, as beside a clone
+    ws = make_workspace(tmp_path / "ws", yaml.safe_load((REPO / paths.DEFAULT_STUDY).read_text()), git=False)
+    tracked = run(["git", "ls-files", "reports", "README.md", "dvc.lock", ".gitignore"], REPO).stdout.split()
+    for name in tracked:                                         # the project's committed files, as in a clone
+        (ws / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, ws / name)
+    run(["git", "init", "-q"], ws)
+    run(["git", "add", "-A"], ws)
+    run(["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci", "commit", "-q", "-m", "clone"], ws)
+    study = yaml.safe_load(EXAMPLE.read_text())
+    name, (dataset, folder) = study["study"], next(iter(study["datasets"].items()))
+    assert Path(folder["path"]).parts[:2] == ("..", "shared")  # the mirror, relative to the repository root
 
-    study = params["study"]
-    d = load_prepared(ws / paths.PREPARED.format(study=study, dataset="cifar10_jpeg"))
+    t0 = time.perf_counter()
+    out = run([str(BIN / "snakemake"), "--cores", "2", "--configfile", "studies/example_image_folder.yaml"], ws,
+              env=env(tmp_path, ws), timeout=900)
+    print(f"example image-folder study end to end in {time.perf_counter() - t0:.1f} s")
+    assert run(["git", "status", "--porcelain", "--untracked-files=no"], ws).stdout == ""
+    assert f"snakemake --report reports/{name}/snakemake.html --configfile studies/example_image_folder.yaml" \
+        in out.stdout + out.stderr                                # the views of this study, printed at the end
+
+    d = load_prepared(ws / paths.PREPARED.format(study=name, dataset=dataset))
     meta = d["meta"]
-    assert d["x_train"].shape == (400, 3, 32, 32) and d["x_val"].shape == (100, 3, 32, 32)
-    assert d["x_test"].shape == (100, 3, 32, 32)
+    assert d["x_train"].shape == (folder["max_train"], 3, 32, 32)
+    assert d["x_val"].shape == (folder["max_validation"], 3, 32, 32)
+    assert d["x_test"].shape == (folder["max_test"], 3, 32, 32)
     assert meta["classes"] == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                                "truck"]
     assert meta["n_classes"] == 10 and meta["labelled"] is True
     assert meta["split"]["n_source_images"] == {"train": 50000, "test": 10000}
     # max_* keeps a seeded subset, not the first N sorted paths (which would be all airplanes): every class stays
     assert set(d["y_test"]) == set(range(10)) and set(d["y_train"]) == set(range(10))
-    assert d["source_index_val"].max() < 50000 and not set(d["source_index_val"]) & set(d["source_index_train"])
+    assert not set(d["source_index_val"]) & set(d["source_index_train"])
     for split in ("train", "val", "test"):
         assert 0.3 < d[f"x_{split}"].mean() / 255 < 0.7, split
         assert d[f"x_{split}"].std() / 255 > 0.1         # real images, not a constant
 
     dim = 3 * 32 * 32                                    # bits/dim: D = C*H*W
-    for model in params["models"]:
-        m = json.loads((ws / paths.METRICS.format(study=study, dataset="cifar10_jpeg", model=model, seed=0)).read_text())
-        assert all(np.isfinite(m[k]) for k in ("test_elbo_nats", "test_nll_iwae_nats", "fid_classifier")), model
-        offset = dim * np.log(256) if m["data_space"] == "dequantised" else 0.0
-        assert m["bits_per_dim"] == pytest.approx((m["test_nll_iwae_nats"] + offset) / (dim * np.log(2)), rel=1e-9)
-    conv = json.loads((ws / paths.METRICS.format(study=study, dataset="cifar10_jpeg", model="sigma_vae_conv",
-                                             seed=0)).read_text())
-    assert conv["architecture"] == "conv"
-    html = (ws / paths.REPORT_HTML.format(study=study)).read_text()
-    assert "cifar10_jpeg" in html and all(m in html for m in params["models"])
+    for model in study["models"]:
+        for seed in study["seeds"]:
+            m = json.loads((ws / paths.METRICS.format(study=name, dataset=dataset, model=model, seed=seed)).read_text())
+            assert all(np.isfinite(m[k]) for k in ("test_elbo_nats", "test_nll_iwae_nats", "fid_classifier"))
+            assert m["bits_per_dim"] == pytest.approx((m["test_nll_iwae_nats"] + dim * np.log(256)) / (dim * np.log(2)),
+                                                      rel=1e-9)
+    html = (ws / paths.REPORT_HTML.format(study=name)).read_text()
+    assert "applies to this study" in html and "Verdicts:" not in html     # one line, no table of n/a rows
+    assert all(m in html for m in study["models"])
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    assert sorted(r.info.run_name for r in runs) == sorted(f"{dataset}/{m}/seed{s}" for m in study["models"]
+                                                           for s in study["seeds"])
+
+    # a folder with a broken image: prepare fails with one line naming the file, and no empty experiment remains
+    files, _ = official()
+    files["train/dog/002.png"] = files["train/dog/002.png"][:50]
+    write_folder(ws / "broken_images", files)
+    broken = {**study, "study": "broken_example", "datasets": {"mine": settings(ws / "broken_images")}}
+    (ws / "studies" / "broken_example.yaml").write_text(yaml.safe_dump(broken, sort_keys=False))
+    proc = run([str(BIN / "snakemake"), "--cores", "2", "--configfile", "studies/broken_example.yaml"], ws,
+               check=False, env=env(tmp_path, ws), timeout=600)
+    assert proc.returncode != 0
+    assert "broken_images/train/dog/002.png: not a readable image" in (ws / "logs" / "broken_example" / "prepare" /
+                                                                        "mine.log").read_text()
+    exp = client.get_experiment_by_name("broken_example")
+    assert exp is None or exp.lifecycle_stage == "deleted"

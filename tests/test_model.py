@@ -165,11 +165,11 @@ def test_preprocess_reproducible_and_on_input_device():
 
 
 @pytest.mark.parametrize("patch, key, allowed", [
-    ({"architecture": {"name": "resnet"}}, "architecture", "'conv28', 'mlp'"),
-    ({"posterior": {"name": "flow"}}, "posterior", "'ar1', 'diagonal'"),
-    ({"likelihood": {"name": "laplace"}}, "likelihood", "'bernoulli'"),
+    ({"architecture": {"name": "resnet"}}, "architecture.name", "'conv28', 'mlp'"),
+    ({"posterior": {"name": "flow"}}, "posterior.name", "'ar1', 'diagonal'"),
+    ({"likelihood": {"name": "laplace"}}, "likelihood.name", "'bernoulli'"),
     ({"likelihood": {"name": "gaussian_fixed", "sigma": -1.0}}, "likelihood.sigma", "greater than 0"),
-    ({"objective": {"name": "vr"}}, "objective", "'elbo'"),
+    ({"objective": {"name": "vr"}}, "objective.name", "'elbo'"),
     ({"objective": {"name": "geco", "constraint": "ssim"}}, "objective.constraint", "'sse' or 'nll'"),
     ({"objective": {"name": "elbo", "k": 3}}, "objective.k", "allowed: name, beta"),
 ])

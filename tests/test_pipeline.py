@@ -189,6 +189,9 @@ def test_snakemake_end_to_end(snakemake_run):
     for r in runs:
         assert {"val_loss", "test_nll_iwae_nats", "fid_classifier"} <= set(r.data.metrics)
         assert r.data.params["model_config.latent_dim"] == "20"
+        # evaluation settings are tags, not metrics (no one-dot charts of fid_n or iwae_k)
+        assert not {"fid_n", "iwae_k", "n_images", "latent_n", "lk_tolerance_nats"} & set(r.data.metrics)
+        assert r.data.tags["eval.iwae_k"] == str(params["evaluate"]["iwae_k"])
 
     # second run: nothing to do
     assert dry_run_jobs(ws, tmp) == {}

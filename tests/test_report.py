@@ -493,7 +493,9 @@ def test_pairs_across_data_spaces_or_invalid_densities_are_skipped_with_the_reas
     assert not rows["nll"]["compared"] and not rows["elbo"]["compared"]
     assert rows["nll"]["verdict"] == "not compared" and rows["nll"]["diff"] is None
     assert rows["nll"]["reason"] == ("different data spaces: vae_bernoulli is a likelihood of binarised images, "
-                                     "sigma_vae a density of dequantised 8-bit images")
+                                     "sigma_vae a density of dequantised 8-bit images; compare them on KL and FID "
+                                     "(a likelihood of binarised images compares with no likelihood of the grey "
+                                     "levels)")
     assert "nll_discretised" not in rows          # a Bernoulli decoder has no discrete 8-bit column
     assert rows["fid"]["compared"]                # FID compares every pair
     rows = _rows(metrics, "sigma_vae", "sigma_vae_per_image")
@@ -527,7 +529,8 @@ def test_a_discrete_decoder_is_compared_with_the_discretised_gaussian():
     sig = {s: _cell_data("sigma_vae", s) for s in SEEDS}
     rows = {r["metric"]: r for r in compare_pair(DATASET, "vae_categorical", "sigma_vae", "likelihood", cat, sig)}
     assert rows["nll"]["reason"] == ("different data spaces: vae_categorical is a discrete likelihood of 8-bit "
-                                     "images, sigma_vae a density of dequantised 8-bit images")
+                                     "images, sigma_vae a density of dequantised 8-bit images; compare them on the "
+                                     "8-bit discrete likelihood (nll_discretised), KL and FID")
     want = [float((-_per_image("vae_categorical", s)["L_k"] + _per_image("sigma_vae", s)["L_k_discretised"]).mean())
             for s in SEEDS]
     assert rows["nll_discretised"]["compared"]
@@ -918,3 +921,11 @@ def test_templates_ship_inside_the_package():
 
     folder = Path(vaebench.report.__file__).parent / "templates"
     assert (folder / "index.html.j2").is_file() and (folder / "index.md.j2").is_file()
+
+
+def test_numbers_that_would_round_to_zero_keep_two_significant_digits():
+    from vaebench.report.format import format_ci, num
+
+    assert num(0.123, ".0f") == "0.12" and num(56.3, ".0f") == "56"     # a sub-second training time, a minute
+    assert num(0.0, ".0f") == "0" and num(-0.004, ".2f") == "-0.004" and num(float("nan"), ".2f") == "n/a"
+    assert format_ci({"mean": 0.21, "ci_low": 0.1, "ci_high": 0.32}, ".0f") == "0.21 ± 0.11"

@@ -15,7 +15,7 @@ from test_train import workspace  # noqa: F401 - fixture: tiny random prepared M
 from vaebench import paths
 from vaebench.stages.train import run as train_cell
 from vaebench.tracking import (DATASET_DIGEST_CHARS, DATASET_SHA256_TAG, EXPERIMENT_KIND, EXPERIMENT_KIND_TAG,
-                               Tracker, file_sha256)
+                               SUPERSEDED_TAG, Tracker, file_sha256)
 
 IMAGE_FILE = re.compile(r"images/(?P<key>[\w.\- ~]+)\+step\+(?P<step>\d+)\+timestamp\+\d+\+[0-9a-f-]+\.png$")
 
@@ -83,8 +83,9 @@ def test_training_run_reads_back_from_sqlite(workspace, store, recwarn):  # noqa
     assert {t.key: t.value for t in ds_input.tags} == {"mlflow.data.context": "training", "sha256": sha}
     assert run.data.tags[DATASET_SHA256_TAG] == sha
 
-    # per-epoch grids of the 16 validation images (4 x 4; reconstructions interleave 8-bit rows with theirs)
-    assert logged_images(client, run.info.run_id) == {"samples": [1, 2], "reconstructions": [1, 2]}
+    # per-epoch grids of the 16 validation images (4 x 4; reconstructions interleave 8-bit rows with theirs), from
+    # step 0 (the untrained model: the UI's image slider starts there), enlarged 5 x to at least 512 pixels wide
+    assert logged_images(client, run.info.run_id) == {"samples": [0, 1, 2], "reconstructions": [0, 1, 2]}
     assert run.data.tags["mlflow.loggedImages"] == "True"
     from PIL import Image
 
@@ -94,7 +95,7 @@ def test_training_run_reads_back_from_sqlite(workspace, store, recwarn):  # noqa
         m = IMAGE_FILE.match(f.path)
         if m:
             sizes[m["key"]] = Image.open(f"{local}/{f.path.split('/', 1)[1]}").size
-    assert sizes == {"samples": (4 * 30 + 2, 4 * 30 + 2), "reconstructions": (4 * 30 + 2, 8 * 30 + 2)}
+    assert sizes == {"samples": (5 * 122, 5 * 122), "reconstructions": (5 * 122, 5 * 242)}
 
     # the files of record, mirrored
     artifacts = {f.path for f in client.list_artifacts(run.info.run_id)}
@@ -109,7 +110,7 @@ def test_tracking_leaves_training_bit_identical(workspace, store, monkeypatch, r
     cell = paths.cell_paths(workspace.name, "mnist", model, 0)
     tracked = train_cell(workspace, "mnist", model, 0)
     assert no_tracking_failure(recwarn)
-    assert logged_images(store, tracked["mlflow_run_id"]) == {"samples": [1, 2], "reconstructions": [1, 2]}
+    assert logged_images(store, tracked["mlflow_run_id"]) == {"samples": [0, 1, 2], "reconstructions": [0, 1, 2]}
     weights_tracked = torch.load(cell["checkpoint"], weights_only=True)["state_dict"]
 
     monkeypatch.setenv("VAEBENCH_MLFLOW", "0")
@@ -139,6 +140,34 @@ def test_epoch_grids_restore_mode_and_leave_global_rng_alone(workspace, training
     assert {k: tuple(g.shape) for k, g in grids.items()} == {"samples": (3, 92, 92), "reconstructions": (3, 182, 92)}
     assert all(torch.equal(g, grids[k]) for k, g in epoch_grids(model, x_u8, x, seed=5).items())  # same latents
     assert not torch.equal(epoch_grids(model, x_u8, x, seed=6)["samples"], grids["samples"])
+
+
+def test_retrained_cell_marks_its_earlier_run_replaced(workspace, store, recwarn):  # noqa: F811
+    first = train_cell(workspace, "mnist", "vae_bernoulli", 0)["mlflow_run_id"]
+    other = train_cell(workspace, "mnist", "sigma_vae", 0)["mlflow_run_id"]
+    second = train_cell(workspace, "mnist", "vae_bernoulli", 0)["mlflow_run_id"]
+    assert no_tracking_failure(recwarn)
+    old, new, kept = store.get_run(first), store.get_run(second), store.get_run(other)
+    assert old.data.tags[SUPERSEDED_TAG] == second and old.info.run_name == "mnist/vae_bernoulli/seed0 (replaced)"
+    assert SUPERSEDED_TAG not in new.data.tags and new.info.run_name == "mnist/vae_bernoulli/seed0"
+    assert SUPERSEDED_TAG not in kept.data.tags and kept.info.run_name == "mnist/sigma_vae/seed0"
+    third = train_cell(workspace, "mnist", "vae_bernoulli", 0)["mlflow_run_id"]
+    assert store.get_run(second).data.tags[SUPERSEDED_TAG] == third
+    assert store.get_run(first).data.tags[SUPERSEDED_TAG] == second        # marked once, by its own successor
+    assert store.get_run(first).info.run_name == "mnist/vae_bernoulli/seed0 (replaced)"
+
+
+def test_empty_experiment_is_dropped_and_restored_when_a_run_comes(workspace, store, recwarn):  # noqa: F811
+    tracker = Tracker("tiny")
+    exp = tracker.ensure_experiment()
+    assert tracker.drop_if_empty() is True                     # a study that failed before training
+    assert store.get_experiment(exp).lifecycle_stage == "deleted"
+    assert tracker.drop_if_empty() is False                    # already gone
+    meta = train_cell(workspace, "mnist", "vae_bernoulli", 0)  # the next attempt trains: the same experiment
+    assert no_tracking_failure(recwarn)
+    assert store.get_experiment(exp).lifecycle_stage == "active"
+    assert store.get_run(meta["mlflow_run_id"]).info.experiment_id == exp
+    assert Tracker("tiny").drop_if_empty() is False            # it holds a run: kept
 
 
 def test_experiment_kind_added_to_existing_experiment_not_overridden(store):

@@ -317,3 +317,82 @@ def test_snakemake_report_is_self_contained_with_captions(snakemake_study):
     assert {f"{REPORT_FIGURES}/mnist_{f}.png" for f in ("validation_curves", "log_sigma_lambda")} <= set(curves)
     assert all(re.fullmatch(re.escape(REPORT_FIGURES) + r"/mnist_(validation_curves|training_curves|log_sigma_lambda)\.png", f)
                for f in curves), curves
+
+
+# ------------------------------------------------------------------------------------------------
+# MLflow as a person opens it: `mlflow server` on the study's store, the page rendered in headless Chromium
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(snakemake_study):
+    import time
+    import urllib.request
+
+    ws, tmp = snakemake_study
+    port = _free_port()
+    proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], cwd=ws,
+                            env=env(tmp, ws), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not answer /health within 60 s")
+        yield url, tmp
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_mlflow_opens_on_the_studys_training_runs_with_readable_grids(mlflow_server):
+    """The link every run prints (``vaebench mlflow-init``) opens the study's experiment in "Model training" mode
+    on its Runs table, one row per cell named dataset/model/seed; the run's evaluation settings are tags, its
+    metrics only quantities; its sample grid is served from step 0 (where the UI's image slider starts), enlarged
+    to at least 512 pixels wide."""
+    import urllib.parse
+    import urllib.request
+
+    from mlflow.tracking import MlflowClient
+    from PIL import Image
+
+    from vaebench.tracking import GRID_MIN_WIDTH
+
+    url, tmp = mlflow_server
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(STUDY)
+    (r,) = client.search_runs([exp.experiment_id])
+    assert r.info.run_name == "mnist/sigma_vae_optimal/seed0"
+    assert "eval.iwae_k" in r.data.tags and not {"iwae_k", "fid_n", "n_images"} & set(r.data.metrics)
+
+    steps = {}
+    for f in client.list_artifacts(r.info.run_id, "images"):
+        m = re.match(r"images/samples\+step\+(\d+)\+", f.path)
+        if m and f.path.endswith(".png"):
+            steps[int(m[1])] = f.path
+    assert min(steps) == 0, steps
+    query = urllib.parse.urlencode({"run_id": r.info.run_id, "path": steps[0]})
+    with urllib.request.urlopen(f"{url}/get-artifact?{query}", timeout=30) as resp:
+        img = Image.open(io.BytesIO(resp.read()))
+    assert img.format == "PNG" and img.width >= GRID_MIN_WIDTH
+
+    if CHROMIUM is None:
+        pytest.skip("chromium not installed: the store and server were checked, the page not rendered")
+    page = f"{url}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=30000",
+                          "--window-size=1400,1000", "--dump-dom", page], capture_output=True, text=True,
+                         timeout=180).stdout
+    assert "mnist/sigma_vae_optimal/seed0" in dom       # the Runs table, with the run's full name
+    assert "Model training" in dom and "matching run" in dom

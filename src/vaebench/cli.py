@@ -67,6 +67,10 @@ def cmd_mlflow_init(args) -> None:
     from vaebench.tracking import Tracker
 
     tracker = Tracker(_study(args).name)
+    if args.drop_if_empty:
+        if tracker.drop_if_empty():
+            print(f"MLflow: experiment {tracker.experiment!r} held no run and was removed", file=sys.stderr)
+        return
     exp = tracker.ensure_experiment()
     if exp is not None:
         print(f"MLflow: experiment {tracker.experiment!r} (id {exp}) in {tracker.uri}"
@@ -191,8 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--mirror", default=os.environ.get("VAEBENCH_DATA_MIRROR"),
                            help="offline mirror folder holding <mirror>/<dataset>/ (default: $VAEBENCH_DATA_MIRROR)")
         p.set_defaults(func=STAGE_COMMANDS[stage.name])
-    with_params(sub.add_parser("mlflow-init", help="create the MLflow store and the study's experiment "
-                                                   "(before parallel jobs)")).set_defaults(func=cmd_mlflow_init)
+    p = with_params(sub.add_parser("mlflow-init", help="create the MLflow store and the study's experiment "
+                                                       "(before parallel jobs)"))
+    p.add_argument("--drop-if-empty", action="store_true",
+                   help="instead, remove the study's experiment if it holds no run (after a failed workflow)")
+    p.set_defaults(func=cmd_mlflow_init)
     for name, func, what in (("schema", cmd_schema, "the JSON schemas of studies and the catalogue"),
                              ("dvc-yaml", cmd_dvc_yaml, "dvc.yaml from the stage declarations"),
                              ("readme", cmd_readme, "the README's generated sections (the reproduction index of "

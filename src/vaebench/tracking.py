@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -24,6 +25,8 @@ DATASET_DIGEST_CHARS = 36
 DATASET_SHA256_TAG = "dataset_sha256"      # run tag: the full SHA-256 of the run's prepared dataset file
 
 GRID_N = 64
+SUPERSEDED_TAG = "vaebench.superseded_by"  # on a retrained cell's earlier run: the id of the run replacing it
+GRID_MIN_WIDTH = 512  # pixels: MLflow image grids are enlarged to at least this width
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -64,9 +67,11 @@ def grid_n() -> int:
     return int(raw)
 
 
-def _grid_to_pil(grid: torch.Tensor):
-    """A (C, H, W) float tensor in [0, 1] (``torchvision.utils.make_grid``'s output) -> a PIL image,
-    quantised exactly as ``torchvision.utils.save_image`` writes the evaluate stage's PNGs."""
+def _grid_to_pil(grid: torch.Tensor, min_width: int = GRID_MIN_WIDTH):
+    """A (C, H, W) float tensor in [0, 1] (``torchvision.utils.make_grid``'s output) -> a PIL image, quantised
+    exactly as ``torchvision.utils.save_image`` writes the evaluate stage's PNGs, then enlarged by a whole factor
+    (nearest neighbour, pixels stay sharp) to at least ``min_width`` pixels wide, so that the MLflow image card
+    shows 28 x 28 digits at a readable size."""
     import io
 
     from PIL import Image
@@ -77,7 +82,8 @@ def _grid_to_pil(grid: torch.Tensor):
     buf.seek(0)
     img = Image.open(buf)
     img.load()
-    return img
+    factor = max(1, math.ceil(min_width / img.width))
+    return img if factor == 1 else img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
 
 
 class Tracker:
@@ -120,6 +126,8 @@ class Tracker:
         """The study's experiment, created with the experiment kind tag if missing; an existing experiment
         without the tag gets it (one whose kind a user chose is left alone)."""
         exp = self._client.get_experiment_by_name(self.experiment)
+        if exp is not None and exp.lifecycle_stage == "deleted":     # dropped by :meth:`drop_if_empty`
+            self._client.restore_experiment(exp.experiment_id)
         if exp is None:
             try:
                 return self._client.create_experiment(self.experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
@@ -149,10 +157,35 @@ class Tracker:
         experiment lacking that tag gets it. Returns the experiment id (None when tracking is off)."""
         return self._call("creating the experiment", self._experiment_id)
 
-    def start_run(self, run_name: str, tags: dict[str, str], params: dict) -> str | None:
-        """Create a new run tagged with ``tags`` and log ``params`` (flattened); returns its id."""
+    def drop_if_empty(self) -> bool:
+        """Delete the study's experiment (MLflow's soft delete; :meth:`ensure_experiment` restores it) when it holds
+        no run, so that a study failing before training leaves no empty experiment. Returns whether it did."""
+
+        def _drop():
+            from mlflow.entities import ViewType
+
+            exp = self._client.get_experiment_by_name(self.experiment)
+            if exp is None or exp.lifecycle_stage == "deleted":
+                return False
+            if self._client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL, max_results=1):
+                return False
+            self._client.delete_experiment(exp.experiment_id)
+            return True
+
+        return bool(self._call("dropping the empty experiment", _drop))
+
+    def start_run(self, run_name: str, tags: dict[str, str], params: dict, supersede: tuple[str, ...] = ()) -> str | None:
+        """Create a new run tagged with ``tags`` and log ``params`` (flattened); returns its id. Earlier runs of the
+        experiment with the same values of the ``supersede`` tags (a retrained cell: dataset, model, seed) are
+        marked, not deleted: tag :data:`SUPERSEDED_TAG` = the new run's id and " (replaced)" after their name."""
 
         def _start():
+            old = []
+            if supersede:
+                query = " and ".join(f"tags.{k} = '{tags[k]}'" for k in supersede)
+                old = [r for r in self._client.search_runs([self._experiment_id()], filter_string=query,
+                                                           max_results=1000)
+                       if SUPERSEDED_TAG not in r.data.tags]
             run = self._client.create_run(self._experiment_id(), run_name=run_name, tags=tags)
             self.run_id = run.info.run_id
             from mlflow.entities import Param
@@ -160,6 +193,9 @@ class Tracker:
             flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
             for i in range(0, len(flat), 100):
                 self._client.log_batch(self.run_id, params=flat[i : i + 100])
+            for r in old:
+                self._client.set_tag(r.info.run_id, SUPERSEDED_TAG, self.run_id)
+                self._client.update_run(r.info.run_id, name=f"{r.info.run_name} (replaced)")
             return self.run_id
 
         return self._call("starting a run", _start)
@@ -216,11 +252,23 @@ class Tracker:
             self._call("logging metrics", _log)
 
     def log_record(self, record: dict, step: int | None = None) -> None:
-        """Log the numeric metrics and settings of an evaluate record (:func:`vaebench.metrics.spec.mlflow_keys`)."""
+        """Log an evaluate record: its measured quantities as metrics (:func:`vaebench.metrics.spec.mlflow_keys`)
+        and its evaluation settings (``iwae_k``, ``fid_n``, ...) as tags ``eval.<key>`` (a setting is not a
+        quantity to chart, and a tag may change when the cell is evaluated again)."""
         from vaebench.metrics import spec
 
         self.log_metrics({k: record[k] for k in spec.mlflow_keys() if k in record
                           and isinstance(record[k], (int, float)) and not isinstance(record[k], bool)}, step=step)
+
+        def _tags():
+            from mlflow.entities import RunTag
+
+            tags = [RunTag(f"eval.{k}", str(record[k])) for k in sorted(spec.setting_keys()) if k in record]
+            if tags:
+                self._client.log_batch(self.run_id, tags=tags)
+
+        if self.run_id is not None:
+            self._call("logging the evaluation settings", _tags)
 
     def log_dataset(self, name: str, path: str | os.PathLike, context: str = "training") -> None:
         """Log a prepared dataset file as the run's MLflow dataset input."""

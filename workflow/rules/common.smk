@@ -6,6 +6,7 @@ import sys
 import yaml
 
 from vaebench import dag, paths
+from vaebench.config import ConfigError
 from vaebench.validation import load_study
 from vaebench.device import visible_gpus
 
@@ -17,8 +18,12 @@ if not workflow.overwrite_configfiles:
 
 STUDY_FILE = (os.path.relpath(workflow.overwrite_configfiles[-1]) if workflow.overwrite_configfiles
               else paths.DEFAULT_STUDY)
-# Validate before any job runs: a bad key stops the whole workflow with a message naming it.
-STUDY = load_study(STUDY_FILE)
+# Validate before any job runs: a bad key stops the whole workflow with one message naming it (no traceback).
+try:
+    STUDY = load_study(STUDY_FILE)
+except (ConfigError, FileNotFoundError) as _exc:
+    print(f"vaebench: invalid study: {_exc}", file=sys.stderr)
+    sys.exit(1)
 with open(paths.CATALOGUE, encoding="utf-8") as _f:
     PARAMS_FILES = {dag.STUDY: dict(config), dag.CAT: yaml.safe_load(_f)}
 # The interpreter running Snakemake has vaebench installed (works without activating the venv).
@@ -136,3 +141,8 @@ def stage_resources(stage):
 onstart:
     # create the MLflow store and experiment once, before parallel jobs race on them
     shell(f"{VAEBENCH} mlflow-init --params {STUDY_FILE}")
+
+
+onerror:
+    # a study that failed before any training run leaves no empty experiment behind
+    shell(f"{VAEBENCH} mlflow-init --params {STUDY_FILE} --drop-if-empty")

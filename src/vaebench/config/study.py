@@ -466,8 +466,8 @@ def validate_study(raw: Any, source: str = DEFAULT_STUDY, catalogue: str | os.Pa
     models, sweeps = {}, {}
     for name, typed in config.models.items():
         if name not in entries:
-            raise ConfigError(f"{source}: model '{name}' at 'models' is not in the catalogue {catalogue} "
-                              f"(defined: {', '.join(sorted(entries))})")
+            raise ConfigError(f"{source}: model '{name}' at 'models' is not in the catalogue {catalogue}"
+                              f"{did_you_mean(name, entries)} (defined: {', '.join(sorted(entries))})")
         override = dict((raw["models"] or {}).get(name) or {})
         override.pop("sweep", None)
         points = sweep_points(name, typed.sweep) if typed and typed.sweep else {name: {}}
@@ -505,6 +505,15 @@ def load_study(path: str | os.PathLike = DEFAULT_STUDY, catalogue: str | os.Path
     return validate_study(_read_yaml(path), source=str(path), catalogue=catalogue)
 
 
+def did_you_mean(word: str, options, prefix: str = " ") -> str:
+    """``" (did you mean 'sigma_vae'?)"`` for the option closest to ``word`` by :func:`difflib.get_close_matches`
+    (ratio at least 0.6), else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f"{prefix}(did you mean '{close[0]}'?)" if close else ""
+
+
 def _join(prefix: str, key: str) -> str:
     return ".".join(p for p in (prefix, key) if p)
 
@@ -527,21 +536,27 @@ def _config_error(exc: ValidationError, source: str, prefix: str, cls: type[Base
                   loc: tuple | None = None) -> ConfigError:
     """The first error of a pydantic ValidationError as one sentence: file, key, bad value, allowed values;
     ``loc`` (normalised) replaces the error's location in the message."""
-    err = exc.errors()[0]
+    errors = exc.errors()
+    # A misspelt key is reported as both an unknown key and a missing one: name the misspelling.
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     data_loc = _normalise_loc(err["loc"], data)
     shown = data_loc if loc is None else _normalise_loc(loc, data) if loc else loc
     value, msg = err.get("input"), err["msg"]
+    named = re.findall(r"'([^']+)'", " ".join(str(v) for v in (err.get("ctx") or {}).values()))
     if shown and shown[-1] == "[key]":                 # a bad key of a mapping (e.g. an unknown dataset)
         parent = _join(prefix, ".".join(shown[:-2]))
-        return ConfigError(f"{source}: invalid key {value!r} at '{parent}': {msg}")
+        return ConfigError(f"{source}: invalid key {value!r} at '{parent}'{did_you_mean(value, named)}: {msg}")
     key = _join(prefix, ".".join(shown)) or "<top level>"
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(cls, data_loc[:-1], data)
         hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
-        return ConfigError(f"{source}: unknown key '{key}'{hint}")
+        return ConfigError(f"{source}: unknown key '{key}'{did_you_mean(data_loc[-1], allowed)}{hint}")
     if err["type"] == "missing":
         return ConfigError(f"{source}: missing required key '{key}'")
-    return ConfigError(f"{source}: invalid value at '{key}': {value!r}: {msg}")
+    if err["type"] == "union_tag_invalid" and isinstance(value, dict):     # an unknown component name
+        key, value = f"{key}.name", value.get("name")
+    guess = did_you_mean(value, named) if isinstance(value, str) else ""
+    return ConfigError(f"{source}: invalid value at '{key}': {value!r}{guess}: {msg}")
 
 
 def _strip(annotation):

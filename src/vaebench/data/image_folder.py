@@ -195,8 +195,10 @@ def _image_folder_layout(files: list[tuple[str, str, bytes]], root: Path, split:
         shown = files[i][1]
         if split == "folders":
             if p[0] not in ("train", "test") or len(p) == 1:
+                fix = ("; for a folder without train/ and test/, set the dataset's split: random (a seeded "
+                       "split, n_test images held out)") if not ({"train", "test"} & tops) else ""
                 raise ImageFolderError(f"{shown}: image outside train/ and test/ (split: folders expects "
-                                       f"{expected})")
+                                       f"{expected}){fix}")
             group, rest = p[0], p[1:]
         else:
             group, rest = "all", p

@@ -154,8 +154,8 @@ def paired_names() -> list[str]:
 
 
 def mlflow_keys() -> list[str]:
-    """Record keys logged to MLflow as metrics: every metric and setting."""
-    return [f.key for f in FIELDS.values() if not isinstance(f, Descriptive)]
+    """Record keys logged to MLflow as metrics: the measured quantities (settings are logged as tags)."""
+    return [f.key for f in FIELDS.values() if isinstance(f, Metric)]
 
 
 def build_record(values: dict) -> dict:

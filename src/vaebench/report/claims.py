@@ -17,9 +17,13 @@ REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED = "reproduced", "not reprod
 NOT_IN_STUDY = "not in the study"      # the start of the reason of a row whose models the study does not have
 
 
+OUT_OF_SCOPE = "outside the claim's scope"    # the start of the reason of a row on a dataset the source excludes
+
+
 def split_absent(rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(rows about models of the study, rows of claims about models it does not have), each in the given order."""
-    absent = [r for r in rows if str(r.get("reason") or "").startswith(NOT_IN_STUDY)]
+    """(rows that test a claim on this study, rows that cannot apply to it: models it does not have, or a dataset
+    outside the claim's scope), each in the given order."""
+    absent = [r for r in rows if str(r.get("reason") or "").startswith((NOT_IN_STUDY, OUT_OF_SCOPE))]
     return [r for r in rows if r not in absent], absent
 
 
@@ -28,8 +32,8 @@ def absent_text(absent: list[dict]) -> str:
     if not absent:
         return ""
     claims = list(dict.fromkeys(r["claim_id"] for r in absent))
-    return (f"{len(absent)} comparison(s) of {len(claims)} claim(s) concern models this study does not have, so they "
-            f"are not shown ({', '.join(claims)}; all are in claims.csv).")
+    return (f"{len(absent)} comparison(s) of {len(claims)} claim(s) concern models this study does not have or "
+            f"datasets outside the claim's scope, so they are not shown ({', '.join(claims)}; all are in claims.csv).")
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED)
 # Columns of reports/claims.csv, in order.
 COLUMNS = ["claim_id", "claim", "dataset", "model_a", "model_b", "metric", "expected", "diff", "ci_low",
@@ -237,7 +241,7 @@ def _pairs(comp: Comparison, dataset: str, models: list[str], records: dict[str,
         elif (va, vb) == (comp.b_value, comp.a_value):
             out.append((b, a, None))
     if not out:
-        return [(None, None, f"no two models of the study on {dataset} differ only in {comp.axis} "
+        return [(None, None, f"{NOT_IN_STUDY} on {dataset}: no two of its models differ only in {comp.axis} "
                              f"({comp.a_value} vs {comp.b_value})")]
     return out
 
@@ -351,7 +355,7 @@ def check_claims(claims: dict[str, Claim], inputs: list, datasets: list[str], mo
                                 "note": claim.note}
                         why = reason
                         if claim.scope is not None and d not in claim.scope and not why:
-                            why = f"outside the claim's scope: the source states it for {', '.join(claim.scope)}"
+                            why = f"{OUT_OF_SCOPE}: the source states it for {', '.join(claim.scope)}"
                         if not why:
                             failed = [short_training(claim.min_epochs, (a, b), cells)]
                             failed += [failed_precondition(p, d, (a, b), metric, diagnostics, cells)

@@ -44,9 +44,14 @@ def unique(df: pd.DataFrame, col: str, spec: str | None = None) -> str:
 
 
 def num(v: Any, spec: str) -> str:
+    """``v`` formatted with ``spec``; 'n/a' for None and non-finite values; a nonzero value that ``spec`` would
+    round to zero (a sub-second time under '.0f') keeps two significant digits instead."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "n/a"
-    return format(v, spec)
+    text = format(v, spec)
+    if v and isinstance(v, (int, float)) and text.lstrip("-+").strip("0.") == "":
+        return format(v, ".2g")
+    return text
 
 
 def format_ci(stat: dict | None, spec: str, sign: float = 1.0) -> str:

@@ -100,7 +100,9 @@ def _space_reason(a: str, rec_a: dict, b: str, rec_b: dict) -> str | None:
     sa, sb = rec_a.get("data_space"), rec_b.get("data_space")
     if sa == sb:
         return None
-    return f"different data spaces: {a} is {_space_text(sa)}, {b} {_space_text(sb)}"
+    instead = ("the 8-bit discrete likelihood (nll_discretised), KL and FID" if "binarised" not in (sa, sb)
+               else "KL and FID (a likelihood of binarised images compares with no likelihood of the grey levels)")
+    return f"different data spaces: {a} is {_space_text(sa)}, {b} {_space_text(sb)}; compare them on {instead}"
 
 
 def _space_text(space) -> str:

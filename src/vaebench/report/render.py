@@ -112,6 +112,12 @@ def _verdicts(doc: Document, verdicts: list[dict]) -> None:
     from vaebench.report.claims import absent_text, split_absent
 
     verdicts, absent = split_absent(verdicts)
+    if not verdicts:        # a study of the user's own: one line, and the results come first
+        claims = len({r["claim_id"] for r in absent})
+        doc.paragraph(f"None of the seed papers' {claims} claims (claims.yaml) applies to this study (their models "
+                      "or datasets are not in it), so this report has no verdicts; claims.csv lists every claim with "
+                      "the reason.")
+        return
     doc.heading(2, "Verdicts: the seed papers' claims on this study")
     doc.paragraph("Each claim of claims.yaml checked on every dataset: our paired difference A - B over the seeds "
                   "both models have (and, for likelihoods, the same test images) with its 95% Student-t interval "
@@ -121,8 +127,6 @@ def _verdicts(doc: Document, verdicts: list[dict]) -> None:
                   + comparison_tables.verdict_counts(verdicts) + ".")
     if absent:
         doc.paragraph(absent_text(absent))
-    if not verdicts:
-        return
     classes = [r["verdict"].replace(" ", "-") for r in verdicts]
     doc.table(comparison_tables.verdict_table(verdicts), id="verdicts", row_classes=classes)
     notes = {}

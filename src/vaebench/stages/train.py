@@ -240,7 +240,8 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     logged = tracker.continue_run(progress["mlflow_run_id"], "seconds") if resumed is not None else None
     if logged is None:
         tracker.start_run(run_name=tag, params=record,
-                          tags={"dataset": dataset, "model": model_name, "seed": str(seed), "study": cell.study})
+                          tags={"dataset": dataset, "model": model_name, "seed": str(seed), "study": cell.study},
+                          supersede=("dataset", "model", "seed"))
         tracker.log_dataset(dataset, paths.PREPARED.format(study=study.name, dataset=dataset), context="training")
         logged = 0
     if resumed is not None:
@@ -255,6 +256,11 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     step, last_finite = progress["step"], progress["last_finite"]
     t0 = time.perf_counter() - progress["seconds"]
     try:
+        if n_grid and progress["epoch"] == 0:      # the image cards' first step: the untrained model
+            t_grid = time.perf_counter()
+            tracker.log_images(lambda: epoch_grids(model, x_val_u8[:n_grid], x_val[:n_grid],
+                                                   seed=stream_seed(seed, "epoch_grids")), step=0)
+            grid_seconds += time.perf_counter() - t_grid
         for epoch in range(progress["epoch"] + 1, tcfg.epochs + 1):
             model.train()
             sums, losses = train_epoch(model, opt, x_train, tcfg.batch_size, batch_gen, data_gen,
