@@ -19,5 +19,5 @@ onsuccess:
     print(f"vaebench: study {STUDY.name} is complete. Its report: {in_study(paths.REPORT_HTML)} (every study: "
           f"{paths.INDEX_HTML}, refreshed by `python -m vaebench readme`).\n"
           f"  snakemake --report {in_study(paths.SNAKEMAKE_REPORT)} --configfile {STUDY_FILE}\n"
-          f"  dvc plots show {in_study(paths.REPORT_PLOTS)}; dvc metrics show {in_study(paths.REPORT_METRICS)}\n"
+          f"  dvc plots show {in_study(paths.REPORT_PLOTS)}; dvc metrics show {in_study(paths.REPORT_HEADLINE)}\n"
           f"  MLflow: the link printed at the start (experiment '{STUDY.name}', its Runs table)")

@@ -7,8 +7,8 @@ import re
 from vaebench.paths import (CAPTION_CURVES, CAPTION_RECON, CAPTION_REPORT, CAPTION_SAMPLES, CATALOGUE, CHECKPOINT,
                             CLAIMS, CLASSIFIER, CLASSIFIER_METRICS, DEFAULT_STUDY, DVC_YAML, FID_INCEPTION_REFERENCE,
                             FID_REFERENCE, METRICS, PER_IMAGE, PREPARED, RECON_PNG, REPORT_CLAIMS, REPORT_FIGURES,
-                            REPORT_HTML, REPORT_MD, REPORT_METRICS, REPORT_PLOTS, SAMPLES_PNG, STUDIES_DIR, SUMMARY_CSV,
-                            TRAIN_LOG, grid_folder, pipeline_file)
+                            REPORT_HEADLINE, REPORT_HTML, REPORT_MD, REPORT_METRICS, REPORT_PLOTS, SAMPLES_PNG,
+                            STUDIES_DIR, SUMMARY_CSV, TRAIN_LOG, grid_folder, pipeline_file)
 from vaebench.sources import PACKAGE_DIR, closure_files
 
 SRC = "src/vaebench"
@@ -155,10 +155,11 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
         grid_deps={"metrics": METRICS, "per_image": PER_IMAGE, "samples": SAMPLES_PNG, "recon": RECON_PNG,
                    "log": TRAIN_LOG},
         outs={"summary": SUMMARY_CSV, "html": REPORT_HTML, "markdown": REPORT_MD, "figures": REPORT_FIGURES,
-              "metrics": REPORT_METRICS, "claims": REPORT_CLAIMS, "plots": REPORT_PLOTS},
+              "metrics": REPORT_METRICS, "headline": REPORT_HEADLINE, "claims": REPORT_CLAIMS,
+              "plots": REPORT_PLOTS},
         dirs=("figures", "plots"),
-        metrics=("metrics",),
-        uncached=("claims", "html", "summary"),     # committed in git with the study (reports/.gitignore)
+        metrics=("headline",),
+        uncached=("claims", "html", "summary", "metrics"),     # committed in git with the study (reports/.gitignore)
         plots={"plots": {"x": "epoch", "template": "training_curves"}},
         report={"figures": ReportItem(
                     CAPTION_CURVES, "Training curves", "{dataset}", labels={"figure": "{figure}"},

@@ -34,6 +34,7 @@ SHARED = "data/shared/{kind}/{dataset}-{key}{suffix}"
 REPORT_DIR = "reports/{study}"
 SUMMARY_CSV = "reports/{study}/summary.csv"
 REPORT_METRICS = "reports/{study}/metrics.json"
+REPORT_HEADLINE = "reports/{study}/headline.json"   # `dvc metrics show`: the mean of each compared metric
 REPORT_HTML = "reports/{study}/index.html"
 REPORT_MD = "reports/{study}/index.md"
 REPORT_FIGURES = "reports/{study}/figures"

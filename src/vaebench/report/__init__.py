@@ -24,6 +24,7 @@ def output_paths(out_dir: str | Path) -> dict[str, Path]:
         "dir": out_dir,
         "summary_csv": rel(paths.SUMMARY_CSV),
         "metrics_json": rel(paths.REPORT_METRICS),
+        "headline_json": rel(paths.REPORT_HEADLINE),
         "index_html": rel(paths.REPORT_HTML),
         "index_md": rel(paths.REPORT_MD),
         "figures": rel(paths.REPORT_FIGURES),
@@ -70,6 +71,7 @@ def build_report(study: "Study", out_dir: str | Path | None = None, claims_path:
     html, markdown = render.render_html(doc), render.render_markdown(doc, out["dir"])
 
     write_json(out["metrics_json"], metrics)
+    write_json(out["headline_json"], collect.headline(aggregate))
     claims_mod.write_claims_csv(verdicts, out["claims_csv"])
     write_text(out["index_md"], markdown)
     write_text(out["index_html"], html)
@@ -83,6 +85,7 @@ def build_report(study: "Study", out_dir: str | Path | None = None, claims_path:
         "seeds": seeds,
         "summary_csv": str(out["summary_csv"]),
         "metrics_json": str(out["metrics_json"]),
+        "headline_json": str(out["headline_json"]),
         "claims_csv": str(out["claims_csv"]),
         "index_html": str(out["index_html"]),
         "index_md": str(out["index_md"]),

@@ -226,3 +226,18 @@ def aggregate_over_seeds(records: list[dict]) -> dict:
                     stats[k] = summarise_seeds(values)
             by_model[model] = stats
     return out
+
+
+def headline(aggregate: dict) -> dict:
+    """``{dataset: {model: {comparison name: mean over seeds}}}`` of the compared metrics of
+    :mod:`vaebench.metrics.spec` (nll, elbo, kl, fid, ...; units as declared there, rounded to 4 decimals): the
+    few columns per model that ``dvc metrics show`` prints (the whole aggregate is metrics.json)."""
+    import math
+
+    from vaebench.metrics import spec
+
+    names = {spec.compared(n).key: n for n in spec.compared_names()}
+    return {d: {m: {names[k]: round(stat["mean"], 4) for k, stat in stats.items()
+                    if k in names and stat.get("mean") is not None and math.isfinite(stat["mean"])}
+                for m, stats in by_model.items()}
+            for d, by_model in aggregate.items()}
