@@ -125,11 +125,7 @@ def cmd_dvc_yaml(args) -> None:
 def cmd_readme(args) -> None:
     from vaebench.report import readme
 
-    from vaebench.report.index import index_html, index_rows
-
-    text = open("README.md", encoding="utf-8").read()
-    ok = all([_write_if_changed("README.md", readme.render(text, readme.sections(_study(args))), args.check, "readme"),
-              _write_if_changed(paths.INDEX_HTML, index_html(index_rows()), args.check, "readme")])
+    ok = readme.write_all(_study(args), check=args.check, write=_write_if_changed)
     if args.check and not ok:
         raise SystemExit(1)
 

@@ -213,3 +213,27 @@ def render(text: str, generated: dict[str, str]) -> str:
             raise ValueError(f"README has no generated section {name!r}: add the lines\n{start}\n{end}")
         text = pattern.sub(lambda _: f"{start}\n{body}\n{end}", text)
     return text
+
+
+# The files with generated sections, and the sections each holds (one definition: `python -m vaebench readme` and
+# tests/test_generated.py both read it).
+GENERATED_FILES: dict[str, tuple[str, ...]] = {
+    "README.md": ("index", "study", "verdicts", "results"),
+    "docs/studies.md": ("components",),
+    "docs/development.md": ("seeds",),
+}
+
+
+def write_all(study, check: bool, write) -> bool:
+    """Render every generated section into its file (:data:`GENERATED_FILES`) and write reports/index.html, each
+    through ``write(path, text, check, what) -> bool`` (the CLI's write-if-changed); True when all were current
+    or written."""
+    from vaebench.report.index import index_html, index_rows
+
+    generated = sections(study)
+    ok = []
+    for path, names in GENERATED_FILES.items():
+        text = Path(path).read_text(encoding="utf-8")
+        ok.append(write(path, render(text, {n: generated[n] for n in names}), check, "readme"))
+    ok.append(write(paths.INDEX_HTML, index_html(index_rows()), check, "readme"))
+    return all(ok)
