@@ -112,11 +112,14 @@ def index_markdown(rows: list[Row]) -> str:
     lines.append("")
     lines.append("Ours: mean ± half-width of the 95% interval over seeds, from `reports/<study>/metrics.json`; "
                  "published: the study file's `source.published`, as printed (signs as our metric: a published "
-                 "loss -ELBO is shown as the ELBO). What each study costs, measured where it ran, and what it needs:")
-    lines.append("")
-    for r in rows:
-        lines.append(f"- `{r.study}` ({r.status}): {_md(r.cost)}")
+                 "loss -ELBO is shown as the ELBO). What each study costs and needs: "
+                 "[docs/studies.md](docs/studies.md#what-each-study-costs).")
     return "\n".join(lines)
+
+
+def costs_markdown(rows: list[Row]) -> str:
+    """One bullet per seed experiment: its status and its cost, measured where it ran, or what it needs."""
+    return "\n".join(f"- `{r.study}` ({r.status}): {_md(r.cost)}" for r in rows)
 
 
 def index_html(rows: list[Row]) -> str:

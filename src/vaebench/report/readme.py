@@ -1,5 +1,6 @@
-"""The README's generated sections (components, verdicts, results), rewritten between their markers by
-`python -m vaebench readme`."""
+"""The generated sections of the README and the reference pages (:data:`GENERATED_FILES`: the reproduction index,
+the default study's verdicts and results, the components, every setting, the random streams), rewritten between
+their markers by `python -m vaebench readme`."""
 from __future__ import annotations
 
 import json
@@ -193,11 +194,12 @@ def sections(study, metrics_path: str | Path | None = None, claims_path: str | P
                     "the 95% CI excludes 0; lower NLL and FID are better):\n\n" + pairs)
     from vaebench.seeds import protocol_table
 
-    from vaebench.report.index import index_markdown, index_rows
+    from vaebench.report.index import costs_markdown, index_markdown, index_rows
 
-    return {"index": index_markdown(index_rows()), "components": components_table(),
+    rows = index_rows()
+    return {"index": index_markdown(rows), "costs": costs_markdown(rows), "components": components_table(),
             "verdicts": verdicts_table(claims_path), "results": results, "seeds": protocol_table(),
-            "study": study_text(study)}
+            "study": study_text(study), "settings": settings_reference()}
 
 
 def render(text: str, generated: dict[str, str]) -> str:
@@ -219,9 +221,41 @@ def render(text: str, generated: dict[str, str]) -> str:
 # tests/test_generated.py both read it).
 GENERATED_FILES: dict[str, tuple[str, ...]] = {
     "README.md": ("index", "study", "verdicts", "results"),
-    "docs/studies.md": ("components",),
+    "docs/studies.md": ("costs", "components", "settings"),
     "docs/development.md": ("seeds",),
 }
+
+
+def _default_text(field) -> str:
+    from pydantic_core import PydanticUndefined
+
+    if field.is_required():
+        return "required"
+    value = field.get_default(call_default_factory=True) if field.default is PydanticUndefined else field.default
+    return "null" if value is None else f"`{value!r}`" if not isinstance(value, (dict, list)) or value else f"`{value}`"
+
+
+def _fields_table(cls) -> str:
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for name, field in cls.model_fields.items():
+        text = (field.description or "").replace("|", "\\|").replace("\n", " ")
+        rows.append(f"| `{field.alias or name}` | {_default_text(field)} | {text} |")
+    return "\n".join(rows)
+
+
+def settings_reference() -> str:
+    """Markdown tables of every key of a study file with its default and meaning, generated from the typed
+    configs: the top level, ``train``, ``classifier``, ``evaluate`` and an image folder's ``datasets.<name>``."""
+    from vaebench.config.stages import ClassifierConfig, EvaluateConfig
+    from vaebench.config.study import _study_train_class, study_config_class
+    from vaebench.data.image_folder import ImageFolderConfig
+
+    parts = [("The top level of a study file", study_config_class()),
+             ("`train` (a model's `train:` overrides the same keys for that model)", _study_train_class()),
+             ("`classifier` (the FID feature classifier)", ClassifierConfig),
+             ("`evaluate`", EvaluateConfig),
+             ("`datasets.<name>` of a folder of your own images (`kind: image_folder`)", ImageFolderConfig)]
+    return "\n\n".join(f"{title}:\n\n{_fields_table(cls)}" for title, cls in parts)
 
 
 def write_all(study, check: bool, write) -> bool:
