@@ -63,6 +63,9 @@ def make_workspace(root: Path, params: dict, git: bool = False) -> Path:
     """A copy of the pipeline definition (Snakefile, dvc.yaml, catalogue, workflow/, profiles/, studies/,
     pipelines/, src/) with ``params``. Commands run in it import the package from the copy (see ``env``)."""
     root.mkdir(parents=True, exist_ok=True)
+    shared = root.parent / "shared"        # ../shared beside the workspace, as beside a clone: the committed studies'
+    if not shared.exists() and MIRROR.parent.is_dir():     # relative paths (studies/example_image_folder.yaml) resolve
+        shared.symlink_to(MIRROR.parent)
     for name in ("Snakefile", "dvc.yaml", "catalogue.yaml", "claims.yaml", ".dvcignore"):
         shutil.copy2(REPO / name, root / name)
     for name in ("workflow", "profiles", "studies", "pipelines"):

@@ -384,7 +384,6 @@ def test_the_example_image_folder_study_runs_as_committed_and_changes_no_tracked
 
     from conftest import make_workspace, run
 
-    tmp_path.joinpath("shared").symlink_to(MIRROR.parent)        # ../shared beside the workspace, as beside a clone
     ws = make_workspace(tmp_path / "ws", yaml.safe_load((REPO / paths.DEFAULT_STUDY).read_text()), git=False)
     tracked = run(["git", "ls-files", "reports", "README.md", "dvc.lock", ".gitignore"], REPO).stdout.split()
     for name in tracked:                                         # the project's committed files, as in a clone
