@@ -173,10 +173,12 @@ def verdicts_table(claims_path: str | Path) -> str:
             + "\n".join(lines) + (f"\n\n{claims.absent_text(absent)}" if absent else ""))
 
 
-def sections(study, metrics_path: str | Path | None = None, claims_path: str | Path | None = None) -> dict[str, str]:
+def sections(study, metrics_path: str | Path | None = None, claims_path: str | Path | None = None,
+             rows: list | None = None) -> dict[str, str]:
     """{section name: generated Markdown} for the README: the components, the verdicts on the seed papers'
     claims (from reports/claims.csv), the results table followed by the paired comparisons (both in the
-    'results' section), and the table of random streams.
+    'results' section), and the table of random streams; ``rows``: the index's rows when the caller has them
+    (:func:`vaebench.report.index.index_rows`, which validates every study file).
 
     Raises:
         ValueError: the metrics or claims file has the structure of an older report stage.
@@ -196,7 +198,7 @@ def sections(study, metrics_path: str | Path | None = None, claims_path: str | P
 
     from vaebench.report.index import costs_markdown, index_markdown, index_rows
 
-    rows = index_rows()
+    rows = index_rows() if rows is None else rows      # the index's rows, read once by write_all
     return {"index": index_markdown(rows), "costs": costs_markdown(rows), "components": components_table(),
             "verdicts": verdicts_table(claims_path), "results": results, "seeds": protocol_table(),
             "study": study_text(study), "settings": settings_reference()}
@@ -247,11 +249,12 @@ def settings_reference() -> str:
     """Markdown tables of every key of a study file with its default and meaning, generated from the typed
     configs: the top level, ``train``, ``classifier``, ``evaluate`` and an image folder's ``datasets.<name>``."""
     from vaebench.config.stages import ClassifierConfig, EvaluateConfig
-    from vaebench.config.study import _study_train_class, study_config_class
+    from vaebench.config.study import study_config_class
     from vaebench.data.image_folder import ImageFolderConfig
 
     parts = [("The top level of a study file", study_config_class()),
-             ("`train` (a model's `train:` overrides the same keys for that model)", _study_train_class()),
+             ("`train` (a model's `train:` overrides the same keys for that model)",
+              study_config_class().model_fields["train"].annotation),
              ("`classifier` (the FID feature classifier)", ClassifierConfig),
              ("`evaluate`", EvaluateConfig),
              ("`datasets.<name>` of a folder of your own images (`kind: image_folder`)", ImageFolderConfig)]
@@ -264,10 +267,11 @@ def write_all(study, check: bool, write) -> bool:
     or written."""
     from vaebench.report.index import index_html, index_rows
 
-    generated = sections(study)
+    rows = index_rows()
+    generated = sections(study, rows=rows)
     ok = []
     for path, names in GENERATED_FILES.items():
         text = Path(path).read_text(encoding="utf-8")
         ok.append(write(path, render(text, {n: generated[n] for n in names}), check, "readme"))
-    ok.append(write(paths.INDEX_HTML, index_html(index_rows()), check, "readme"))
+    ok.append(write(paths.INDEX_HTML, index_html(rows), check, "readme"))
     return all(ok)
