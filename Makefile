@@ -30,6 +30,7 @@ run: install
 
 repro: install
 	$(VENV)/bin/python -m vaebench validate --params $(STUDY) > /dev/null
+	$(VENV)/bin/python -m vaebench dvc-yaml > /dev/null
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/dvc repro $(PIPELINE)
 
 test: install

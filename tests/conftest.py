@@ -202,3 +202,21 @@ def in_process_study(tmp: Path, params: dict):
         yield study
     finally:
         mp.undo()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The system browser's executable; skip (before building anything) when it is not installed."""
+    exe = shutil.which("chromium")
+    if exe is None:
+        pytest.skip("chromium not found on PATH: install Debian's browser with `apt-get install chromium` "
+                    "to run the browser tests (.ci/run does this in CI)")
+    return exe
+
+
+@pytest.fixture(scope="session")
+def sync_api(chromium):
+    return pytest.importorskip(
+        "playwright.sync_api",
+        reason="playwright not installed: `uv pip install -r requirements.lock -e '.[test]'` (the browser itself "
+               "is the system chromium; do not run `playwright install`)")

@@ -35,24 +35,6 @@ MIN_TEXT_CHARS = 500      # the fake study's report has ~20k characters of text
 MIN_COLOURS = 8           # a blank (or single-colour) page has 1; the report has thousands
 
 
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    """The system browser's executable; skip (before building anything) when it is not installed."""
-    exe = shutil.which("chromium")
-    if exe is None:
-        pytest.skip("chromium not found on PATH: install Debian's browser with `apt-get install chromium` "
-                    "to run the browser tests (.ci/run does this in CI)")
-    return exe
-
-
-@pytest.fixture(scope="module")
-def sync_api(chromium):
-    return pytest.importorskip(
-        "playwright.sync_api",
-        reason="playwright not installed: `uv pip install -r requirements.lock -e '.[test]'` (the browser itself "
-               "is the system chromium; do not run `playwright install`)")
-
-
 def _report_helpers():
     """tests/test_report.py as a module (loaded by path: tests/ is not a package, whatever the import mode)."""
     name = "_vaebench_test_report_fixtures"

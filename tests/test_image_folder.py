@@ -310,18 +310,24 @@ def test_study_validation(tmp_path):
                                 "'fashion_mnist', 'frey_face', 'cifar10', 'svhn' or 'celeba'")
     check({"imagenet": {"kind": "folder", "path": str(root)}}, "invalid key 'imagenet' at 'datasets'")
     check({"my-set": settings(root)}, "invalid key 'my-set' at 'datasets': String should match pattern")
+    from vaebench.validation import validate_study as validate_all
+
+    # the path is checked before any job, not when the settings are parsed (reading a study file needs no data)
     missing = tmp_path / "nowhere"
-    check({"mine": settings(missing)}, f"s.yaml: invalid value at 'datasets.mine.path': '{missing}': Value error, "
-                                       f"no such folder or archive: {missing}")
-    (tmp_path / "file.zip").write_bytes(b"PK")
-    check({"mine": settings(tmp_path / "file.zip")}, "is neither a folder nor a .tar / .tar.gz / .tgz archive")
+    assert validate_study({**base, "datasets": {"mine": settings(missing)}}, "s.yaml", REPO / "catalogue.yaml")
+    for path, expected in ((missing, f"s.yaml: invalid value at 'datasets.mine.path': '{missing}': "
+                                     f"no such folder or archive: {missing}"),
+                           (tmp_path / "file.zip", "is neither a folder nor a .tar / .tar.gz / .tgz archive")):
+        (tmp_path / "file.zip").write_bytes(b"PK")
+        with pytest.raises(ConfigError) as err:
+            validate_all({**base, "datasets": {"mine": settings(path)}}, "s.yaml", REPO / "catalogue.yaml")
+        assert expected in str(err.value), str(err.value)
     check({"mine": settings(root, channels=4)}, "invalid value at 'datasets.mine.channels': 4: Input should be 1 or 3")
     check({"mine": settings(root, resize="stretch")}, "invalid value at 'datasets.mine.resize'")
     check({"mine": settings(root, colour=True)}, "unknown key 'datasets.mine.colour' (allowed: kind, path, ")
     check({"mine": settings(root, n_test=5)}, "n_test is only for split: random")
     check({"mine": settings(root, image_size=[5])}, "datasets.mine.image_size")
     bad_model = {**base, "models": {"vae_bernoulli": {"architecture": {"name": "conv28"}}}}
-    from vaebench.validation import validate_study as validate_all
 
     with pytest.raises(ConfigError, match="cannot be used on dataset 'mine' .images C x H x W = 3 x 5 x 4."):
         validate_all({**bad_model, "datasets": {"mine": settings(root)}}, "s.yaml", REPO / "catalogue.yaml")

@@ -147,3 +147,21 @@ def test_train_and_evaluate_sources_are_what_they_import():
     assert "src/vaebench/metrics/latent.py" in evaluate and "src/vaebench/metrics/latent.py" not in train
     assert "src/vaebench/report/templates/index.html.j2" in report
     assert not any(f.startswith("src/vaebench/report/") for f in train | evaluate)
+
+
+def test_a_studys_sources_hold_only_the_components_its_models_use():
+    """A study's stages depend on the modules of its own components, not on every registered one: adding a
+    component (a decoder to the catalogue) changes no other study's pipeline, so nothing of it reruns."""
+    from vaebench.config import load_study
+
+    study = load_study(str(REPO / "params.yaml"), str(REPO / "catalogue.yaml"))
+    used = dag.components(study.models.values())
+    assert used["likelihood"] == {"bernoulli"} and used["posterior"] == {"diagonal", "ar1"}
+    for stage in ("train", "evaluate", "report"):
+        own, every = set(dag.source_files(stage, study)), set(dag.source_files(stage))
+        assert {"src/vaebench/vae/likelihoods/bernoulli.py", "src/vaebench/vae/posteriors/ar1.py",
+                "src/vaebench/vae/likelihoods/__init__.py"} <= own < every
+        assert not {"src/vaebench/vae/likelihoods/gaussian.py", "src/vaebench/vae/likelihoods/student_t.py",
+                    "src/vaebench/vae/objectives/geco.py"} & own
+    deps = {d for s in dag.dvc_stages().values() for d in s["deps"] if d.startswith("src/")}
+    assert deps == set().union(*(dag.source_files(s, study) for s in dag.STAGES))   # what dvc.yaml tracks

@@ -138,11 +138,11 @@ def test_parallel_training_jobs_all_recorded_in_one_sqlite_store(concurrent_work
         keys = set(rows[0]) - {"epoch"}
         assert {"train_loss", "val_loss", "seconds"} <= keys, (where, keys)
         for key in sorted(keys):
-            history = client.get_metric_history(rid, key)
+            history = client.get_metric_history(rid, f"curves/{key}")
             assert sorted((m.step, m.value) for m in history) == [(int(row["epoch"]), row[key]) for row in rows], \
                 (where, key)
-        assert set(r.data.metrics) == keys | {"train_seconds"}, (where, sorted(r.data.metrics))
-        assert r.data.metrics["train_seconds"] == pytest.approx(ckpt["train_seconds"]), where
+        assert set(r.data.metrics) == {f"curves/{k}" for k in keys} | {"results/train_seconds"}, (where, sorted(r.data.metrics))
+        assert r.data.metrics["results/train_seconds"] == pytest.approx(ckpt["train_seconds"]), where
 
         # the files of record: the log and the checkpoint, byte-sized as on disk
         artifacts = {f.path: f.file_size for f in client.list_artifacts(rid)}

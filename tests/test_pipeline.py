@@ -187,10 +187,11 @@ def test_snakemake_end_to_end(snakemake_run):
     runs = client.search_runs([exp.experiment_id])
     assert sorted(r.data.tags["model"] for r in runs) == sorted(TINY_MODELS)
     for r in runs:
-        assert {"val_loss", "test_nll_iwae_nats", "fid_classifier"} <= set(r.data.metrics)
+        assert {"curves/val_loss", "results/test_nll_iwae_nats", "results/fid_classifier"} <= set(r.data.metrics)
         assert r.data.params["model_config.latent_dim"] == "20"
-        # evaluation settings are tags, not metrics (no one-dot charts of fid_n or iwae_k)
-        assert not {"fid_n", "iwae_k", "n_images", "latent_n", "lk_tolerance_nats"} & set(r.data.metrics)
+        # evaluation settings are tags, not metrics (no one-dot charts of fid_n or iwae_k); every key is in a section
+        assert not {"fid_n", "iwae_k", "n_images", "latent_n", "lk_tolerance_nats"} & {k.split("/")[-1] for k in r.data.metrics}
+        assert {k.split("/")[0] for k in r.data.metrics} == {"curves", "results"}
         assert r.data.tags["eval.iwae_k"] == str(params["evaluate"]["iwae_k"])
 
     # second run: nothing to do

@@ -127,4 +127,4 @@ def test_a_new_component_is_one_module_plus_one_catalogue_entry(tmp_path, mirror
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     assert [r.data.tags["model"] for r in runs] == ["laplace_vae"]
     assert runs[0].data.params["model_config.likelihood.name"] == "laplace"
-    assert "test_nll_iwae_nats" in runs[0].data.metrics
+    assert "results/test_nll_iwae_nats" in runs[0].data.metrics

@@ -129,7 +129,7 @@ def test_resume_file_from_other_params_or_damaged_is_ignored(workspace, monkeypa
         with pytest.raises(killed):
             train_stage.run(s, "mnist", "vae_bernoulli", 0)
     with monkeypatch.context() as m, pytest.warns(ResumeIgnoredWarning, match="different code_sha256"):
-        m.setattr(train_stage, "code_sha256", lambda: "0" * 64)
+        m.setattr(train_stage, "code_sha256", lambda model_config: "0" * 64)
         train_stage.run(s, "mnist", "vae_bernoulli", 0)
 
     # a damaged file
@@ -141,19 +141,23 @@ def test_resume_file_from_other_params_or_damaged_is_ignored(workspace, monkeypa
     assert not cell["resume"].exists()
 
 
-def test_code_fingerprint_covers_the_train_stage_sources():
-    """The fingerprint hashes exactly the train stage's computed sources (so a code change DVC or Snakemake would
-    rerun the job for also invalidates its resume file)."""
+def test_code_fingerprint_covers_the_train_stage_sources_of_the_cells_components():
+    """The fingerprint hashes exactly the train stage's computed sources for the cell's components (so a code change
+    DVC or Snakemake would rerun the job for also invalidates its resume file), and not another component's."""
     import hashlib
 
-    from vaebench.dag import source_paths
+    from vaebench.dag import components, source_paths
     from vaebench.sources import PACKAGE_DIR
 
+    model_config = validate_study(tiny_params()).cell("mnist", "vae_bernoulli", 0).model_config
+    used = components([model_config])
     h = hashlib.sha256()
-    for f in source_paths("train"):
+    for f in source_paths("train", used):
         h.update(f.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
-    assert train_stage.code_sha256() == h.hexdigest()
-    assert PACKAGE_DIR / "registry.py" in source_paths("train")
+    assert train_stage.code_sha256(model_config) == h.hexdigest()
+    files = {f.relative_to(PACKAGE_DIR).as_posix() for f in source_paths("train", used)}
+    assert {"registry.py", "vae/likelihoods/__init__.py", "vae/likelihoods/bernoulli.py"} <= files
+    assert "vae/likelihoods/gaussian.py" not in files
 
 
 # -- a real SIGKILL of a real training process, with a real MLflow sqlite store ------------------------
@@ -210,7 +214,7 @@ def test_sigkill_mid_epoch_then_rerun_equals_uninterrupted(tmp_path):
     resumed = client.get_run(ckpt["mlflow_run_id"])
     assert resumed.info.status == "FINISHED"
     assert resumed.data.tags["resumed_after_epoch"] == str(done)
-    steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "val_loss")]
+    steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "curves/val_loss")]
     assert sorted(steps) == [1, 2, 3, 4]
-    values = {m.step: m.value for m in client.get_metric_history(resumed.info.run_id, "val_loss")}
+    values = {m.step: m.value for m in client.get_metric_history(resumed.info.run_id, "curves/val_loss")}
     assert [values[s] for s in (1, 2, 3, 4)] == list(reference[1]["val_loss"])

@@ -22,8 +22,10 @@ def _a() -> dict:
 
 
 def _b() -> dict:
+    """A sweep, written as a newcomer may: without the optional keys ``device`` and ``components`` (defaults)."""
     params = tiny_params(models={"vae_bernoulli": {"sweep": {"latent_dim": [2, 4]}}})
     params["study"] = "study_b"
+    del params["device"], params["components"]
     return params
 
 

@@ -17,7 +17,7 @@ from vaebench.stages.train import run as train_cell
 from vaebench.tracking import (DATASET_DIGEST_CHARS, DATASET_SHA256_TAG, EXPERIMENT_KIND, EXPERIMENT_KIND_TAG,
                                SUPERSEDED_TAG, Tracker, file_sha256)
 
-IMAGE_FILE = re.compile(r"images/(?P<key>[\w.\- ~]+)\+step\+(?P<step>\d+)\+timestamp\+\d+\+[0-9a-f-]+\.png$")
+IMAGE_FILE = re.compile(r"images/grids~(?P<key>[\w.\- ~]+)\+step\+(?P<step>\d+)\+timestamp\+\d+\+[0-9a-f-]+\.png$")
 
 
 @pytest.fixture()
@@ -66,9 +66,9 @@ def test_training_run_reads_back_from_sqlite(workspace, store, recwarn):  # noqa
 
     # per-epoch metrics: step = epoch, the values of the log
     for key in ("train_loss", "val_loss", "val_kl", "seconds"):
-        history = client.get_metric_history(run.info.run_id, key)
+        history = client.get_metric_history(run.info.run_id, f"curves/{key}")
         assert [(m.step, m.value) for m in history] == [(row["epoch"], row[key]) for row in meta["history"]], key
-    assert run.data.metrics["train_seconds"] == pytest.approx(meta["train_seconds"])
+    assert run.data.metrics["results/train_seconds"] == pytest.approx(meta["train_seconds"])
 
     # the dataset input: name, local source = the prepared file's path, digest = its SHA-256 (MLflow keeps at
     # most 36 characters of a digest; the full one is an input tag and a run tag)

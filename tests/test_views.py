@@ -355,29 +355,30 @@ def mlflow_server(snakemake_study):
         proc.wait(timeout=30)
 
 
-def test_mlflow_opens_on_the_studys_training_runs_with_readable_grids(mlflow_server):
+def test_mlflow_opens_on_the_studys_training_runs_with_readable_grids(mlflow_server, chromium, sync_api):
     """The link every run prints (``vaebench mlflow-init``) opens the study's experiment in "Model training" mode
     on its Runs table, one row per cell named dataset/model/seed; the run's evaluation settings are tags, its
     metrics only quantities; its sample grid is served from step 0 (where the UI's image slider starts), enlarged
-    to at least 512 pixels wide."""
+    to at least 512 pixels wide. In Chromium, the run's "Model metrics" tab shows its sections in the order
+    curves, grids, results, and the samples card shows the step-0 grid as a decoded image."""
     import urllib.parse
     import urllib.request
 
     from mlflow.tracking import MlflowClient
     from PIL import Image
 
-    from vaebench.tracking import GRID_MIN_WIDTH
+    from vaebench.tracking import CURVES, GRID_MIN_WIDTH, GRIDS, RESULTS
 
     url, tmp = mlflow_server
     client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
     exp = client.get_experiment_by_name(STUDY)
     (r,) = client.search_runs([exp.experiment_id])
     assert r.info.run_name == "mnist/sigma_vae_optimal/seed0"
-    assert "eval.iwae_k" in r.data.tags and not {"iwae_k", "fid_n", "n_images"} & set(r.data.metrics)
+    assert "eval.iwae_k" in r.data.tags and not {"iwae_k", "fid_n", "n_images"} & {k.split("/")[-1] for k in r.data.metrics}
 
     steps = {}
     for f in client.list_artifacts(r.info.run_id, "images"):
-        m = re.match(r"images/samples\+step\+(\d+)\+", f.path)
+        m = re.match(r"images/grids~samples\+step\+(\d+)\+", f.path)
         if m and f.path.endswith(".png"):
             steps[int(m[1])] = f.path
     assert min(steps) == 0, steps
@@ -386,11 +387,24 @@ def test_mlflow_opens_on_the_studys_training_runs_with_readable_grids(mlflow_ser
         img = Image.open(io.BytesIO(resp.read()))
     assert img.format == "PNG" and img.width >= GRID_MIN_WIDTH
 
-    if CHROMIUM is None:
-        pytest.skip("chromium not installed: the store and server were checked, the page not rendered")
-    page = f"{url}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
-    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=30000",
-                          "--window-size=1400,1000", "--dump-dom", page], capture_output=True, text=True,
-                         timeout=180).stdout
-    assert "mnist/sigma_vae_optimal/seed0" in dom       # the Runs table, with the run's full name
-    assert "Model training" in dom and "matching run" in dom
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True)
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.goto(f"{url}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning")
+            page.get_by_text("mnist/sigma_vae_optimal/seed0").first.wait_for(timeout=60_000)
+            landing = page.evaluate("() => document.body.innerText")
+            assert "Model training" in landing and "matching run" in landing   # the Runs table
+
+            page.goto(f"{url}/#/experiments/{exp.experiment_id}/runs/{r.info.run_id}/model-metrics"
+                      "?workflowType=machine_learning")
+            page.get_by_text(RESULTS, exact=True).first.wait_for(timeout=60_000)   # section headers
+            text = page.evaluate("() => document.body.innerText")
+            order = [text.find(f"\n{s}\n") for s in (CURVES, GRIDS, RESULTS)]
+            assert -1 not in order and order == sorted(order), (order, text[:2000])
+            page.get_by_text(GRIDS, exact=True).first.scroll_into_view_if_needed()   # cards render when in view
+            shown = "imgs => imgs.filter(i => i.currentSrc.includes('grids~samples%2Bstep%2B0%2B') && i.complete " \
+                    "&& i.naturalWidth > 0).length"
+            page.wait_for_function(f"() => ({shown})(Array.from(document.images)) > 0", timeout=60_000)
+        finally:
+            browser.close()

@@ -172,15 +172,35 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
 REPORT_OUTPUTS = list(STAGES["report"].outs.values())
 
 
-def source_files(stage: str) -> list[str]:
+def components(model_configs) -> dict[str, set[str]]:
+    """{axis: component names} used by ``model_configs`` (an iterable of ModelConfig), one set per registry axis."""
+    from vaebench.registry import AXES
+
+    out: dict[str, set[str]] = {axis: set() for axis in AXES}
+    for m in model_configs:
+        for axis in AXES:
+            out[axis].add(getattr(m, axis).name)
+    return out
+
+
+def source_files(stage: str, study=None) -> list[str]:
     """The source files of a stage, repository-relative and sorted: the import closure of its entry module, the
-    study loader and the CLI's module-level imports, with package data (:func:`vaebench.sources.closure_files`)."""
-    return [f"{SRC}/{f.relative_to(PACKAGE_DIR).as_posix()}" for f in source_paths(stage)]
+    study loader and the CLI's module-level imports, with package data (:func:`vaebench.sources.closure_files`).
+    With a ``study`` (a loaded Study), only the component modules its models use: a component added to the
+    catalogue changes no other study's stages. Without one, every component module."""
+    used = None if study is None else components(study.models.values())
+    return [f"{SRC}/{f.relative_to(PACKAGE_DIR).as_posix()}" for f in source_paths(stage, used)]
 
 
-def source_paths(stage: str) -> list:
-    """The files of :func:`source_files` as absolute paths of the package this process imports."""
-    return closure_files([STAGES[stage].entry, *LOADER], shallow=SHALLOW)
+def source_paths(stage: str, used: dict[str, set[str]] | None = None) -> list:
+    """The files of :func:`source_files` as absolute paths of the package this process imports; ``used``: the
+    {axis: names} of the components the job runs (:func:`components`; None: all)."""
+    return closure_files([STAGES[stage].entry, *LOADER], shallow=SHALLOW, components=used)
+
+
+def tracked_study_keys() -> set[str]:
+    """The top-level keys of a study file that some stage tracks as a params slice."""
+    return {key.split(".")[0] for s in STAGES.values() for file, key in s.params if file == STUDY}
 
 
 def _dvc(template: str) -> str:
@@ -194,7 +214,11 @@ def dvc_stages(study_file: str = DEFAULT_STUDY, catalogue: str = CATALOGUE) -> d
     models and seeds. Paths are relative to the repository root (``wdir`` of a pipeline under pipelines/)."""
     from vaebench.config import load_study
 
+    import yaml
+
     study = load_study(study_file, catalogue)
+    with open(study_file, encoding="utf-8") as f:
+        written = set(yaml.safe_load(f) or {})
     stages = {}
     default = study_file == DEFAULT_STUDY
     for s in STAGES.values():
@@ -210,11 +234,13 @@ def dvc_stages(study_file: str = DEFAULT_STUDY, catalogue: str = CATALOGUE) -> d
             entry["wdir"] = "../.."
         words = s.command(**{a: f"{{{a}}}" for a in s.over}) + ([] if default else ["--params", study_file])
         entry["cmd"] = _dvc(" ".join(["python -m vaebench"] + words))
-        deps = source_files(s.name) + [_dvc(t) for t in s.deps.values()]
+        deps = source_files(s.name, study) + [_dvc(t) for t in s.deps.values()]
         deps += list(dict.fromkeys(_dvc(grid_folder(t)) for t in s.grid_deps.values()))
         entry["deps"] = deps
         params: list = []
         for file, key in s.params:
+            if file == STUDY and key.split(".")[0] not in written:
+                continue            # left out of the file: its default, in the tracked source, is what runs
             key = _dvc(key.replace("models.{model}", "models.{entry}") if swept else key)
             params.append(key if file == STUDY and default else {study_file if file == STUDY else catalogue: [key]})
         entry["params"] = params

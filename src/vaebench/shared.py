@@ -31,10 +31,11 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def content_key(stage: str, payload: dict) -> str:
     """The store key of a ``stage`` job: SHA-256 (first 16 hex digits) over ``payload`` (its settings and input
-    digests, canonical JSON) and the bytes of the stage's source files (:func:`vaebench.dag.source_paths`), so a
-    change of code or settings never reuses a stored result."""
+    digests, canonical JSON) and the bytes of the stage's source files (:func:`vaebench.dag.source_paths`; the
+    stages that share, prepare and classifier, run no model component), so a change of code or settings never
+    reuses a stored result."""
     h = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
-    for f in source_paths(stage):
+    for f in source_paths(stage, used={}):
         h.update(f.name.encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import functools
 from pathlib import Path
+from typing import Iterable, Mapping
 
 PACKAGE = "vaebench"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -58,10 +59,20 @@ def _imports(module: str, module_level_only: bool, package_dir: Path) -> tuple[s
     return tuple(sorted(found))
 
 
-def _registry_packages() -> list[str]:
+def _registry_modules(components: Mapping[str, Iterable[str]] | None, package_dir: Path) -> list[str]:
+    """What a job reaches through the registries: every module of the dataset package and, per component axis
+    (architecture, posterior, likelihood, objective), the axis's package and the modules defining the named
+    ``components`` ({axis: names}); every module of every axis when ``components`` is None. Raises
+    UnknownComponentError for a name no module registers."""
     from vaebench.registry import AXES, DATASETS
 
-    return [reg.package for reg in AXES.values()] + [DATASETS.package]
+    out = _package_modules(DATASETS.package, package_dir)
+    for axis, reg in AXES.items():
+        if components is None:
+            out += _package_modules(reg.package, package_dir)
+        else:
+            out += [reg.package] + [reg.get(name).__module__ for name in sorted(set(components.get(axis, ())))]
+    return out
 
 
 def _package_modules(package: str, package_dir: Path) -> list[str]:
@@ -75,9 +86,12 @@ def _package_modules(package: str, package_dir: Path) -> list[str]:
     return out
 
 
-def import_closure(roots: list[str], shallow: tuple[str, ...] = (), package_dir: Path = PACKAGE_DIR) -> list[str]:
+def import_closure(roots: list[str], shallow: tuple[str, ...] = (), package_dir: Path = PACKAGE_DIR,
+                   components: Mapping[str, Iterable[str]] | None = None) -> list[str]:
     """Every module of the package that importing ``roots`` can run, sorted; for the ``shallow`` modules only
-    module-level imports are followed. Raises ValueError if a root is not a module of the package."""
+    module-level imports are followed. Through the registries: the component modules of ``components``
+    ({axis: names}; None: all of them), see :func:`_registry_modules`. Raises ValueError if a root is not a module
+    of the package."""
     for r in roots:
         if module_file(r, package_dir) is None:
             raise ValueError(f"{r} is not a module of {package_dir}")
@@ -90,8 +104,7 @@ def import_closure(roots: list[str], shallow: tuple[str, ...] = (), package_dir:
         seen.add(m)
         todo += _imports(m, m in shallow, package_dir)
         if m == f"{PACKAGE}.registry":
-            for pkg in _registry_packages():
-                todo += _package_modules(pkg, package_dir)
+            todo += _registry_modules(components, package_dir)
     return sorted(seen)
 
 
@@ -106,10 +119,11 @@ def _package_data(folder: Path) -> list[Path]:
     return out
 
 
-def closure_files(roots: list[str], shallow: tuple[str, ...] = (), package_dir: Path = PACKAGE_DIR) -> list[Path]:
+def closure_files(roots: list[str], shallow: tuple[str, ...] = (), package_dir: Path = PACKAGE_DIR,
+                  components: Mapping[str, Iterable[str]] | None = None) -> list[Path]:
     """The files of :func:`import_closure` plus the package data of every package in it, sorted."""
     files = set()
-    for m in import_closure(roots, shallow, package_dir):
+    for m in import_closure(roots, shallow, package_dir, components):
         f = module_file(m, package_dir)
         files.add(f)
         if f.name == "__init__.py":

@@ -28,6 +28,21 @@ GRID_N = 64
 SUPERSEDED_TAG = "vaebench.superseded_by"  # on a retrained cell's earlier run: the id of the run replacing it
 GRID_MIN_WIDTH = 512  # pixels: MLflow image grids are enlarged to at least this width
 
+CURVES, GRIDS, RESULTS = "curves", "grids", "results"
+"""Key prefixes of what a run logs: per-epoch curves, image grids, final results. The MLflow UI draws one chart
+section per prefix, in the order of the keys, so a run's "Model metrics" tab opens on its curves."""
+
+
+def metric_key(section: str, name: str) -> str:
+    """The MLflow key of quantity ``name`` in ``section`` (:data:`CURVES`, :data:`GRIDS` or :data:`RESULTS`).
+
+    Raises:
+        ValueError: ``section`` is not one of them.
+    """
+    if section not in (CURVES, GRIDS, RESULTS):
+        raise ValueError(f"unknown MLflow section {section!r} (known: {CURVES}, {GRIDS}, {RESULTS})")
+    return f"{section}/{name}"
+
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     """Flatten nested dicts into dotted keys (MLflow params are flat)."""
@@ -215,7 +230,7 @@ class Tracker:
 
     def continue_run(self, run_id: str | None, step_key: str) -> int | None:
         """Reopen the training run of a resumed job: mark run ``run_id`` RUNNING again and return the last step at
-        which metric ``step_key`` was logged (0 when never), so that the caller logs only the epochs after it (a
+        which curve ``step_key`` (a :data:`CURVES` metric) was logged (0 when never), so that the caller logs only the epochs after it (a
         job killed between logging an epoch and saving its resume file logs no epoch twice)."""
         if run_id is None or not self.enabled:
             return None
@@ -227,13 +242,14 @@ class Tracker:
                 return None
             self._client.update_run(run_id, status="RUNNING")
             self.run_id = run_id
-            history = self._client.get_metric_history(run_id, step_key)
+            history = self._client.get_metric_history(run_id, metric_key(CURVES, step_key))
             return max((m.step for m in history), default=0)
 
         return self._call("reopening the run", _continue)
 
-    def log_metrics(self, metrics: dict[str, float | None], step: int | None = None) -> None:
-        """Log finite numeric metrics (None and non-numbers are skipped)."""
+    def log_metrics(self, metrics: dict[str, float | None], section: str, step: int | None = None) -> None:
+        """Log finite numeric metrics under keys ``<section>/<name>`` (:func:`metric_key`; None and non-numbers are
+        skipped)."""
 
         def _log():
             from mlflow.entities import Metric
@@ -241,7 +257,7 @@ class Tracker:
 
             ts = int(time.time() * 1000)
             ms = [
-                Metric(k, float(v), ts, step or 0)
+                Metric(metric_key(section, k), float(v), ts, step or 0)
                 for k, v in metrics.items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
             ]
@@ -252,13 +268,14 @@ class Tracker:
             self._call("logging metrics", _log)
 
     def log_record(self, record: dict, step: int | None = None) -> None:
-        """Log an evaluate record: its measured quantities as metrics (:func:`vaebench.metrics.spec.mlflow_keys`)
-        and its evaluation settings (``iwae_k``, ``fid_n``, ...) as tags ``eval.<key>`` (a setting is not a
+        """Log an evaluate record: its measured quantities as :data:`RESULTS` metrics
+        (:func:`vaebench.metrics.spec.mlflow_keys`) and its evaluation settings (``iwae_k``, ``fid_n``, ...) as tags ``eval.<key>`` (a setting is not a
         quantity to chart, and a tag may change when the cell is evaluated again)."""
         from vaebench.metrics import spec
 
         self.log_metrics({k: record[k] for k in spec.mlflow_keys() if k in record
-                          and isinstance(record[k], (int, float)) and not isinstance(record[k], bool)}, step=step)
+                          and isinstance(record[k], (int, float)) and not isinstance(record[k], bool)},
+                         RESULTS, step=step)
 
         def _tags():
             from mlflow.entities import RunTag
@@ -301,12 +318,12 @@ class Tracker:
 
     def log_images(self, grids: Mapping[str, torch.Tensor] | Callable[[], Mapping[str, torch.Tensor]],
                    step: int) -> None:
-        """Log image grids as MLflow images at ``step`` (the UI shows them per key with a step slider; the files are
-        ``images/<key>+step+<step>+...png`` among the run's artifacts)."""
+        """Log image grids as MLflow images ``grids/<key>`` at ``step`` (the UI shows them per key with a step slider;
+        the files are ``images/grids~<key>+step+<step>+...png`` among the run's artifacts)."""
 
         def _log():
             for key, grid in (grids() if callable(grids) else grids).items():
-                self._client.log_image(self.run_id, _grid_to_pil(grid), key=key, step=int(step))
+                self._client.log_image(self.run_id, _grid_to_pil(grid), key=metric_key(GRIDS, key), step=int(step))
 
         if self.run_id is not None:
             self._call("logging images", _log)

@@ -30,6 +30,18 @@ def check_image_shapes(study: Study) -> None:
                     f"'{dataset}' (images C x H x W = {' x '.join(map(str, shape))}): {exc}") from None
 
 
+def check_image_folders(study: Study) -> None:
+    """Raise ConfigError naming the study file and the dataset when an image folder's ``path`` cannot be read
+    (:meth:`vaebench.data.image_folder.ImageFolderConfig.path_problem`)."""
+    from vaebench.data.image_folder import ImageFolderConfig
+
+    for name in study.dataset_names:
+        settings = study.config.datasets[name]
+        problem = settings.path_problem() if isinstance(settings, ImageFolderConfig) else None
+        if problem:
+            raise ConfigError(f"{study.source}: invalid value at 'datasets.{name}.path': {settings.path!r}: {problem}")
+
+
 def check_inception_weights(study: Study) -> None:
     """Check that the Inception weights a study asks for can be had; raises ConfigError naming the file."""
     from vaebench.metrics.inception import InceptionWeightsUnavailable
@@ -68,6 +80,7 @@ def validate_study(raw, source: str = paths.DEFAULT_STUDY, catalogue: str | os.P
 
 def check_study(study: Study, catalogue: str | os.PathLike = paths.CATALOGUE) -> None:
     """Every check of this module (the claims file beside ``catalogue``); raises ConfigError naming file and key."""
+    check_image_folders(study)
     check_image_shapes(study)
     check_inception_weights(study)
     check_claims(Path(catalogue).parent / paths.CLAIMS, catalogue)

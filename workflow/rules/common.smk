@@ -24,8 +24,11 @@ try:
 except (ConfigError, FileNotFoundError) as _exc:
     print(f"vaebench: invalid study: {_exc}", file=sys.stderr)
     sys.exit(1)
+# A top-level key the study file leaves out (train, evaluate, ...) is tracked at its default value.
+_DEFAULTS = {k: (v.model_dump(mode="json") if hasattr(v, "model_dump") else v)
+             for k, v in STUDY.config if k not in config and k in dag.tracked_study_keys()}
 with open(paths.CATALOGUE, encoding="utf-8") as _f:
-    PARAMS_FILES = {dag.STUDY: dict(config), dag.CAT: yaml.safe_load(_f)}
+    PARAMS_FILES = {dag.STUDY: {**_DEFAULTS, **dict(config)}, dag.CAT: yaml.safe_load(_f)}
 # The interpreter running Snakemake has vaebench installed (works without activating the venv).
 VAEBENCH = f"{sys.executable} -m vaebench"
 STAGES = dag.STAGES
@@ -46,9 +49,10 @@ wildcard_constraints:
 def stage_inputs(stage):
     """Input function: the stage's source files, its per-job inputs and its inputs over the whole grid."""
     s = STAGES[stage]
+    sources = dag.source_files(stage, STUDY)
 
     def inputs(wildcards):
-        out = {"sources": dag.source_files(stage)}
+        out = {"sources": sources}
         out.update({role: t.format(study=STUDY.name, **wildcards) for role, t in s.deps.items()})
         for role, t in s.grid_deps.items():
             out[role] = [t.format(study=STUDY.name, dataset=d, model=m, seed=sd) for d, m, sd in STUDY.cells()]

@@ -273,7 +273,7 @@ def _study_classes(names: tuple) -> type[BaseModel]:
         study=(str, Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Study name; the MLflow experiment name.")),
         source=(StudySource | None, Field(None, description="The seed experiment this study reproduces (none for a "
                                                             "study of your own).")),
-        device=(Literal["auto", "cpu", "cuda"], Field(..., description="auto = CUDA when available, else CPU.")),
+        device=(Literal["auto", "cpu", "cuda"], Field("auto", description="auto = CUDA when available, else CPU.")),
         seeds=(list[NonNegativeInt], Field(..., min_length=1, description="Training seeds of every model.")),
         datasets=(_datasets_class(), Field(
             ..., description="The grid's datasets, each with its own preparation settings ({} or null for the "
@@ -281,13 +281,15 @@ def _study_classes(names: tuple) -> type[BaseModel]:
         models=(dict[model_name, ModelOverride | None], Field(
             ..., min_length=1, description=f"The grid's models: names from the catalogue ({paths.CATALOGUE}), each "
                                            "with what this study changes ({} or null for nothing).")),
-        components=(_components_class(), Field(..., description=(
+        components=(_components_class(), Field(default_factory=_components_class(), description=(
             "Settings of a component for every model of this study that uses it (a model's own entry wins), "
-            "e.g. the hidden widths of an architecture for every model; {} for none). Every top-level key is required: DVC "
-            "tracks each as a params slice."))),
-        train=(_study_train_class(), Field(..., description="Training settings ({} for the defaults).")),
-        classifier=(ClassifierConfig, Field(..., description="FID classifier settings ({} for the defaults).")),
-        evaluate=(EvaluateConfig, Field(..., description="Evaluation settings ({} for the defaults).")),
+            "e.g. the hidden widths of an architecture for every model; left out or {} for none)."))),
+        train=(_study_train_class(), Field(default_factory=_study_train_class(),
+                                           description="Training settings (left out or {} for the defaults).")),
+        classifier=(ClassifierConfig, Field(default_factory=ClassifierConfig,
+                                            description="FID classifier settings (left out or {} for the defaults).")),
+        evaluate=(EvaluateConfig, Field(default_factory=EvaluateConfig,
+                                        description="Evaluation settings (left out or {} for the defaults).")),
         __validators__={"_datasets_by_name": field_validator("datasets", mode="wrap")(_datasets_by_name)},
     )
 

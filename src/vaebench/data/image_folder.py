@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from vaebench import registry
 from vaebench.data.common import Prepared, index_sha256, seeded_split, seeded_subset
@@ -62,16 +62,17 @@ class ImageFolderConfig(StrictConfig):
     max_validation: PositiveInt | None = Field(None, description="Keep a seeded subset of N validation images (null = all).")
     max_test: PositiveInt | None = Field(None, description="Keep a seeded subset of N test images (null = all).")
 
-    @field_validator("path")
-    @classmethod
-    def _path_exists(cls, value: str) -> str:
-        p = Path(value)
+    def path_problem(self) -> str | None:
+        """What is wrong with ``path`` (missing, or neither a folder nor a tar archive), None when it can be read;
+        checked before any job (:func:`vaebench.validation.check_image_folders`), not when the settings are
+        parsed, so that commands which only read study files (``dvc-yaml``, ``readme``) need no data."""
+        p = Path(self.path)
         where = "" if p.is_absolute() else f" (relative to the repository root {Path.cwd()})"
         if not p.exists():
-            raise ValueError(f"no such folder or archive: {p.absolute()}{where}")
+            return f"no such folder or archive: {p.absolute()}{where}"
         if not (p.is_dir() or (p.is_file() and _is_tar_name(p))):
-            raise ValueError(f"{p.absolute()} is neither a folder nor a {' / '.join(TAR_SUFFIXES)} archive")
-        return value
+            return f"{p.absolute()} is neither a folder nor a {' / '.join(TAR_SUFFIXES)} archive"
+        return None
 
     @model_validator(mode="after")
     def _n_test_only_for_random(self):

@@ -18,7 +18,7 @@ from vaebench.data.prepared import iterate_minibatches, load_prepared
 from vaebench.device import device_name, pick_device
 from vaebench.errors import StageError
 from vaebench.seeds import generator, stream_seed
-from vaebench.tracking import Tracker, grid_n
+from vaebench.tracking import CURVES, RESULTS, Tracker, grid_n
 from vaebench.vae import build_model
 
 if TYPE_CHECKING:
@@ -39,20 +39,21 @@ class ResumeIgnoredWarning(UserWarning):
 RESUME_FORMAT = 1  # bump when the resume file's layout changes: older files are then ignored
 
 
-def code_sha256() -> str:
-    """SHA-256 (hex) over the train stage's source files (:func:`vaebench.dag.source_paths`): paths and contents."""
-    from vaebench.dag import source_paths
+def code_sha256(model_config) -> str:
+    """SHA-256 (hex) over the train stage's source files for a model of ``model_config`` (a ModelConfig; its
+    components only, :func:`vaebench.dag.source_paths`): paths and contents."""
+    from vaebench.dag import components, source_paths
     from vaebench.sources import PACKAGE_DIR
 
     h = hashlib.sha256()
-    for f in source_paths("train"):
+    for f in source_paths("train", components([model_config])):
         h.update(f.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()
 
 
-def resume_key(record: dict, device: torch.device) -> dict:
+def resume_key(record: dict, model_config, device: torch.device) -> dict:
     """What a resume file must match to be used: format, cell, training code, device, torch version, threads."""
-    return {"format": RESUME_FORMAT, "cell": record, "code_sha256": code_sha256(), "device": str(device),
+    return {"format": RESUME_FORMAT, "cell": record, "code_sha256": code_sha256(model_config), "device": str(device),
             "torch": str(torch.__version__), "threads": torch.get_num_threads()}
 
 
@@ -218,7 +219,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     batch_gen = generator(seed, "minibatch_order")
     data_gen = generator(seed, "train_noise", device=str(device))
     generators = {"batch_gen": batch_gen, "data_gen": data_gen}
-    key = resume_key(record, device)
+    key = resume_key(record, cell.model_config, device)
     resumed = load_resume(out["resume"], key)
     progress = {"epoch": 0, "step": 0, "last_finite": float("nan"), "seconds": 0.0, "history": [],
                 "mlflow_run_id": None}
@@ -248,19 +249,23 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
         tracker.set_tag("resumed_after_epoch", str(progress["epoch"]))
     for row in history:  # epochs finished but not yet logged to the run
         if row["epoch"] > logged:
-            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, CURVES, step=row["epoch"])
     n_grid = min(grid_n(), len(x_val)) if tracker.active else 0
     grid_every = max(1, math.ceil(tcfg.epochs / GRID_LOGS))
     grid_seconds = 0.0  # left out of the reported training time
+
+    def log_grids(at_epoch: int) -> None:
+        nonlocal grid_seconds
+        t_grid = time.perf_counter()
+        tracker.log_images(lambda: epoch_grids(model, x_val_u8[:n_grid], x_val[:n_grid],
+                                               seed=stream_seed(seed, "epoch_grids")), step=at_epoch)
+        grid_seconds += time.perf_counter() - t_grid
 
     step, last_finite = progress["step"], progress["last_finite"]
     t0 = time.perf_counter() - progress["seconds"]
     try:
         if n_grid and progress["epoch"] == 0:      # the image cards' first step: the untrained model
-            t_grid = time.perf_counter()
-            tracker.log_images(lambda: epoch_grids(model, x_val_u8[:n_grid], x_val[:n_grid],
-                                                   seed=stream_seed(seed, "epoch_grids")), step=0)
-            grid_seconds += time.perf_counter() - t_grid
+            log_grids(0)
         for epoch in range(progress["epoch"] + 1, tcfg.epochs + 1):
             model.train()
             sums, losses = train_epoch(model, opt, x_train, tcfg.batch_size, batch_gen, data_gen,
@@ -285,12 +290,9 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
             save_resume(out["resume"], key, model, opt, generators,
                         {"epoch": epoch, "step": step, "last_finite": last_finite, "seconds": seconds,
                          "history": history, "mlflow_run_id": tracker.run_id})
-            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, CURVES, step=epoch)
             if n_grid and (epoch % grid_every == 0 or epoch == tcfg.epochs):
-                t_grid = time.perf_counter()
-                tracker.log_images(lambda: epoch_grids(model, x_val_u8[:n_grid], x_val[:n_grid], seed=stream_seed(seed, "epoch_grids")),
-                                   step=epoch)
-                grid_seconds += time.perf_counter() - t_grid
+                log_grids(epoch)
             if not sys.stderr.isatty():
                 print(f"[train] {tag} epoch {epoch}: train loss {row.get('train_loss', float('nan')):.2f}, "
                       f"val loss {row.get('val_loss', float('nan')):.2f}", file=sys.stderr, flush=True)
@@ -313,7 +315,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     with atomic_path(out["train_log"]) as tmp:
         pd.DataFrame(history).to_csv(tmp, index=False)
     save_checkpoint(out["checkpoint"], model, meta)
-    tracker.log_metrics({"train_seconds": train_seconds}, step=tcfg.epochs)
+    tracker.log_metrics({"train_seconds": train_seconds}, RESULTS, step=tcfg.epochs)
     tracker.log_artifact(str(out["train_log"]))
     tracker.log_artifact(str(out["checkpoint"]), "checkpoint")
     tracker.end("FINISHED")
