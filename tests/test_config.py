@@ -86,7 +86,8 @@ def test_deep_merge():
     (lambda p: p["models"].update(vae_gaussian={"likelihood": {"name": "gaussian_auto"}}),
      "invalid value at 'models.vae_gaussian.likelihood.name': 'gaussian_auto' (did you mean 'gaussian_fixed'?): "
      "Input tag 'gaussian_auto' "
-     "found using 'name' does not match any of the expected tags: 'bernoulli', 'categorical', 'gaussian_fixed'"),
+     "found using 'name' does not match any of the expected tags: 'bernoulli', 'bitwise_categorical', "
+     "'categorical', 'gaussian_fixed'"),
     (lambda p: p["models"].update(vae_bernoulli={"likelihood": {"sigma": 0.5}}),
      "unknown key 'models.vae_bernoulli.likelihood.sigma' (allowed: name)"),
     (lambda p: p["models"].update(iwae={"objective": {"beta": 2.0}}),
@@ -94,12 +95,12 @@ def test_deep_merge():
     (lambda p: p["components"]["architecture"]["mlp"].update(hidden_dims=[0]),
      "'components.architecture.mlp.hidden_dims.0': 0: Input should be greater than 0"),
     (lambda p: p["components"]["architecture"].update(resnet={}),
-     "unknown key 'components.architecture.resnet' (allowed: conv, conv28, mlp)"),
+     "unknown key 'components.architecture.resnet' (allowed: conv, conv28, iwae_mlp2, mlp)"),
     (lambda p: p.update(device="tpu"), "'device': 'tpu' (did you mean 'cpu'?): Input should be 'auto', 'cpu' or 'cuda'"),
     (lambda p: p["evaluate"].update(iwae_k=0), "'evaluate.iwae_k': 0"),
     (lambda p: p["models"].update(vae_categorical={"train": {"epochs": 0}}), "'models.vae_categorical.train.epochs': 0"),
     (lambda p: p.update(seeds=[]), "'seeds': []: List should have at least 1 item"),
-    (lambda p: p.pop("components"), "missing required key 'components'"),
+    (lambda p: p.pop("models"), "missing required key 'models'"),
 ])
 def test_bad_study_names_file_key_value_and_allowed(raw, mutate, expected):
     bad = copy.deepcopy(raw)
@@ -161,3 +162,21 @@ def test_bad_params_stop_both_engines_before_any_job(tmp_path, mirror):
     assert "models.vae_bernoulli.latent_dim" in smk.stdout + smk.stderr
     assert not (ws / "data").exists() or not any((ws / "data").rglob("*.*"))
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_optional_top_level_keys_take_their_defaults_and_are_not_tracked_when_left_out(tmp_path):
+    """Only study, seeds, datasets and models are required; a left-out key is its typed default, and the study's
+    generated DVC pipeline tracks only the keys the file holds (DVC fails on a params slice that is missing)."""
+    from vaebench import dag
+    from vaebench.config.stages import ClassifierConfig, EvaluateConfig
+
+    raw = {k: v for k, v in tiny_params().items() if k in ("study", "seeds", "datasets", "models")}
+    study = validate_study(raw, "s.yaml", REPO / "catalogue.yaml")
+    assert study.config.device == "auto" and study.config.classifier == ClassifierConfig()
+    assert study.config.evaluate == EvaluateConfig() and study.config.train.epochs == type(study.config.train)().epochs
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(raw))
+    params = {name: s["params"] for name, s in dag.dvc_stages(str(f), str(REPO / "catalogue.yaml")).items()}
+    tracked = {k for ps in params.values() for p in ps for k in (p if isinstance(p, str) else next(iter(p.values())))}
+    assert {"models.${item.model}", "datasets.${item.dataset}"} <= tracked
+    assert not {k for k in tracked if k.split(".")[0] in ("device", "components", "train", "classifier", "evaluate")}

@@ -19,6 +19,7 @@ from conftest import BIN, REPO, env, in_process_study, make_workspace, run, tiny
 from vaebench import paths
 from vaebench.config import load_catalogue, validate_study
 from vaebench.metrics.bounds import bits_per_dim
+from vaebench.registry import ARCHITECTURES, LIKELIHOODS
 
 CATALOGUE_MODELS = sorted(load_catalogue(REPO / "catalogue.yaml"))
 # What the data space adds to -log p to bound the NLL of the 8-bit image: written out here, not read from the
@@ -66,7 +67,9 @@ def test_metric_relations_hold_for_every_model(evaluated, model):
     assert np.array_equal(a["index"], out[CATALOGUE_MODELS[0]][1]["index"])
     se = lambda v: v.std(ddof=1) / math.sqrt(len(v))  # noqa: E731
     # KL in closed form is >= 0 per image; ELBO = -(recon + KL) per image
-    assert (a["kl"] >= -1e-6).all()
+    # a hierarchical model's KL of the lower layers is a one-path estimate (log q - log p at the sampled path)
+    exact_kl = not hasattr(ARCHITECTURES.get(m["architecture"]), "build_vae")
+    assert (a["kl"] >= -1e-6).all() or not exact_kl
     np.testing.assert_allclose(a["elbo"], -(a["recon"] + a["kl"]), rtol=1e-9, atol=1e-6)
     # E[ELBO] <= E[L_1] <= E[L_{k/10}] <= E[L_k] on the same images (Burda et al. 2016, Theorem 1)
     for lower, upper in (("elbo", "L_k"), ("L_k10", "L_k")):
@@ -83,12 +86,14 @@ def test_metric_relations_hold_for_every_model(evaluated, model):
     expected = (m["test_nll_iwae_nats"] + D * OFFSET_PER_DIM[m["data_space"]]) / (D * math.log(2))
     assert m["bits_per_dim"] == pytest.approx(expected, rel=1e-12)
     # latent analysis on the same images: the rate is the ELBO's KL term; 0 <= MI <= log N (Monte Carlo slack)
-    assert m["latent_rate_nats"] == pytest.approx(float(a["kl"][: m["latent_n"]].mean()), rel=1e-9, abs=1e-9)
+    kl = a["kl"][: m["latent_n"]]
+    assert m["latent_rate_nats"] == pytest.approx(float(kl.mean()), rel=1e-9 if exact_kl else 0,
+                                                  abs=1e-9 if exact_kl else 5 * se(kl) + 1e-9)
     assert -0.5 < m["latent_mutual_info_nats"] <= m["latent_log_n_nats"] + 0.5
     assert 0 <= m["active_units"] <= m["latent_dim"]
     assert m["fid_classifier"] > 0 and m["fid_floor"] >= 0
     assert m["fid_floor"] < m["fid_blurred_reference"] < m["fid_noise_reference"]     # the scale of the features
-    if m["likelihood_family"] != "categorical":
+    if LIKELIHOODS.get(m["likelihood"]).supports_sse:
         assert m["test_sse"] == pytest.approx(float(a["sse"].mean()), rel=1e-12) and (a["sse"] >= 0).all()
         assert m["test_mse"] == pytest.approx(m["test_sse"] / D, rel=1e-12)
     assert len(m["fid_classifier_per_seed"]) == study.config.evaluate.fid_seeds
@@ -187,7 +192,7 @@ def test_bits_per_dim_known_values():
 
 
 def test_likelihood_offsets_by_data_space():
-    from vaebench.registry import LIKELIHOODS
+    from vaebench.registry import ARCHITECTURES, LIKELIHOODS
 
     for name in LIKELIHOODS.names():
         cls = LIKELIHOODS.get(name)

@@ -165,7 +165,7 @@ def test_preprocess_reproducible_and_on_input_device():
 
 
 @pytest.mark.parametrize("patch, key, allowed", [
-    ({"architecture": {"name": "resnet"}}, "architecture.name", "'conv28', 'mlp'"),
+    ({"architecture": {"name": "resnet"}}, "architecture.name", "'conv28', 'iwae_mlp2', 'mlp'"),
     ({"posterior": {"name": "flow"}}, "posterior.name", "'ar1', 'diagonal'"),
     ({"likelihood": {"name": "laplace"}}, "likelihood.name", "'bernoulli'"),
     ({"likelihood": {"name": "gaussian_fixed", "sigma": -1.0}}, "likelihood.sigma", "greater than 0"),

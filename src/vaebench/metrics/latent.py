@@ -35,7 +35,8 @@ def aggregate_log_prob(posteriors: list, z: torch.Tensor, chunk: int = 500) -> t
 @torch.no_grad()
 def latent_analysis(model, x: torch.Tensor, batch_size: int = 500, n_samples: int = 1, seed: int = 0,
                     chunk: int = 500, threshold: float = ACTIVE_UNIT_THRESHOLD) -> tuple[dict, dict]:
-    """Rate (closed form), marginal KL and mutual information (Monte Carlo on the same ``n_samples`` z ~ q(z|x) per
+    """Rate (closed form; a hierarchical model's own KL estimate), marginal KL against the model's prior
+    (``model.prior_log_prob`` when it has one, else N(0, I)) and mutual information (Monte Carlo on the same ``n_samples`` z ~ q(z|x) per
     image) and active units (posterior-mean variance > ``threshold``) of ``model`` on data-space images
     x (N, C, H, W), in eval mode, seeded.
 
@@ -76,7 +77,8 @@ def latent_analysis(model, x: torch.Tensor, batch_size: int = 500, n_samples: in
         mu = torch.cat([q.mean.double() for q in posteriors]).cpu()
         z = torch.cat(samples, dim=1)
         log_q_z = aggregate_log_prob(posteriors, z.reshape(-1, d), chunk).reshape(n_samples, n).cpu()
-        log_p_z = standard_normal_log_prob(z.double()).cpu()
+        prior = getattr(model, "prior_log_prob", None)      # a hierarchical model's p(h_1..h_L); else N(0, I)
+        log_p_z = (standard_normal_log_prob(z.double()) if prior is None else prior(z).double()).cpu()
         log_q_z_given_x = torch.cat(own, dim=1).cpu()
     finally:
         if was_training is not None and hasattr(model, "train"):

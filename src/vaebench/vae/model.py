@@ -123,8 +123,10 @@ class VAE(nn.Module):
 
 
 def build_model(cfg, image_shape: tuple[int, int, int]) -> VAE:
-    """A VAE from a ``ModelConfig`` (or a dict validated into one) for images (C, H, W). Raises ConfigError (an
-    invalid dict) or ValueError (``image_shape`` not (C, H, W), or a size the architecture cannot take)."""
+    """A VAE from a ``ModelConfig`` (or a dict validated into one) for images (C, H, W); an architecture with a
+    ``build_vae(image_shape, latent_dim, posterior, likelihood, objective)`` method builds the model itself (a VAE
+    subclass). Raises ConfigError (an invalid dict) or ValueError (``image_shape`` not (C, H, W), or a size the
+    architecture cannot take)."""
     from vaebench.config import ModelConfig, validate_model
 
     if not isinstance(cfg, ModelConfig):
@@ -134,6 +136,9 @@ def build_model(cfg, image_shape: tuple[int, int, int]) -> VAE:
     posterior = POSTERIORS.get(cfg.posterior.name)
     likelihood = LIKELIHOODS.build(cfg.likelihood)
     objective = OBJECTIVES.build(cfg.objective)
-    encoder, decoder = ARCHITECTURES.build(cfg.architecture).build(
+    architecture = ARCHITECTURES.build(cfg.architecture)
+    if hasattr(architecture, "build_vae"):
+        return architecture.build_vae(tuple(image_shape), cfg.latent_dim, posterior, likelihood, objective)
+    encoder, decoder = architecture.build(
         tuple(image_shape), cfg.latent_dim, posterior.head_dim(cfg.latent_dim), likelihood.out_channels)
     return VAE(encoder, decoder, posterior, likelihood, objective, cfg.latent_dim, image_shape)
