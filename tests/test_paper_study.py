@@ -56,3 +56,25 @@ def test_both_engines_dry_runs_list_every_cell(tmp_path, inception_weights_file)
     for d, m, s in cells:
         assert f"train@{d}-{m}-{s}" in stages and f"evaluate@{d}-{m}-{s}" in stages, (d, m, s)
     assert {f"prepare@{d}" for d in study["datasets"]} <= stages and "report" in stages
+
+
+@pytest.mark.pipeline
+@pytest.mark.parametrize("name", ["sigma_vae_table2", "iwae_table1"])
+def test_the_decoder_and_hierarchical_studies_dry_run_every_cell(tmp_path, name):
+    """The sigma-VAE Table 2 study (all eleven decoders) and IWAE Table 1 (with its two-stochastic-layer rows)
+    cannot run here (SVHN is not in the mirror; IWAE trains 3,280 epochs); Snakemake's dry run plans a train and an
+    evaluate job for every cell."""
+    src = REPO / "studies" / f"{name}.yaml"
+    study = load_study(src, catalogue=REPO / "catalogue.yaml")
+    ws = make_workspace(tmp_path / "ws", yaml.safe_load((REPO / "params.yaml").read_text()), git=True)
+    (ws / "studies").mkdir(exist_ok=True)
+    shutil.copy2(src, ws / "studies" / src.name)
+    out = run([str(BIN / "snakemake"), "--cores", "2", "-n", "--configfile", f"studies/{src.name}"], ws,
+              env=env(tmp_path, ws)).stdout
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
+    assert int(stats["train"]) == int(stats["evaluate"]) == len(study.cells())
+    for d, m, s in study.cells():
+        assert paths.CHECKPOINT.format(study=name, dataset=d, model=m, seed=s) in out, (d, m, s)
+    models = set(study.model_names)
+    assert ({"vae_student_t", "vae_logistic_mixture", "vae_bitwise"} <= models if name == "sigma_vae_table2"
+            else {"iwae_2layer_vae", "iwae_2layer_iwae_k50"} <= models)
