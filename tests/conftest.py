@@ -60,8 +60,8 @@ def write_random_prepared(root: Path, n_train: int = 64, n_val: int = 16, n_test
 
 
 def make_workspace(root: Path, params: dict, git: bool = False) -> Path:
-    """A copy of the pipeline definition (Snakefile, dvc.yaml, catalogue, workflow/, profiles/, studies/,
-    pipelines/, src/) with ``params``. Commands run in it import the package from the copy (see ``env``)."""
+    """A copy of the pipeline definition (Snakefile, catalogue, workflow/, profiles/, studies/, pipelines/, src/)
+    with ``params`` and the dvc.yaml generated for them. Commands run in it import the package from the copy (see ``env``)."""
     root.mkdir(parents=True, exist_ok=True)
     shared = root.parent / "shared"        # ../shared beside the workspace, as beside a clone: the committed studies'
     if not shared.exists() and MIRROR.parent.is_dir():     # relative paths (studies/example_image_folder.yaml) resolve
@@ -72,6 +72,10 @@ def make_workspace(root: Path, params: dict, git: bool = False) -> Path:
         shutil.copytree(REPO / name, root / name)
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    from vaebench import dag
+
+    with contextlib.chdir(root):       # dvc.yaml for these params: its code deps follow the study's components
+        (root / "dvc.yaml").write_text(dag.dvc_yaml_text())
     if git:
         run(["git", "init", "-q"], root)
         run(["git", "config", "user.email", "ci@example.invalid"], root)
