@@ -91,11 +91,18 @@ class HierarchicalPosterior:
             total = total + lp.reshape(below.shape[:-1])
         return total
 
-    def kl(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One-path estimate of KL(q(h | x) || p(h)), (B,) nats, as ``HierarchicalVAE.path_kl``: a random quantity,
-        its path drawn with ``generator``, or if None with a CPU generator seeded 0 (so a function of x alone)."""
+    def kl_layers(self, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """The per-layer terms of ``HierarchicalVAE.path_kl`` at one drawn path, bottom first, each (B,) nats:
+        log q(h_l | h_{l-1}) - log p(h_l | h_{l+1}) for l < L (single sample), KL(q(h_L | h_{L-1}) || N(0, I)) in
+        closed form; the path drawn with ``generator``, or if None with a CPU generator seeded 0 (a function of x)."""
         hs, qs = self.path(None, torch.Generator().manual_seed(0) if generator is None else generator)
-        return self.model.path_kl(hs, qs)
+        log_q, log_p = self.model.path_log_probs(hs, qs)
+        return [lq - lp for lq, lp in zip(log_q[:-1], log_p[:-1])] + [qs[-1].kl()]
+
+    def kl(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One-path estimate of KL(q(h | x) || p(h)), (B,) nats, the sum of ``kl_layers`` (``HierarchicalVAE.path_kl``):
+        a random quantity, its path drawn with ``generator``, or if None with a CPU generator seeded 0."""
+        return sum(self.kl_layers(generator))
 
 
 class HierarchicalVAE(VAE):
@@ -192,20 +199,9 @@ class HierarchicalVAE(VAE):
         out = self.decode(hs[0])
         log_q, log_p = self.path_log_probs(hs, qs)
         kl = self._path_kl(log_q, log_p, qs[-1], hs[0].shape[:-1])
-        terms = {"log_px": self.likelihood.log_prob(x, out, accumulate=accumulate),
-                 "kl": kl if k is None else kl.mean(0)}
-        if x_uint8 is not None:
-            terms["extra_log_px"] = self.likelihood.extra_log_probs(x, x_uint8, out)
-        if k is not None:
-            log_prior_ratio = sum(log_p) - sum(log_q)
-            terms["log_w"] = terms["log_px"] + log_prior_ratio
-            if x_uint8 is not None:
-                terms["extra_log_w"] = {c: v + log_prior_ratio for c, v in terms["extra_log_px"].items()}
-        if need_sse:
-            terms["sse"] = (self.likelihood.to_unit(x) - self.likelihood.mean(out)).pow(2).sum((-3, -2, -1))
-        if need_z:
-            terms["z"] = torch.cat(hs, dim=-1)
-        return terms
+        log_prior_ratio = None if k is None else sum(log_p) - sum(log_q)
+        return self.assemble_terms(x, out, kl if k is None else kl.mean(0), log_prior_ratio, torch.cat(hs, dim=-1),
+                                   need_sse, need_z, accumulate, x_uint8)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, draw: bool = False,

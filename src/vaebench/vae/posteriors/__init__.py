@@ -1,5 +1,5 @@
 """Posteriors q(z|x), z in R^d, prior N(0, I_d), registered in ``POSTERIORS``; built per batch by ``from_head``.
-``rsample(k)`` (B, d) or (k, B, d); ``log_prob(z)`` and ``kl()`` per image, nats."""
+``rsample(k)`` (B, d) or (k, B, d); ``log_prob(z)``, ``kl()`` and ``kl_to_diagonal(mu, logvar)`` per image, nats."""
 from __future__ import annotations
 
 import torch
@@ -20,6 +20,11 @@ class Posterior(Component):
     @classmethod
     def from_head(cls, h: torch.Tensor, latent_dim: int) -> "Posterior":
         """The posterior of each image from an encoder head output h (B, head_dim)."""
+        raise NotImplementedError
+
+    def kl_to_diagonal(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """KL(q || N(mu, diag exp(logvar))) per image, mu and logvar (B, d) (a hierarchical model's conditional
+        prior): (B,) nats."""
         raise NotImplementedError
 
     @property

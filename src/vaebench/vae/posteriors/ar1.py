@@ -87,3 +87,18 @@ class AR1Gaussian(Posterior):
         s_term = d * (torch.exp(self.log_s) - 1.0 - self.log_s)
         rho_term = -(d - 1) * self.log1m_rho2
         return 0.5 * (self.mu.pow(2).sum(-1) + (s_term + rho_term).squeeze(-1))
+
+    def kl_to_diagonal(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """KL(q || N(mu_p, D)), D = diag exp(logvar), mu and logvar (B, d) -> (B,) nats, the Gaussian closed form
+        1/2 [tr(D^-1 C) + (mu_q - mu_p)^T D^-1 (mu_q - mu_p) - d + log det D - log det C] with diag C = s and
+        log det C = d log s + (d - 1) log(1 - rho^2) (the AR(1) covariance of Ferdowsi et al. 2019, eq. 5-6).
+        Raises ValueError if the shapes differ from mu_q's."""
+        if mu.shape != self.mu.shape or logvar.shape != self.mu.shape:
+            raise ValueError(f"kl_to_diagonal: prior mu and logvar must be {tuple(self.mu.shape)}, got "
+                             f"{tuple(mu.shape)} and {tuple(logvar.shape)}")
+        d = self.latent_dim
+        inv_var = torch.exp(-logvar)
+        trace = (torch.exp(self.log_s) * inv_var).sum(-1)
+        mahalanobis = ((self.mu - mu).pow(2) * inv_var).sum(-1)
+        log_det_q = (d * self.log_s + (d - 1) * self.log1m_rho2).squeeze(-1)
+        return 0.5 * (trace + mahalanobis - d + logvar.sum(-1) - log_det_q)
