@@ -228,3 +228,60 @@ def sync_api(chromium):
         "playwright.sync_api",
         reason="playwright not installed: `uv pip install -r requirements.lock -e '.[test]'` (the browser itself "
                "is the system chromium; do not run `playwright install`)")
+
+
+# ----------------------------------------------------------------------------- tiny VAEs trained in-process
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks: one intra-op thread is faster than several and than contended cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def binary_patterns(n: int, seed: int, shape: tuple[int, int, int]):
+    """uint8 (n, *shape) in {0, 255}: one of 4 fixed binary prototypes per image, 5% of pixels flipped."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.rand((4, *shape), generator=torch.Generator().manual_seed(123)) < 0.5
+    x = protos[torch.randint(0, 4, (n,), generator=g)]
+    x = x ^ (torch.rand(x.shape, generator=g) < 0.05)
+    return x.to(torch.uint8) * 255
+
+
+TERMS_OBJECTIVES = {"elbo": {"name": "elbo"}, "iwae": {"name": "iwae", "k": 5}, "beta": {"name": "elbo", "beta": 0.5},
+                    "geco": {"name": "geco", "constraint": "sse", "kappa": 1.5, "lambda_lr": 1e-3}}
+
+
+def train_and_score(model, data, held, steps: int, batch: int = 32, lr: float = 3e-3):
+    """``steps`` Adam steps on random batches of the data-space images ``data``, checking that every loss is finite
+    and every batch's logged ELBO is -(recon + KL); returns ((recon, ELBO) on ``held`` before, the same after,
+    the losses), each score the mean over ``held``'s images of one seeded single-sample estimate, in eval mode."""
+    import math
+
+    import torch
+
+    def score():
+        model.eval()
+        with torch.no_grad():
+            t = model.elbo_terms(held, generator=torch.Generator().manual_seed(15))
+        model.train()
+        return float(t["recon"].mean()), float(t["elbo"].mean())
+
+    before = score()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    g, losses = torch.Generator().manual_seed(16), []
+    model.train()
+    for _ in range(steps):
+        loss, logs = model.training_loss(data[torch.randint(0, len(data), (batch,), generator=g)])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        assert math.isfinite(losses[-1]) and logs["elbo"] == pytest.approx(-(logs["recon"] + logs["kl"]))
+    return before, score(), losses

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, MultivariateNormal, Normal, kl_divergence
 
+from conftest import TERMS_OBJECTIVES, binary_patterns, train_and_score
 from vaebench.config import ConfigError, load_catalogue, validate_model
 from vaebench.metrics.bounds import block_bound
 from vaebench.registry import ARCHITECTURES
@@ -20,13 +21,7 @@ SHAPE = (1, 6, 6)
 D64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one intra-op thread is faster than several and than contended cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(posterior="diagonal", objective=None, latent_dims=(5, 3), hidden=((16,), (8,))) -> dict:
@@ -43,12 +38,7 @@ def tiny(posterior="diagonal", objective=None, seed=0) -> HierarchicalVAE:
 
 
 def patterns(n: int, seed: int) -> torch.Tensor:
-    """uint8 (n, 1, 6, 6) in {0, 255}: one of 4 fixed binary prototypes per image, 5% of pixels flipped."""
-    g = torch.Generator().manual_seed(seed)
-    protos = torch.rand((4, *SHAPE), generator=torch.Generator().manual_seed(123)) < 0.5
-    x = protos[torch.randint(0, 4, (n,), generator=g)]
-    x = x ^ (torch.rand(x.shape, generator=g) < 0.05)
-    return x.to(torch.uint8) * 255
+    return binary_patterns(n, seed, SHAPE)
 
 
 def gaussian(head: torch.Tensor, posterior: str, d: int):
@@ -151,38 +141,15 @@ def test_kl_term_matches_monte_carlo(posterior):
         assert ((q2.kl() - mc2.mean(0)).abs() < 4 * mc2.std(0) / math.sqrt(n)).all()
 
 
-OBJECTIVES = {"elbo": {"name": "elbo"}, "iwae": {"name": "iwae", "k": 5}, "beta": {"name": "elbo", "beta": 0.5},
-              "geco": {"name": "geco", "constraint": "sse", "kappa": 1.5, "lambda_lr": 1e-3}}
-
-
 @pytest.mark.parametrize("posterior", ["diagonal", "ar1"])
-@pytest.mark.parametrize("objective", sorted(OBJECTIVES))
+@pytest.mark.parametrize("objective", sorted(TERMS_OBJECTIVES))
 def test_trains_with_every_terms_objective(objective, posterior):
     """300 Adam steps on patterned binary 6x6 images lower the reconstruction NLL and raise the ELBO on held-out
     images (mean of 20 draws each), whatever the objective; the loss itself falls for the fixed-weight objectives."""
-    model = tiny(posterior, OBJECTIVES[objective], seed=2)
+    model = tiny(posterior, TERMS_OBJECTIVES[objective], seed=2)
     data = model.preprocess(patterns(512, 13))
     held = model.preprocess(patterns(64, 14)).repeat(20, 1, 1, 1)
-
-    def evaluate():
-        model.eval()
-        with torch.no_grad():
-            t = model.elbo_terms(held, generator=torch.Generator().manual_seed(15))
-        model.train()
-        return float(t["recon"].mean()), float(t["elbo"].mean())
-
-    recon0, elbo0 = evaluate()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    g, losses = torch.Generator().manual_seed(16), []
-    model.train()
-    for _ in range(300):
-        loss, logs = model.training_loss(data[torch.randint(0, len(data), (32,), generator=g)])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        assert math.isfinite(losses[-1]) and logs["elbo"] == pytest.approx(-(logs["recon"] + logs["kl"]))
-    recon1, elbo1 = evaluate()
+    (recon0, elbo0), (recon1, elbo1), losses = train_and_score(model, data, held, steps=300)
     assert recon1 < recon0 - 3.0 and elbo1 > elbo0 + 3.0, (recon0, recon1, elbo0, elbo1)
     if objective != "geco":
         assert sum(losses[-20:]) < sum(losses[:20])

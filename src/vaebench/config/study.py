@@ -59,7 +59,8 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     description: str = Field("", description="One line for the report and MLflow.")
-    latent_dim: int = Field(..., ge=1, le=1024, description="Dimension d of the latent z.")
+    latent_dim: int = Field(..., ge=1, le=65536, description="Dimension d of the latent z (of a hierarchical "
+                                                             "model: the whole latent path, every layer).")
 
 
 def _axis_union(axis: str):
