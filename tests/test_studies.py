@@ -1,7 +1,7 @@
 """Studies coexist, in both engines: run study A, then study B (a sweep), then A again plans nothing; B never
 touches A's files; work identical across studies (the prepared data, the classifier) comes from the shared store;
-the sweep's points go through training, evaluation and the report's sweep figure. Also: every committed study is
-valid, names its own file and has a current DVC pipeline."""
+the sweep's points and two hierarchical VAEs (tiny sizes) go through training, evaluation and the report. Also:
+every committed study is valid, names its own file and has a current DVC pipeline."""
 from __future__ import annotations
 
 import hashlib
@@ -21,9 +21,18 @@ def _a() -> dict:
     return params
 
 
+HIERARCHICAL = {
+    "iwae_2layer_vae": {"latent_dim": 6, "architecture": {"name": "iwae_mlp2", "latent_dims": [4, 2],
+                                                          "hidden_dims": [[16], [8]]}},
+    "hvae_sigma": {"latent_dim": 2 * 14 * 14 + 4 * 7 * 7,
+                   "architecture": {"name": "topdown_conv", "width": 8,
+                                    "groups": [{"channels": 2, "size": 14}, {"channels": 4, "size": 7}]}}}
+
+
 def _b() -> dict:
-    """A sweep, written as a newcomer may: without the optional keys ``device`` and ``components`` (defaults)."""
-    params = tiny_params(models={"vae_bernoulli": {"sweep": {"latent_dim": [2, 4]}}})
+    """A sweep, written as a newcomer may: without the optional keys ``device`` and ``components`` (defaults); with
+    the two hierarchical VAEs at tiny sizes."""
+    params = tiny_params(models={"vae_bernoulli": {"sweep": {"latent_dim": [2, 4]}}, **HIERARCHICAL})
     params["study"] = "study_b"
     del params["device"], params["components"]
     return params
@@ -67,13 +76,27 @@ def test_studies_coexist_in_snakemake(workspace):
     assert _digests(ws, "study_a") == a_files
     # the sweep: two models through evaluation and the report, with its figure
     metrics = json.loads((ws / paths.REPORT_METRICS.format(study="study_b")).read_text())["models"]["mnist"]
-    assert set(metrics) == {"vae_bernoulli_latent_dim2", "vae_bernoulli_latent_dim4"}
+    assert set(metrics) == {"vae_bernoulli_latent_dim2", "vae_bernoulli_latent_dim4", *HIERARCHICAL}
     for m, d in (("vae_bernoulli_latent_dim2", 2), ("vae_bernoulli_latent_dim4", 4)):
         rec = json.loads((ws / paths.METRICS.format(study="study_b", dataset="mnist", model=m, seed=0)).read_text())
-        assert rec["latent_dim"] == d
+        assert rec["latent_dim"] == d and "latent_rate_per_layer_nats" not in rec
+    _check_hierarchical(ws, "study_b")
     assert (ws / paths.REPORT_FIGURES.format(study="study_b") / "mnist_sweeps.png").is_file()
     html = (ws / paths.REPORT_HTML.format(study="study_b")).read_text()
     assert "Metrics against the swept setting" in html
+
+
+def _check_hierarchical(ws: Path, study: str) -> None:
+    """The hierarchical models' records: finite bounds, ELBO <= L_k, and the per-layer latent analysis, whose
+    rates sum to the rate and whose active units sum to the total; the report's per-layer column."""
+    for m, dims in (("iwae_2layer_vae", [4, 2]), ("hvae_sigma", [392, 196])):
+        rec = json.loads((ws / paths.METRICS.format(study=study, dataset="mnist", model=m, seed=0)).read_text())
+        assert rec["latent_dims_per_layer"] == dims and rec["latent_dim"] == sum(dims)
+        assert sum(rec["latent_rate_per_layer_nats"]) == pytest.approx(rec["latent_rate_nats"], rel=1e-6)
+        assert sum(rec["active_units_per_layer"]) == rec["active_units"]
+        assert rec["test_elbo_nats"] <= -rec["test_nll_iwae_nats"] + 1.0
+    html = (ws / paths.REPORT_HTML.format(study=study)).read_text()
+    assert "per layer, bottom first: rate (nats); active units / dims" in html
 
 
 @pytest.mark.pipeline
@@ -94,6 +117,7 @@ def test_studies_coexist_in_dvc(tmp_path):
     a_files = _digests(ws, "study_a")
     run([dvc, "repro", "pipelines/study_b/dvc.yaml"], ws, env=e)
     assert (ws / paths.REPORT_METRICS.format(study="study_b")).is_file()
+    _check_hierarchical(ws, "study_b")
     status = run([dvc, "status", "dvc.yaml"], ws, env=e)
     assert "up to date" in status.stdout, status.stdout[-3000:]
     again = run([dvc, "repro", "dvc.yaml"], ws, env=e)

@@ -44,8 +44,13 @@ def latent_analysis(model, x: torch.Tensor, batch_size: int = 500, n_samples: in
     log N, so the estimate is clipped at log N and flagged ``mutual_info_saturated`` within
     ``MI_SATURATION_MARGIN_NATS`` of it (it then says only MI >= about log N).
 
+    A hierarchical model's posterior (one with ``kl_layers`` and ``layer_dims``) is also analysed per layer, bottom
+    first: 'layer_dims', 'rate_per_layer_nats' (the mean of each layer's KL term; they sum to the rate) and
+    'active_units_per_layer' (the active units among each layer's dimensions).
+
     Returns (scalars: 'rate_nats', 'marginal_kl_nats', 'mutual_info_nats', 'mutual_info_saturated',
-    'active_units', 'n_images', 'latent_dim', 'n_samples', 'log_n_nats', 'unit_variances'; float64 CPU arrays:
+    'active_units', 'n_images', 'latent_dim', 'n_samples', 'log_n_nats', 'unit_variances' (and the per-layer
+    lists); float64 CPU arrays:
     'rate_per_image' (N,), 'unit_variances' (d,), 'log_q_z_given_x', 'log_q_z' and 'log_p_z' (n_samples, N),
     'z' (n_samples, N, d)). Raises ValueError for N < 2, a setting < 1 or mismatched posterior shapes."""
     n = int(x.shape[0]) if x.dim() > 0 else 0
@@ -73,7 +78,13 @@ def latent_analysis(model, x: torch.Tensor, batch_size: int = 500, n_samples: in
         if any(q.mean.shape[-1] != d for q in posteriors):
             raise ValueError("latent_analysis: posterior batches disagree on latent_dim")
 
-        kl = torch.cat([q.kl().double() for q in posteriors]).cpu()
+        layered = hasattr(posteriors[0], "kl_layers")
+        if layered:
+            per_layer = [torch.stack(q.kl_layers(), dim=-1).double() for q in posteriors]
+            kl_layers = torch.cat(per_layer).cpu()                                  # (N, L)
+            kl = kl_layers.sum(-1)
+        else:
+            kl = torch.cat([q.kl().double() for q in posteriors]).cpu()
         mu = torch.cat([q.mean.double() for q in posteriors]).cpu()
         z = torch.cat(samples, dim=1)
         log_q_z = aggregate_log_prob(posteriors, z.reshape(-1, d), chunk).reshape(n_samples, n).cpu()
@@ -100,6 +111,11 @@ def latent_analysis(model, x: torch.Tensor, batch_size: int = 500, n_samples: in
         "log_n_nats": math.log(n),
         "unit_variances": [float(v) for v in unit_var],
     }
+    if layered:
+        dims = [int(v) for v in posteriors[0].layer_dims]
+        scalars["layer_dims"] = dims
+        scalars["rate_per_layer_nats"] = [float(v) for v in kl_layers.mean(0)]
+        scalars["active_units_per_layer"] = [int((u > threshold).sum().item()) for u in unit_var.split(dims)]
     arrays = {"rate_per_image": kl, "unit_variances": unit_var, "log_q_z_given_x": log_q_z_given_x,
               "log_q_z": log_q_z, "log_p_z": log_p_z,
               "z": z.double().cpu()}

@@ -212,11 +212,18 @@ def _likelihood_values(suffix: str, col: dict) -> dict:
 
 
 def _latent_values(latent: dict) -> dict:
-    """The record fields of :func:`vaebench.metrics.latent.latent_analysis`'s summary."""
-    return {"latent_rate_nats": latent["rate_nats"], "latent_marginal_kl_nats": latent["marginal_kl_nats"],
-            "latent_mutual_info_nats": latent["mutual_info_nats"],
-            "latent_mutual_info_saturated": latent["mutual_info_saturated"], "latent_log_n_nats": latent["log_n_nats"],
-            "active_units": latent["active_units"], "latent_n": latent["n_images"]}
+    """The record fields of :func:`vaebench.metrics.latent.latent_analysis`'s summary (per layer for a hierarchical
+    model)."""
+    values = {"latent_rate_nats": latent["rate_nats"], "latent_marginal_kl_nats": latent["marginal_kl_nats"],
+              "latent_mutual_info_nats": latent["mutual_info_nats"],
+              "latent_mutual_info_saturated": latent["mutual_info_saturated"],
+              "latent_log_n_nats": latent["log_n_nats"], "active_units": latent["active_units"],
+              "latent_n": latent["n_images"]}
+    if "layer_dims" in latent:
+        values.update({"latent_dims_per_layer": latent["layer_dims"],
+                       "latent_rate_per_layer_nats": latent["rate_per_layer_nats"],
+                       "active_units_per_layer": latent["active_units_per_layer"]})
+    return values
 
 
 def _fid_values(ecfg, fids: list, fid_draws, fid_unavailable, ref: dict, inception: dict, fid_inception) -> dict:

@@ -1,6 +1,9 @@
 """The results tables: what each model is, likelihoods per data space, latent analysis, FID, training."""
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pandas as pd
 
 from vaebench.metrics import spec as metric_spec
@@ -162,8 +165,26 @@ def latent_table(dataset: str, models: list[str], aggregate: dict, frame: pd.Dat
             "active_units": ("active units / latent_dim", (format_ci(a.get("active_units"), ".1f") + " / "
                              + unique(sub, "latent_dim")) if a.get("active_units") else "n/a")}
         rows.append({"model": m, "seeds": str(n_seeds(aggregate, dataset, m)),
-                     **metric_columns("latent", LATENT_LAYOUT, a, special)})
+                     **metric_columns("latent", LATENT_LAYOUT, a, special),
+                     "per layer, bottom first: rate (nats); active units / dims (mean over seeds)": per_layer_text(sub)})
     return drop_empty(pd.DataFrame(rows))
+
+
+def per_layer_text(sub: pd.DataFrame) -> str:
+    """'r_1 | .. | r_L; a_1/d_1 | .. | a_L/d_L' of a hierarchical model's cells (rate per layer in nats and active
+    units per layer, each the mean over the cells), 'n/a' for a model with one stochastic layer."""
+    if "latent_rate_per_layer_nats" not in sub.columns:
+        return "n/a"
+    cells = sub.dropna(subset=["latent_rate_per_layer_nats"])
+    if cells.empty:
+        return "n/a"
+    lists = {k: [json.loads(v) for v in cells[k]]           # the frame holds lists as JSON text
+             for k in ("latent_rate_per_layer_nats", "active_units_per_layer", "latent_dims_per_layer")}
+    rates = np.mean(np.array(lists["latent_rate_per_layer_nats"], dtype=float), axis=0)
+    active = np.mean(np.array(lists["active_units_per_layer"], dtype=float), axis=0)
+    dims = lists["latent_dims_per_layer"][0]
+    return (" | ".join(f"{r:.2f}" for r in rates) + "; "
+            + " | ".join(f"{a:.1f}/{int(d)}" for a, d in zip(active, dims)))
 
 
 def fid_table(dataset: str, models: list[str], aggregate: dict, frame: pd.DataFrame) -> pd.DataFrame:
