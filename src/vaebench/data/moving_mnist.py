@@ -1,0 +1,82 @@
+"""Stochastic Moving MNIST (Denton & Fergus 2018, Section 4.1; svg-code data/moving_mnist.py, docs/methods.md 11.2):
+MNIST digits, resized to 32x32, moving in a 64x64 frame; each digit starts at a uniform position with a uniform
+integer velocity in [-4, 4]^2, and at every wall it hits it stops at the wall and draws a new velocity pointing
+away from that wall (the other component drawn afresh). Digits are added and the sum clipped at the maximum.
+
+Each sequence i is a function of (seed, i) alone, drawn with its own NumPy generator seeded by the ``moving_mnist``
+stream of ``vaebench.seeds``; svg-code draws from NumPy's global generator, so its sequences are random, not a
+function of the index. Frames are uint8: min(255, sum of the uint8 digits), svg-code's float frames times 255."""
+from __future__ import annotations
+
+import numpy as np
+
+from vaebench.seeds import stream_seed
+
+FRAME_SIZE = 64
+DIGIT_SIZE = 32
+MAX_SPEED = 4
+LIMIT = FRAME_SIZE - DIGIT_SIZE          # positions lie in [0, LIMIT - 1]
+
+
+def resize_digits(images: np.ndarray) -> np.ndarray:
+    """MNIST digits uint8 (N, 28, 28) -> uint8 (N, 32, 32), bilinear (Pillow, as svg-code's
+    ``transforms.Scale(32)``). Raises ValueError for another dtype or rank."""
+    from PIL import Image
+
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise ValueError(f"resize_digits: expected uint8 (N, H, W) digits, got {images.dtype} {images.shape}")
+    return np.stack([np.asarray(Image.fromarray(d).resize((DIGIT_SIZE, DIGIT_SIZE), Image.BILINEAR))
+                     for d in images])
+
+
+def trajectory(rng: np.random.Generator, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """One digit's path: (positions (length, 2) int as (y, x) of its top-left corner at each frame, velocities
+    (length, 2) the step taken after each frame), with svg-code's order of draws (start y and x in [0, 31],
+    velocity in [-4, 4]) and its bounce: before drawing frame t, a position past the top (bottom) wall is set to
+    0 (31) with dy drawn in [1, 4] ([-4, -1]) and dx afresh in [-4, 4]; then the same for x."""
+    sx, sy = rng.integers(0, LIMIT), rng.integers(0, LIMIT)
+    dx, dy = rng.integers(-MAX_SPEED, MAX_SPEED + 1), rng.integers(-MAX_SPEED, MAX_SPEED + 1)
+    positions, velocities = np.empty((length, 2), np.int64), np.empty((length, 2), np.int64)
+    for t in range(length):
+        if sy < 0:
+            sy, dy, dx = 0, rng.integers(1, MAX_SPEED + 1), rng.integers(-MAX_SPEED, MAX_SPEED + 1)
+        elif sy >= LIMIT:
+            sy, dy, dx = LIMIT - 1, rng.integers(-MAX_SPEED, 0), rng.integers(-MAX_SPEED, MAX_SPEED + 1)
+        if sx < 0:
+            sx, dx, dy = 0, rng.integers(1, MAX_SPEED + 1), rng.integers(-MAX_SPEED, MAX_SPEED + 1)
+        elif sx >= LIMIT:
+            sx, dx, dy = LIMIT - 1, rng.integers(-MAX_SPEED, 0), rng.integers(-MAX_SPEED, MAX_SPEED + 1)
+        positions[t], velocities[t] = (sy, sx), (dy, dx)
+        sy, sx = sy + dy, sx + dx
+    return positions, velocities
+
+
+def moving_mnist(digits: np.ndarray, n_sequences: int, length: int, seed: int, num_digits: int = 2,
+                 start: int = 0) -> dict[str, np.ndarray]:
+    """Sequences ``start`` .. ``start + n_sequences - 1`` of Stochastic Moving MNIST from ``digits`` uint8
+    (N, 32, 32) (``resize_digits`` of one MNIST split): {'frames': uint8 (n, length, 1, 64, 64), 'digit_index'
+    (n, num_digits) int64 indices into ``digits``, 'positions' and 'velocities' (n, num_digits, length, 2) int64
+    as (y, x)}. Sequence i depends on (seed, i) only. Raises ValueError for digits of another shape or dtype, or a
+    count below 1."""
+    if digits.dtype != np.uint8 or digits.ndim != 3 or digits.shape[1:] != (DIGIT_SIZE, DIGIT_SIZE):
+        raise ValueError(f"moving_mnist: digits must be uint8 (N, {DIGIT_SIZE}, {DIGIT_SIZE}), got "
+                         f"{digits.dtype} {digits.shape}")
+    for name, value in (("n_sequences", n_sequences), ("length", length), ("num_digits", num_digits),
+                        ("digits", len(digits))):
+        if int(value) < 1:
+            raise ValueError(f"moving_mnist: {name} must be >= 1, got {value!r}")
+    n, length, k = int(n_sequences), int(length), int(num_digits)
+    frames = np.zeros((n, length, 1, FRAME_SIZE, FRAME_SIZE), np.uint8)
+    index = np.empty((n, k), np.int64)
+    positions, velocities = np.empty((n, k, length, 2), np.int64), np.empty((n, k, length, 2), np.int64)
+    for i in range(n):
+        rng = np.random.default_rng(stream_seed(seed, "moving_mnist", start + i))
+        canvas = np.zeros((length, FRAME_SIZE, FRAME_SIZE), np.int32)
+        for j in range(k):
+            index[i, j] = rng.integers(0, len(digits))
+            positions[i, j], velocities[i, j] = trajectory(rng, length)
+            digit = digits[index[i, j]].astype(np.int32)
+            for t, (y, x) in enumerate(positions[i, j]):
+                canvas[t, y: y + DIGIT_SIZE, x: x + DIGIT_SIZE] += digit
+        frames[i, :, 0] = np.minimum(canvas, 255).astype(np.uint8)
+    return {"frames": frames, "digit_index": index, "positions": positions, "velocities": velocities}
