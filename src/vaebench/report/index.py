@@ -106,7 +106,7 @@ def index_markdown(rows: list[Row]) -> str:
     for r in rows:
         numbers = "; ".join(f"{m} {metric}: {ours} vs {pub}" for d, m, metric, pub, ours in r.numbers
                             if ours != "not run") or "-"
-        verdicts = "; ".join(f"{c}: {v}" for c, _, v, _ in r.verdicts) or "-"
+        verdicts = "; ".join(dict.fromkeys(f"{c}: {v}" for c, _, v, _ in r.verdicts)) or "-"   # each once
         lines.append(f"| {_md(_short(r.paper))}, {_md(r.experiment)} | `{r.file}` | {_md(r.status)} | "
                      f"{_md(numbers)} | {_md(verdicts)} | `{r.commands[0]}` |")
     lines.append("")
