@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import BIN, REPO, env, in_process_study, make_workspace, run, tiny_params
+from conftest import BIN, REPO, at_mnist_size, env, in_process_study, make_workspace, run, tiny_params
 from vaebench import paths
 from vaebench.config import load_catalogue, validate_study
 from vaebench.metrics.bounds import bits_per_dim
@@ -29,7 +29,7 @@ TIMING_FIELDS = {"train_seconds", "eval_seconds", "mlflow_run_id"}
 
 
 def all_models_params() -> dict:
-    params = tiny_params(models=CATALOGUE_MODELS)
+    params = tiny_params(models=at_mnist_size(CATALOGUE_MODELS))
     params["datasets"]["mnist"].update({"max_train": 600, "max_validation": 200, "max_test": 200})
     params["evaluate"].update({"n_images": 40, "iwae_k": 30, "latent_n": 40, "fid_n": 60, "fid_seeds": 2,
                                "grid_n": 4, "batch_size": 100})

@@ -14,6 +14,7 @@ import yaml
 from conftest import BIN, REPO, env, make_workspace, run
 from vaebench import paths
 from vaebench.config import load_study
+from vaebench.vae import build_model
 
 PAPER = REPO / "studies" / "paper.yaml"
 PAPER_DATASETS = ["mnist", "fashion_mnist", "cifar10", "svhn", "celeba", "frey_face"]
@@ -24,10 +25,17 @@ def test_paper_study_covers_every_model_dataset_and_seed(inception_weights_file,
     study = load_study(PAPER, catalogue=REPO / "catalogue.yaml")
     catalogue = yaml.safe_load((REPO / "catalogue.yaml").read_text())["models"]
     assert study.dataset_names == PAPER_DATASETS
-    assert set(study.model_names) == set(catalogue) and study.seeds == [0, 1, 2]
+    # every catalogue model, but those whose networks cannot take some paper dataset's images (the top-down HVAE:
+    # square images of its groups' sizes; it has its own study, sigma_vae_table2_hvae)
+    left_out = set(catalogue) - set(study.model_names)
+    assert set(study.model_names) <= set(catalogue) and left_out == {"hvae_sigma"} and study.seeds == [0, 1, 2]
+    for name in left_out:
+        entry = {k: v for k, v in catalogue[name].items() if k not in ("train", "evaluate", "description")}
+        with pytest.raises(ValueError, match="images must be square"):
+            build_model(entry, (1, 28, 28))
     assert study.config.evaluate.iwae_k == 5000 and study.config.evaluate.n_images is None   # L_5000, full test sets
     assert study.config.datasets["celeba"].image_size == 64
-    assert len(study.cells()) == len(catalogue) * len(PAPER_DATASETS) * 3
+    assert len(study.cells()) == len(study.model_names) * len(PAPER_DATASETS) * 3
 
 
 @pytest.mark.pipeline

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, env, make_workspace, run, tiny_params, write_random_prepared
+from conftest import REPO, at_mnist_size, env, make_workspace, run, tiny_params, write_random_prepared
 from vaebench import paths
 from vaebench.config import validate_study
 from vaebench.stages import train as train_stage
@@ -40,7 +40,7 @@ def workspace(tmp_path, monkeypatch):
 
 
 def study(models, **train):
-    params = tiny_params(models=models)
+    params = tiny_params(models=at_mnist_size(models))
     params["train"].update(epochs=EPOCHS, batch_size=32, **train)
     return validate_study(params, catalogue=REPO / paths.CATALOGUE)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, REPO, env, make_workspace, run, tiny_params
+from conftest import BIN, MNIST_OVERRIDES, REPO, env, make_workspace, run, tiny_params
 from vaebench import paths
 
 
@@ -24,9 +24,7 @@ def _a() -> dict:
 HIERARCHICAL = {
     "iwae_2layer_vae": {"latent_dim": 6, "architecture": {"name": "iwae_mlp2", "latent_dims": [4, 2],
                                                           "hidden_dims": [[16], [8]]}},
-    "hvae_sigma": {"latent_dim": 2 * 14 * 14 + 4 * 7 * 7,
-                   "architecture": {"name": "topdown_conv", "width": 8,
-                                    "groups": [{"channels": 2, "size": 14}, {"channels": 4, "size": 7}]}}}
+    "hvae_sigma": MNIST_OVERRIDES["hvae_sigma"]}
 
 
 def _b() -> dict:
