@@ -298,3 +298,24 @@ MNIST_OVERRIDES = {
 def at_mnist_size(models) -> dict:
     """{catalogue name: its study override on MNIST ({} unless in :data:`MNIST_OVERRIDES`)} for ``models``."""
     return {m: MNIST_OVERRIDES.get(m, {}) for m in models}
+
+
+def assert_invalid_models(cases) -> None:
+    """Each (model entry, message) of ``cases`` is refused by ``validate_model`` with a ConfigError naming the file
+    'cat.yaml' and the message under the prefix 'models.x'."""
+    from vaebench.config import ConfigError, validate_model
+
+    for bad, message in cases:
+        with pytest.raises(ConfigError, match=f"cat.yaml: invalid .*{message}".replace("(", r"\(").replace(")", r"\)")):
+            validate_model(bad, source="cat.yaml", prefix="models.x")
+
+
+def assert_state_dict_round_trip(model, fresh, x) -> None:
+    """``model``'s state_dict loads into ``fresh`` (built alike, other initial weights) and both give the same log
+    weights (k = 4, seeded) on the data-space images ``x``: what loading a checkpoint needs."""
+    import torch
+
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(model.log_weights(x, 4, generator=torch.Generator().manual_seed(24)),
+                                   fresh.log_weights(x, 4, generator=torch.Generator().manual_seed(24)))
