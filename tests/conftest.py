@@ -295,6 +295,16 @@ MNIST_OVERRIDES = {
                                     "groups": [{"channels": 2, "size": 14}, {"channels": 4, "size": 7}]}}}
 
 
+# Catalogue models of videos (sequence architectures): the tests that run every catalogue model on MNIST images leave
+# them out; tests/test_svg.py and tests/test_video_pipeline.py run them on videos.
+SEQUENCE_MODELS = {"svg_beta", "svg_sigma_fixed", "svg_sigma_learned", "svg_sigma_optimal", "svg_sigma_per_image"}
+
+
+def image_models(models) -> list[str]:
+    """``models`` without :data:`SEQUENCE_MODELS`, sorted."""
+    return sorted(set(models) - SEQUENCE_MODELS)
+
+
 def at_mnist_size(models) -> dict:
     """{catalogue name: its study override on MNIST ({} unless in :data:`MNIST_OVERRIDES`)} for ``models``."""
     return {m: MNIST_OVERRIDES.get(m, {}) for m in models}

@@ -568,10 +568,11 @@ def test_mirror_layout_and_missing_parts_for_every_dataset(tmp_path):
     root = tmp_path / "mirror"
     root.mkdir()
     for name, spec in SOURCES.items():
-        with pytest.raises(MirrorError, match=f"dataset mirror folder missing for '{name}'"):
-            check_mirror(spec, root)
         folder = root / spec.mirror_subdir
-        folder.mkdir()
+        if not folder.exists():             # a source that reads another's files shares its folder (moving_mnist)
+            with pytest.raises(MirrorError, match=f"dataset mirror folder missing for '{name}'"):
+                check_mirror(spec, root)
+            folder.mkdir()
         assert check_mirror(spec, root) == folder
         err = missing_mirror_files(spec, folder)
         first = next(iter(spec.files.values()))

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, at_mnist_size, env, make_workspace, run, tiny_params, write_random_prepared
+from conftest import REPO, at_mnist_size, env, image_models, make_workspace, run, tiny_params, write_random_prepared
 from vaebench import paths
 from vaebench.config import validate_study
 from vaebench.stages import train as train_stage
@@ -27,7 +27,7 @@ def catalogue_models() -> list[str]:
     import yaml
 
     with open(REPO / paths.CATALOGUE) as f:
-        return list(yaml.safe_load(f)["models"])
+        return image_models(yaml.safe_load(f)["models"])
 
 
 @pytest.fixture()

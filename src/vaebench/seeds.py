@@ -25,6 +25,7 @@ STREAMS: dict[str, tuple[str, str]] = {
     "latent_samples": ("evaluate.seed", "z ~ q(z|x) of the latent analysis"),
     "fid_samples": ("evaluate.seed", "z ~ p(z) of FID sample set i (index i) and of the sample grid (i = 0)"),
     "fid_draws": ("evaluate.seed", "z ~ p(z) and x ~ p(x|z) of the FID of draws"),
+    "video_samples": ("evaluate.seed", "z_t of the sampled continuations of every test sequence (sequence models)"),
     "moving_mnist": ("the dataset's seed", "Stochastic Moving MNIST sequence i (index i): its digits, start "
                                            "positions, velocities and bounces"),
 }

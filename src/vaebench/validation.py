@@ -10,20 +10,28 @@ from vaebench.config import load_study as load_settings
 
 
 def check_image_shapes(study: Study) -> None:
-    """Build every model's networks on the meta device for every dataset's image shape; ConfigError if one fails."""
+    """Build every model's networks on the meta device for every dataset's image (or frame) shape; ConfigError if
+    one fails, or if an image model meets a video dataset or a sequence model an image dataset."""
     import torch
 
     from vaebench.data import dataset_spec
     from vaebench.registry import ARCHITECTURES, LIKELIHOODS, POSTERIORS
 
     for dataset in study.dataset_names:
-        shape = tuple(dataset_spec(dataset, study.config.datasets[dataset])["image_shape"])
+        spec = dataset_spec(dataset, study.config.datasets[dataset])
+        shape, videos = tuple(spec["image_shape"]), bool(spec.get("sequence"))
         for name, m in study.models.items():
+            architecture = ARCHITECTURES.build(m.architecture)
+            if architecture.sequence != videos:
+                raise ConfigError(
+                    f"{study.source}: model '{name}' (architecture '{m.architecture.name}') models "
+                    f"{'videos' if architecture.sequence else 'single images'}, but dataset '{dataset}' holds "
+                    f"{'videos' if videos else 'single images'}: video datasets take the sequence architectures ("
+                    f"{', '.join(a.name for a in ARCHITECTURES if a.sequence)}) only")
             try:
                 with torch.device("meta"):
-                    ARCHITECTURES.build(m.architecture).build(
-                        shape, m.latent_dim, POSTERIORS.get(m.posterior.name).head_dim(m.latent_dim),
-                        LIKELIHOODS.build(m.likelihood).out_channels)
+                    architecture.build(shape, m.latent_dim, POSTERIORS.get(m.posterior.name).head_dim(m.latent_dim),
+                                       LIKELIHOODS.build(m.likelihood).out_channels)
             except ValueError as exc:
                 raise ConfigError(
                     f"{study.source}: model '{name}' (architecture '{m.architecture.name}') cannot be used on dataset "

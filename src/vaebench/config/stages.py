@@ -52,6 +52,8 @@ class EvaluateConfig(StrictConfig):
         None, description="Path of weights-inception-2015-12-05-6726825d.pth; else $VAEBENCH_FID_WEIGHTS, else the "
                           "torch hub cache (torch-fidelity's download location).")
     grid_n: int = Field(64, ge=1, le=400, description="Images in the sample and reconstruction grids.")
+    video_samples: int = Field(100, ge=2, description="Sequence models: continuations sampled per test sequence, "
+                                                      "of which the best scores (SVG's nsample: 100).")
     batch_size: PositiveInt = Field(500, description="Images per forward pass (capped by memory_mb).")
     memory_mb: float = Field(256.0, gt=0, description="Working memory of one forward pass (MiB): sets how many "
                                                       "decoded samples a pass holds, whatever the decoder.")

@@ -8,8 +8,16 @@ stream of ``vaebench.seeds``; svg-code draws from NumPy's global generator, so i
 function of the index. Frames are uint8: min(255, sum of the uint8 digits), svg-code's float frames times 255."""
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
 
+import numpy as np
+from pydantic import Field, NonNegativeInt, PositiveInt
+
+from vaebench.data.common import Prepared
+from vaebench.data.idx import read_idx_files
+from vaebench.data.mnist import SOURCE as MNIST
+from vaebench.data.sources import DatasetSource, register_source
+from vaebench.registry import StrictConfig
 from vaebench.seeds import stream_seed
 
 FRAME_SIZE = 64
@@ -80,3 +88,73 @@ def moving_mnist(digits: np.ndarray, n_sequences: int, length: int, seed: int, n
                 canvas[t, y: y + DIGIT_SIZE, x: x + DIGIT_SIZE] += digit
         frames[i, :, 0] = np.minimum(canvas, 255).astype(np.uint8)
     return {"frames": frames, "digit_index": index, "positions": positions, "velocities": velocities}
+
+
+class MovingMnistConfig(StrictConfig):
+    """How Stochastic Moving MNIST is generated from the MNIST files: sequence counts and lengths per split, digits
+    per frame and the generation seed. Digits: train sequences from the first 60,000 - ``n_validation_digits``
+    official training digits, validation sequences from the last ``n_validation_digits``, test sequences from the
+    official test digits."""
+
+    num_digits: PositiveInt = Field(2, description="Digits per sequence (SVG: 2; the paper also uses 1).")
+    sequence_length: int = Field(15, ge=2, description="Frames of a training and validation sequence (SVG: n_past "
+                                                       "+ n_future = 5 + 10).")
+    test_sequence_length: int = Field(30, ge=2, description="Frames of a test sequence (SVG's n_eval: 30).")
+    n_train: PositiveInt = Field(10000, description="Training sequences, generated once (SVG draws a fresh random "
+                                                    "sequence for every training example).")
+    n_validation: PositiveInt = Field(1000, description="Validation sequences.")
+    n_test: PositiveInt = Field(1000, description="Test sequences.")
+    n_validation_digits: PositiveInt = Field(10000, lt=60000, description="The last N official training digits, "
+                                                                         "used only by validation sequences.")
+    seed: NonNegativeInt = Field(0, description="Generation seed: sequence i of a split depends on (seed, split, i).")
+
+
+SPLIT_OFFSET = {"train": 0, "val": 1 << 40, "test": 2 << 40}   # sequence index ranges of the splits' streams
+
+
+def prepare_moving_mnist(source: DatasetSource, cfg: dict, folder: Path) -> Prepared:
+    """Read and verify the MNIST IDX files in ``folder`` and generate the three splits (:func:`moving_mnist`):
+    frames uint8 (N, T, 1, 64, 64), labels -1, and per split ``digit_index_<split>`` (N, num_digits) (indices into
+    that split's digits) and ``positions_<split>`` (N, num_digits, T, 2) as (y, x)."""
+    arrays, sums = read_idx_files(source, folder)
+    train_digits = arrays["train_images"]
+    n_train_digits = len(train_digits) - cfg["n_validation_digits"]
+    digits = {"train": train_digits[:n_train_digits], "val": train_digits[n_train_digits:],
+              "test": arrays["test_images"]}
+    counts = {"train": cfg["n_train"], "val": cfg["n_validation"], "test": cfg["n_test"]}
+    lengths = {"train": cfg["sequence_length"], "val": cfg["sequence_length"], "test": cfg["test_sequence_length"]}
+    splits, extra = {}, {}
+    for split in ("train", "val", "test"):
+        seqs = moving_mnist(resize_digits(digits[split]), counts[split], lengths[split], cfg["seed"],
+                            cfg["num_digits"], start=SPLIT_OFFSET[split])
+        splits[split] = (seqs["frames"], np.full(counts[split], -1, dtype=np.int64))
+        extra[f"digit_index_{split}"] = seqs["digit_index"]
+        extra[f"positions_{split}"] = seqs["positions"]
+    split_meta = {
+        "description": (f"generated (docs/methods.md 11.2): train sequences from official training digits "
+                        f"0..{n_train_digits - 1}, validation sequences from digits {n_train_digits}..59999, test "
+                        f"sequences from the official test digits; sequence i of a split is drawn by its own "
+                        f"generator seeded by stream 'moving_mnist' of seed {cfg['seed']} at index i + "
+                        "the split's offset (train 0, validation 2^40, test 2^41)"),
+        "seed": cfg["seed"],
+        "digit_ranges": {"train": [0, n_train_digits], "val": [n_train_digits, len(train_digits)],
+                         "test": [0, len(arrays["test_images"])]},
+    }
+    return Prepared(splits, split_meta, sums, extra=extra, more_meta={"sequence_lengths": lengths})
+
+
+SOURCE = register_source(DatasetSource(
+    name="moving_mnist",
+    config=MovingMnistConfig,
+    reader=prepare_moving_mnist,
+    citation=("Stochastic Moving MNIST (Denton & Fergus 2018, \"Stochastic Video Generation with a Learned Prior\", "
+              "Section 4.1; github.com/edenton/svg data/moving_mnist.py), generated from MNIST (LeCun & Cortes)"),
+    mirror_subdir=MNIST.mirror_subdir,
+    torchvision_class=MNIST.torchvision_class,
+    gz_optional=MNIST.gz_optional,
+    files=dict(MNIST.files),
+    sha256=dict(MNIST.sha256),
+    image_shape=(1, FRAME_SIZE, FRAME_SIZE),
+    n_classes=None,
+    sequence=True,
+))

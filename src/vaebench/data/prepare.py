@@ -88,7 +88,8 @@ def _write_prepared(name: str, out_path: str | os.PathLike, parts: Prepared, sou
         out[f"y_{split}"] = y.astype(np.int64)
     out.update(parts.extra)
     counts = {split: int(len(out[f"y_{split}"])) for split in parts.splits}
-    image_shape = list(out["x_train"].shape[1:])
+    image_shape = list(out["x_train"].shape[-3:])
+    sequence = out["x_train"].ndim == 5
     labelled = n_classes is not None
     meta = {
         "dataset": name,
@@ -98,7 +99,9 @@ def _write_prepared(name: str, out_path: str | os.PathLike, parts: Prepared, sou
         "image_shape": image_shape,
         "n_classes": n_classes,
         "labelled": labelled,
-        "dtype": "uint8 (0..255), layout N,C,H,W; labels int64" + ("" if labelled else " (-1: unlabelled)"),
+        "dtype": (f"uint8 (0..255), layout {'N,T,C,H,W' if sequence else 'N,C,H,W'}; labels int64"
+                  + ("" if labelled else " (-1: unlabelled)")),
+        "sequence": sequence,
         "split": parts.split_meta,
         "config": cfg,
         **parts.more_meta,

@@ -27,7 +27,8 @@ def _bad(path: Path, what: str) -> PreparedDataError:
 
 
 def load_prepared(path: str | os.PathLike) -> dict:
-    """The arrays of a prepared file (``x_*`` uint8 (N, C, H, W), ``y_*`` int64 (N,), any others) and ``meta``
+    """The arrays of a prepared file (``x_*`` uint8 (N, C, H, W), or (N, T, C, H, W) when ``meta["sequence"]``,
+    ``y_*`` int64 (N,), any others) and ``meta``
     (the parsed JSON dict), checked against the file contract.
 
     Raises:
@@ -76,21 +77,24 @@ def _describe(a: np.ndarray) -> str:
 
 
 def _check_contract(path: Path, data: dict) -> None:
+    sequence = data["meta"].get("sequence") is True
+    ndim, layout = (5, "(N, T, C, H, W)") if sequence else (4, "(N, C, H, W)")
     image_shape = None
     for split in SPLITS:
-        x, y = data[f"x_{split}"], data[f"y_{split}"]
-        if x.dtype != np.uint8 or x.ndim != 4:
-            raise _bad(path, f"array 'x_{split}' is {_describe(x)}, expected uint8 of shape (N, C, H, W)")
+        x = data[f"x_{split}"]
+        if x.dtype != np.uint8 or x.ndim != ndim:
+            raise _bad(path, f"array 'x_{split}' is {_describe(x)}, expected uint8 of shape {layout}"
+                             + (" ('meta' records sequences)" if sequence else ""))
         if image_shape is None:
-            image_shape = x.shape[1:]
-        elif x.shape[1:] != image_shape:
-            raise _bad(path, f"array 'x_{split}' has images of shape {tuple(x.shape[1:])}, but 'x_train' has "
-                             f"{tuple(image_shape)}")
+            image_shape = x.shape[-3:]
+        elif x.shape[-3:] != image_shape:
+            raise _bad(path, f"array 'x_{split}' has {'frames' if sequence else 'images'} of shape "
+                             f"{tuple(x.shape[-3:])}, but 'x_train' has {tuple(image_shape)}")
         for name in (f"y_{split}", f"source_index_{split}"):
             a = data.get(name)
             if a is not None and (a.dtype != np.int64 or a.shape != (len(x),)):
                 raise _bad(path, f"array {name!r} is {_describe(a)}, expected int64 of shape ({len(x)},) (one "
-                                 f"per image of 'x_{split}')")
+                                 f"per {'sequence' if sequence else 'image'} of 'x_{split}')")
     meta = data["meta"]
     if isinstance(meta.get("image_shape"), list) and meta["image_shape"] != list(image_shape):
         raise _bad(path, f"'meta' records image_shape {meta['image_shape']}, the arrays hold {list(image_shape)}")

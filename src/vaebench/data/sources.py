@@ -16,7 +16,8 @@ class DatasetSource:
     distributed ({role: name}; ``optional_files``: {name: bool setting needing it}), their MD5 / SHA-256, where
     they come from (mirror folder, ``urls``, ``torchvision_class``, or ``download_refusal(layout) -> message``),
     ``gz_optional`` (``<file>`` or ``<file>.gz``, sums of the decompressed bytes), default (C, H, W) and
-    ``image_shape_of(settings)``, ``n_classes`` (None: unlabelled), ``classes`` (names)."""
+    ``image_shape_of(settings)``, ``n_classes`` (None: unlabelled), ``classes`` (names); ``sequence``: it holds
+    videos, each split (N, T, C, H, W) with ``image_shape`` the frame shape."""
 
     name: str
     config: type[StrictConfig]
@@ -35,6 +36,7 @@ class DatasetSource:
     gz_optional: bool = False
     image_shape_of: Callable[[Any], tuple[int, int, int]] | None = None
     classes: tuple[str, ...] | None = None
+    sequence: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as a dict (the field values themselves, not copies)."""

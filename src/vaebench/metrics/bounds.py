@@ -33,12 +33,12 @@ def bits_per_dim(nll_nats: float, offset_nats: float, dim: int) -> float:
 BYTES_PER_OUTPUT_ELEMENT = 128   # working memory per decoder output element, an upper estimate
 
 
-def samples_per_pass(model, memory_mb: float) -> int:
-    """Decoded samples (images x importance samples) one pass may hold in ``memory_mb`` MiB, at least 1. Raises
-    ValueError if memory_mb <= 0."""
+def samples_per_pass(model, memory_mb: float, frames: int = 1) -> int:
+    """Decoded samples (images x importance samples; videos of ``frames`` decoded frames) one pass may hold in
+    ``memory_mb`` MiB, at least 1. Raises ValueError if memory_mb <= 0."""
     if not memory_mb > 0:
         raise ValueError(f"samples_per_pass: memory_mb must be > 0, got {memory_mb!r}")
-    elements = model.likelihood.out_channels * math.prod(model.image_shape)
+    elements = model.likelihood.out_channels * math.prod(model.image_shape) * max(1, int(frames))
     return max(1, int(memory_mb * 2**20) // (elements * BYTES_PER_OUTPUT_ELEMENT))
 
 
@@ -56,7 +56,8 @@ def block_bound(log_w: torch.Tensor, m: int) -> torch.Tensor:
 @torch.no_grad()
 def per_image_estimates(model, x: torch.Tensor, x_uint8: torch.Tensor, k: int, memory_mb: float,
                         generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """Per-image estimates of data-space x and uint8 x_uint8 (N, C, H, W), each (N,) float64 nats: ``elbo``,
+    """Per-image estimates of data-space x and uint8 x_uint8 (N, C, H, W) (or videos (N, T, C, H, W) of a sequence
+    model: per sequence), each (N,) float64 nats: ``elbo``,
     ``recon``, ``kl`` (Kingma & Welling 2014, eq. 7), ``L_k`` (Burda et al. 2016, eq. 8), ``L_k10`` (``block_bound``
     with m = k/10), ``sse`` (sum over pixels of the squared error of the decoder mean at the ELBO's z, on the
     likelihood's unit scale; only when ``model.likelihood.supports_sse``) and the same per
@@ -67,7 +68,7 @@ def per_image_estimates(model, x: torch.Tensor, x_uint8: torch.Tensor, k: int, m
     if len(x) != len(x_uint8):
         raise ValueError(f"per_image_estimates: x has {len(x)} images, x_uint8 {len(x_uint8)}")
     k = int(k)
-    per_pass = samples_per_pass(model, memory_mb)
+    per_pass = samples_per_pass(model, memory_mb, x.shape[1] - 1 if x.dim() == 5 else 1)
     batch = max(1, min(per_pass, 100, len(x)))
     chunk = max(1, per_pass // batch)
     parts: dict[str, list[torch.Tensor]] = {}

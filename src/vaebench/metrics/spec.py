@@ -217,6 +217,23 @@ declare(Metric("test_nll_iwae_discretised_se", "SE over images of the discretise
 declare(Metric("lk_gap_discretised_nats", "discretised L_k - L_{k/10}", _NATS, False, optional=True))
 declare(Metric("bits_per_dim_discretised", "discretised bits/dim", "bits/dim", False, optional=True, table=_LIK,
                column="discretised bits/dim", fmt=".4f"))
+declare(Metric("test_elbo_per_frame_nats", "test ELBO per scored frame (sequence models)", "nats/frame", True,
+               optional=True))
+for _score, _unit, _fmt in (("ssim", "", ".4f"), ("psnr", "dB", ".2f")):
+    _name = _score.upper()
+    declare(Metric(f"{_score}_best", f"best-of-N {_name} (per-frame maximum over samples, mean over frames)", _unit,
+                   True, optional=True, fmt=_fmt))
+    declare(Metric(f"{_score}_best_se", f"SE over sequences of the best-of-N {_name}", _unit, optional=True))
+    declare(_D(f"{_score}_best_per_frame", f"best-of-N {_name} of each predicted frame", optional=True))
+    declare(Metric(f"{_score}_best_sample", f"{_name} of the sample with the best mean SSIM", _unit, True,
+                   optional=True, fmt=_fmt))
+    declare(_D(f"{_score}_best_sample_per_frame", f"{_name} of each predicted frame of that sample", optional=True))
+    declare(Metric(f"{_score}_sample", f"{_name} of one sample (mean over samples)", _unit, True, optional=True,
+                   fmt=_fmt))
+declare(_S("video_samples", "continuations per test sequence", "samples", optional=True))
+declare(_S("n_past", "conditioning frames", "frames", optional=True))
+declare(_S("scored_frames", "frames scored by the likelihood per sequence", "frames", optional=True))
+declare(_S("predicted_frames", "predicted frames per continuation", "frames", optional=True))
 declare(Metric("test_sse", "test reconstruction SSE (sum over pixels, unit scale)", "squared error/image", False,
                per_image="sse", comparable="same_space", compare_as="sse", optional=True))
 declare(Metric("test_mse", "test reconstruction MSE (unit scale)", "squared error/dimension", False,

@@ -158,10 +158,12 @@ def evaluate_loss(model, x: torch.Tensor, batch_size: int) -> dict[str, float]:
 @torch.no_grad()
 def epoch_grids(model, x_u8: torch.Tensor, x: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
     """The per-epoch MLflow image grids: ``samples`` (decoder means at z ~ N(0, I) seeded with ``seed``; absent
-    when the model cannot sample) and ``reconstructions``; draws from no training generator.
+    when the model cannot sample) and ``reconstructions``; for videos one grid ``sequences``, three rows per video
+    (frames 1..T-1: the true ones, the teacher-forced reconstructions, a continuation of the first n_past frames
+    seeded with ``seed``, its first n_past - 1 frames the true ones). Draws from no training generator.
 
     Args:
-        x_u8: (n, C, H, W) uint8 images. x: (n, C, H, W) the same images in the model's data space.
+        x_u8: (n, C, H, W) uint8 images, or (n, T, C, H, W) videos. x: the same in the model's data space.
     Returns:
         {name: (3, H', W') float grid in [0, 1]} (``torchvision.utils.make_grid``).
     """
@@ -170,15 +172,25 @@ def epoch_grids(model, x_u8: torch.Tensor, x: torch.Tensor, seed: int) -> dict[s
     from vaebench.vae.sampling import prior_samples
 
     n = len(x)
-    nrow = math.ceil(math.sqrt(n))
     was_training = model.training
     model.eval()
     try:
-        samples = prior_samples(model, n, seed, batch_size=n)
+        if x.dim() == 5:
+            from vaebench.metrics.video import predict_samples
+
+            samples = torch.cat([x_u8[:, 1:model.n_past].float().cpu() / 255.0,
+                                 predict_samples(model, x, 1, seed, batch_size=n)[0]], 1)
+        else:
+            samples = prior_samples(model, n, seed, batch_size=n)
         recons = model.reconstruct(x).float().cpu()
     finally:
         model.train(was_training)
     originals = x_u8.float().cpu() / 255.0
+    if x.dim() == 5:
+        originals, nrow = originals[:, 1:], x.shape[1] - 1
+        rows = [part for i in range(n) for part in (originals[i], recons[i], samples[i])]
+        return {"sequences": make_grid(torch.cat(rows), nrow=nrow, padding=2)}
+    nrow = math.ceil(math.sqrt(n))
     rows = [part for r in range(0, n, nrow) for part in (originals[r : r + nrow], recons[r : r + nrow])]
     grids = {"reconstructions": make_grid(torch.cat(rows), nrow=nrow, padding=2)}
     if samples is not None:

@@ -131,23 +131,26 @@ class VAE(nn.Module):
         return scalars
 
 
-def build_model(cfg, image_shape: tuple[int, int, int]) -> VAE:
-    """A VAE from a ``ModelConfig`` (or a dict validated into one) for images (C, H, W); an architecture with a
-    ``build_vae(image_shape, latent_dim, posterior, likelihood, objective)`` method builds the model itself (a VAE
-    subclass). Raises ConfigError (an invalid dict) or ValueError (``image_shape`` not (C, H, W), or a size the
-    architecture cannot take)."""
+def build_model(cfg, image_shape: tuple[int, ...]) -> VAE:
+    """A VAE from a ``ModelConfig`` (or a dict validated into one) for images (C, H, W), or for videos (T, C, H, W)
+    with a sequence architecture; an architecture with a ``build_vae(image_shape, latent_dim, posterior, likelihood,
+    objective)`` method builds the model itself (a VAE subclass; a sequence architecture gets the frame shape).
+    Raises ConfigError (an invalid dict) or ValueError (``image_shape`` not (C, H, W), or (T, C, H, W) for a
+    sequence architecture, or a size the architecture cannot take)."""
     from vaebench.config import ModelConfig, validate_model
 
     if not isinstance(cfg, ModelConfig):
         cfg = validate_model(cfg)
-    if len(image_shape) != 3:
-        raise ValueError(f"image_shape: expected (C, H, W), got {image_shape!r}")
     posterior = POSTERIORS.get(cfg.posterior.name)
     likelihood = LIKELIHOODS.build(cfg.likelihood)
     objective = OBJECTIVES.build(cfg.objective)
     architecture = ARCHITECTURES.build(cfg.architecture)
+    want = "(T, C, H, W) videos" if architecture.sequence else "(C, H, W) images"
+    if len(image_shape) != (4 if architecture.sequence else 3):
+        raise ValueError(f"image_shape: architecture {cfg.architecture.name!r} takes {want}, got {tuple(image_shape)!r}")
+    image_shape = tuple(int(s) for s in image_shape[-3:])
     if hasattr(architecture, "build_vae"):
-        return architecture.build_vae(tuple(image_shape), cfg.latent_dim, posterior, likelihood, objective)
+        return architecture.build_vae(image_shape, cfg.latent_dim, posterior, likelihood, objective)
     encoder, decoder = architecture.build(
-        tuple(image_shape), cfg.latent_dim, posterior.head_dim(cfg.latent_dim), likelihood.out_channels)
+        image_shape, cfg.latent_dim, posterior.head_dim(cfg.latent_dim), likelihood.out_channels)
     return VAE(encoder, decoder, posterior, likelihood, objective, cfg.latent_dim, image_shape)
