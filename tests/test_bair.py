@@ -147,3 +147,57 @@ def test_damaged_files_are_refused_naming_the_record(tmp_path):
     (tmp_path / "empty.tfrecords").write_bytes(b"")
     with pytest.raises(DataIntegrityError, match="no records"):
         read_bair_file(tmp_path / "empty.tfrecords")
+
+
+def write_mirror(root, n_train_files=3, per_file=2, n_test=3, seed=2):
+    """A mirror folder ``root``/bair in the layout of the unpacked official archive: training files
+    traj_<a>_to_<b>.tfrecords of ``per_file`` sequences each (written out of order), one test file; returns
+    {'train': [truth dicts in trajectory order], 'test': [...]}."""
+    rng = np.random.default_rng(seed)
+    folder = root / "bair" / "softmotion30_44k"
+    (folder / "train").mkdir(parents=True)
+    (folder / "test").mkdir()
+    truths = {"train": [], "test": []}
+    for f in range(n_train_files):
+        seqs = [bair_sequence(rng) for _ in range(per_file)]
+        truths["train"] += [t for _, t in seqs]
+        a = f * per_file
+        (folder / "train" / f"traj_{a}_to_{a + per_file - 1}.tfrecords").write_bytes(tfrecord([p for p, _ in seqs]))
+    seqs = [bair_sequence(rng) for _ in range(n_test)]
+    truths["test"] = [t for _, t in seqs]
+    (folder / "test" / "traj_0_to_255.tfrecords").write_bytes(tfrecord([p for p, _ in seqs]))
+    return truths
+
+
+def test_bair_is_a_dataset_source_of_videos(tmp_path):
+    """Prepared from an official-layout mirror: training files in trajectory order (traj_10_to_11 after
+    traj_4_to_5), the last n_validation training sequences as validation, the first sequence_length frames of the
+    aux1 camera, the test file whole; a damaged record or a missing test file stops it naming the file."""
+    from vaebench.data import prepare_dataset
+    from vaebench.data.common import MirrorError
+    from vaebench.data.prepared import load_prepared
+
+    truths = write_mirror(tmp_path, n_train_files=6)
+    out = tmp_path / "bair.npz"
+    summary = prepare_dataset("bair", {"n_validation": 3, "sequence_length": 12}, out, mirror=tmp_path)
+    assert summary["counts"] == {"train": 9, "val": 3, "test": 3}
+    data = load_prepared(out)
+    assert data["x_train"].shape == (9, 12, 3, 64, 64) and data["x_test"].shape == (3, 30, 3, 64, 64)
+    expect = [t["aux1"].transpose(0, 3, 1, 2) for t in truths["train"]]
+    assert all(np.array_equal(data["x_train"][i], expect[i][:12]) for i in range(9))
+    assert all(np.array_equal(data["x_val"][i], expect[9 + i][:12]) for i in range(3))
+    assert np.array_equal(data["x_test"][2], truths["test"][2]["aux1"].transpose(0, 3, 1, 2))
+    assert data["meta"]["sequence"] is True and len(data["meta"]["sha256"]) == 7
+    capped = prepare_dataset("bair", {"n_validation": 1, "max_train": 2, "max_test": 1}, tmp_path / "c.npz",
+                             mirror=tmp_path)
+    assert capped["counts"] == {"train": 2, "val": 1, "test": 1}
+    damaged = tmp_path / "bair/softmotion30_44k/train/traj_2_to_3.tfrecords"
+    raw = bytearray(damaged.read_bytes())
+    raw[100] ^= 1
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(DataIntegrityError, match="traj_2_to_3.tfrecords: record 0 .* CRC does not match"):
+        prepare_dataset("bair", {"n_validation": 3}, tmp_path / "d.npz", mirror=tmp_path)
+    (tmp_path / "bair/softmotion30_44k/test/traj_0_to_255.tfrecords").unlink()
+    with pytest.raises(MirrorError, match="softmotion30_44k/test/traj_0_to_255.tfrecords"):
+        prepare_dataset("bair", {"n_validation": 3}, tmp_path / "e.npz", mirror=tmp_path)
+    assert not (tmp_path / "d.npz").exists() and not (tmp_path / "e.npz").exists()

@@ -1,7 +1,7 @@
 """Datasets: the registered sources (one module each), user image folders, and :func:`prepare_dataset`, which
 writes one ``.npz`` per dataset; :mod:`vaebench.data.prepared` reads it back (it imports torch, so not here)."""
 from vaebench.data import (mnist, fashion_mnist, frey_face, cifar10, svhn, celeba, image_folder,  # noqa: F401
-                           moving_mnist)  # (importing a dataset module registers it)
+                           moving_mnist, bair)  # (importing a dataset module registers it)
 from vaebench.data.cifar10 import Cifar10Config
 from vaebench.data.celeba import CelebAConfig
 from vaebench.data.common import DataIntegrityError, DatasetDownloadError, MirrorError, Prepared

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 import numpy as np
+from pydantic import Field, PositiveInt
 
-from vaebench.data.common import DataIntegrityError
+from vaebench.data.common import DataIntegrityError, Prepared
+from vaebench.data.sources import DatasetSource, register_source
+from vaebench.registry import StrictConfig
 
 N_STEPS = 30
 IMAGE_HWC = (64, 64, 3)
@@ -115,3 +118,116 @@ def read_bair_file(path: str | Path, camera: str = DEFAULT_CAMERA, n_steps: int 
     if not parsed:
         raise DataIntegrityError(f"{path}: no records")
     return {k: np.stack([s[k] for s in parsed]) for k in parsed[0]}
+
+
+ARCHIVE_URL = "http://rail.eecs.berkeley.edu/datasets/bair_robot_pushing_dataset_v0.tar"
+TRAIN_DIR, TEST_DIR = "softmotion30_44k/train", "softmotion30_44k/test"
+TEST_FILE = f"{TEST_DIR}/traj_0_to_255.tfrecords"
+
+
+class BairConfig(StrictConfig):
+    """How the BAIR robot pushing sequences are cut and split: the camera, the frames kept per training and test
+    sequence (svg-code: the first 12 for training, all 30 for testing) and the training sequences held out as
+    validation."""
+
+    camera: Literal["image_aux1", "image_main"] = Field(DEFAULT_CAMERA, description="The camera whose frames are "
+                                                                                   "read (svg-code: image_aux1).")
+    sequence_length: int = Field(12, ge=2, le=N_STEPS, description="The first N frames of every training and "
+                                                                  "validation sequence (svg-code: n_past + n_future "
+                                                                  "= 2 + 10).")
+    test_sequence_length: int = Field(N_STEPS, ge=2, le=N_STEPS, description="The first N frames of every test "
+                                                                            "sequence.")
+    n_validation: PositiveInt = Field(256, description="The last N training sequences (in file order), held out as "
+                                                       "validation.")
+    max_train: PositiveInt | None = Field(None, description="Keep the first N training sequences (null = all).")
+    max_test: PositiveInt | None = Field(None, description="Keep the first N test sequences (null = all 256).")
+
+
+def _start_index(path: Path) -> int:
+    """The first trajectory number of ``traj_<a>_to_<b>.tfrecords`` (files sort by it); ValueError otherwise."""
+    stem = path.name.removesuffix(".tfrecords")
+    parts = stem.split("_")
+    if len(parts) != 4 or parts[0] != "traj" or parts[2] != "to" or not (parts[1].isdigit() and parts[3].isdigit()):
+        raise ValueError(f"{path}: not a softmotion30_44k file name (traj_<a>_to_<b>.tfrecords)")
+    return int(parts[1])
+
+
+def _read_files(files: list[Path], camera: str, length: int, cap: int | None) -> tuple[np.ndarray, dict[str, str]]:
+    """The first ``length`` frames of the sequences of ``files`` in order (at most ``cap``), and {file: SHA-256}."""
+    import hashlib
+
+    frames, sums, n = [], {}, 0
+    for path in files:
+        if cap is not None and n >= cap:
+            break
+        sums[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        part = read_bair_file(path, camera)["frames"][:, :length]
+        frames.append(part)
+        n += len(part)
+    out = np.concatenate(frames)
+    return (out if cap is None else out[:cap]), sums
+
+
+def prepare_bair(source: DatasetSource, cfg: dict, folder: Path) -> Prepared:
+    """Read the ``softmotion30_44k`` TFRecords under ``folder`` (every record's CRCs checked: the files have no
+    published checksums): training files in order of their first trajectory, the last ``n_validation`` training
+    sequences as validation, the test file as the test split. Frames uint8 (N, T, 3, 64, 64), labels -1.
+
+    Raises:
+        FileNotFoundError: the test file or every training file is missing. DataIntegrityError: a damaged record,
+            a file name not of the official form, or no sequence left for training.
+    """
+    folder = Path(folder)
+    if not (folder / TEST_FILE).is_file():
+        raise FileNotFoundError(f"dataset file missing: expected {folder / TEST_FILE}")
+    try:
+        train_files = sorted((folder / TRAIN_DIR).glob("*.tfrecords"), key=_start_index)
+    except ValueError as exc:
+        raise DataIntegrityError(str(exc)) from None
+    if not train_files:
+        raise FileNotFoundError(f"dataset files missing: no training file {folder / TRAIN_DIR}/traj_*.tfrecords")
+    n_val = cfg["n_validation"]
+    cap = None if cfg["max_train"] is None else cfg["max_train"] + n_val
+    train, sums = _read_files(train_files, cfg["camera"], cfg["sequence_length"], cap)
+    if len(train) <= n_val:
+        raise DataIntegrityError(f"{folder / TRAIN_DIR}: {len(train)} training sequences, not more than "
+                                 f"n_validation = {n_val}")
+    test, test_sums = _read_files([folder / TEST_FILE], cfg["camera"], cfg["test_sequence_length"], cfg["max_test"])
+    sums.update(test_sums)
+    splits = {"train": train[:-n_val], "val": train[-n_val:], "test": test}
+    split_meta = {
+        "description": (f"train: the sequences of {len(train_files)} training files in order of their first "
+                        f"trajectory, the last {n_val} held out as validation (max_train keeps the first N of the "
+                        f"rest); test: {TEST_FILE} (max_test keeps the first N); camera {cfg['camera']}; the first "
+                        f"{cfg['sequence_length']} frames of a training or validation sequence, "
+                        f"{cfg['test_sequence_length']} of a test sequence"),
+        "train_files": [p.name for p in train_files[:len(sums) - 1]],
+    }
+    lengths = {"train": cfg["sequence_length"], "val": cfg["sequence_length"], "test": cfg["test_sequence_length"]}
+    return Prepared({s: (x, np.full(len(x), -1, dtype=np.int64)) for s, x in splits.items()}, split_meta, sums,
+                    more_meta={"sequence_lengths": lengths, "verification": "CRC32C of every record (the files "
+                                                                            "have no published checksums)"})
+
+
+def download_refusal(mirror_layout: str) -> str:
+    """The DatasetDownloadError message without a mirror (``mirror_layout``: :func:`vaebench.data.mirror_layout`)."""
+    return ("dataset 'bair' is not downloaded automatically: it is one 30 GB tar archive, "
+            f"{ARCHIVE_URL} (svg-code data/download_bair.sh). Download it, unpack it (tar -xf) so that the "
+            f"mirror holds softmotion30_44k/train/traj_*.tfrecords and softmotion30_44k/test/traj_0_to_255.tfrecords, "
+            f"laid out as\n{mirror_layout}\n  <mirror>/bair/{TRAIN_DIR}/traj_<a>_to_<b>.tfrecords   (every "
+            "training file)\nand pass --mirror <mirror> (or set VAEBENCH_DATA_MIRROR=<mirror>).")
+
+
+SOURCE = register_source(DatasetSource(
+    name="bair",
+    config=BairConfig,
+    reader=prepare_bair,
+    citation=("BAIR robot pushing, softmotion30_44k (Ebert, Finn, Lee & Levine 2017, \"Self-Supervised Visual "
+              f"Planning with Temporal Skip Connections\", CoRL); {ARCHIVE_URL}"),
+    mirror_subdir="bair",
+    files={"test": TEST_FILE},
+    download_refusal=download_refusal,
+    image_shape=(3, 64, 64),
+    n_classes=None,
+    sequence=True,
+))

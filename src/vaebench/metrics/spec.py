@@ -218,18 +218,20 @@ declare(Metric("lk_gap_discretised_nats", "discretised L_k - L_{k/10}", _NATS, F
 declare(Metric("bits_per_dim_discretised", "discretised bits/dim", "bits/dim", False, optional=True, table=_LIK,
                column="discretised bits/dim", fmt=".4f"))
 declare(Metric("test_elbo_per_frame_nats", "test ELBO per scored frame (sequence models)", "nats/frame", True,
-               optional=True))
+               optional=True, table="video", column="ELBO per frame (nats) [{ci}]"))
 for _score, _unit, _fmt in (("ssim", "", ".4f"), ("psnr", "dB", ".2f")):
     _name = _score.upper()
     declare(Metric(f"{_score}_best", f"best-of-N {_name} (per-frame maximum over samples, mean over frames)", _unit,
-                   True, optional=True, fmt=_fmt))
+                   True, per_image=f"{_score}_best", optional=True, fmt=_fmt, table="video",
+                   column=f"{_name}, best of N [{{ci}}]"))
     declare(Metric(f"{_score}_best_se", f"SE over sequences of the best-of-N {_name}", _unit, optional=True))
     declare(_D(f"{_score}_best_per_frame", f"best-of-N {_name} of each predicted frame", optional=True))
     declare(Metric(f"{_score}_best_sample", f"{_name} of the sample with the best mean SSIM", _unit, True,
-                   optional=True, fmt=_fmt))
+                   per_image=f"{_score}_best_sample", optional=True, fmt=_fmt, table="video",
+                   column=f"{_name}, best sample"))
     declare(_D(f"{_score}_best_sample_per_frame", f"{_name} of each predicted frame of that sample", optional=True))
     declare(Metric(f"{_score}_sample", f"{_name} of one sample (mean over samples)", _unit, True, optional=True,
-                   fmt=_fmt))
+                   fmt=_fmt, table="video", column=f"{_name}, one sample"))
 declare(_S("video_samples", "continuations per test sequence", "samples", optional=True))
 declare(_S("n_past", "conditioning frames", "frames", optional=True))
 declare(_S("scored_frames", "frames scored by the likelihood per sequence", "frames", optional=True))

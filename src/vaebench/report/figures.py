@@ -37,6 +37,8 @@ class DatasetFigures:
     latent: Path | None = None
     test_curves: Path | None = None
     sweeps: Path | None = None
+    video_scores: Path | None = None
+    animations: dict[str, Path] = field(default_factory=dict)
     captions: dict[str, str] = field(default_factory=dict)
 
     def files(self) -> list[Path]:
@@ -45,7 +47,8 @@ class DatasetFigures:
         for pair in self.grids.values():
             out += list(pair)
         out += [p for p in (self.rate_distortion, self.fid_nll, self.samples, self.recon, self.training,
-                            self.latent, self.test_curves, self.sweeps) if p is not None]
+                            self.latent, self.test_curves, self.sweeps, self.video_scores) if p is not None]
+        out += list(self.animations.values())
         return out
 
 
@@ -855,11 +858,13 @@ def write_figures(study: str, fig_dir: Path, datasets: list[str], models: list[s
              f"({fn.x_key}, nats per image), one point per model and training seed, one panel per data space; "
              f"dashed: the FID floor of held-out real images."] + fn.note_lines())
 
+        video = is_video(records, d)
         if seeds:
             first = seeds[0]
-            for kind, what in (("samples", "Samples (decoder means of z ~ p(z))"),
-                               ("recon", "Reconstructions (rows of test images, each followed by their "
-                                         "reconstructions)")):
+            kinds = VIDEO_GRIDS if video else (("samples", "Samples (decoder means of z ~ p(z))"),
+                                               ("recon", "Reconstructions (rows of test images, each followed by "
+                                                         "their reconstructions)"))
+            for kind, what in kinds:
                 written, layout = plot_image_panels(
                     image_panels(study, d, models, first, kind), fig_dir / f"{d}_{kind}_by_model.png",
                     f"{d}: {what.split(' (')[0].lower()} of every model, seed {first}, same pixel scale")
@@ -884,6 +889,18 @@ def write_figures(study: str, fig_dir: Path, datasets: list[str], models: list[s
              "and active units out of the latent dimension; bars: mean over training seeds, error bars: "
              f"{LEVEL:.0%} Student-t interval over seeds (none with one seed).", _note(lat.left_out)]).strip()
 
+        if video:
+            fig.video_scores = plot_video_scores(records, d, models, fig_dir / f"{d}_video_scores.png", styles)
+            captions["video_scores"] = (
+                "SSIM and PSNR of every predicted frame against the true one (frames after the n_past conditioning "
+                "frames), mean over test sequences and training seeds: solid, the best of N sampled continuations "
+                "per frame (the per-frame maximum); dashed, the single sample of best mean SSIM; dotted, one sample "
+                "(the mean over samples). SSIM: 7x7 uniform window, data range 1 (SVG's scikit-image defaults).")
+            for m in models:
+                cells = [r for r in _cells(records, d, m) if r.get("scored_frames")]
+                if seeds and cells and (m, seeds[0]) in grids:
+                    fig.animations[m] = continuation_gif(grids[(m, seeds[0])][0], int(cells[0]["scored_frames"]),
+                                                         fig_dir / f"{d}_{m}_seed{seeds[0]}_continuations.gif")
         fig.test_curves = plot_test_curves(d, models, seeds, logs, published or [], fig_dir / f"{d}_test_curves.png")
         if fig.test_curves is not None:
             captions["test_curves"] = (
@@ -898,6 +915,86 @@ def write_figures(study: str, fig_dir: Path, datasets: list[str], models: list[s
                 f"its {LEVEL:.0%} Student-t interval; stars: the published values of the same model and metric.")
         out[d] = fig
     return out
+
+
+VIDEO_GRIDS = (("samples", "Continuations (per test sequence three rows of frames 1..T-1: the true frames, the "
+                            "continuation of best mean SSIM and another one; their first n_past - 1 frames are the "
+                            "true conditioning frames)"),
+               ("recon", "Teacher-forced reconstructions (per test sequence its true frames 1..T-1 over the model's "
+                         "predictions from the true previous frames at the posterior means)"))
+
+
+def continuation_gif(grid_png: Path, frames: int, path: Path, padding: int = 2, ms_per_frame: int = 250) -> Path:
+    """An animated GIF of a sequence model's continuation grid (evaluate's ``samples_png``: rows of ``frames``
+    tiles with ``padding``, three rows per test sequence): GIF frame t shows tile t of each row, a sequence's three
+    rows side by side (truth, best continuation, another), one sequence per line. Raises ValueError if the grid's
+    width does not hold ``frames`` square tiles."""
+    from PIL import Image
+
+    grid = Image.open(grid_png).convert("RGB")
+    w, h = grid.size
+    tile = (w - padding) // frames - padding
+    if tile < 1 or (tile + padding) * frames + padding != w:
+        raise ValueError(f"{grid_png}: a {w}x{h} grid does not hold {frames} tiles per row with padding {padding}")
+    rows = (h - padding) // (tile + padding)
+    sequences = rows // 3
+    step = tile + padding
+    images = []
+    for t in range(frames):
+        canvas = Image.new("RGB", (3 * step + padding, sequences * step + padding))
+        for i in range(sequences):
+            for j in range(3):
+                left, top = padding + t * step, padding + (3 * i + j) * step
+                canvas.paste(grid.crop((left, top, left + tile, top + tile)), (padding + j * step, padding + i * step))
+        images.append(canvas)
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="gif", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
+    return path
+
+
+def is_video(records: list[dict], dataset: str) -> bool:
+    """Whether the cells of ``dataset`` are of a sequence model (their records have ``scored_frames``)."""
+    return any(r.get("dataset") == dataset and r.get("scored_frames") is not None for r in records)
+
+
+def plot_video_scores(records: list[dict], dataset: str, models: list[str], path: Path,
+                      styles: dict[str, tuple[str, str]] | None = None) -> Path | None:
+    """SSIM and PSNR per predicted frame, one line per model and kind (best of N, best sample, one sample: the
+    mean over seeds of each record's per-frame list; one sample has no per-frame list and is a flat line at its
+    mean); None when no record of ``dataset`` has them."""
+    import numpy as np
+
+    kinds = (("best_per_frame", "-", "best of N"), ("best_sample_per_frame", "--", "best sample"),
+             ("sample", ":", "one sample"))
+    series: dict[str, dict[str, np.ndarray]] = {}
+    for m in models:
+        cells = [r for r in _cells(records, dataset, m) if r.get("ssim_best_per_frame")]
+        if cells:
+            series[m] = {f"{s}_{k}": np.mean([np.atleast_1d(np.asarray(c[f"{s}_{k}"], dtype=float)) for c in cells],
+                                             axis=0)
+                         for s in ("ssim", "psnr") for k, _, _ in kinds}
+            series[m]["start"] = int(cells[0]["n_past"]) + 1
+            series[m]["n"] = len(cells[0]["ssim_best_per_frame"])
+    if not series:
+        return None
+    plt = _pyplot()
+    styles = styles or model_styles(models)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, score, label in zip(axes, ("ssim", "psnr"), ("SSIM", "PSNR (dB)")):
+        for m, v in series.items():
+            frames = np.arange(v["start"], v["start"] + v["n"])
+            for k, line, what in kinds:
+                y = v[f"{score}_{k}"]
+                ax.plot(frames, np.broadcast_to(y, frames.shape), line, color=styles[m][0],
+                        label=f"{m}, {what}" if score == "ssim" else None)
+        ax.set_xlabel("predicted frame (1-based)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.legend(loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.suptitle(f"{dataset}: video prediction, best of N continuations")
+    fig.tight_layout(rect=(0, 0.12 + 0.03 * len(series), 1, 1))
+    return _save(fig, path)
 
 
 def plot_test_curves(dataset: str, models: list[str], seeds: list, logs: dict, published: list,

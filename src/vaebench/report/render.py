@@ -138,6 +138,7 @@ def _verdicts(doc: Document, verdicts: list[dict]) -> None:
 
 PICTURES = (  # (DatasetFigures field, heading), in the order the report shows them
     ("test_curves", "Test loss per epoch, with the published values"),
+    ("video_scores", "Video prediction: SSIM and PSNR per predicted frame"),
     ("sweeps", "Metrics against the swept setting"),
     ("rate_distortion", "Rate and distortion"),
     ("fid_nll", "Sample quality against likelihood"),
@@ -148,13 +149,14 @@ PICTURES = (  # (DatasetFigures field, heading), in the order the report shows t
 )
 
 
-OPTIONAL_PICTURES = ("test_curves", "sweeps")   # shown only for studies that log a test curve or sweep a setting
+OPTIONAL_PICTURES = ("test_curves", "sweeps", "video_scores")   # shown only where a study has them
+IMAGE_ONLY_PICTURES = ("fid_nll", "latent")   # not drawn for sequence models (no FID, no single q(z|x))
 
 
 def _pictures(doc: Document, dataset: str, models: list[str], seeds: list, fig: DatasetFigures) -> None:
     for name, heading in PICTURES:
         path = getattr(fig, name, None)
-        if path is None and name in OPTIONAL_PICTURES:
+        if path is None and (name in OPTIONAL_PICTURES or fig.video_scores is not None and name in IMAGE_ONLY_PICTURES):
             continue
         doc.heading(3, heading)
         if path is None:
@@ -163,6 +165,13 @@ def _pictures(doc: Document, dataset: str, models: list[str], seeds: list, fig: 
         doc.image(Img(path, f"{dataset}: {heading.lower()}"))
         if fig.captions.get(name):
             doc.paragraph(fig.captions[name])
+    if fig.animations:
+        doc.heading(3, "Continuations, animated")
+        doc.paragraph("Per model (training seed " + str(seeds[0]) + "), one line per shown test sequence: the true "
+                      "frames, the continuation of best mean SSIM and another one, side by side, frame by frame "
+                      "(frames 1..T-1; the first n_past - 1 are the true conditioning frames).")
+        for m, path in fig.animations.items():
+            doc.image(Img(path, f"{dataset}: {m}, continuations"))
     doc.heading(3, "Validation curves, all models on one axis")
     doc.image(Img(fig.curves, f"{dataset} validation curves"))
     doc.paragraph(f"Validation -ELBO and the training objective per epoch, mean over seeds. Every cell's sample "
@@ -184,6 +193,14 @@ def _results(doc: Document, dataset: str, models: list[str], aggregate: dict, fr
         invalid = results.invalid_density_models(dataset, group, frame)
         if invalid:
             doc.paragraph(results.density_note(invalid, sub))
+    if results.is_video(sub):
+        doc.paragraph(results.VIDEO_UNITS_NOTE)
+        doc.heading(3, "Video prediction (best of N continuations)")
+        doc.paragraph(results.VIDEO_TABLE_NOTE)
+        doc.table(results.video_table(dataset, models, aggregate, frame))
+        doc.paragraph(results.VIDEO_NOT_YET)
+        _training(doc, dataset, models, aggregate)
+        return
     doc.heading(3, "Latent analysis")
     doc.table(results.latent_table(dataset, models, aggregate, frame))
     doc.heading(3, "FID")
@@ -191,6 +208,10 @@ def _results(doc: Document, dataset: str, models: list[str], aggregate: dict, fr
                   "the mean over its sample seeds, whose spread is the next column. The floor is what real "
                   "held-out images score at this N: no model can be expected below it.")
     doc.table(results.fid_table(dataset, models, aggregate, frame))
+    _training(doc, dataset, models, aggregate)
+
+
+def _training(doc: Document, dataset: str, models: list[str], aggregate: dict) -> None:
     doc.heading(3, "Training: effective beta, decoder sigma, GECO")
     doc.paragraph("Effective beta is the KL weight in the common 'SSE + beta KL' convention: 2 sigma^2 beta "
                   "for a Gaussian decoder with one shared sigma (its NLL is SSE / (2 sigma^2) + const), 1/lambda "

@@ -90,7 +90,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     from vaebench.metrics.classifier import load_classifier
     from vaebench.metrics.fid import classifier_features, fid_from_statistics
     from vaebench.metrics.latent import latent_analysis
-    from vaebench.metrics.references import fixed_subset, inception_reference_status, load_reference
+    from vaebench.metrics.references import inception_reference_status, load_reference
 
     cell = study.cell(dataset, model_name, seed)
     ecfg = cell.evaluate                                       # study settings + this model's overrides
@@ -102,28 +102,11 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     data = load_prepared(paths.PREPARED.format(study=study.name, dataset=dataset))
     if getattr(model, "sequence", False):
         return run_video(cell, model, ckpt, data, out, device, t0)
-    n_test = len(data["x_test"])
-    index = fixed_subset(n_test, ecfg.n_images or n_test, stream_seed(ecfg.seed, "test_subset"))
-    x_u8 = torch.from_numpy(data["x_test"][index]).to(device)
-    dim = int(np.prod(x_u8.shape[1:]))
-    bs = max(1, min(ecfg.batch_size, samples_per_pass(model, ecfg.memory_mb)))
-    x = model.preprocess_fixed(x_u8, seed=stream_seed(ecfg.seed, "test_noise"), batch_size=bs)
-
-    gen = generator(ecfg.seed, "posterior_samples")
-    est = per_image_estimates(model, x, x_u8, k=ecfg.iwae_k, memory_mb=ecfg.memory_mb, generator=gen)
+    index, x_u8, x, bs = _test_set(model, data, ecfg, device)
+    est = per_image_estimates(model, x, x_u8, k=ecfg.iwae_k, memory_mb=ecfg.memory_mb,
+                              generator=generator(ecfg.seed, "posterior_samples"))
     latent, _ = latent_analysis(model, x[: ecfg.latent_n], batch_size=bs,
-                                            seed=stream_seed(ecfg.seed, "latent_samples"))
-    offset = model.likelihood.discrete_offset_nats(dim)
-    columns = {"": offset} | {f"_{c}": 0.0 for c in sorted({k[len("L_k_"):] for k in est if k.startswith("L_k_")})}
-    likelihood = {}
-    for suffix, off in columns.items():
-        lk, lk10 = est[f"L_k{suffix}"], est[f"L_k10{suffix}"]
-        gap = float((lk - lk10).mean())
-        likelihood[suffix] = {
-            "elbo": _stats(est[f"elbo{suffix}"]), "recon": _stats(est[f"recon{suffix}"]),
-            "nll": _stats(-lk), "lk_gap": gap, "lk_gap_se": _stats(lk - lk10)["se"],
-            "bits_per_dim": bits_per_dim(-float(lk.mean()), off, dim),
-        }
+                                seed=stream_seed(ecfg.seed, "latent_samples"))
 
     # without a classifier: only the first seed's samples, for the grid and the Inception FID
     ref = load_reference(study.name, dataset)
@@ -164,29 +147,63 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     with atomic_path(out["recon_png"]) as tmp:
         save_grid_png(torch.cat(pairs), nrow, tmp)
 
-    from vaebench.metrics import spec
-
-    tracked = model.tracked_scalars()
-    values = {"study": cell.study, "dataset": dataset, "model": model_name, "seed": seed,
-              **describe(cell.model_config), "cell": ckpt["cell"], "n_images": len(index),
-              "test_kl_nats": float(est["kl"].mean()), "iwae_k": ecfg.iwae_k,
-              "lk_tolerance_nats": ecfg.lk_tolerance_nats}
-    for suffix, col in likelihood.items():
-        values.update(_likelihood_values(suffix, col))
-    values["lk_converged"] = values["lk_gap_nats"] <= ecfg.lk_tolerance_nats
-    if "sse" in est:
-        values.update({"test_sse": float(est["sse"].mean()), "test_mse": float(est["sse"].mean()) / dim})
+    values = _bound_values(cell, model, ckpt, est, len(index), int(np.prod(x_u8.shape[1:])))
     values.update(_latent_values(latent))
     values.update(_fid_values(ecfg, fids, fid_draws, fid_unavailable, ref, inception, fid_inception))
     values.update(_classifier_values(classifier, cls_metrics))
+    return _finish(cell, model, ckpt, values, {"index": index, **{k: v.numpy() for k, v in est.items()}}, out,
+                   device, t0)
+
+
+def _test_set(model, data: dict, ecfg, device: torch.device, frames: int = 1):
+    """(index, x_u8, x, batch size): the fixed test subset of ``evaluate.n_images`` images (or videos of
+    ``frames`` scored frames), as uint8 on ``device`` and preprocessed once with the ``test_noise`` stream."""
+    from vaebench.metrics.references import fixed_subset
+
+    n_test = len(data["x_test"])
+    index = fixed_subset(n_test, ecfg.n_images or n_test, stream_seed(ecfg.seed, "test_subset"))
+    x_u8 = torch.from_numpy(data["x_test"][index]).to(device)
+    bs = max(1, min(ecfg.batch_size, samples_per_pass(model, ecfg.memory_mb, frames)))
+    x = model.preprocess_fixed(x_u8, seed=stream_seed(ecfg.seed, "test_noise"), batch_size=bs)
+    return index, x_u8, x, bs
+
+
+def _bound_values(cell, model, ckpt: dict, est: dict, n_images: int, dim: int) -> dict:
+    """The record's identity, model description and likelihood fields from ``per_image_estimates``' ``est`` over
+    ``n_images`` test images (or sequences) of ``dim`` scored dimensions each."""
+    ecfg = cell.evaluate
+    values = {"study": cell.study, "dataset": cell.dataset, "model": cell.model, "seed": cell.seed,
+              **describe(cell.model_config), "cell": ckpt["cell"], "n_images": n_images,
+              "test_kl_nats": float(est["kl"].mean()), "iwae_k": ecfg.iwae_k,
+              "lk_tolerance_nats": ecfg.lk_tolerance_nats}
+    offset = model.likelihood.discrete_offset_nats(dim)
+    columns = {"": offset} | {f"_{c}": 0.0 for c in sorted({k[len("L_k_"):] for k in est if k.startswith("L_k_")})}
+    for suffix, off in columns.items():
+        lk, lk10 = est[f"L_k{suffix}"], est[f"L_k10{suffix}"]
+        values.update(_likelihood_values(suffix, {
+            "elbo": _stats(est[f"elbo{suffix}"]), "recon": _stats(est[f"recon{suffix}"]), "nll": _stats(-lk),
+            "lk_gap": float((lk - lk10).mean()), "lk_gap_se": _stats(lk - lk10)["se"],
+            "bits_per_dim": bits_per_dim(-float(lk.mean()), off, dim)}))
+    values["lk_converged"] = values["lk_gap_nats"] <= ecfg.lk_tolerance_nats
+    if "sse" in est:
+        values.update({"test_sse": float(est["sse"].mean()), "test_mse": float(est["sse"].mean()) / dim})
+    return values
+
+
+def _finish(cell, model, ckpt: dict, values: dict, arrays: dict, out: dict, device: torch.device, t0: float) -> dict:
+    """Add the training scalars and timings to ``values``, build the record (FloatingPointError naming a
+    non-finite metric, before anything is written), write ``per_image`` (``arrays``) and ``metrics``, and log them
+    to the cell's MLflow run; returns the record."""
+    from vaebench.metrics import spec
+
+    tracked = model.tracked_scalars()
     values.update({"train_seconds": ckpt["train_seconds"], "eval_seconds": time.perf_counter() - t0,
                    "epochs": ckpt["epochs"], "device": str(device), "mlflow_run_id": ckpt.get("mlflow_run_id")})
     values.update({s.record_key: tracked.get(s.name) for s in spec.TRACKED.values()})
     metrics = spec.build_record(values)
     for key, value in metrics.items():
         if isinstance(value, float) and not math.isfinite(value):
-            raise FloatingPointError(f"{dataset}/{model_name}/seed{seed}: metric {key} is {value}")
-    arrays = {"index": index, **{k: v.numpy() for k, v in est.items()}}
+            raise FloatingPointError(f"{cell.dataset}/{cell.model}/seed{cell.seed}: metric {key} is {value}")
     with atomic_path(out["per_image"]) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
     write_json(out["metrics"], metrics)
@@ -206,40 +223,19 @@ def run_video(cell, model, ckpt: dict, data: dict, out: dict, device: torch.devi
     best-of-N SSIM and PSNR per predicted frame). ``samples_png``: per shown sequence, the true frames 1..T-1, the
     best continuation and one other; ``recon_png``: true frames over teacher-forced reconstructions. No FID or
     latent analysis yet: those fields are None, ``fid_classifier_unavailable`` says why."""
-    from vaebench.metrics import spec, video
-    from vaebench.metrics.references import fixed_subset
+    from vaebench.metrics import video
 
     ecfg = cell.evaluate
-    dataset, model_name, seed = cell.dataset, cell.model, cell.seed
-    n_test = len(data["x_test"])
-    index = fixed_subset(n_test, ecfg.n_images or n_test, stream_seed(ecfg.seed, "test_subset"))
-    x_u8 = torch.from_numpy(data["x_test"][index]).to(device)
-    frames = x_u8.shape[1] - 1
-    dim = int(np.prod(x_u8.shape[2:])) * frames
-    bs = max(1, min(ecfg.batch_size, samples_per_pass(model, ecfg.memory_mb, frames)))
-    x = model.preprocess_fixed(x_u8, seed=stream_seed(ecfg.seed, "test_noise"), batch_size=bs)
+    frames = data["x_test"].shape[1] - 1
+    index, x_u8, x, bs = _test_set(model, data, ecfg, device, frames)
     est = per_image_estimates(model, x, x_u8, k=ecfg.iwae_k, memory_mb=ecfg.memory_mb,
                               generator=generator(ecfg.seed, "posterior_samples"))
-    offset = model.likelihood.discrete_offset_nats(dim)
-    columns = {"": offset} | {f"_{c}": 0.0 for c in sorted({k[len("L_k_"):] for k in est if k.startswith("L_k_")})}
-    values = {"study": cell.study, "dataset": dataset, "model": model_name, "seed": seed,
-              **describe(cell.model_config), "cell": ckpt["cell"], "n_images": len(index),
-              "test_kl_nats": float(est["kl"].mean()), "iwae_k": ecfg.iwae_k,
-              "lk_tolerance_nats": ecfg.lk_tolerance_nats}
-    for suffix, off in columns.items():
-        lk, lk10 = est[f"L_k{suffix}"], est[f"L_k10{suffix}"]
-        values.update(_likelihood_values(suffix, {
-            "elbo": _stats(est[f"elbo{suffix}"]), "recon": _stats(est[f"recon{suffix}"]), "nll": _stats(-lk),
-            "lk_gap": float((lk - lk10).mean()), "lk_gap_se": _stats(lk - lk10)["se"],
-            "bits_per_dim": bits_per_dim(-float(lk.mean()), off, dim)}))
-    values["lk_converged"] = values["lk_gap_nats"] <= ecfg.lk_tolerance_nats
-    if "sse" in est:
-        values.update({"test_sse": float(est["sse"].mean()), "test_mse": float(est["sse"].mean()) / dim})
+    values = _bound_values(cell, model, ckpt, est, len(index), int(np.prod(x_u8.shape[2:])) * frames)
     values["test_elbo_per_frame_nats"] = values["test_elbo_nats"] / frames
 
     model.eval()
     samples = video.predict_samples(model, x, ecfg.video_samples, stream_seed(ecfg.seed, "video_samples"),
-                                     batch_size=bs)
+                                    batch_size=bs)
     truth = x_u8[:, model.n_past:].float().cpu() / 255.0
     scores = video.frame_scores(samples, truth)
     best = video.best_of_n(scores)
@@ -248,50 +244,30 @@ def run_video(cell, model, ckpt: dict, data: dict, out: dict, device: torch.devi
                    "predicted_frames": truth.shape[1]})
 
     n_show = min(ecfg.grid_n // 3 or 1, len(x))
-    pad = x_u8[:n_show, 1:model.n_past].float().cpu() / 255.0
+    seen = x_u8[:n_show, 1:].float().cpu() / 255.0
     rows = []
     for i in range(n_show):
-        other = (int(best["best_sample"][i]) + 1) % ecfg.video_samples
-        rows += [x_u8[i, 1:].float().cpu() / 255.0, torch.cat([pad[i], samples[int(best["best_sample"][i]), i]]),
-                 torch.cat([pad[i], samples[other, i]])]
+        chosen = int(best["best_sample"][i])
+        rows += [seen[i], *(torch.cat([seen[i, :model.n_past - 1], samples[s, i]])
+                            for s in (chosen, (chosen + 1) % ecfg.video_samples))]
     with atomic_path(out["samples_png"]) as tmp:
         save_grid_png(torch.cat(rows), frames, tmp)
     recons = model.reconstruct(x[:n_show]).float().cpu()
-    rows = [part for i in range(n_show) for part in (x_u8[i, 1:].float().cpu() / 255.0, recons[i])]
     with atomic_path(out["recon_png"]) as tmp:
-        save_grid_png(torch.cat(rows), frames, tmp)
+        save_grid_png(torch.cat([part for i in range(n_show) for part in (seen[i], recons[i])]), frames, tmp)
 
-    tracked = model.tracked_scalars()
     reason = "not computed for sequence models yet (frame FID: issue 24)"
-    values.update({key: None for key in ("latent_rate_nats", "latent_marginal_kl_nats", "latent_mutual_info_nats",
-                                         "latent_mutual_info_saturated", "latent_log_n_nats", "active_units",
-                                         "latent_n")})
-    values.update({"fid_classifier": None, "fid_classifier_std": None, "fid_classifier_per_seed": None,
-                   "fid_classifier_draws": None, "fid_classifier_unavailable": reason, "fid_n": None,
-                   "fid_seeds": None, "fid_floor": None, "fid_floor_n": None, "fid_reference": f"unavailable: {reason}",
-                   "fid_inception": None, "fid_inception_n": None, "fid_inception_reference_n": None,
-                   "fid_inception_status": reason})
-    values.update(_classifier_values(None, {}))
-    values.update({"train_seconds": ckpt["train_seconds"], "eval_seconds": time.perf_counter() - t0,
-                   "epochs": ckpt["epochs"], "device": str(device), "mlflow_run_id": ckpt.get("mlflow_run_id")})
-    values.update({s.record_key: tracked.get(s.name) for s in spec.TRACKED.values()})
-    metrics = spec.build_record(values)
-    for key, value in metrics.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise FloatingPointError(f"{dataset}/{model_name}/seed{seed}: metric {key} is {value}")
-    arrays = {"index": index, **{k: v.numpy() for k, v in est.items()},
-              **{f"{k}_per_frame": v.numpy() for k, v in best.items() if k != "best_sample"},
-              "best_sample": best["best_sample"].numpy()}
-    with atomic_path(out["per_image"]) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
-    write_json(out["metrics"], metrics)
-
-    tracker = Tracker(cell.study)
-    tracker.resume_run(ckpt.get("mlflow_run_id"))
-    tracker.log_record(metrics, step=ckpt["epochs"])
-    for key in ("metrics", "samples_png", "recon_png"):
-        tracker.log_artifact(str(out[key]), "evaluation")
-    return metrics
+    values.update(dict.fromkeys(("latent_rate_nats", "latent_marginal_kl_nats", "latent_mutual_info_nats",
+                                 "latent_mutual_info_saturated", "latent_log_n_nats", "active_units", "latent_n")))
+    values.update(dict.fromkeys(("fid_classifier", "fid_classifier_std", "fid_classifier_per_seed",
+                                 "fid_classifier_draws", "fid_n", "fid_seeds", "fid_floor", "fid_floor_n",
+                                 "fid_inception", "fid_inception_n", "fid_inception_reference_n")))
+    values.update({"fid_classifier_unavailable": reason, "fid_reference": f"unavailable: {reason}",
+                   "fid_inception_status": reason, **_classifier_values(None, {})})
+    arrays = {"index": index, **{k: v.numpy() for k, v in est.items()}, "best_sample": best["best_sample"].numpy(),
+              **{f"{s}_best": best[f"{s}_max"].mean(1).numpy() for s in scores},
+              **{f"{s}_best_sample": best[f"{s}_best_sample"].mean(1).numpy() for s in scores}}
+    return _finish(cell, model, ckpt, values, arrays, out, device, t0)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -53,8 +53,9 @@ def run(study: Study, dataset: str) -> dict:
 
     weights = study_inception_weights(study.config.evaluate)
     target = paths.FID_INCEPTION_REFERENCE.format(study=study.name, dataset=dataset)
-    if weights is None:
-        status = ("not computed: evaluate.inception is 'off'" if ecfg.inception == "off"
+    if weights is None or data["meta"].get("sequence"):
+        status = ("not computed: videos (no frame FID yet)" if data["meta"].get("sequence")
+                  else "not computed: evaluate.inception is 'off'" if ecfg.inception == "off"
                   else "not computed: weights unavailable")
         save_statistics(target, np.zeros(0), np.zeros((0, 0)), computed=False, status=status, weights="")
     else:

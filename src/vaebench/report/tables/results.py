@@ -146,6 +146,41 @@ def likelihood_table(dataset: str, space: str, models: list[str], aggregate: dic
     return drop_empty(pd.DataFrame(rows))
 
 
+VIDEO_UNITS_NOTE = (
+    "Videos: every 'per image' quantity above is per test sequence, the sum over its T - 1 frames after the first "
+    "(the first frame is conditioned on, not scored); bits/dim divide by the dimensions of those T - 1 frames.")
+VIDEO_TABLE_NOTE = (
+    "SVG's evaluation (Denton & Fergus 2018, Section 4): for each test sequence, N continuations of its first n_past "
+    "frames sampled from the learned prior, each predicted frame scored against the true one by SSIM (7x7 uniform "
+    "window, data range 1: SVG's scikit-image defaults, computed with torchmetrics) and PSNR; best of N takes the "
+    f"per-frame maximum over the N samples, then the mean over frames and sequences [{CI_TEXT}]; best sample: the "
+    "one continuation of highest mean SSIM; one sample: the mean over samples. Per-frame curves: the figure above.")
+VIDEO_NOT_YET = ("Not computed for sequence models yet: the latent analysis (they have one posterior per frame, "
+                 "conditioned on the past) and a frame FID.")
+VIDEO_LAYOUT = ("test_elbo_per_frame_nats", "ssim_best", "psnr_best", "ssim_best_sample", "psnr_best_sample",
+                "ssim_sample", "psnr_sample")
+
+
+def is_video(sub: pd.DataFrame) -> bool:
+    """Whether the records of ``sub`` are of sequence models (a ``scored_frames`` value)."""
+    return "scored_frames" in sub.columns and sub["scored_frames"].notna().any()
+
+
+def video_table(dataset: str, models: list[str], aggregate: dict, frame: pd.DataFrame) -> pd.DataFrame:
+    """Video prediction per model (mean ± 95% CI over seeds): the ELBO per scored frame and the best-of-N, best
+    sample and one-sample SSIM and PSNR, with N, n_past and the predicted frames."""
+    agg = aggregate.get(dataset, {})
+    rows = []
+    for m in models:
+        sub = rows_of(frame, dataset, m)
+        rows.append({"model": model_label(frame, dataset, m), "seeds": str(n_seeds(aggregate, dataset, m)),
+                     **metric_columns("video", VIDEO_LAYOUT, agg.get(m, {}), {}, {"ci": CI_TEXT}),
+                     "N samples / n_past / predicted frames": (f"{unique(sub, 'video_samples')} / "
+                                                               f"{unique(sub, 'n_past')} / "
+                                                               f"{unique(sub, 'predicted_frames')}")})
+    return drop_empty(pd.DataFrame(rows))
+
+
 def has_discretised(dataset: str, models: list[str], aggregate: dict) -> bool:
     """Whether any of ``models`` has a discretised likelihood column on ``dataset``."""
     return any("test_nll_iwae_discretised_nats" in aggregate.get(dataset, {}).get(m, {}) for m in models)
