@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 
 GRID_LOGS = 10  # MLflow image grids per training run, at most
+EVAL_FRAMES = 1000  # images (or video frames) per forward pass of the validation and test curves
 
 
 class DivergenceError(StageError):
@@ -228,6 +229,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
               if tcfg.test_curve else None)
 
     record = cell.record()
+    eval_batch = max(1, EVAL_FRAMES // (x_val.shape[1] if x_val.dim() == 5 else 1))
     batch_gen = generator(seed, "minibatch_order")
     data_gen = generator(seed, "train_noise", device=str(device))
     generators = {"batch_gen": batch_gen, "data_gen": data_gen}
@@ -286,7 +288,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
             step += len(losses)
             n_seen = len(x_train)
             model.end_epoch()
-            val = evaluate_loss(model, x_val, batch_size=1000)
+            val = evaluate_loss(model, x_val, batch_size=eval_batch)
             seconds = time.perf_counter() - t0 - grid_seconds
             row = {"epoch": epoch, "seconds": round(seconds, 3)}
             kept = model.objective.batch_terms
@@ -295,7 +297,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
             if x_test is not None:
                 with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                     torch.manual_seed(stream_seed(seed, "test_curve", epoch))
-                    test = evaluate_loss(model, x_test, batch_size=1000)
+                    test = evaluate_loss(model, x_test, batch_size=eval_batch)
                 row.update({f"test_{k}": v for k, v in test.items() if k in kept})
             row.update(model.tracked_scalars())
             history.append(row)

@@ -28,6 +28,13 @@ from vaebench.vae.posteriors.diagonal import DiagonalGaussian
 ROWS_PER_PASS = 4096
 
 
+def in_blocks(n: int, fn, device: torch.device) -> torch.Tensor:
+    """``fn(rows)`` over the row indices 0..n-1, ``ROWS_PER_PASS`` at a time (int64 index tensors on ``device``),
+    concatenated."""
+    return torch.cat([fn(torch.arange(start, min(start + ROWS_PER_PASS, n), device=device))
+                      for start in range(0, n, ROWS_PER_PASS)])
+
+
 class TopDownPath:
     """One descent through the layers (``TopDownVAE.descend``): per layer l = 1..L (bottom first) the drawn
     z_l (N, d_l), the posterior q_l (None without data) and the conditional prior p_l (a ``DiagonalGaussian``;
@@ -103,14 +110,12 @@ class TopDownPosterior:
         self.split(z)
         lead = torch.broadcast_shapes(z.shape[:-1], (self.batch,))
         flat = z.expand(*lead, z.shape[-1]).reshape(-1, z.shape[-1])
-        out = []
-        for start in range(0, flat.shape[0], ROWS_PER_PASS):
-            rows = torch.arange(start, min(start + ROWS_PER_PASS, flat.shape[0]), device=flat.device)
+
+        def log_q(rows: torch.Tensor) -> torch.Tensor:
             features = [a[rows % self.batch] for a in self.features]
-            given = self.split(flat[rows])
-            path = self.model.descend(features, len(rows), self.model.given(given))
-            out.append(sum(path.log_q()))
-        return torch.cat(out).view(lead)
+            return sum(self.model.descend(features, len(rows), self.model.given(self.split(flat[rows]))).log_q())
+
+        return in_blocks(flat.shape[0], log_q, flat.device).view(lead)
 
     def kl_layers(self, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """Per layer, KL(q(z_l | x, z_>l) || p(z_l | z_>l)) in closed form at one drawn path, [(B,)] nats, bottom
@@ -213,11 +218,11 @@ class TopDownVAE(VAE):
         ``ROWS_PER_PASS`` rows at a time; nats. Raises ValueError if the last dim is not D."""
         self.split(z)
         flat = z.reshape(-1, z.shape[-1])
-        out = []
-        for start in range(0, flat.shape[0], ROWS_PER_PASS):
-            rows = flat[start: start + ROWS_PER_PASS]
-            out.append(sum(self.descend(None, rows.shape[0], self.given(self.split(rows))).log_p()))
-        return torch.cat(out).view(z.shape[:-1])
+
+        def log_p(rows: torch.Tensor) -> torch.Tensor:
+            return sum(self.descend(None, len(rows), self.given(self.split(flat[rows]))).log_p())
+
+        return in_blocks(flat.shape[0], log_p, flat.device).view(z.shape[:-1])
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, draw: bool = False,

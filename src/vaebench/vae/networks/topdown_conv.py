@@ -197,7 +197,7 @@ class TopDownConv(Architecture):
     def __init__(self, **settings):
         cfg = self.Config(name=self.name, **settings)
         self.groups, self.width, self.blocks, self.activation = list(cfg.groups), cfg.width, cfg.blocks, cfg.activation
-        problems = [p for p in _size_problems(self.groups, sum(g.channels * g.size ** 2 for g in self.groups))]
+        problems = _size_problems(self.groups, sum(g.channels * g.size ** 2 for g in self.groups))
         if problems:
             raise ValueError(f"{problems[0][0]}: {problems[0][1]}")
 

@@ -27,6 +27,12 @@ class Posterior(Component):
         prior): (B,) nats."""
         raise NotImplementedError
 
+    def check_prior(self, mu: torch.Tensor, logvar: torch.Tensor) -> None:
+        """Raise ValueError unless the prior's mu and logvar of ``kl_to_diagonal`` both have mu_q's shape."""
+        if mu.shape != self.mu.shape or logvar.shape != self.mu.shape:
+            raise ValueError(f"kl_to_diagonal: prior mu and logvar must be {tuple(self.mu.shape)}, got "
+                             f"{tuple(mu.shape)} and {tuple(logvar.shape)}")
+
     @property
     def mean(self) -> torch.Tensor:
         """Posterior mean mu, (B, d)."""

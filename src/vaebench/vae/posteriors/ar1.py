@@ -93,9 +93,7 @@ class AR1Gaussian(Posterior):
         1/2 [tr(D^-1 C) + (mu_q - mu_p)^T D^-1 (mu_q - mu_p) - d + log det D - log det C] with diag C = s and
         log det C = d log s + (d - 1) log(1 - rho^2) (the AR(1) covariance of Ferdowsi et al. 2019, eq. 5-6).
         Raises ValueError if the shapes differ from mu_q's."""
-        if mu.shape != self.mu.shape or logvar.shape != self.mu.shape:
-            raise ValueError(f"kl_to_diagonal: prior mu and logvar must be {tuple(self.mu.shape)}, got "
-                             f"{tuple(mu.shape)} and {tuple(logvar.shape)}")
+        self.check_prior(mu, logvar)
         d = self.latent_dim
         inv_var = torch.exp(-logvar)
         trace = (torch.exp(self.log_s) * inv_var).sum(-1)

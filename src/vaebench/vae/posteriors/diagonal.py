@@ -50,8 +50,6 @@ class DiagonalGaussian(Posterior):
         """KL(q || N(mu, diag exp(logvar))), mu and logvar (B, d) -> (B,) nats: per dimension
         log(sigma_p / sigma_q) + (sigma_q^2 + (mu_q - mu_p)^2) / (2 sigma_p^2) - 1/2 (Kingma & Welling 2014,
         Appendix B, with a non-standard prior). Raises ValueError if the shapes differ from mu_q's."""
-        if mu.shape != self.mu.shape or logvar.shape != self.mu.shape:
-            raise ValueError(f"kl_to_diagonal: prior mu and logvar must be {tuple(self.mu.shape)}, got "
-                             f"{tuple(mu.shape)} and {tuple(logvar.shape)}")
+        self.check_prior(mu, logvar)
         return 0.5 * (torch.exp(self.logvar - logvar) + (self.mu - mu).pow(2) * torch.exp(-logvar) - 1.0
                       - (self.logvar - logvar)).sum(-1)
