@@ -72,11 +72,13 @@ def test_svg_trains_and_evaluates_on_real_moving_mnist(tmp_path, mirror, one_thr
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     from vaebench import paths
-    from vaebench.stages import evaluate, prepare, train
+    from vaebench.stages import classifier, evaluate, fid_reference, prepare, train
 
     monkeypatch.setenv("VAEBENCH_DATA_MIRROR", str(mirror))
     with in_process_study(tmp_path, video_params()) as study:
         prepare.run(study, "moving_mnist", mirror=mirror)
+        classifier.run(study, "moving_mnist")
+        fid_reference.run(study, "moving_mnist")
         for model in study.model_names:
             meta = train.run(study, "moving_mnist", model, 0)
             assert meta["image_shape"] == [6, 1, 64, 64] and len(meta["history"]) == 2
@@ -171,3 +173,42 @@ def test_video_study_runs_in_dvc(tmp_path):
     _check_video_report(ws)
     status = run([str(BIN / "dvc"), "status", "dvc.yaml"], ws, env=e)
     assert "up to date" in status.stdout, status.stdout[-3000:]
+
+
+def test_frame_fid_is_the_inception_fid_of_predicted_frames_against_every_test_frame(tmp_path, mirror, one_thread,
+                                                                                     monkeypatch, inception_weights_file):
+    """With Inception statistics (random-init weights of the real architecture): the record's frame FID equals the
+    Frechet distance recomputed here from the features of every test frame and of the first continuation's
+    predicted frames (regenerated from the same stream); the classifier FID is unavailable (unlabelled)."""
+    from vaebench import paths
+    from vaebench.checkpoint import load_checkpoint
+    from vaebench.metrics.fid import feature_statistics, frechet_distance
+    from vaebench.metrics.inception import inception_features
+    from vaebench.metrics.video import predict_samples
+    from vaebench.seeds import stream_seed
+    from vaebench.stages import classifier, evaluate, fid_reference, prepare, train
+
+    monkeypatch.setenv("VAEBENCH_FID_WEIGHTS", str(inception_weights_file))
+    params = video_params(("svg_sigma_learned",))
+    params["datasets"]["moving_mnist"].update({"n_test": 2, "test_sequence_length": 6})
+    params["train"]["epochs"] = 1
+    params["evaluate"].update({"inception": "required", "n_images": 2})
+    with in_process_study(tmp_path, params) as study:
+        prepare.run(study, "moving_mnist", mirror=mirror)
+        assert classifier.run(study, "moving_mnist")["available"] is False
+        fid_reference.run(study, "moving_mnist")
+        train.run(study, "moving_mnist", "svg_sigma_learned", 0)
+        m = evaluate.run(study, "moving_mnist", "svg_sigma_learned", 0)
+        assert m["fid_inception_n"] == 2 * 3 and m["fid_inception_reference_n"] == 2 * 6
+        assert m["fid_classifier"] is None and "Inception" in m["fid_classifier_unavailable"]
+        data = np.load(paths.PREPARED.format(study=study.name, dataset="moving_mnist"))
+        weights = str(inception_weights_file)
+        ref = feature_statistics(inception_features(torch.from_numpy(data["x_test"]).flatten(0, 1), weights))
+        cell = paths.cell_paths(study.name, "moving_mnist", "svg_sigma_learned", 0)
+        model, _ = load_checkpoint(cell["checkpoint"], "cpu")
+        ecfg = study.cell("moving_mnist", "svg_sigma_learned", 0).evaluate
+        x_u8 = torch.from_numpy(data["x_test"][np.load(cell["per_image"])["index"]])
+        x = model.preprocess_fixed(x_u8, seed=stream_seed(ecfg.seed, "test_noise"), batch_size=ecfg.batch_size)
+        cont = predict_samples(model.eval(), x, 3, stream_seed(ecfg.seed, "video_samples"), batch_size=64)[0]
+        fid = frechet_distance(*ref, *feature_statistics(inception_features(cont.flatten(0, 1), weights)))
+        assert fid == pytest.approx(m["fid_inception"], rel=1e-6)

@@ -221,8 +221,9 @@ def run_video(cell, model, ckpt: dict, data: dict, out: dict, device: torch.devi
     (its T - 1 frames after the first): ELBO, L_k and its diagnostic, and SVG's video prediction scores
     (:mod:`vaebench.metrics.video`: ``video_samples`` continuations of the first n_past frames per sequence,
     best-of-N SSIM and PSNR per predicted frame). ``samples_png``: per shown sequence, the true frames 1..T-1, the
-    best continuation and one other; ``recon_png``: true frames over teacher-forced reconstructions. No FID or
-    latent analysis yet: those fields are None, ``fid_classifier_unavailable`` says why."""
+    best continuation and one other; ``recon_png``: true frames over teacher-forced reconstructions. The frame FID
+    (:func:`_frame_fid`) when the study computes Inception statistics; no latent analysis yet (those fields are
+    None)."""
     from vaebench.metrics import video
 
     ecfg = cell.evaluate
@@ -256,18 +257,41 @@ def run_video(cell, model, ckpt: dict, data: dict, out: dict, device: torch.devi
     with atomic_path(out["recon_png"]) as tmp:
         save_grid_png(torch.cat([part for i in range(n_show) for part in (seen[i], recons[i])]), frames, tmp)
 
-    reason = "not computed for sequence models yet (frame FID: issue 24)"
+    values.update(_frame_fid(cell, samples[0], device))
     values.update(dict.fromkeys(("latent_rate_nats", "latent_marginal_kl_nats", "latent_mutual_info_nats",
                                  "latent_mutual_info_saturated", "latent_log_n_nats", "active_units", "latent_n")))
-    values.update(dict.fromkeys(("fid_classifier", "fid_classifier_std", "fid_classifier_per_seed",
-                                 "fid_classifier_draws", "fid_n", "fid_seeds", "fid_floor", "fid_floor_n",
-                                 "fid_inception", "fid_inception_n", "fid_inception_reference_n")))
-    values.update({"fid_classifier_unavailable": reason, "fid_reference": f"unavailable: {reason}",
-                   "fid_inception_status": reason, **_classifier_values(None, {})})
     arrays = {"index": index, **{k: v.numpy() for k, v in est.items()}, "best_sample": best["best_sample"].numpy(),
               **{f"{s}_best": best[f"{s}_max"].mean(1).numpy() for s in scores},
               **{f"{s}_best_sample": best[f"{s}_best_sample"].mean(1).numpy() for s in scores}}
     return _finish(cell, model, ckpt, values, arrays, out, device, t0)
+
+
+def _frame_fid(cell, continuation: torch.Tensor, device: torch.device) -> dict:
+    """The FID fields of a sequence model: the Inception FID of the predicted frames of one continuation per test
+    sequence, ``continuation`` (N, F, C, H, W) in [0, 1], against the statistics of every frame of the test
+    sequences (when the study computes Inception statistics); no classifier-feature FID (video datasets are
+    unlabelled)."""
+    from vaebench.metrics.references import inception_reference_status
+
+    reason = "videos: no classifier of frames (unlabelled); the frame FID is the Inception FID"
+    out = dict.fromkeys(("fid_classifier", "fid_classifier_std", "fid_classifier_per_seed", "fid_classifier_draws",
+                         "fid_n", "fid_seeds", "fid_floor", "fid_floor_n", "fid_inception", "fid_inception_n",
+                         "fid_inception_reference_n"))
+    out.update({"fid_classifier_unavailable": reason, "fid_reference": f"unavailable: {reason}",
+                **_classifier_values(None, {})})
+    inception = inception_reference_status(cell.study, cell.dataset)
+    out["fid_inception_status"] = inception["status"]
+    if inception["computed"]:
+        from vaebench.metrics.fid import feature_statistics, frechet_distance
+        from vaebench.metrics.inception import inception_features
+
+        frames = continuation.flatten(0, 1)
+        feats = inception_features(frames, inception["weights"], device)
+        out.update({"fid_inception": frechet_distance(inception["mu"], inception["sigma"], *feature_statistics(feats)),
+                    "fid_inception_n": len(frames), "fid_inception_reference_n": inception.get("n_reference"),
+                    "fid_inception_status": f"{inception['status']}; the predicted frames of the first continuation "
+                                            "of each test sequence against every test frame"})
+    return out
 
 
 # ------------------------------------------------------------------------------------------------

@@ -53,15 +53,16 @@ def run(study: Study, dataset: str) -> dict:
 
     weights = study_inception_weights(study.config.evaluate)
     target = paths.FID_INCEPTION_REFERENCE.format(study=study.name, dataset=dataset)
-    if weights is None or data["meta"].get("sequence"):
-        status = ("not computed: videos (no frame FID yet)" if data["meta"].get("sequence")
-                  else "not computed: evaluate.inception is 'off'" if ecfg.inception == "off"
+    if weights is None:
+        status = ("not computed: evaluate.inception is 'off'" if ecfg.inception == "off"
                   else "not computed: weights unavailable")
         save_statistics(target, np.zeros(0), np.zeros((0, 0)), computed=False, status=status, weights="")
     else:
-        i_mu, i_sigma = inception_statistics(torch.from_numpy(data["x_test"]), weights, device)
+        test = torch.from_numpy(data["x_test"])
+        frames = test.flatten(0, 1) if test.dim() == 5 else test       # a video's every frame is a reference image
+        i_mu, i_sigma = inception_statistics(frames, weights, device)
         status = f"Inception-v3 pool3, TF-ported 2015-12-05 weights ({weights.name})"
         save_statistics(target, i_mu, i_sigma, computed=True, status=status, weights=str(weights),
-                        n_reference=int(len(data["x_test"])))
+                        n_reference=int(len(frames)))
     out["inception"] = status
     return out

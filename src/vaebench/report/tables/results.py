@@ -155,8 +155,10 @@ VIDEO_TABLE_NOTE = (
     "window, data range 1: SVG's scikit-image defaults, computed with torchmetrics) and PSNR; best of N takes the "
     f"per-frame maximum over the N samples, then the mean over frames and sequences [{CI_TEXT}]; best sample: the "
     "one continuation of highest mean SSIM; one sample: the mean over samples. Per-frame curves: the figure above.")
-VIDEO_NOT_YET = ("Not computed for sequence models yet: the latent analysis (they have one posterior per frame, "
-                 "conditioned on the past) and a frame FID.")
+VIDEO_NOT_YET = ("Frame FID: the Inception FID of the predicted frames of each test sequence's first continuation "
+                 "against every test frame, where the study computes Inception statistics (evaluate.inception). Not "
+                 "computed for sequence models yet: the latent analysis (they have one posterior per frame, "
+                 "conditioned on the past).")
 VIDEO_LAYOUT = ("test_elbo_per_frame_nats", "ssim_best", "psnr_best", "ssim_best_sample", "psnr_best_sample",
                 "ssim_sample", "psnr_sample")
 
@@ -167,14 +169,18 @@ def is_video(sub: pd.DataFrame) -> bool:
 
 
 def video_table(dataset: str, models: list[str], aggregate: dict, frame: pd.DataFrame) -> pd.DataFrame:
-    """Video prediction per model (mean ± 95% CI over seeds): the ELBO per scored frame and the best-of-N, best
-    sample and one-sample SSIM and PSNR, with N, n_past and the predicted frames."""
+    """Video prediction per model (mean ± 95% CI over seeds): the ELBO per scored frame, the best-of-N, best
+    sample and one-sample SSIM and PSNR, the frame FID (or why none), with N, n_past and the predicted frames."""
     agg = aggregate.get(dataset, {})
     rows = []
     for m in models:
         sub = rows_of(frame, dataset, m)
         rows.append({"model": model_label(frame, dataset, m), "seeds": str(n_seeds(aggregate, dataset, m)),
                      **metric_columns("video", VIDEO_LAYOUT, agg.get(m, {}), {}, {"ci": CI_TEXT}),
+                     "Inception FID of frames (N predicted / N test)": (
+                         f"{format_ci(agg.get(m, {}).get('fid_inception'), '.2f')} ({unique(sub, 'fid_inception_n')} "
+                         f"/ {unique(sub, 'fid_inception_reference_n')})" if agg.get(m, {}).get("fid_inception")
+                         else unique(sub, "fid_inception_status")),
                      "N samples / n_past / predicted frames": (f"{unique(sub, 'video_samples')} / "
                                                                f"{unique(sub, 'n_past')} / "
                                                                f"{unique(sub, 'predicted_frames')}")})
