@@ -263,3 +263,33 @@ def test_scope_protocol_and_non_inferiority(tmp_path):
         (row,) = claims.check_claims(noninf, _study_cells({"a": shift, "b": 0.0}, records), ["mnist"], ["a", "b"])
         assert row["verdict"] == want, (shift, row)
         assert row["expected"] == "A not worse by more than 5"
+
+
+def test_video_metrics_inception_fid_per_seed_and_ssim_per_sequence(tmp_path):
+    """fid_inception compares per seed (A's FIDs 1 lower at every seed: non-inferior within 1.0 and better) with
+    the t interval over the seed differences; ssim pairs over seeds and the same test sequences; a cell without an
+    Inception FID gives 'not tested' with its status; the repository's video claim is out of scope elsewhere."""
+    records = {m: {**_record(m, 0), "dataset": "mnist"} for m in ("a", "b")}
+    inputs = _study_cells({"a": 0.0, "b": 0.0}, records)
+    for c in inputs:
+        a = c.cell[1] == "a"
+        c.record["fid_inception"] = 30.0 + c.cell[2] - (1.0 if a else 0.0) + (0.05 * c.cell[2] if a else 0.0)
+        c.per_image["ssim_best"] = 0.7 + 0.01 * np.arange(N) / N + (0.02 if a else 0.0) + 0.001 * c.cell[2]
+    path = _claims_file(tmp_path, "claims:\n  v:\n    claim: video\n    source: paper\n    comparisons:\n"
+                                  "      - {a: a, b: b, metrics: {fid_inception: {noninferior: 1.0}, ssim: better}}\n")
+    rows = {r["metric"]: r for r in claims.check_claims(claims.load_claims(path), inputs, ["mnist"], ["a", "b"])}
+    d = np.array([-1.0 + 0.05 * s for s in SEEDS])
+    ci = scipy.stats.t.interval(0.95, 2, loc=d.mean(), scale=d.std(ddof=1) / math.sqrt(3))
+    assert rows["fid_inception"]["diff"] == pytest.approx(d.mean())
+    assert (rows["fid_inception"]["ci_low"], rows["fid_inception"]["ci_high"]) == pytest.approx(ci)
+    assert rows["fid_inception"]["verdict"] == claims.REPRODUCED
+    assert rows["ssim"]["diff"] == pytest.approx(0.02) and rows["ssim"]["verdict"] == claims.REPRODUCED
+    assert rows["ssim"]["n_images"] == N
+    for c in inputs:
+        if c.cell[1] == "b":
+            c.record.update({"fid_inception": None, "fid_inception_status": "not computed: weights unavailable"})
+    rows = {r["metric"]: r for r in claims.check_claims(claims.load_claims(path), inputs, ["mnist"], ["a", "b"])}
+    assert rows["fid_inception"]["verdict"] == claims.NOT_TESTED
+    assert "Inception FID unavailable: not computed: weights unavailable" in rows["fid_inception"]["reason"]
+    repo = claims.load_claims(REPO / paths.CLAIMS, set(load_catalogue(REPO / paths.CATALOGUE)))
+    assert repo["calibrated_decoder_video"].scope == ["bair"]

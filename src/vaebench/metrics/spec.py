@@ -222,7 +222,7 @@ declare(Metric("test_elbo_per_frame_nats", "test ELBO per scored frame (sequence
 for _score, _unit, _fmt in (("ssim", "", ".4f"), ("psnr", "dB", ".2f")):
     _name = _score.upper()
     declare(Metric(f"{_score}_best", f"best-of-N {_name} (per-frame maximum over samples, mean over frames)", _unit,
-                   True, per_image=f"{_score}_best", optional=True, fmt=_fmt, table="video",
+                   True, per_image=f"{_score}_best", compare_as=_score, optional=True, fmt=_fmt, table="video",
                    column=f"{_name}, best of N [{{ci}}]"))
     declare(Metric(f"{_score}_best_se", f"SE over sequences of the best-of-N {_name}", _unit, optional=True))
     declare(_D(f"{_score}_best_per_frame", f"best-of-N {_name} of each predicted frame", optional=True))
@@ -264,7 +264,7 @@ declare(_S("fid_floor_n", "real images of the FID floor", "images"))
 declare(Metric("fid_blurred_reference", "FID of the same held-out images blurred (5x5 box)", "", optional=True))
 declare(Metric("fid_noise_reference", "FID of uniform noise images", "", optional=True))
 declare(_D("fid_reference", "what the FID compares"))
-declare(Metric("fid_inception", "Inception FID", "", False))
+declare(Metric("fid_inception", "Inception FID", "", False, compare_as="fid_inception"))
 declare(_S("fid_inception_n", "samples of the Inception FID", "images"))
 declare(_S("fid_inception_reference_n", "test images of the Inception FID", "images"))
 declare(_D("fid_inception_status", "whether the Inception FID was computed"))

@@ -79,6 +79,9 @@ def single_axis_pairs(records: dict[str, dict], models: list[str]) -> list[tuple
 
 
 DISCRETE_COLUMN = "L_k_discretised"
+# per-seed metrics: (name in reasons, the record field that says why a cell has none)
+UNAVAILABLE = {"fid_classifier": ("FID", "fid_classifier_unavailable"),
+               "fid_inception": ("Inception FID", "fid_inception_status")}
 
 
 def discrete_column(record: dict, per_image: dict[str, np.ndarray]) -> str | None:
@@ -184,9 +187,10 @@ def compare_metric(base: dict, metric: str, cells_a: dict[int, CellData], cells_
         fid = [(ca.record.get(declared.key), cb.record.get(declared.key)) for ca, cb in pairs]
         fid = [(fa, fb) for fa, fb in fid if is_number(fa) and is_number(fb)]
         if not fid:
-            unavailable = rec_a.get("fid_classifier_unavailable") or rec_b.get("fid_classifier_unavailable")
-            return _row(base, metric, reason=f"FID unavailable: {unavailable}" if unavailable else
-                        "no FID for a common seed")
+            name, why = UNAVAILABLE.get(declared.key, (declared.label, ""))
+            unavailable = rec_a.get(why) or rec_b.get(why)
+            return _row(base, metric, reason=f"{name} unavailable: {unavailable}" if unavailable else
+                        f"no {name} for a common seed")
         try:
             result = paired_difference_scalar([f[0] for f in fid], [f[1] for f in fid], level=LEVEL,
                                               higher_is_better=higher)
