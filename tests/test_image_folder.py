@@ -307,7 +307,7 @@ def test_study_validation(tmp_path):
 
     # an unknown name without kind: image_folder keeps the error listing the known names
     check({"imagenet": {}}, "s.yaml: invalid key 'imagenet' at 'datasets': Input should be 'mnist', "
-                                "'fashion_mnist', 'frey_face', 'cifar10', 'svhn', 'celeba' or 'moving_mnist'")
+                                "'fashion_mnist', 'frey_face', 'cifar10', 'svhn', 'celeba', 'moving_mnist' or 'bair'")
     check({"imagenet": {"kind": "folder", "path": str(root)}}, "invalid key 'imagenet' at 'datasets'")
     check({"my-set": settings(root)}, "invalid key 'my-set' at 'datasets': String should match pattern")
     from vaebench.validation import validate_study as validate_all
