@@ -96,7 +96,7 @@ def test_deep_merge():
     (lambda p: p["components"]["architecture"]["mlp"].update(hidden_dims=[0]),
      "'components.architecture.mlp.hidden_dims.0': 0: Input should be greater than 0"),
     (lambda p: p["components"]["architecture"].update(resnet={}),
-     "unknown key 'components.architecture.resnet' (allowed: conv, conv28, iwae_mlp2, mlp, svg_dcgan64, topdown_conv)"),
+     "unknown key 'components.architecture.resnet' (allowed: conv, conv28, iwae_mlp2, mlp, svg_dcgan64, svg_vgg64, topdown_conv)"),
     (lambda p: p.update(device="tpu"), "'device': 'tpu' (did you mean 'cpu'?): Input should be 'auto', 'cpu' or 'cuda'"),
     (lambda p: p["evaluate"].update(iwae_k=0), "'evaluate.iwae_k': 0"),
     (lambda p: p["models"].update(vae_categorical={"train": {"epochs": 0}}), "'models.vae_categorical.train.epochs': 0"),

@@ -96,6 +96,7 @@ def test_the_decoder_and_hierarchical_studies_dry_run_every_cell(tmp_path, name)
     if name == "sigma_vae_bair":
         assert study.dataset_names == ["bair"] and study.config.datasets["bair"].sequence_length == 12
         assert {study.models[m].latent_dim for m in models} == {64}
+        assert {study.models[m].architecture.name for m in models} == {"svg_vgg64"}
         assert study.models["svg_beta"].objective.beta == pytest.approx(12288 * 1e-4 / 2)
     if name == "sigma_vae_table2_hvae":
         assert {study.models[m].architecture.name for m in models} == {"topdown_conv"}

@@ -55,10 +55,12 @@ class SVGLP(VAE):
         return t - 1 if self.last_frame_skip or t < self.n_past else self.n_past - 2
 
     def encode_frames(self, u: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Frames u (B, T, C, H, W) in [0, 1] -> (h (B, T, g), skips [(B, T, c_i, h_i, w_i)])."""
-        h, skips = self.encoder(u.flatten(0, 1))
-        b, t = u.shape[:2]
-        return h.view(b, t, -1), [s.view(b, t, *s.shape[1:]) for s in skips]
+        """Frames u (B, T, C, H, W) in [0, 1] -> (h (B, T, g), skips [(B, T, c_i, h_i, w_i)]), one encoder call per
+        time step, so that in training BatchNorm's statistics are those of one time step's frames, as in
+        svg-code (a call over all B T frames would let later frames shift the normalisation of earlier ones)."""
+        steps = [self.encoder(u[:, t]) for t in range(u.shape[1])]
+        return (torch.stack([h for h, _ in steps], 1),
+                [torch.stack(level, 1) for level in zip(*(skips for _, skips in steps))])
 
     def posterior_and_prior(self, h: torch.Tensor) -> tuple[DiagonalGaussian, DiagonalGaussian]:
         """q(z_t | x_<=t) and p(z_t | x_<t) for t = 1..T-1 from frame encodings h (B, T, g), as diagonal Gaussians
@@ -74,11 +76,13 @@ class SVGLP(VAE):
         (K, B (T-1), out_channels*C, H, W)."""
         k, b, steps = z.shape[:3]
         h_prev = h[:, :-1].unsqueeze(0).expand(k, -1, -1, -1)
-        (g,) = self.predictor(torch.cat([h_prev, z], -1).flatten(0, 1))
-        index = [self.skip_index(t) for t in range(1, steps + 1)]
-        skip = [s[:, index].unsqueeze(0).expand(k, *[-1] * (s.dim())).flatten(0, 2) for s in skips]
-        out = self.decoder(g.flatten(0, 1), skip)
-        return out.view(k, b * steps, *out.shape[1:])
+        (g,) = self.predictor(torch.cat([h_prev, z], -1).flatten(0, 1))          # (K B, T-1, g)
+        outs = []
+        for t in range(1, steps + 1):                  # one decoder call per time step (BatchNorm: as encode_frames)
+            skip = [s[:, self.skip_index(t)].unsqueeze(0).expand(k, *s[:, 0].shape).flatten(0, 1) for s in skips]
+            out = self.decoder(g[:, t - 1], skip)
+            outs.append(out.view(k, b, *out.shape[1:]))
+        return torch.stack(outs, 2).flatten(1, 2)
 
     def forward_terms(self, x: torch.Tensor, k: int | None = None, need_sse: bool = False, need_z: bool = False,
                       accumulate: bool = False, generator: torch.Generator | None = None,

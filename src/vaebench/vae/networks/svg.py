@@ -1,9 +1,13 @@
-"""Architecture ``svg_dcgan64``: SVG-LP's networks for 64x64 frames (Denton & Fergus 2018, Section 3; svg-code
-models/dcgan_64.py and models/lstm.py, docs/methods.md 11.1), built as a ``vaebench.vae.sequence.SVGLP``.
+"""Architectures ``svg_dcgan64`` and ``svg_vgg64``: SVG-LP's networks for 64x64 frames (Denton & Fergus 2018,
+Section 3; svg-code models/dcgan_64.py, models/vgg_64.py and models/lstm.py, docs/methods.md 11.1), built as a
+``vaebench.vae.sequence.SVGLP``; they differ in the frame encoder and decoder only.
 
-Frame encoder: 4 x [Conv k4 s2 p1, BatchNorm, LeakyReLU 0.2] C -> nf -> 2nf -> 4nf -> 8nf (64 -> 4 px), Conv k4 ->
-g_dim, BatchNorm, tanh; it keeps the four feature maps as skips. Frame decoder: its mirror with ConvTranspose,
-each skip concatenated at its scale, ending in the likelihood's raw output channels (svg-code ends in a sigmoid,
+DCGAN (svg-code's SM-MNIST network): 4 x [Conv k4 s2 p1, BatchNorm, LeakyReLU 0.2] C -> nf -> 2nf -> 4nf -> 8nf
+(64 -> 4 px), Conv k4 -> g_dim, BatchNorm, tanh; the decoder mirrors it with ConvTranspose. VGG (svg-code's BAIR
+network): blocks of [Conv 3x3, BatchNorm, LeakyReLU 0.2] with nf x [1, 1], 2nf x [1, 1], 4nf x [1, 1, 1],
+8nf x [1, 1, 1] channels at 64, 32, 16 and 8 px, 2x2 max-pooling between them, then Conv k4 -> g_dim, BatchNorm,
+tanh; the decoder mirrors it with nearest x2 upsampling. Both keep the four block outputs as skips, concatenated
+at the decoder's matching scale, and end in the likelihood's raw output channels (svg-code ends in a sigmoid,
 which here is the likelihood's mean). LSTMs: Linear embedding, stacked LSTMCells, then tanh(Linear) (the frame
 predictor) or Linear mu and Linear logvar (the posterior and the learned prior). Weights N(0, 0.02), biases 0,
 BatchNorm weights N(1, 0.02) (svg-code utils.init_weights)."""
@@ -62,6 +66,57 @@ class FrameDecoder(nn.Module):
         for block, skip in zip(self.blocks, skips[:0:-1]):
             d = block(torch.cat([d, skip], 1))
         return self.last(torch.cat([d, skips[0]], 1))
+
+
+def _vgg(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2))
+
+
+class VggFrameEncoder(nn.Module):
+    """Frames (N, C, 64, 64) in [0, 1] -> (h (N, g_dim) in (-1, 1), skips [(N, nf, 64, 64), (N, 2nf, 32, 32),
+    (N, 4nf, 16, 16), (N, 8nf, 8, 8)])."""
+
+    def __init__(self, channels: int, g_dim: int, nf: int):
+        super().__init__()
+        widths = [[nf, nf], [2 * nf, 2 * nf], [4 * nf] * 3, [8 * nf] * 3]
+        blocks, c = [], channels
+        for block in widths:
+            layers = []
+            for w in block:
+                layers.append(_vgg(c, w))
+                c = w
+            blocks.append(nn.Sequential(*layers))
+        self.blocks = nn.ModuleList(blocks)
+        self.pool = nn.MaxPool2d(2)
+        self.last = nn.Sequential(nn.Conv2d(8 * nf, g_dim, 4, 1, 0), nn.BatchNorm2d(g_dim), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        skips = []
+        for i, block in enumerate(self.blocks):
+            x = block(x if i == 0 else self.pool(x))
+            skips.append(x)
+        return self.last(self.pool(x)).flatten(1), skips
+
+
+class VggFrameDecoder(nn.Module):
+    """(g (N, g_dim), skips as ``VggFrameEncoder`` returns them) -> raw output (N, out_channels, 64, 64)."""
+
+    def __init__(self, out_channels: int, g_dim: int, nf: int):
+        super().__init__()
+        self.first = nn.Sequential(nn.ConvTranspose2d(g_dim, 8 * nf, 4, 1, 0), nn.BatchNorm2d(8 * nf),
+                                   nn.LeakyReLU(0.2))
+        self.blocks = nn.ModuleList([
+            nn.Sequential(_vgg(16 * nf, 8 * nf), _vgg(8 * nf, 8 * nf), _vgg(8 * nf, 4 * nf)),
+            nn.Sequential(_vgg(8 * nf, 4 * nf), _vgg(4 * nf, 4 * nf), _vgg(4 * nf, 2 * nf)),
+            nn.Sequential(_vgg(4 * nf, 2 * nf), _vgg(2 * nf, nf)),
+            nn.Sequential(_vgg(2 * nf, nf), nn.ConvTranspose2d(nf, out_channels, 3, 1, 1))])
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+
+    def forward(self, g: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        d = self.first(g[:, :, None, None])
+        for block, skip in zip(self.blocks, skips[::-1]):
+            d = block(torch.cat([self.up(d), skip], 1))
+        return d
 
 
 class LSTMStack(nn.Module):
@@ -137,6 +192,12 @@ class SVGDcgan64(Architecture):
             raise ValueError("architecture.n_past: must be >= 2 unless last_frame_skip (the skips of frame n_past - 1 "
                              "feed every prediction)")
 
+    def frame_networks(self, channels: int, out_channels: int) -> tuple[nn.Module, nn.Module]:
+        """(frame encoder, frame decoder) for frames of ``channels`` channels, the decoder emitting
+        ``out_channels``."""
+        return (FrameEncoder(channels, self.cfg.g_dim, self.cfg.filters),
+                FrameDecoder(out_channels, self.cfg.g_dim, self.cfg.filters))
+
     @classmethod
     def check_model(cls, model):
         problems = []
@@ -157,7 +218,7 @@ class SVGDcgan64(Architecture):
         if (h, w) != (FRAME_SIZE, FRAME_SIZE):
             raise ValueError(f"architecture '{self.name}': frames must be {FRAME_SIZE}x{FRAME_SIZE}, got {h}x{w}")
         cfg = self.cfg
-        nets = (FrameEncoder(c, cfg.g_dim, cfg.filters), FrameDecoder(out_channels * c, cfg.g_dim, cfg.filters),
+        nets = (*self.frame_networks(c, out_channels * c),
                 LSTMStack(cfg.g_dim + latent_dim, cfg.rnn_size, cfg.predictor_layers, cfg.g_dim, 1, tanh=True),
                 LSTMStack(cfg.g_dim, cfg.rnn_size, cfg.posterior_layers, latent_dim, 2, tanh=False),
                 LSTMStack(cfg.g_dim, cfg.rnn_size, cfg.prior_layers, latent_dim, 2, tanh=False))
@@ -178,3 +239,15 @@ class SVGDcgan64(Architecture):
         enc, dec, pred, post, prior = self.networks(tuple(image_shape), latent_dim, likelihood.out_channels)
         return SVGLP(enc, dec, pred, post, prior, likelihood, objective, latent_dim, image_shape,
                      n_past=self.cfg.n_past, last_frame_skip=self.cfg.last_frame_skip)
+
+
+@ARCHITECTURES.register
+class SVGVgg64(SVGDcgan64):
+    """SVG-LP with svg-code's VGG-style 64x64 frame networks (its BAIR network); the rest as ``svg_dcgan64``."""
+
+    name = "svg_vgg64"
+    description = "SVG-LP sequence VAE (VGG 64x64 frame encoder/decoder with skips, LSTM predictor, posterior, prior)"
+
+    def frame_networks(self, channels, out_channels):
+        return (VggFrameEncoder(channels, self.cfg.g_dim, self.cfg.filters),
+                VggFrameDecoder(out_channels, self.cfg.g_dim, self.cfg.filters))
