@@ -10,6 +10,7 @@ features ``'{i}/image_main/encoded'`` and ``'{i}/image_aux1/encoded'`` (raw uint
 (3 floats)."""
 from __future__ import annotations
 
+import io
 import struct
 from pathlib import Path
 from typing import Iterator, Literal
@@ -36,12 +37,12 @@ def masked_crc32c(data: bytes) -> int:
     return (((c >> 15) | (c << 17)) + MASK_DELTA) & 0xFFFFFFFF
 
 
-def read_records(path: str | Path) -> Iterator[bytes]:
-    """The payloads of the TFRecord file ``path``, in order, each record's two CRCs checked. Raises
-    DataIntegrityError naming the file, the record's index and its byte offset on a truncated record or a CRC
-    mismatch; FileNotFoundError for a missing file."""
+def read_records(path: str | Path, data: bytes | None = None) -> Iterator[bytes]:
+    """The payloads of the TFRecord file ``path`` (or of its bytes ``data``, already read), in order, each record's
+    two CRCs checked. Raises DataIntegrityError naming the file, the record's index and its byte offset on a
+    truncated record or a CRC mismatch; FileNotFoundError for a missing file."""
     path = Path(path)
-    with open(path, "rb") as f:
+    with (open(path, "rb") if data is None else io.BytesIO(data)) as f:
         index = 0
         while True:
             offset = f.tell()
@@ -109,12 +110,13 @@ def parse_sequence(payload: bytes, camera: str = DEFAULT_CAMERA, n_steps: int = 
     return {"frames": frames, **out}
 
 
-def read_bair_file(path: str | Path, camera: str = DEFAULT_CAMERA, n_steps: int = N_STEPS) -> dict[str, np.ndarray]:
-    """Every sequence of one ``softmotion30_44k`` TFRecord file: 'frames' uint8 (N, n_steps, 3, 64, 64),
-    'action' float32 (N, n_steps, 4), 'endeffector_pos' float32 (N, n_steps, 3). Raises as ``read_records`` and
-    ``parse_sequence`` (the record's index named)."""
+def read_bair_file(path: str | Path, camera: str = DEFAULT_CAMERA, n_steps: int = N_STEPS,
+                   data: bytes | None = None) -> dict[str, np.ndarray]:
+    """Every sequence of one ``softmotion30_44k`` TFRecord file (or of its bytes ``data``, already read): 'frames'
+    uint8 (N, n_steps, 3, 64, 64), 'action' float32 (N, n_steps, 4), 'endeffector_pos' float32 (N, n_steps, 3).
+    Raises as ``read_records`` and ``parse_sequence`` (the record's index named)."""
     parsed = [parse_sequence(p, camera, n_steps, where=f"{path}: record {i}")
-              for i, p in enumerate(read_records(path))]
+              for i, p in enumerate(read_records(path, data))]
     if not parsed:
         raise DataIntegrityError(f"{path}: no records")
     return {k: np.stack([s[k] for s in parsed]) for k in parsed[0]}
@@ -160,8 +162,9 @@ def _read_files(files: list[Path], camera: str, length: int, cap: int | None) ->
     for path in files:
         if cap is not None and n >= cap:
             break
-        sums[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
-        part = read_bair_file(path, camera)["frames"][:, :length]
+        data = path.read_bytes()
+        sums[path.name] = hashlib.sha256(data).hexdigest()
+        part = read_bair_file(path, camera, data=data)["frames"][:, :length]
         frames.append(part)
         n += len(part)
     out = np.concatenate(frames)

@@ -25,12 +25,31 @@ from vaebench.vae.networks import Architecture
 FRAME_SIZE = 64
 
 
+def _block(conv: nn.Conv2d | nn.ConvTranspose2d, last: nn.Module | None = None) -> nn.Sequential:
+    """``conv``, BatchNorm over its output channels, then ``last`` (default LeakyReLU 0.2): svg-code's layer."""
+    return nn.Sequential(conv, nn.BatchNorm2d(conv.out_channels), nn.LeakyReLU(0.2) if last is None else last)
+
+
 def _down(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 4, 2, 1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2))
+    return _block(nn.Conv2d(c_in, c_out, 4, 2, 1))
 
 
 def _up(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2))
+    return _block(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1))
+
+
+def _vgg(c_in: int, c_out: int) -> nn.Sequential:
+    return _block(nn.Conv2d(c_in, c_out, 3, 1, 1))
+
+
+def _encoding(nf: int, g_dim: int) -> nn.Sequential:
+    """The encoders' last layer: 8nf x 4 x 4 -> g_dim x 1 x 1, BatchNorm, tanh."""
+    return _block(nn.Conv2d(8 * nf, g_dim, 4, 1, 0), nn.Tanh())
+
+
+def _decoding(nf: int, g_dim: int) -> nn.Sequential:
+    """The decoders' first layer: g_dim x 1 x 1 -> 8nf x 4 x 4, BatchNorm, LeakyReLU."""
+    return _block(nn.ConvTranspose2d(g_dim, 8 * nf, 4, 1, 0))
 
 
 class FrameEncoder(nn.Module):
@@ -41,7 +60,7 @@ class FrameEncoder(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList([_down(channels, nf), _down(nf, 2 * nf), _down(2 * nf, 4 * nf),
                                      _down(4 * nf, 8 * nf)])
-        self.last = nn.Sequential(nn.Conv2d(8 * nf, g_dim, 4, 1, 0), nn.BatchNorm2d(g_dim), nn.Tanh())
+        self.last = _encoding(nf, g_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         skips = []
@@ -56,8 +75,7 @@ class FrameDecoder(nn.Module):
 
     def __init__(self, out_channels: int, g_dim: int, nf: int):
         super().__init__()
-        self.first = nn.Sequential(nn.ConvTranspose2d(g_dim, 8 * nf, 4, 1, 0), nn.BatchNorm2d(8 * nf),
-                                   nn.LeakyReLU(0.2))
+        self.first = _decoding(nf, g_dim)
         self.blocks = nn.ModuleList([_up(16 * nf, 4 * nf), _up(8 * nf, 2 * nf), _up(4 * nf, nf)])
         self.last = nn.ConvTranspose2d(2 * nf, out_channels, 4, 2, 1)
 
@@ -66,10 +84,6 @@ class FrameDecoder(nn.Module):
         for block, skip in zip(self.blocks, skips[:0:-1]):
             d = block(torch.cat([d, skip], 1))
         return self.last(torch.cat([d, skips[0]], 1))
-
-
-def _vgg(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2))
 
 
 class VggFrameEncoder(nn.Module):
@@ -88,7 +102,7 @@ class VggFrameEncoder(nn.Module):
             blocks.append(nn.Sequential(*layers))
         self.blocks = nn.ModuleList(blocks)
         self.pool = nn.MaxPool2d(2)
-        self.last = nn.Sequential(nn.Conv2d(8 * nf, g_dim, 4, 1, 0), nn.BatchNorm2d(g_dim), nn.Tanh())
+        self.last = _encoding(nf, g_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         skips = []
@@ -103,8 +117,7 @@ class VggFrameDecoder(nn.Module):
 
     def __init__(self, out_channels: int, g_dim: int, nf: int):
         super().__init__()
-        self.first = nn.Sequential(nn.ConvTranspose2d(g_dim, 8 * nf, 4, 1, 0), nn.BatchNorm2d(8 * nf),
-                                   nn.LeakyReLU(0.2))
+        self.first = _decoding(nf, g_dim)
         self.blocks = nn.ModuleList([
             nn.Sequential(_vgg(16 * nf, 8 * nf), _vgg(8 * nf, 8 * nf), _vgg(8 * nf, 4 * nf)),
             nn.Sequential(_vgg(8 * nf, 4 * nf), _vgg(4 * nf, 4 * nf), _vgg(4 * nf, 2 * nf)),
