@@ -206,6 +206,37 @@ def test_rho_vae_dcgan_info_vae_is_expressible():
         torch.testing.assert_close(decoder(z), ref_dec(z), rtol=1e-6, atol=1e-6)
 
 
+def test_rho_vae_beta_vae_64x64_is_expressible_as_the_fig3_study_writes_it():
+    """BETAVAE (rho-VAE Fig. 3, studies/rho_vae_fig3_betavae.yaml): 4 x Conv(k4, s2, p1) ReLU to 64x4x4,
+    Conv(64->256, k4) ReLU to 256x1x1 -> Linear 256->2d; decoder Linear d->256 ReLU -> ConvT(256->64, k4) ReLU -> 3
+    x ConvT(k4, s2, p1) ReLU -> ConvT(32->1, k4, s2, p1): the reference's layers, weights and outputs."""
+    study = yaml.safe_load((REPO / "studies" / "rho_vae_fig3_betavae.yaml").read_text())
+    settings = {"name": "conv", **study["components"]["architecture"]["conv"]}
+    assert study["datasets"]["mnist"]["image_size"] == study["datasets"]["fashion_mnist"]["image_size"] == 64
+    d = 10
+    torch.manual_seed(0)
+    encoder, decoder = build(settings, (1, 64, 64), latent_dim=d, head_dim=2 * d)
+    assert encoder.sizes == [(32, 32), (16, 16), (8, 8), (4, 4), (1, 1)] and encoder.flat_features == 256
+    assert decoder.start_shape == (256, 1, 1)
+    assert feature_shapes(decoder, torch.randn(2, d), nn.ConvTranspose2d) == [
+        (64, 4, 4), (64, 8, 8), (32, 16, 16), (32, 32, 32), (1, 64, 64)]
+    ref_enc = nn.Sequential(
+        nn.Conv2d(1, 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 4, 2, 1),
+        nn.ReLU(), nn.Conv2d(64, 64, 4, 2, 1), nn.ReLU(), nn.Conv2d(64, 256, 4, 1, 0), nn.ReLU(), nn.Flatten(),
+        nn.Linear(256, 2 * d))
+    ref_dec = nn.Sequential(
+        nn.Linear(d, 256), nn.ReLU(), nn.Unflatten(1, (256, 1, 1)), nn.ConvTranspose2d(256, 64, 4, 1, 0), nn.ReLU(),
+        nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),
+        nn.ConvTranspose2d(32, 32, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(32, 1, 4, 2, 1))
+    assert param_shapes(encoder) == param_shapes(ref_enc) and param_shapes(decoder) == param_shapes(ref_dec)
+    assert sum(p.numel() for m in (encoder, decoder) for p in m.parameters()) == 763285
+    ref_enc.load_state_dict(dict(zip(ref_enc.state_dict(), encoder.state_dict().values())))
+    ref_dec.load_state_dict(dict(zip(ref_dec.state_dict(), decoder.state_dict().values())))
+    x, z = torch.rand(3, 1, 64, 64), torch.randn(3, d)
+    torch.testing.assert_close(encoder(x), ref_enc(x), rtol=0, atol=0)
+    torch.testing.assert_close(decoder(z), ref_dec(z), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("settings, shape, layer", [
     ({"name": "conv", "encoder": [{"channels": 8, "kernel": 4, "stride": 2}] * 4}, (1, 4, 4), "encoder[2]"),
     ({"name": "conv", "encoder": [{"channels": 8, "kernel": 7, "padding": 0}]}, (3, 4, 4), "encoder[0]"),

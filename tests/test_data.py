@@ -75,6 +75,32 @@ def test_validation_is_last_n_of_official_train(full, tmp_path):
     np.testing.assert_array_equal(d["x_val"], ref["x_train"][40000:40010])
 
 
+@needs_mirror
+def test_image_size_resizes_each_image_as_torchvision_resize_does(full, tmp_path):
+    from PIL import Image
+    from torchvision.transforms import Resize
+
+    from vaebench.data.prepare import dataset_spec
+
+    _, _, ref = full
+    out = tmp_path / "m64.npz"
+    summary = prepare_dataset("mnist", {"image_size": 64, "max_train": 20, "max_validation": 5, "max_test": 5},
+                              out, mirror=MIRROR)
+    d = load_prepared(out)
+    assert summary["image_shape"] == d["meta"]["image_shape"] == [1, 64, 64]
+    assert dataset_spec("mnist", {"image_size": 64})["image_shape"] == (1, 64, 64)
+    assert dataset_spec("fashion_mnist", {"image_size": 32})["image_shape"] == (1, 32, 32)
+    assert "resized to 64x64" in d["meta"]["split"]["description"]
+    for split, n in (("train", 20), ("val", 5), ("test", 5)):
+        assert d[f"x_{split}"].shape == (n, 1, 64, 64) and d[f"x_{split}"].dtype == np.uint8
+        np.testing.assert_array_equal(d[f"y_{split}"], ref[f"y_{split}"][:n])
+        for i in (0, n - 1):
+            expected = np.asarray(Resize(64)(Image.fromarray(ref[f"x_{split}"][i, 0])))
+            np.testing.assert_array_equal(d[f"x_{split}"][i, 0], expected)
+    with pytest.raises(Exception, match="image_size"):
+        prepare_dataset("mnist", {"image_size": 4}, tmp_path / "bad.npz", mirror=MIRROR)
+
+
 def _copy_mirror(tmp_path: Path) -> Path:
     """A private mirror with the three unchanged files symlinked."""
     folder = tmp_path / "mirror" / "mnist"

@@ -59,6 +59,20 @@ def seeded_subset(idx: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
     return idx[np.sort(np.random.RandomState(seed).permutation(len(idx))[:cap])]
 
 
+def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
+    """Grey images uint8 (N, H, W) -> uint8 (N, size, size), each with Pillow's bilinear filter
+    (``Image.resize((size, size), Image.Resampling.BILINEAR)``, what torchvision's ``Resize`` does on a PIL image).
+    Raises ValueError for another dtype or rank."""
+    from PIL import Image
+
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise ValueError(f"resize_bilinear: expected uint8 (N, H, W) images, got {images.dtype} {images.shape}")
+    out = np.empty((len(images), size, size), np.uint8)
+    for i, img in enumerate(images):
+        out[i] = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
+    return out
+
+
 def first_n(x: np.ndarray, cap: int | None) -> np.ndarray:
     """The first ``cap`` entries of ``x`` (all when ``cap`` is None)."""
     return x if cap is None else x[:cap]

@@ -3,7 +3,7 @@ Learning Algorithms", arXiv:1708.07747): MNIST's four IDX files, gzipped, checke
 ``.gz`` files."""
 from __future__ import annotations
 
-from vaebench.data.idx import IDX_FILES, DatasetConfig, prepare_idx
+from vaebench.data.idx import IDX_FILES, DatasetConfig, image_shape, prepare_idx
 from vaebench.data.sources import DatasetSource, register_source
 
 HOST = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -25,6 +25,7 @@ SOURCE = register_source(DatasetSource(
         "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
     },
     image_shape=(1, 28, 28),
+    image_shape_of=image_shape,
     n_classes=10,
     classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
              "Ankle boot"),

@@ -9,14 +9,20 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, PositiveInt
 
-from vaebench.data.common import DataIntegrityError, Prepared, first_n
+from vaebench.data.common import DataIntegrityError, Prepared, first_n, resize_bilinear
 from vaebench.data.fetch import check_digests, find_file, gunzip, read_maybe_gz
 from vaebench.data.sources import DatasetSource
 from vaebench.registry import StrictConfig
 
 
 class DatasetConfig(StrictConfig):
-    """How MNIST or Fashion-MNIST is split (the last n_validation training images: validation) and truncated."""
+    """How MNIST or Fashion-MNIST is sized, split (the last n_validation training images: validation) and
+    truncated."""
+
+    image_size: PositiveInt = Field(28, ge=8, description=(
+        "Height = width of the prepared images: 28 keeps the official pixels; another size resizes every image "
+        "with Pillow's bilinear filter (what torchvision's Resize does on a PIL image), as the rho-VAE paper's "
+        "64x64 \"beta-VAE\" network needs (Ferdowsi & Sarwar 2019, Fig. 3)."))
 
     n_validation: PositiveInt = Field(10000, description="The last N official training images, held out as validation.")
     max_train: PositiveInt | None = Field(None, description="Keep the first N training images (null = all).")
@@ -94,9 +100,15 @@ def read_idx_files(source: DatasetSource, folder: str | os.PathLike) -> tuple[di
     return arrays, sums
 
 
+def image_shape(settings: DatasetConfig) -> tuple[int, int, int]:
+    """(C, H, W) of the prepared images: (1, image_size, image_size)."""
+    return (1, settings.image_size, settings.image_size)
+
+
 def prepare_idx(source: DatasetSource, cfg: dict, folder: Path) -> Prepared:
     """The fixed split: validation = the last ``n_validation`` official training images, train = the ones before,
-    test = the official test set; then ``max_*`` keeps the first N. Images (N, 28, 28).
+    test = the official test set; then ``max_*`` keeps the first N, and ``image_size`` other than 28 resizes
+    (:func:`~vaebench.data.common.resize_bilinear`). Images (N, S, S), S = ``image_size``.
 
     Raises:
         see :func:`read_idx_files`; ValueError: ``n_validation`` not below the training set size.
@@ -108,19 +120,27 @@ def prepare_idx(source: DatasetSource, cfg: dict, folder: Path) -> Prepared:
         raise ValueError(f"n_validation={n_val} must be smaller than the official training set ({n_full})")
     n_train = n_full - n_val
 
+    size = cfg["image_size"]
+
     def first(x, key):
         return first_n(x, cfg[key])
 
+    def images(x, key):
+        x = first(x, key)
+        return x if x.shape[1:] == (size, size) else resize_bilinear(x, size)
+
     splits = {
-        "train": (first(x_full[:n_train], "max_train"), first(y_full[:n_train], "max_train")),
-        "val": (first(x_full[n_train:], "max_validation"), first(y_full[n_train:], "max_validation")),
-        "test": (first(arrays["test_images"], "max_test"), first(arrays["test_labels"], "max_test")),
+        "train": (images(x_full[:n_train], "max_train"), first(y_full[:n_train], "max_train")),
+        "val": (images(x_full[n_train:], "max_validation"), first(y_full[n_train:], "max_validation")),
+        "test": (images(arrays["test_images"], "max_test"), first(arrays["test_labels"], "max_test")),
     }
     counts = {k: len(v[0]) for k, v in splits.items()}
     split_meta = {
         "description": (f"validation = the last {n_val} images of the official training set "
                         f"(indices {n_train}..{n_full - 1}); train = the first {n_train}; "
-                        f"test = the official test set; then max_* keeps the first N of a split"),
+                        f"test = the official test set; then max_* keeps the first N of a split"
+                        + (f"; each image resized to {size}x{size} with Pillow's bilinear filter" if size != 28
+                           else "")),
         "train_source_indices": [0, counts["train"]],
         "val_source_indices": [n_train, n_train + counts["val"]],
         "test_source_indices": [0, counts["test"]],

@@ -2,7 +2,7 @@
 checked by the SHA-256 of the decompressed bytes; downloaded with torchvision."""
 from __future__ import annotations
 
-from vaebench.data.idx import IDX_FILES, DatasetConfig, prepare_idx
+from vaebench.data.idx import IDX_FILES, DatasetConfig, image_shape, prepare_idx
 from vaebench.data.sources import DatasetSource, register_source
 
 MnistConfig = DatasetConfig
@@ -23,5 +23,6 @@ SOURCE = register_source(DatasetSource(
         "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
     },
     image_shape=(1, 28, 28),
+    image_shape_of=image_shape,
     n_classes=10,
 ))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt
 
-from vaebench.data.common import Prepared
+from vaebench.data.common import Prepared, resize_bilinear
 from vaebench.data.idx import read_idx_files
 from vaebench.data.mnist import SOURCE as MNIST
 from vaebench.data.sources import DatasetSource, register_source
@@ -27,14 +27,9 @@ LIMIT = FRAME_SIZE - DIGIT_SIZE          # positions lie in [0, LIMIT - 1]
 
 
 def resize_digits(images: np.ndarray) -> np.ndarray:
-    """MNIST digits uint8 (N, 28, 28) -> uint8 (N, 32, 32), bilinear (Pillow, as svg-code's
-    ``transforms.Scale(32)``). Raises ValueError for another dtype or rank."""
-    from PIL import Image
-
-    if images.dtype != np.uint8 or images.ndim != 3:
-        raise ValueError(f"resize_digits: expected uint8 (N, H, W) digits, got {images.dtype} {images.shape}")
-    return np.stack([np.asarray(Image.fromarray(d).resize((DIGIT_SIZE, DIGIT_SIZE), Image.BILINEAR))
-                     for d in images])
+    """MNIST digits uint8 (N, 28, 28) -> uint8 (N, 32, 32), bilinear (:func:`~vaebench.data.common.resize_bilinear`,
+    as svg-code's ``transforms.Scale(32)``). Raises ValueError for another dtype or rank."""
+    return resize_bilinear(images, DIGIT_SIZE)
 
 
 def trajectory(rng: np.random.Generator, length: int) -> tuple[np.ndarray, np.ndarray]:
