@@ -101,6 +101,24 @@ def test_image_size_resizes_each_image_as_torchvision_resize_does(full, tmp_path
         prepare_dataset("mnist", {"image_size": 4}, tmp_path / "bad.npz", mirror=MIRROR)
 
 
+def test_resize_bilinear_grey_and_rgb_match_torchvision_and_refuse_other_shapes():
+    from PIL import Image
+    from torchvision.transforms import Resize
+
+    from vaebench.data.common import resize_bilinear
+
+    rng = np.random.default_rng(0)
+    grey, rgb = rng.integers(0, 256, (2, 32, 32), np.uint8), rng.integers(0, 256, (2, 32, 32, 3), np.uint8)
+    for images in (grey, rgb):
+        out = resize_bilinear(images, 28)
+        assert out.shape == (2, 28, 28) + images.shape[3:] and out.dtype == np.uint8
+        for i in range(2):
+            np.testing.assert_array_equal(out[i], np.asarray(Resize((28, 28))(Image.fromarray(images[i]))))
+    for bad in (grey.astype(np.float32), rng.integers(0, 256, (2, 32, 32, 4), np.uint8), grey[0]):
+        with pytest.raises(ValueError, match=r"resize_bilinear: expected uint8 \(N, H, W\)"):
+            resize_bilinear(bad, 28)
+
+
 def _copy_mirror(tmp_path: Path) -> Path:
     """A private mirror with the three unchanged files symlinked."""
     folder = tmp_path / "mirror" / "mnist"

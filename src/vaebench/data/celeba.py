@@ -13,7 +13,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt
 
-from vaebench.data.common import SPLIT_CAPS, DataIntegrityError, Prepared, index_sha256, seeded_subset
+from vaebench.data.common import (SPLIT_CAPS, DataIntegrityError, Prepared, index_sha256, resize_bilinear,
+                                  seeded_subset)
 from vaebench.data.fetch import verify_file
 from vaebench.data.sources import DatasetSource, register_source
 from vaebench.errors import one_line
@@ -100,8 +101,8 @@ def decode_face(buf: bytes, shown: str, crop: int, size: int) -> np.ndarray:
     if img.size != (WIDTH, HEIGHT):
         raise DataIntegrityError(f"{shown}: image is {img.size[0]}x{img.size[1]} (width x height), the aligned "
                                  f"CelebA images are {WIDTH}x{HEIGHT}")
-    img = img.crop(crop_box(crop)).resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+    cropped = np.asarray(img.crop(crop_box(crop)), dtype=np.uint8)
+    return resize_bilinear(cropped[None], size)[0].transpose(2, 0, 1)
 
 
 def prepare_celeba(source: DatasetSource, cfg: dict, folder: Path) -> Prepared:

@@ -60,16 +60,17 @@ def seeded_subset(idx: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
 
 
 def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
-    """Grey images uint8 (N, H, W) -> uint8 (N, size, size), each with Pillow's bilinear filter
-    (``Image.resize((size, size), Image.Resampling.BILINEAR)``, what torchvision's ``Resize`` does on a PIL image).
-    Raises ValueError for another dtype or rank."""
+    """Images uint8 (N, H, W) grey or (N, H, W, 3) RGB -> uint8 (N, size, size[, 3]), each with Pillow's bilinear
+    filter (``Image.resize((size, size), Image.Resampling.BILINEAR)``, what torchvision's ``Resize`` does on a PIL
+    image). Raises ValueError for another dtype or shape."""
     from PIL import Image
 
-    if images.dtype != np.uint8 or images.ndim != 3:
-        raise ValueError(f"resize_bilinear: expected uint8 (N, H, W) images, got {images.dtype} {images.shape}")
-    out = np.empty((len(images), size, size), np.uint8)
+    if images.dtype != np.uint8 or not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)):
+        raise ValueError(f"resize_bilinear: expected uint8 (N, H, W) or (N, H, W, 3) images, got {images.dtype} "
+                         f"{images.shape}")
+    out = np.empty((len(images), size, size) + images.shape[3:], np.uint8)
     for i, img in enumerate(images):
-        out[i] = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
+        out[i] = np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((size, size), Image.Resampling.BILINEAR))
     return out
 
 

@@ -9,7 +9,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt
 
-from vaebench.data.common import SPLIT_CAPS, DataIntegrityError, Prepared, index_sha256, seeded_split, seeded_subset
+from vaebench.data.common import (SPLIT_CAPS, DataIntegrityError, Prepared, index_sha256, resize_bilinear,
+                                  seeded_split, seeded_subset)
 from vaebench.data.fetch import verify_file
 from vaebench.data.sources import DatasetSource, register_source
 from vaebench.errors import one_line
@@ -90,17 +91,11 @@ def _load_mat(path: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
 def _fill(x: np.ndarray, labels: np.ndarray, local: np.ndarray, out_x: np.ndarray, out_y: np.ndarray,
           rows: np.ndarray, size: int) -> None:
     """``out_x[rows]`` = images ``x[:, :, :, local]`` as (n, C, size, size), ``out_y[rows]`` their labels."""
-    from PIL import Image
-
     for start in range(0, len(local), CHUNK):
         src, dst = local[start:start + CHUNK], rows[start:start + CHUNK]
         chunk = x[:, :, :, src]
-        if size == 32:
-            out_x[dst] = chunk.transpose(3, 2, 0, 1)
-        else:
-            for k, row in enumerate(dst):
-                img = Image.fromarray(np.ascontiguousarray(chunk[:, :, :, k]), mode="RGB")
-                out_x[row] = np.asarray(img.resize((size, size), Image.Resampling.BILINEAR)).transpose(2, 0, 1)
+        images = chunk.transpose(3, 0, 1, 2)
+        out_x[dst] = (images if size == 32 else resize_bilinear(images, size)).transpose(0, 3, 1, 2)
         out_y[dst] = labels[src]
 
 
