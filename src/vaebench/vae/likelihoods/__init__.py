@@ -101,3 +101,20 @@ class Likelihood(nn.Module, Component):
 
     def end_epoch(self) -> None:
         """Called once at the end of every training epoch. Default: nothing."""
+
+
+class DiscreteLikelihood(Likelihood):
+    """Base of the exact 8-bit likelihoods (data space ``discrete``): data are long intensities 0..255
+    (B, C, H, W); ``to_unit`` is x / 255; no SSE constraint."""
+
+    data_space: ClassVar[str] = "discrete"
+    supports_sse: ClassVar[bool] = False
+
+    def preprocess(self, x_uint8: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> long (B, C, H, W), the same values. Raises ValueError for another dtype or rank."""
+        check_uint8(x_uint8)
+        return x_uint8.long()
+
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Long intensities (B, C, H, W) -> float x / 255."""
+        return x.float() / 255.0

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from vaebench.registry import LIKELIHOODS
 from vaebench.vae.functional import rand_like
-from vaebench.vae.likelihoods import Likelihood, check_uint8, split_channels
+from vaebench.vae.likelihoods import DiscreteLikelihood, split_channels
 
 BITS = 8
 
@@ -24,7 +24,7 @@ def unpack_bits(v: torch.Tensor) -> torch.Tensor:
 
 
 @LIKELIHOODS.register
-class BitwiseCategorical(Likelihood):
+class BitwiseCategorical(DiscreteLikelihood):
     """8 logits l_1..l_8 per sub-pixel (layout (8, C)), bit b of the intensity v (most significant first) ~
     Bernoulli(sigmoid(l_b)) independently: log P(v) = sum_b [bit_b(v) l_b - softplus(l_b)], summed over C, H, W
     (nats/image). v <-> bits is a bijection on 0..255, so P sums to 1 over the 256 values. Data: long intensities
@@ -32,17 +32,8 @@ class BitwiseCategorical(Likelihood):
 
     name = "bitwise_categorical"
     family = "bitwise_categorical"
-    data_space = "discrete"
-    supports_sse = False
     description = "bitwise categorical, 8 independent Bernoulli bits per sub-pixel (exact discrete likelihood)"
     out_channels = BITS
-
-    def preprocess(self, x_uint8, generator=None):
-        check_uint8(x_uint8)
-        return x_uint8.long()
-
-    def to_unit(self, x):
-        return x.float() / 255.0
 
     def log_prob(self, x, out, accumulate=False):
         logits = split_channels(out, BITS)                                   # (*S, 8, C, H, W)

@@ -5,27 +5,18 @@ import torch
 import torch.nn.functional as F
 
 from vaebench.registry import LIKELIHOODS
-from vaebench.vae.likelihoods import Likelihood, check_uint8, split_channels
+from vaebench.vae.likelihoods import DiscreteLikelihood, split_channels
 
 
 @LIKELIHOODS.register
-class Categorical(Likelihood):
+class Categorical(DiscreteLikelihood):
     """256 logits per sub-pixel (layout (256, C)), log p = -cross-entropy summed over C, H, W; data: long
     intensities 0..255 (B, C, H, W); ``mean`` is E[x] / 255."""
 
     name = "categorical"
     family = "categorical"
-    data_space = "discrete"
-    supports_sse = False
     description = "256-way categorical per sub-pixel (exact discrete likelihood)"
     out_channels = 256
-
-    def preprocess(self, x_uint8, generator=None):
-        check_uint8(x_uint8)
-        return x_uint8.long()
-
-    def to_unit(self, x):
-        return x.float() / 255.0
 
     def log_prob(self, x, out, accumulate=False):
         logits = split_channels(out, 256).movedim(-4, -1)                # (*S, C, H, W, 256)

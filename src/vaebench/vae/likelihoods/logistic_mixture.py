@@ -8,7 +8,7 @@ from pydantic import Field, PositiveInt
 
 from vaebench.registry import LIKELIHOODS, ComponentConfig
 from vaebench.vae.functional import LOG_2, rand_like
-from vaebench.vae.likelihoods import Likelihood, check_uint8, split_channels
+from vaebench.vae.likelihoods import DiscreteLikelihood, split_channels
 
 LOG_SCALE_MIN = -7.0          # PixelCNN++'s floor of the log scale (s >= 9.1e-4, about a quarter of a half-bin)
 HALF_BIN = 1.0 / 255.0        # half-width of a bin on the [-1, 1] scale
@@ -40,7 +40,7 @@ def log_discretised_logistic(v: torch.Tensor, mu: torch.Tensor, log_s: torch.Ten
 
 
 @LIKELIHOODS.register
-class LogisticMixture(Likelihood):
+class LogisticMixture(DiscreteLikelihood):
     """K logistics per sub-pixel, each sub-pixel its own independent mixture: output groups (3K, C) = K mixture
     logits, K means (raw, on the [-1, 1] scale of x = v/127.5 - 1) and K log scales (floored at -7, as in
     PixelCNN++); log P(v) = logsumexp_k [log_softmax(logits)_k + ``log_discretised_logistic``(v | mu_k, s_k)],
@@ -53,8 +53,6 @@ class LogisticMixture(Likelihood):
 
     name = "logistic_mixture"
     family = "logistic_mixture"
-    data_space = "discrete"
-    supports_sse = False
     description = ("discretised mixture of logistics per sub-pixel (PixelCNN++ without the RGB conditioning), "
                    "exact discrete likelihood")
 
@@ -68,13 +66,6 @@ class LogisticMixture(Likelihood):
             raise ValueError(f"likelihood.n_mix: must be an int >= 1, got {n_mix!r}")
         self.n_mix = n_mix
         self.out_channels = 3 * n_mix
-
-    def preprocess(self, x_uint8, generator=None):
-        check_uint8(x_uint8)
-        return x_uint8.long()
-
-    def to_unit(self, x):
-        return x.float() / 255.0
 
     def params(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(log mixture weights, means, floored log scales), each (*S, K, C, H, W), of decoder output
