@@ -67,7 +67,6 @@ def test_committed_schemas_agree_with_the_typed_validation():
 
 
 def test_readme_generated_sections_are_current():
-    text = (REPO / "README.md").read_text()
     study = load_study(REPO / paths.DEFAULT_STUDY, catalogue=REPO / paths.CATALOGUE)
     metrics_path = REPO / paths.REPORT_METRICS.format(study=study.name)
     claims_path = REPO / paths.REPORT_CLAIMS.format(study=study.name)

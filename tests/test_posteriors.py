@@ -69,7 +69,6 @@ def test_ar1_kl_and_log_prob_match_dense_multivariate_normal(d):
 
 
 def test_ar1_sampler_follows_the_recurrence():
-    g = torch.Generator().manual_seed(1)
     d, B = 6, 3
     mu = torch.randn(B, d, dtype=D64)
     rho, s = torch.tensor([0.6, -0.9, 0.0], dtype=D64), torch.tensor([0.7, 2.0, 0.1], dtype=D64)

@@ -124,6 +124,67 @@ def test_generation_step_by_step_is_the_teacher_forced_path_on_its_own_frames(mo
     assert [model.skip_index(t) for t in range(1, 6)] == [0, 1, 1, 1, 1]
 
 
+def test_sequence_latent_analysis_against_torch_distributions_and_a_dense_variance(model):
+    """Rate and its per-frame values against torch.distributions' KL; active units against a dense recomputation
+    of the standardised departure (mu_q - mu_p) / sigma_p; the batch size changes nothing; the training mode is
+    restored."""
+    from vaebench.metrics.latent import sequence_latent_analysis
+
+    with torch.no_grad():                    # latent 0 and 1 informative; in latent 2 q and p have constant means
+        model.posterior_rnn.heads[0].weight.normal_(0.0, 20.0, generator=torch.Generator().manual_seed(5))
+        for rnn in (model.posterior_rnn, model.prior_rnn):
+            rnn.heads[0].weight[2].zero_()
+    x = model.preprocess(videos(b=5, seed=4), torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        q, p = model.posterior_and_prior(model.encode_frames(x)[0])
+    kl = kl_divergence(Independent(Normal(q.mu, (0.5 * q.logvar).exp()), 1),
+                       Independent(Normal(p.mu, (0.5 * p.logvar).exp()), 1)).double().view(5, 5)
+    delta = ((q.mu - p.mu) / (0.5 * p.logvar).exp()).double().numpy()
+    out = sequence_latent_analysis(model, x, batch_size=2)
+    assert out["rate_nats"] == pytest.approx(float(kl.sum(-1).mean()), rel=1e-5)
+    assert out["rate_per_frame_nats"] == pytest.approx(kl.mean(0).tolist(), rel=1e-5)
+    assert out["unit_variances"] == pytest.approx(delta.var(0, ddof=1).tolist(), rel=1e-4)
+    assert out["active_units"] == int((delta.var(0, ddof=1) > 0.01).sum()) == 2 and out["unit_variances"][2] < 1e-10
+    assert out["n_sequences"] == 5 and out["latent_dim"] == 3
+    whole = sequence_latent_analysis(model, x, batch_size=500)
+    for key, value in out.items():
+        assert whole[key] == pytest.approx(value, rel=1e-5), key
+    model.train()
+    sequence_latent_analysis(model, x)
+    assert model.training
+
+
+def test_a_posterior_equal_to_the_learned_prior_has_no_active_units_and_zero_rate(model, monkeypatch):
+    """q = p: nothing is learned from frame t beyond the past, whatever p's means do over time; with a fixed
+    N(0, I) prior the criterion is Burda et al.'s variance of the posterior mean."""
+    from vaebench.metrics.latent import sequence_latent_analysis
+    from vaebench.vae.posteriors.diagonal import DiagonalGaussian
+
+    x = model.preprocess(videos(b=5, seed=4), torch.Generator().manual_seed(1))
+    real = model.posterior_and_prior
+    monkeypatch.setattr(model, "posterior_and_prior", lambda h: (real(h)[1], real(h)[1]))
+    out = sequence_latent_analysis(model, x)
+    assert out["rate_nats"] == pytest.approx(0.0, abs=1e-9) and out["active_units"] == 0
+    assert out["unit_variances"] == [0.0] * 3
+
+    def standard_prior(h):
+        q, _ = real(h)
+        return q, DiagonalGaussian(torch.zeros_like(q.mu), torch.zeros_like(q.logvar))
+
+    monkeypatch.setattr(model, "posterior_and_prior", standard_prior)
+    out = sequence_latent_analysis(model, x)
+    with torch.no_grad():
+        mu = real(model.encode_frames(x)[0])[0].mu.double()
+    assert out["unit_variances"] == pytest.approx(mu.var(0).tolist(), rel=1e-4)
+    with pytest.raises(ValueError, match="N >= 2 sequences"):
+        sequence_latent_analysis(model, x[:1])
+    image_model = build_model({"latent_dim": 2, "architecture": {"name": "mlp", "hidden_dims": [8]},
+                               "posterior": {"name": "diagonal"}, "likelihood": {"name": "bernoulli"},
+                               "objective": {"name": "elbo"}}, (1, 4, 4))
+    with pytest.raises(ValueError, match="no learned prior"):
+        sequence_latent_analysis(image_model, x)
+
+
 @pytest.mark.parametrize("likelihood", ["gaussian_fixed", "gaussian_learned_shared", "gaussian_optimal_shared",
                                         "gaussian_optimal_per_image", "gaussian_per_pixel", "bernoulli"])
 def test_every_sigma_mode_scores_frames_as_images(one_thread, likelihood):

@@ -89,6 +89,10 @@ def test_svg_trains_and_evaluates_on_real_moving_mnist(tmp_path, mirror, one_thr
             assert m["test_nll_iwae_nats"] <= -m["test_elbo_nats"] + 1e-6 + 4 * m["test_nll_iwae_se"]
             assert len(m["ssim_best_per_frame"]) == 5 and 0 < m["ssim_sample"] <= m["ssim_best"] <= 1
             assert m["ssim_best_sample"] <= m["ssim_best"] and m["psnr_sample"] <= m["psnr_best"]
+            assert m["latent_rate_nats"] == pytest.approx(m["test_kl_nats"], rel=1e-4) and m["latent_n"] == 6
+            assert len(m["latent_rate_per_frame_nats"]) == 7 and 0 <= m["active_units"] <= 3
+            assert sum(m["latent_rate_per_frame_nats"]) == pytest.approx(m["latent_rate_nats"], rel=1e-6)
+            assert m["latent_mutual_info_nats"] is None and m["latent_marginal_kl_nats"] is None
             cell = paths.cell_paths(study.name, "moving_mnist", model, 0)
             arrays = np.load(cell["per_image"])
             assert np.allclose(arrays["ssim_best"].mean(), m["ssim_best"]) and arrays["ssim_best"].shape == (6,)
@@ -105,6 +109,8 @@ def test_svg_trains_and_evaluates_on_real_moving_mnist(tmp_path, mirror, one_thr
         text = open(built["index_md"]).read()
         assert "### Video prediction (best of N continuations)" in text and "### Latent analysis" not in text
         assert "SSIM, best of N [mean" in text and "moving_mnist_video_scores.png" in text
+        assert "rate: KL to the learned prior (nats/sequence)" in text
+        assert "active units against the learned prior / latent_dim" in text
         for model in study.model_names:
             gif = Image.open(f"reports/{study.name}/figures/moving_mnist_{model}_seed0_continuations.gif")
             assert gif.n_frames == 7 and gif.size == (3 * 66 + 2, 2 * 66 + 2)   # 7 frames; 2 sequences of 3

@@ -248,7 +248,9 @@ declare(Metric("latent_mutual_info_nats", "mutual information I(x; z)", "nats", 
 declare(_D("latent_mutual_info_saturated", "the MI estimate is within 0.1 nats of its bound log N"))
 declare(_S("latent_log_n_nats", "log N, bound on the mutual information", "nats"))
 declare(Metric("active_units", "active units", "latent dimensions", True))
-declare(_S("latent_n", "images of the aggregate posterior", "images"))
+declare(_S("latent_n", "images (sequences) of the latent analysis", "images"))
+declare(_D("latent_rate_per_frame_nats", "sequence models: the rate (KL to the learned prior) of each scored frame "
+                                        "(nats)", optional=True))
 declare(_D("latent_dims_per_layer", "latent dimensions of each stochastic layer, bottom first", optional=True))
 declare(_D("latent_rate_per_layer_nats", "rate of each stochastic layer, bottom first (nats)", optional=True))
 declare(_D("active_units_per_layer", "active units of each stochastic layer, bottom first", optional=True))

@@ -882,12 +882,13 @@ def write_figures(study: str, fig_dir: Path, datasets: list[str], models: list[s
             "effective beta, GECO lambda and constraint per epoch, where logged; thin lines: single seeds, "
             "thick: their mean." + (f" No logged quantity: {', '.join(lost)}." if lost else ""))
 
-        lat = latent_summary(records, d, models)
-        fig.latent = plot_latent(lat, fig_dir / f"{d}_latent.png", models)
-        captions["latent"] = " ".join(
-            ["Latent analysis per model: rate, mutual information I(x; z) and marginal KL(q(z) || p(z)) in nats, "
-             "and active units out of the latent dimension; bars: mean over training seeds, error bars: "
-             f"{LEVEL:.0%} Student-t interval over seeds (none with one seed).", _note(lat.left_out)]).strip()
+        if not video:                                   # sequence models: the video table has their latent use
+            lat = latent_summary(records, d, models)
+            fig.latent = plot_latent(lat, fig_dir / f"{d}_latent.png", models)
+            captions["latent"] = " ".join(
+                ["Latent analysis per model: rate, mutual information I(x; z) and marginal KL(q(z) || p(z)) in nats, "
+                 "and active units out of the latent dimension; bars: mean over training seeds, error bars: "
+                 f"{LEVEL:.0%} Student-t interval over seeds (none with one seed).", _note(lat.left_out)]).strip()
 
         if video:
             fig.video_scores = plot_video_scores(records, d, models, fig_dir / f"{d}_video_scores.png", styles)

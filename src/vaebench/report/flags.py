@@ -30,8 +30,10 @@ RULES = {
     "learned_sigma_not_converged": (f"a learned shared sigma with |log sigma - 1/2 log MSE| > {SIGMA_TOLERANCE:g} at "
                                     "the end of training, MSE the model's own test reconstruction error: sigma is "
                                     "not its analytic optimum given the reconstructions (Rybkin et al. 2021, eq. 5)."),
-    "collapsed_posterior": "a model with 0 active units (posterior-mean variance <= 0.01 in every latent dimension) "
-                           "in some seed: z carries no information about x.",
+    "collapsed_posterior": "a model with 0 active units (posterior-mean variance <= 0.01 in every latent dimension; "
+                           "for a sequence model, of the posterior mean's departure from the learned prior in prior "
+                           "standard deviations) in some seed: z carries no information about x (beyond the past "
+                           "frames).",
     "fid_floor": ("FID of fid_floor_n held-out real images against the test-split statistics: the value of a "
                   "perfect model at this N (not a flag; shown next to every FID)."),
 }

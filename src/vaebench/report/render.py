@@ -198,7 +198,7 @@ def _results(doc: Document, dataset: str, models: list[str], aggregate: dict, fr
         doc.heading(3, "Video prediction (best of N continuations)")
         doc.paragraph(results.VIDEO_TABLE_NOTE)
         doc.table(results.video_table(dataset, models, aggregate, frame))
-        doc.paragraph(results.VIDEO_NOT_YET)
+        doc.paragraph(results.VIDEO_FID_LATENT_NOTE)
         _training(doc, dataset, models, aggregate)
         return
     doc.heading(3, "Latent analysis")

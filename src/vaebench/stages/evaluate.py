@@ -222,9 +222,11 @@ def run_video(cell, model, ckpt: dict, data: dict, out: dict, device: torch.devi
     (:mod:`vaebench.metrics.video`: ``video_samples`` continuations of the first n_past frames per sequence,
     best-of-N SSIM and PSNR per predicted frame). ``samples_png``: per shown sequence, the true frames 1..T-1, the
     best continuation and one other; ``recon_png``: true frames over teacher-forced reconstructions. The frame FID
-    (:func:`_frame_fid`) when the study computes Inception statistics; no latent analysis yet (those fields are
-    None)."""
+    (:func:`_frame_fid`) when the study computes Inception statistics. The latent analysis against the learned prior
+    (:func:`vaebench.metrics.latent.sequence_latent_analysis`: rate, its value per frame, active units) on the
+    first ``latent_n`` of those sequences; the aggregate-posterior fields are None."""
     from vaebench.metrics import video
+    from vaebench.metrics.latent import sequence_latent_analysis
 
     ecfg = cell.evaluate
     frames = data["x_test"].shape[1] - 1
@@ -258,8 +260,11 @@ def run_video(cell, model, ckpt: dict, data: dict, out: dict, device: torch.devi
         save_grid_png(torch.cat([part for i in range(n_show) for part in (seen[i], recons[i])]), frames, tmp)
 
     values.update(_frame_fid(cell, samples[0], device))
-    values.update(dict.fromkeys(("latent_rate_nats", "latent_marginal_kl_nats", "latent_mutual_info_nats",
-                                 "latent_mutual_info_saturated", "latent_log_n_nats", "active_units", "latent_n")))
+    latent = sequence_latent_analysis(model, x[: ecfg.latent_n], batch_size=bs)
+    values.update(dict.fromkeys(("latent_marginal_kl_nats", "latent_mutual_info_nats", "latent_mutual_info_saturated",
+                                 "latent_log_n_nats")))
+    values.update({"latent_rate_nats": latent["rate_nats"], "latent_rate_per_frame_nats": latent["rate_per_frame_nats"],
+                   "active_units": latent["active_units"], "latent_n": latent["n_sequences"]})
     arrays = {"index": index, **{k: v.numpy() for k, v in est.items()}, "best_sample": best["best_sample"].numpy(),
               **{f"{s}_best": best[f"{s}_max"].mean(1).numpy() for s in scores},
               **{f"{s}_best_sample": best[f"{s}_best_sample"].mean(1).numpy() for s in scores}}

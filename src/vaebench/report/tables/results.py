@@ -155,12 +155,15 @@ VIDEO_TABLE_NOTE = (
     "window, data range 1: SVG's scikit-image defaults, computed with torchmetrics) and PSNR; best of N takes the "
     f"per-frame maximum over the N samples, then the mean over frames and sequences [{CI_TEXT}]; best sample: the "
     "one continuation of highest mean SSIM; one sample: the mean over samples. Per-frame curves: the figure above.")
-VIDEO_NOT_YET = ("Frame FID: the Inception FID of the predicted frames of each test sequence's first continuation "
-                 "against every test frame, where the study computes Inception statistics (evaluate.inception). Not "
-                 "computed for sequence models yet: the latent analysis (they have one posterior per frame, "
-                 "conditioned on the past).")
+VIDEO_FID_LATENT_NOTE = ("Frame FID: the Inception FID of the predicted frames of each test sequence's first continuation "
+                 "against every test frame, where the study computes Inception statistics (evaluate.inception). "
+                 "Rate: E_x sum_t KL(q(z_t | x_<=t) || p(z_t | x_<t)) per test sequence. Active units against the "
+                 "learned prior: latent dimensions whose posterior mean departs from the prior's, in prior standard "
+                 "deviations, with variance above 0.01 over the test frames (Burda et al.'s criterion; 0 means the "
+                 "posterior adds nothing to the past frames). No mutual information or marginal KL: they need one "
+                 "q(z|x) per sequence against a fixed prior.")
 VIDEO_LAYOUT = ("test_elbo_per_frame_nats", "ssim_best", "psnr_best", "ssim_best_sample", "psnr_best_sample",
-                "ssim_sample", "psnr_sample")
+                "ssim_sample", "psnr_sample", "latent_rate_nats", "active_units")
 
 
 def is_video(sub: pd.DataFrame) -> bool:
@@ -170,16 +173,22 @@ def is_video(sub: pd.DataFrame) -> bool:
 
 def video_table(dataset: str, models: list[str], aggregate: dict, frame: pd.DataFrame) -> pd.DataFrame:
     """Video prediction per model (mean ± 95% CI over seeds): the ELBO per scored frame, the best-of-N, best
-    sample and one-sample SSIM and PSNR, the frame FID (or why none), with N, n_past and the predicted frames."""
+    sample and one-sample SSIM and PSNR, the rate (KL to the learned prior per sequence) and active units against
+    that prior, the frame FID (or why none), with N, n_past and the predicted frames."""
     agg = aggregate.get(dataset, {})
     rows = []
     for m in models:
-        sub = rows_of(frame, dataset, m)
+        sub, a = rows_of(frame, dataset, m), agg.get(m, {})
+        special = {
+            "latent_rate_nats": ("rate: KL to the learned prior (nats/sequence)", format_ci(a.get("latent_rate_nats"), ".2f")),
+            "active_units": ("active units against the learned prior / latent_dim",
+                             (format_ci(a.get("active_units"), ".1f") + " / " + unique(sub, "latent_dim"))
+                             if a.get("active_units") else "n/a")}
         rows.append({"model": model_label(frame, dataset, m), "seeds": str(n_seeds(aggregate, dataset, m)),
-                     **metric_columns("video", VIDEO_LAYOUT, agg.get(m, {}), {}, {"ci": CI_TEXT}),
+                     **metric_columns("video", VIDEO_LAYOUT, a, special, {"ci": CI_TEXT}),
                      "Inception FID of frames (N predicted / N test)": (
-                         f"{format_ci(agg.get(m, {}).get('fid_inception'), '.2f')} ({unique(sub, 'fid_inception_n')} "
-                         f"/ {unique(sub, 'fid_inception_reference_n')})" if agg.get(m, {}).get("fid_inception")
+                         f"{format_ci(a.get('fid_inception'), '.2f')} ({unique(sub, 'fid_inception_n')} "
+                         f"/ {unique(sub, 'fid_inception_reference_n')})" if a.get("fid_inception")
                          else unique(sub, "fid_inception_status")),
                      "N samples / n_past / predicted frames": (f"{unique(sub, 'video_samples')} / "
                                                                f"{unique(sub, 'n_past')} / "
