@@ -53,6 +53,48 @@ def test_prepared_videos_are_deterministic_and_follow_the_contract(tmp_path, mir
         load_prepared(bad)
 
 
+def test_fresh_training_sequences_each_epoch_continue_the_training_stream(tmp_path, mirror, one_thread,
+                                                                           monkeypatch):
+    """fresh_train: epoch 1 is x_train, epoch e the next n_train sequences of the same stream, so epochs 1 and 2
+    of a 6-sequence file are the 12 sequences of a file generated once with n_train 12; the train stage asks for
+    every epoch's split."""
+    import dataclasses
+
+    from vaebench.data import prepare_dataset
+    from vaebench.data.moving_mnist import train_epoch
+    from vaebench.data.prepared import load_prepared
+    from vaebench.data.sources import SOURCES
+    from vaebench.stages import prepare, train
+
+    settings = {**SETTINGS, "n_train": 6}
+    prepare_dataset("moving_mnist", {**settings, "fresh_train": True}, tmp_path / "fresh.npz", mirror=mirror)
+    prepare_dataset("moving_mnist", {**settings, "n_train": 12}, tmp_path / "once.npz", mirror=mirror)
+    fresh, once = load_prepared(tmp_path / "fresh.npz"), load_prepared(tmp_path / "once.npz")
+    assert fresh["digits_train"].shape == (50000, 32, 32) and "digits_train" not in once
+    assert "a fresh set of 6 training sequences every epoch" in fresh["meta"]["split"]["description"]
+    np.testing.assert_array_equal(train_epoch(fresh, 1), once["x_train"][:6])
+    np.testing.assert_array_equal(train_epoch(fresh, 2), once["x_train"][6:])
+    assert train_epoch(once, 2) is once["x_train"]
+    with pytest.raises(ValueError, match="epoch must be >= 1"):
+        train_epoch(fresh, 0)
+
+    asked = []
+    source = SOURCES["moving_mnist"]
+
+    def spy(data, epoch):
+        asked.append(epoch)
+        return train_epoch(data, epoch)
+
+    monkeypatch.setitem(SOURCES, "moving_mnist", dataclasses.replace(source, train_epoch=spy))
+    params = video_params(models=("svg_sigma_learned",))
+    params["datasets"]["moving_mnist"].update(settings, fresh_train=True)
+    (tmp_path / "run").mkdir()
+    with in_process_study(tmp_path / "run", params) as study:
+        prepare.run(study, "moving_mnist", mirror=mirror)
+        train.run(study, "moving_mnist", "svg_sigma_learned", 0)
+    assert asked == [1, 2, 2]                 # every epoch, then the last one's split for the calibration
+
+
 def test_image_models_and_video_datasets_do_not_mix():
     from vaebench.config import ConfigError
     from vaebench.validation import validate_study

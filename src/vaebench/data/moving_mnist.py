@@ -95,8 +95,11 @@ class MovingMnistConfig(StrictConfig):
     sequence_length: int = Field(15, ge=2, description="Frames of a training and validation sequence (SVG: n_past "
                                                        "+ n_future = 5 + 10).")
     test_sequence_length: int = Field(30, ge=2, description="Frames of a test sequence (SVG's n_eval: 30).")
-    n_train: PositiveInt = Field(10000, description="Training sequences, generated once (SVG draws a fresh random "
-                                                    "sequence for every training example).")
+    n_train: PositiveInt = Field(10000, description="Training sequences per epoch.")
+    fresh_train: bool = Field(False, description="Draw n_train new training sequences every epoch (epoch e: "
+                                                 "sequences (e - 1) n_train .. e n_train - 1 of the training stream), "
+                                                 "as SVG draws a fresh random sequence for every training example; "
+                                                 "false: the same n_train sequences every epoch.")
     n_validation: PositiveInt = Field(1000, description="Validation sequences.")
     n_test: PositiveInt = Field(1000, description="Test sequences.")
     n_validation_digits: PositiveInt = Field(10000, lt=60000, description="The last N official training digits, "
@@ -135,7 +138,28 @@ def prepare_moving_mnist(source: DatasetSource, cfg: dict, folder: Path) -> Prep
         "digit_ranges": {"train": [0, n_train_digits], "val": [n_train_digits, len(train_digits)],
                          "test": [0, len(arrays["test_images"])]},
     }
-    return Prepared(splits, split_meta, sums, extra=extra, more_meta={"sequence_lengths": lengths})
+    more_meta = {"sequence_lengths": lengths}
+    if cfg["fresh_train"]:
+        extra["digits_train"] = resize_digits(digits["train"])
+        more_meta["fresh_train"] = {key: cfg[key] for key in ("n_train", "num_digits", "seed")}
+        split_meta["description"] += (f"; a fresh set of {cfg['n_train']} training sequences every epoch (epoch e: "
+                                      f"indices (e - 1) {cfg['n_train']} .. e {cfg['n_train']} - 1), drawn from "
+                                      "digits_train as the training stage needs them")
+    return Prepared(splits, split_meta, sums, extra=extra, more_meta=more_meta)
+
+
+def train_epoch(data: dict, epoch: int) -> np.ndarray:
+    """The training sequences of ``epoch`` (1-based) from a prepared file's arrays ``data``: ``x_train`` for epoch 1
+    or without ``fresh_train``; else sequences (epoch - 1) n_train .. epoch n_train - 1 of the training stream
+    (:func:`moving_mnist` on ``digits_train``), uint8 (n_train, T, 1, 64, 64). Raises ValueError for epoch < 1."""
+    if int(epoch) < 1:
+        raise ValueError(f"train_epoch: epoch must be >= 1, got {epoch!r}")
+    fresh = data["meta"].get("fresh_train")
+    if not fresh or int(epoch) == 1:
+        return data["x_train"]
+    n = int(fresh["n_train"])
+    return moving_mnist(data["digits_train"], n, data["x_train"].shape[1], fresh["seed"], fresh["num_digits"],
+                        start=SPLIT_OFFSET["train"] + (int(epoch) - 1) * n)["frames"]
 
 
 SOURCE = register_source(DatasetSource(
@@ -152,4 +176,5 @@ SOURCE = register_source(DatasetSource(
     image_shape=(1, FRAME_SIZE, FRAME_SIZE),
     n_classes=None,
     sequence=True,
+    train_epoch=train_epoch,
 ))

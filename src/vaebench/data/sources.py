@@ -17,7 +17,8 @@ class DatasetSource:
     they come from (mirror folder, ``urls``, ``torchvision_class``, or ``download_refusal(layout) -> message``),
     ``gz_optional`` (``<file>`` or ``<file>.gz``, sums of the decompressed bytes), default (C, H, W) and
     ``image_shape_of(settings)``, ``n_classes`` (None: unlabelled), ``classes`` (names); ``sequence``: it holds
-    videos, each split (N, T, C, H, W) with ``image_shape`` the frame shape."""
+    videos, each split (N, T, C, H, W) with ``image_shape`` the frame shape; ``train_epoch(prepared arrays, epoch)``:
+    the training split of a (1-based) epoch when it is drawn anew each epoch (None: ``x_train`` every epoch)."""
 
     name: str
     config: type[StrictConfig]
@@ -37,6 +38,7 @@ class DatasetSource:
     image_shape_of: Callable[[Any], tuple[int, int, int]] | None = None
     classes: tuple[str, ...] | None = None
     sequence: bool = False
+    train_epoch: Callable[[dict, int], Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as a dict (the field values themselves, not copies)."""

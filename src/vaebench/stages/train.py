@@ -15,6 +15,7 @@ from vaebench import paths
 from vaebench.atomic import atomic_path
 from vaebench.checkpoint import save_checkpoint
 from vaebench.data.prepared import iterate_minibatches, load_prepared
+from vaebench.data.sources import SOURCES
 from vaebench.device import device_name, pick_device
 from vaebench.errors import StageError
 from vaebench.seeds import generator, stream_seed
@@ -218,6 +219,8 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     tag = f"{dataset}/{model_name}/seed{seed}"
 
     data = load_prepared(paths.PREPARED.format(study=study.name, dataset=dataset))
+    source = SOURCES.get(dataset)                           # None: a user's image folder
+    epoch_split = source.train_epoch if source is not None else None   # None: the same split every epoch
     x_train = torch.from_numpy(data["x_train"]).to(device)  # uint8, (N, C, H, W)
     x_val_u8 = torch.from_numpy(data["x_val"]).to(device)
     image_shape = tuple(x_train.shape[1:])
@@ -281,6 +284,8 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
         if n_grid and progress["epoch"] == 0:      # the image cards' first step: the untrained model
             log_grids(0)
         for epoch in range(progress["epoch"] + 1, tcfg.epochs + 1):
+            if epoch_split is not None:
+                x_train = torch.from_numpy(epoch_split(data, epoch)).to(device)
             model.train()
             sums, losses = train_epoch(model, opt, x_train, tcfg.batch_size, batch_gen, data_gen,
                                        desc=f"{tag} epoch {epoch}/{tcfg.epochs}")
@@ -313,6 +318,8 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     except BaseException:
         tracker.end("FAILED")
         raise
+    if epoch_split is not None:                    # the last epoch's split, also when resumed after that epoch
+        x_train = torch.from_numpy(epoch_split(data, tcfg.epochs)).to(device)
     model.calibrate(x_train, tcfg.batch_size, generator(seed, "calibration"))
     train_seconds = time.perf_counter() - t0 - grid_seconds
 
