@@ -33,8 +33,11 @@ repro: install
 	$(VENV)/bin/python -m vaebench dvc-yaml > /dev/null
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/dvc repro $(PIPELINE)
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), each test file in one of them (its module fixtures built
+# once); the engine tests mostly wait on one job at a time, so two workers use both cores of a 2-core machine.
+TEST_WORKERS ?= 2
 test: install
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The inner loop: everything but the tests that start Snakemake, DVC, MLflow or a browser (marked pipeline).
 test-fast: install
