@@ -33,8 +33,7 @@ repro: install
 	$(VENV)/bin/python -m vaebench dvc-yaml > /dev/null
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/dvc repro $(PIPELINE)
 
-# The suite runs in TEST_WORKERS processes (pytest-xdist), each test file in one of them (its module fixtures built
-# once); the engine tests mostly wait on one job at a time, so two workers use both cores of a 2-core machine.
+# The suite runs in TEST_WORKERS pytest-xdist processes, a test file in one of them (docs/development.md, Tests).
 TEST_WORKERS ?= 2
 test: install
 	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
