@@ -398,9 +398,11 @@ def test_mlflow_opens_on_the_studys_training_runs_with_readable_grids(mlflow_ser
 
             page.goto(f"{url}/#/experiments/{exp.experiment_id}/runs/{r.info.run_id}/model-metrics"
                       "?workflowType=machine_learning")
-            page.get_by_text(RESULTS, exact=True).first.wait_for(timeout=60_000)   # section headers
+            headers = [CURVES, GRIDS, RESULTS]   # sections appear as their data loads: wait for all three
+            page.wait_for_function("hs => hs.every(h => document.body.innerText.includes('\\n' + h + '\\n'))",
+                                   arg=headers, timeout=60_000)
             text = page.evaluate("() => document.body.innerText")
-            order = [text.find(f"\n{s}\n") for s in (CURVES, GRIDS, RESULTS)]
+            order = [text.find(f"\n{s}\n") for s in headers]
             assert -1 not in order and order == sorted(order), (order, text[:2000])
             page.get_by_text(GRIDS, exact=True).first.scroll_into_view_if_needed()   # cards render when in view
             shown = "imgs => imgs.filter(i => i.currentSrc.includes('grids~samples%2Bstep%2B0%2B') && i.complete " \
