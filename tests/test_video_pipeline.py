@@ -56,8 +56,8 @@ def test_prepared_videos_are_deterministic_and_follow_the_contract(tmp_path, mir
 def test_fresh_training_sequences_each_epoch_continue_the_training_stream(tmp_path, mirror, one_thread,
                                                                            monkeypatch):
     """fresh_train: epoch 1 is x_train, epoch e the next n_train sequences of the same stream, so epochs 1 and 2
-    of a 6-sequence file are the 12 sequences of a file generated once with n_train 12; the train stage asks for
-    every epoch's split."""
+    of a 6-sequence file are the 12 sequences of a file generated once with n_train 12; the train stage builds each
+    later epoch's split once (epoch 1's is the prepared x_train) and calibrates on the last one."""
     import dataclasses
 
     from vaebench.data import prepare_dataset
@@ -92,7 +92,7 @@ def test_fresh_training_sequences_each_epoch_continue_the_training_stream(tmp_pa
     with in_process_study(tmp_path / "run", params) as study:
         prepare.run(study, "moving_mnist", mirror=mirror)
         train.run(study, "moving_mnist", "svg_sigma_learned", 0)
-    assert asked == [1, 2, 2]                 # every epoch, then the last one's split for the calibration
+    assert asked == [2]                       # built once: epoch 2 trains on it, then the calibration
 
 
 def test_image_models_and_video_datasets_do_not_mix():

@@ -171,6 +171,7 @@ def epoch_grids(model, x_u8: torch.Tensor, x: torch.Tensor, seed: int) -> dict[s
     """
     from torchvision.utils import make_grid
 
+    from vaebench.grids import interleave_rows
     from vaebench.vae.sampling import prior_samples
 
     n = len(x)
@@ -189,12 +190,11 @@ def epoch_grids(model, x_u8: torch.Tensor, x: torch.Tensor, seed: int) -> dict[s
         model.train(was_training)
     originals = x_u8.float().cpu() / 255.0
     if x.dim() == 5:
-        originals, nrow = originals[:, 1:], x.shape[1] - 1
-        rows = [part for i in range(n) for part in (originals[i], recons[i], samples[i])]
-        return {"sequences": make_grid(torch.cat(rows), nrow=nrow, padding=2)}
+        nrow = x.shape[1] - 1
+        rows = interleave_rows([v.flatten(0, 1) for v in (originals[:, 1:], recons, samples)], nrow)
+        return {"sequences": make_grid(rows, nrow=nrow, padding=2)}
     nrow = math.ceil(math.sqrt(n))
-    rows = [part for r in range(0, n, nrow) for part in (originals[r : r + nrow], recons[r : r + nrow])]
-    grids = {"reconstructions": make_grid(torch.cat(rows), nrow=nrow, padding=2)}
+    grids = {"reconstructions": make_grid(interleave_rows([originals, recons], nrow), nrow=nrow, padding=2)}
     if samples is not None:
         grids["samples"] = make_grid(samples.float().cpu(), nrow=nrow, padding=2)
     return grids
@@ -221,7 +221,8 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     data = load_prepared(paths.PREPARED.format(study=study.name, dataset=dataset))
     source = SOURCES.get(dataset)                           # None: a user's image folder
     epoch_split = source.train_epoch if source is not None else None   # None: the same split every epoch
-    x_train = torch.from_numpy(data["x_train"]).to(device)  # uint8, (N, C, H, W)
+    x_train = torch.from_numpy(data["x_train"]).to(device)  # uint8, (N, C, H, W); the first epoch's split
+    split_epoch = 1                                         # the epoch whose split x_train holds
     x_val_u8 = torch.from_numpy(data["x_val"]).to(device)
     image_shape = tuple(x_train.shape[1:])
     model = build_model(cell.model_config, image_shape).to(device)
@@ -284,8 +285,8 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
         if n_grid and progress["epoch"] == 0:      # the image cards' first step: the untrained model
             log_grids(0)
         for epoch in range(progress["epoch"] + 1, tcfg.epochs + 1):
-            if epoch_split is not None:
-                x_train = torch.from_numpy(epoch_split(data, epoch)).to(device)
+            if epoch_split is not None and epoch != split_epoch:
+                x_train, split_epoch = torch.from_numpy(epoch_split(data, epoch)).to(device), epoch
             model.train()
             sums, losses = train_epoch(model, opt, x_train, tcfg.batch_size, batch_gen, data_gen,
                                        desc=f"{tag} epoch {epoch}/{tcfg.epochs}")
@@ -318,7 +319,7 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
     except BaseException:
         tracker.end("FAILED")
         raise
-    if epoch_split is not None:                    # the last epoch's split, also when resumed after that epoch
+    if epoch_split is not None and split_epoch != tcfg.epochs:   # resumed after the last epoch
         x_train = torch.from_numpy(epoch_split(data, tcfg.epochs)).to(device)
     model.calibrate(x_train, tcfg.batch_size, generator(seed, "calibration"))
     train_seconds = time.perf_counter() - t0 - grid_seconds
