@@ -172,13 +172,31 @@ def test_grid_png_equals_torchvision(tmp_path, n, c, nrow):
     from PIL import Image
     from torchvision.utils import make_grid, save_image
 
-    from vaebench.stages.evaluate import save_grid_png
+    from vaebench.grids import save_grid_png
 
     images = torch.rand(n, c, 9, 7, generator=torch.Generator().manual_seed(n))
     save_grid_png(images, nrow, tmp_path / "ours.png")
     save_image(make_grid(images, nrow=nrow, padding=2), tmp_path / "torchvision.png")
     ours, ref = (np.asarray(Image.open(tmp_path / f)) for f in ("ours.png", "torchvision.png"))
     assert ours.shape == ref.shape and np.array_equal(ours, ref)
+
+
+def test_interleave_rows_puts_each_groups_row_in_turn():
+    """Rows of per_row images, group by group: 7 images of two groups at 3 per row give rows a0-a2, b0-b2, a3-a5,
+    b3-b5, a6, b6 (a short last row each); a video's frames flattened with per_row = frames give one row per video
+    and group."""
+    from vaebench.grids import interleave_rows
+
+    a, b = torch.arange(7.0).view(7, 1, 1, 1), 100 + torch.arange(7.0).view(7, 1, 1, 1)
+    got = interleave_rows([a, b], 3).flatten().tolist()
+    assert got == [0, 1, 2, 100, 101, 102, 3, 4, 5, 103, 104, 105, 6, 106]
+    videos, recons = torch.arange(8.0).view(2, 4, 1, 1, 1), -torch.arange(8.0).view(2, 4, 1, 1, 1)
+    rows = interleave_rows([videos.flatten(0, 1), recons.flatten(0, 1)], 4).view(4, 4)
+    assert torch.equal(rows, torch.stack([videos[0], recons[0], videos[1], recons[1]]).view(4, 4))
+    with pytest.raises(ValueError, match="per_row 0"):
+        interleave_rows([a, b], 0)
+    with pytest.raises(ValueError, match=r"\(7, 1, 1, 1\), \(6, 1, 1, 1\)"):
+        interleave_rows([a, b[:6]], 3)
 
 
 def test_bits_per_dim_known_values():

@@ -18,7 +18,7 @@ LAYERS = {
     "settings": ("vaebench", "vaebench.errors", "vaebench.atomic", "vaebench.registry", "vaebench.paths",
                  "vaebench.sources", "vaebench.dag", "vaebench.seeds", "vaebench.config"),
     "library": ("vaebench.vae", "vaebench.data", "vaebench.metrics", "vaebench.device", "vaebench.checkpoint",
-                "vaebench.tracking", "vaebench.shared"),
+                "vaebench.tracking", "vaebench.shared", "vaebench.grids"),
     "stages and report": ("vaebench.stages", "vaebench.report"),
     "top": ("vaebench.validation", "vaebench.cli", "vaebench.__main__", "vaebench.dev"),
 }

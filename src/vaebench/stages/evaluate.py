@@ -15,6 +15,7 @@ from vaebench.atomic import atomic_path, write_json
 from vaebench.checkpoint import CELL_KEYS, load_checkpoint
 from vaebench.device import pick_device
 from vaebench.data.prepared import load_prepared
+from vaebench.grids import interleave_rows, save_grid_png
 from vaebench.metrics.bounds import bits_per_dim, per_image_estimates, samples_per_pass
 from vaebench.registry import AXES
 from vaebench.seeds import generator, stream_seed
@@ -48,29 +49,6 @@ def _stats(values: torch.Tensor) -> dict:
     v = values.double()
     se = float(v.std(unbiased=True) / math.sqrt(len(v))) if len(v) > 1 else None
     return {"mean": float(v.mean()), "se": se}
-
-
-@torch.no_grad()
-def save_grid_png(images: torch.Tensor, nrow: int, path, padding: int = 2) -> None:
-    """Write ``images`` (N, C, H, W) float in [0, 1], C = 1 or 3, as one PNG grid of ``nrow`` images per row, the
-    pixels torchvision's ``make_grid(images, nrow, padding)`` and ``save_image`` write. Raises ValueError for
-    another shape."""
-    from PIL import Image
-
-    if images.dim() != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"save_grid_png: expected (N, 1 or 3, H, W) images, got {tuple(images.shape)}")
-    n, c, h, w = images.shape
-    images = images.expand(n, 3, h, w) if c == 1 else images
-    if n == 1:
-        padding = 0                                   # make_grid returns a single image unframed
-    ncol = min(nrow, n)
-    nrows = int(math.ceil(n / ncol))
-    grid = torch.zeros(3, nrows * (h + padding) + padding, ncol * (w + padding) + padding)
-    for i in range(n):
-        top, left = (i // ncol) * (h + padding) + padding, (i % ncol) * (w + padding) + padding
-        grid[:, top:top + h, left:left + w] = images[i]
-    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
-    Image.fromarray(pixels).save(path, format="png")
 
 
 def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
@@ -141,11 +119,8 @@ def run(study: Study, dataset: str, model_name: str, seed: int) -> dict:
         save_grid_png(first_samples[:n_grid].float().cpu(), nrow, tmp)
     originals = x_u8[:n_grid].float().cpu() / 255.0
     recons = model.reconstruct(x[:n_grid]).float().cpu()
-    pairs = []
-    for r in range(0, n_grid, nrow):
-        pairs += [originals[r : r + nrow], recons[r : r + nrow]]
     with atomic_path(out["recon_png"]) as tmp:
-        save_grid_png(torch.cat(pairs), nrow, tmp)
+        save_grid_png(interleave_rows([originals, recons], nrow), nrow, tmp)
 
     values = _bound_values(cell, model, ckpt, est, len(index), int(np.prod(x_u8.shape[1:])))
     values.update(_latent_values(latent))
@@ -247,17 +222,16 @@ def run_video(cell, model, ckpt: dict, data: dict, out: dict, device: torch.devi
                    "predicted_frames": truth.shape[1]})
 
     n_show = min(ecfg.grid_n // 3 or 1, len(x))
-    seen = x_u8[:n_show, 1:].float().cpu() / 255.0
-    rows = []
-    for i in range(n_show):
-        chosen = int(best["best_sample"][i])
-        rows += [seen[i], *(torch.cat([seen[i, :model.n_past - 1], samples[s, i]])
-                            for s in (chosen, (chosen + 1) % ecfg.video_samples))]
+    seen = x_u8[:n_show, 1:].float().cpu() / 255.0             # (n_show, frames, C, H, W)
+    shown = torch.arange(n_show)
+    chosen = best["best_sample"][:n_show].long()
+    continuations = [torch.cat([seen[:, :model.n_past - 1], samples[s, shown]], 1)
+                     for s in (chosen, (chosen + 1) % ecfg.video_samples)]
     with atomic_path(out["samples_png"]) as tmp:
-        save_grid_png(torch.cat(rows), frames, tmp)
+        save_grid_png(interleave_rows([v.flatten(0, 1) for v in (seen, *continuations)], frames), frames, tmp)
     recons = model.reconstruct(x[:n_show]).float().cpu()
     with atomic_path(out["recon_png"]) as tmp:
-        save_grid_png(torch.cat([part for i in range(n_show) for part in (seen[i], recons[i])]), frames, tmp)
+        save_grid_png(interleave_rows([seen.flatten(0, 1), recons.flatten(0, 1)], frames), frames, tmp)
 
     values.update(_frame_fid(cell, samples[0], device))
     latent = sequence_latent_analysis(model, x[: ecfg.latent_n], batch_size=bs)
