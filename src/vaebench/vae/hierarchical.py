@@ -200,8 +200,8 @@ class HierarchicalVAE(VAE):
         log_q, log_p = self.path_log_probs(hs, qs)
         kl = self._path_kl(log_q, log_p, qs[-1], hs[0].shape[:-1])
         log_prior_ratio = None if k is None else sum(log_p) - sum(log_q)
-        return self.assemble_terms(x, out, kl if k is None else kl.mean(0), log_prior_ratio, torch.cat(hs, dim=-1),
-                                   need_sse, need_z, accumulate, x_uint8)
+        return self.assemble_terms(x, out, kl if k is None else kl.mean(0), log_prior_ratio,
+                                   torch.cat(hs, dim=-1) if need_z else None, need_sse, accumulate, x_uint8)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, draw: bool = False,

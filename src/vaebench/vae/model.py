@@ -52,15 +52,16 @@ class VAE(nn.Module):
         z = q.rsample(k, generator=generator)
         out = self.decode(z)
         log_prior_ratio = None if k is None else standard_normal_log_prob(z) - q.log_prob(z)
-        return self.assemble_terms(x, out, q.kl(), log_prior_ratio, z, need_sse, need_z, accumulate, x_uint8)
+        return self.assemble_terms(x, out, q.kl(), log_prior_ratio, z if need_z else None, need_sse, accumulate,
+                                   x_uint8)
 
     def assemble_terms(self, x: torch.Tensor, out: torch.Tensor, kl: torch.Tensor,
-                       log_prior_ratio: torch.Tensor | None, z: torch.Tensor, need_sse: bool, need_z: bool,
+                       log_prior_ratio: torch.Tensor | None, z: torch.Tensor | None, need_sse: bool,
                        accumulate: bool, x_uint8: torch.Tensor | None) -> dict:
-        """The terms dict of ``forward_terms`` from the decoder output ``out`` (*S, out_channels*C, H, W) at the
-        sampled latents z (*S, D), the KL term (B,) and, with k samples, log p(z) - log q(z|x) (k, B) (None
-        without k): 'log_px', 'kl', 'extra_log_px', 'log_w' = log_px + log_prior_ratio, 'extra_log_w', 'sse', 'z'
-        as requested; nats per image."""
+        """The terms dict of ``forward_terms`` from the decoder output ``out`` (*S, out_channels*C, H, W), the KL
+        term (B,) and, with k samples, log p(z) - log q(z|x) (k, B) (None without k): 'log_px', 'kl',
+        'extra_log_px', 'log_w' = log_px + log_prior_ratio, 'extra_log_w', 'sse' as requested, and 'z' = the
+        sampled latents z (*S, D) unless z is None; nats per image."""
         terms = {"log_px": self.likelihood.log_prob(x, out, accumulate=accumulate), "kl": kl}
         if x_uint8 is not None:
             terms["extra_log_px"] = self.likelihood.extra_log_probs(x, x_uint8, out)
@@ -70,7 +71,7 @@ class VAE(nn.Module):
                 terms["extra_log_w"] = {c: v + log_prior_ratio for c, v in terms["extra_log_px"].items()}
         if need_sse:
             terms["sse"] = (self.likelihood.to_unit(x) - self.likelihood.mean(out)).pow(2).sum((-3, -2, -1))
-        if need_z:
+        if z is not None:
             terms["z"] = z
         return terms
 

@@ -208,8 +208,8 @@ class TopDownVAE(VAE):
         out = self.decode_state(path.h, lead)
         kl_layers = [v.view(lead) if k is None else v.view(lead).mean(0) for v in path.kl()]
         log_prior_ratio = None if k is None else (sum(path.log_p()) - sum(path.log_q())).view(lead)
-        terms = self.assemble_terms(x, out, sum(kl_layers), log_prior_ratio,
-                                    torch.cat(path.zs, dim=-1).view(*lead, -1), need_sse, need_z, accumulate, x_uint8)
+        z = torch.cat(path.zs, dim=-1).view(*lead, -1) if need_z else None
+        terms = self.assemble_terms(x, out, sum(kl_layers), log_prior_ratio, z, need_sse, accumulate, x_uint8)
         terms["kl_layers"] = kl_layers
         return terms
 
