@@ -99,6 +99,8 @@ def test_dry_run_plans_every_job_with_its_stage_resources(tmp_path):
     lists each rule's jobs with mem_mb, runtime, gpu and threads from dag.STAGES and the partition from
     $VAEBENCH_SLURM_PARTITION; the SLURM plugin's own submit-string code turns them into the sbatch flags."""
     params = tiny_params(seeds=(0, 1))
+    params["resources"] = {"train": {"mem_mb": 4321}}      # the study's own peak for one stage
+    mem_mb = {name: params["resources"].get(name, {}).get("mem_mb", s.mem_mb) for name, s in dag.STAGES.items()}
     ws = make_workspace(tmp_path / "ws", params)
     (ws / "studies").mkdir(exist_ok=True)
     (ws / "studies/tiny.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -111,7 +113,7 @@ def test_dry_run_plans_every_job_with_its_stage_resources(tmp_path):
         {name: n_jobs(s, params) for name, s in dag.STAGES.items()}
     for job in jobs:
         stage, res = dag.STAGES[job["rule"]], job["resources"]
-        assert int(res["mem_mb"]) == stage.mem_mb, job
+        assert int(res["mem_mb"]) == mem_mb[job["rule"]], job
         assert int(res["runtime"]) == stage.runtime, job
         assert job["threads"] == stage.threads, job
         if stage.gpu:
@@ -138,7 +140,7 @@ def test_dry_run_plans_every_job_with_its_stage_resources(tmp_path):
                                          "account": "", "partition": Executor.get_partition_arg(executor, fake),
                                          "workdir": str(ws)}) + set_gres_string(fake)
         words = call.split()
-        assert words[words.index("--mem") + 1] == str(stage.mem_mb), call
+        assert words[words.index("--mem") + 1] == str(mem_mb[job["rule"]]), call
         assert words[words.index("-t") + 1] == str(stage.runtime), call
         assert f"--cpus-per-task={stage.threads}" in words, call
         assert ("--gpus=1" in words) == stage.gpu, call

@@ -102,6 +102,8 @@ def test_deep_merge():
     (lambda p: p["models"].update(vae_categorical={"train": {"epochs": 0}}), "'models.vae_categorical.train.epochs': 0"),
     (lambda p: p.update(seeds=[]), "'seeds': []: List should have at least 1 item"),
     (lambda p: p.pop("models"), "missing required key 'models'"),
+    (lambda p: p.update(resources={"training": {"mem_mb": 4000}}), "invalid key 'training' at 'resources' (did you mean 'train'?): Input should be 'prepare', "),
+    (lambda p: p.update(resources={"train": {"mem_mb": 0}}), "'resources.train.mem_mb': 0: Input should be greater than 0"),
 ])
 def test_bad_study_names_file_key_value_and_allowed(raw, mutate, expected):
     bad = copy.deepcopy(raw)

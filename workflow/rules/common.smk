@@ -131,10 +131,13 @@ def stage_resources(stage):
     stages, one GPU and one GPU slot. Threads are the rule's `threads:` (a cluster executor's CPU request:
     SLURM --cpus-per-task). A job that loads a prepared dataset holds it in memory: mem_mb grows by the
     file's size beyond DATA_IN_DECLARED_MB (CelebA at 64x64, 2.4 GiB of uint8, adds about 2 GiB); the size is
-    read when the job is scheduled, once the file exists."""
+    read when the job is scheduled, once the file exists. A study's `resources` replace all of it with the
+    job's measured peak (e.g. a video model's activations)."""
     s = STAGES[stage]
 
     def mem_mb(wildcards, input):
+        if stage in STUDY.config.resources:
+            return STUDY.config.resources[stage].mem_mb
         data = sum(os.path.getsize(f) for f in input
                    if os.path.dirname(f) == PREPARED_DIR and os.path.exists(f)) / 2**20
         return s.mem_mb + max(0, int(data) + 1 - DATA_IN_DECLARED_MB)

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, TypeAdapter, ValidationError,
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, TypeAdapter, ValidationError,
                       create_model, field_validator)
 
-from vaebench import paths
+from vaebench import dag, paths
 from vaebench.config.stages import ClassifierConfig, EvaluateConfig, TrainConfig
 from vaebench.registry import AXES, DATASETS, StrictConfig
 
@@ -254,6 +254,15 @@ class StudySource(StrictConfig):
     published: list[PublishedValue] = Field(default_factory=list, description="The source's numbers.")
 
 
+class StageResources(StrictConfig):
+    """What one job of a stage needs in this study, where its models or data need more than the stage
+    declares (:data:`vaebench.dag.STAGES`)."""
+
+    mem_mb: PositiveInt = Field(..., description="Peak resident memory of one job with headroom, MiB (Snakemake "
+                                                 "resource mem_mb, SLURM --mem); replaces the stage's declared "
+                                                 "mem_mb and the prepared data it adds.")
+
+
 @functools.lru_cache(maxsize=None)
 def _study_train_class() -> type[BaseModel]:
     """The study's ``train`` section: :class:`TrainConfig` plus ``per_dataset``, overrides for one dataset."""
@@ -291,6 +300,10 @@ def _study_classes(names: tuple) -> type[BaseModel]:
                                             description="FID classifier settings (left out or {} for the defaults).")),
         evaluate=(EvaluateConfig, Field(default_factory=EvaluateConfig,
                                         description="Evaluation settings (left out or {} for the defaults).")),
+        resources=(dict[Literal[tuple(dag.STAGES)], StageResources], Field(
+            default_factory=dict, description="Per stage, what its jobs need in this study where that exceeds the "
+                                              "stage's declaration, e.g. {train: {mem_mb: 4000}} for a video "
+                                              "model's activations ({} for none). Changes no result.")),
         __validators__={"_datasets_by_name": field_validator("datasets", mode="wrap")(_datasets_by_name)},
     )
 
