@@ -72,12 +72,12 @@ def make_workspace(root: Path, params: dict, git: bool = False) -> Path:
         shutil.copytree(REPO / name, root / name)
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    from vaebench import dag
+    from vaebench import dvc_pipeline
     from vaebench.config import ConfigError
 
     with contextlib.chdir(root):       # dvc.yaml for these params: its code deps follow the study's components
         try:
-            (root / "dvc.yaml").write_text(dag.dvc_yaml_text())
+            (root / "dvc.yaml").write_text(dvc_pipeline.dvc_yaml_text())
         except ConfigError:            # params a test makes invalid on purpose: the committed one stays
             pass
     if git:

@@ -170,7 +170,7 @@ def test_bad_params_stop_both_engines_before_any_job(tmp_path, mirror):
 def test_optional_top_level_keys_take_their_defaults_and_are_not_tracked_when_left_out(tmp_path):
     """Only study, seeds, datasets and models are required; a left-out key is its typed default, and the study's
     generated DVC pipeline tracks only the keys the file holds (DVC fails on a params slice that is missing)."""
-    from vaebench import dag
+    from vaebench import dvc_pipeline
     from vaebench.config.stages import ClassifierConfig, EvaluateConfig
 
     raw = {k: v for k, v in tiny_params().items() if k in ("study", "seeds", "datasets", "models")}
@@ -179,7 +179,7 @@ def test_optional_top_level_keys_take_their_defaults_and_are_not_tracked_when_le
     assert study.config.evaluate == EvaluateConfig() and study.config.train.epochs == type(study.config.train)().epochs
     f = tmp_path / "s.yaml"
     f.write_text(yaml.safe_dump(raw))
-    params = {name: s["params"] for name, s in dag.dvc_stages(str(f), str(REPO / "catalogue.yaml")).items()}
+    params = {name: s["params"] for name, s in dvc_pipeline.dvc_stages(str(f), str(REPO / "catalogue.yaml")).items()}
     tracked = {k for ps in params.values() for p in ps for k in (p if isinstance(p, str) else next(iter(p.values())))}
     assert {"models.${item.model}", "datasets.${item.dataset}"} <= tracked
     assert not {k for k in tracked if k.split(".")[0] in ("device", "components", "train", "classifier", "evaluate")}

@@ -8,17 +8,17 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO, run
-from vaebench import dag, paths
+from vaebench import dvc_pipeline, paths
 from vaebench.config import load_study, schema_texts
 from vaebench.report import readme
 
 
 def test_dvc_yaml_is_generated_and_current(monkeypatch):
-    assert (REPO / paths.DVC_YAML).read_text() == dag.dvc_yaml_text(), \
+    assert (REPO / paths.DVC_YAML).read_text() == dvc_pipeline.dvc_yaml_text(), \
         "dvc.yaml is out of date: run `python -m vaebench dvc-yaml`"
     # and the pipeline of every study under studies/ (pipelines/<study>/dvc.yaml)
     monkeypatch.chdir(REPO)
-    texts = dag.dvc_yaml_texts()
+    texts = dvc_pipeline.dvc_yaml_texts()
     assert set(texts) == {paths.DVC_YAML} | {paths.pipeline_file(f.stem) for f in (REPO / paths.STUDIES_DIR).glob("*.yaml")}
     for path, text in texts.items():
         assert (REPO / path).is_file() and (REPO / path).read_text() == text, \
@@ -40,7 +40,7 @@ def test_generate_commands_write_and_check(tmp_path, monkeypatch):
     assert check.returncode == 1 and "dvc.yaml is out of date" in check.stderr
     run([str(BIN / "python"), "-m", "vaebench", "dvc-yaml"], tmp_path)
     run([str(BIN / "python"), "-m", "vaebench", "schema"], tmp_path)
-    assert (tmp_path / "dvc.yaml").read_text() == dag.dvc_yaml_text()
+    assert (tmp_path / "dvc.yaml").read_text() == dvc_pipeline.dvc_yaml_text()
     assert run([str(BIN / "python"), "-m", "vaebench", "schema", "--check"], tmp_path).returncode == 0
 
 

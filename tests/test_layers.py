@@ -9,14 +9,15 @@ import sys
 import pytest
 
 from conftest import REPO
-from vaebench import dag
+from vaebench import dag, dvc_pipeline
 from vaebench.sources import PACKAGE_DIR, import_closure, module_file
 
 SRC = REPO / "src"
 # Lowest first: a module may import its own layer or a lower one, never a higher one.
 LAYERS = {
     "settings": ("vaebench", "vaebench.errors", "vaebench.atomic", "vaebench.registry", "vaebench.paths",
-                 "vaebench.sources", "vaebench.dag", "vaebench.seeds", "vaebench.config"),
+                 "vaebench.sources", "vaebench.dag", "vaebench.seeds", "vaebench.config",
+                 "vaebench.dvc_pipeline"),
     "library": ("vaebench.vae", "vaebench.data", "vaebench.metrics", "vaebench.device", "vaebench.checkpoint",
                 "vaebench.tracking", "vaebench.shared", "vaebench.grids"),
     "stages and report": ("vaebench.stages", "vaebench.report"),
@@ -163,5 +164,5 @@ def test_a_studys_sources_hold_only_the_components_its_models_use():
                 "src/vaebench/vae/likelihoods/__init__.py"} <= own < every
         assert not {"src/vaebench/vae/likelihoods/gaussian.py", "src/vaebench/vae/likelihoods/student_t.py",
                     "src/vaebench/vae/objectives/geco.py"} & own
-    deps = {d for s in dag.dvc_stages().values() for d in s["deps"] if d.startswith("src/")}
+    deps = {d for s in dvc_pipeline.dvc_stages().values() for d in s["deps"] if d.startswith("src/")}
     assert deps == set().union(*(dag.source_files(s, study) for s in dag.STAGES))   # what dvc.yaml tracks

@@ -117,7 +117,9 @@ def cmd_schema(args) -> None:
 
 
 def cmd_dvc_yaml(args) -> None:
-    ok = all([_write_if_changed(p, t, args.check, "dvc-yaml") for p, t in dag.dvc_yaml_texts().items()])
+    from vaebench.dvc_pipeline import dvc_yaml_texts
+
+    ok = all([_write_if_changed(p, t, args.check, "dvc-yaml") for p, t in dvc_yaml_texts().items()])
     if args.check and not ok:
         raise SystemExit(1)
 
