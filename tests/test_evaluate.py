@@ -167,14 +167,15 @@ def test_blurred_reference_is_a_5x5_box_mean():
 
 @pytest.mark.parametrize("n, c, nrow", [(5, 1, 3), (7, 3, 3), (16, 1, 4), (1, 3, 1), (2, 1, 5)])
 def test_grid_png_equals_torchvision(tmp_path, n, c, nrow):
-    """The evaluate stage writes its grids itself (importing torchvision costs ~1.7 s per job): the PNG's pixels
-    equal torchvision's make_grid + save_image of the same images."""
+    """The stages lay out and write their grids themselves (importing torchvision costs ~1.7 s per job): the
+    layout equals torchvision's make_grid, and the PNG's pixels make_grid + save_image of the same images."""
     from PIL import Image
     from torchvision.utils import make_grid, save_image
 
-    from vaebench.grids import save_grid_png
+    from vaebench.grids import grid_image, save_grid_png
 
     images = torch.rand(n, c, 9, 7, generator=torch.Generator().manual_seed(n))
+    assert torch.equal(grid_image(images, nrow), make_grid(images, nrow=nrow, padding=2))
     save_grid_png(images, nrow, tmp_path / "ours.png")
     save_image(make_grid(images, nrow=nrow, padding=2), tmp_path / "torchvision.png")
     ours, ref = (np.asarray(Image.open(tmp_path / f)) for f in ("ours.png", "torchvision.png"))

@@ -199,3 +199,20 @@ def test_grid_failure_only_warns_and_grids_can_be_turned_off(workspace, store, m
     meta = train_cell(workspace, "mnist", "vae_bernoulli", 0)
     assert logged_images(store, meta["mlflow_run_id"]) == {}
     assert store.get_run(meta["mlflow_run_id"]).info.status == "FINISHED"
+
+
+def test_mlflow_grid_has_the_pixels_of_the_evaluate_stages_png(tmp_path):
+    """The image card of a grid and the evaluate stage's PNG of the same images are the same pixels (the card
+    enlarged by a whole factor, nearest neighbour)."""
+    import numpy as np
+    from PIL import Image
+
+    from vaebench.grids import grid_image, save_grid_png
+    from vaebench.tracking import _grid_to_pil
+
+    images = torch.rand(5, 1, 6, 4, generator=torch.Generator().manual_seed(0))
+    save_grid_png(images, 3, tmp_path / "grid.png")
+    png = np.asarray(Image.open(tmp_path / "grid.png"))
+    card = np.asarray(_grid_to_pil(grid_image(images, 3), min_width=4 * png.shape[1]))
+    assert card.shape == (4 * png.shape[0], 4 * png.shape[1], 3)
+    assert np.array_equal(card[::4, ::4], png) and np.array_equal(card[3::4, 3::4], png)

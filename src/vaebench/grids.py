@@ -1,5 +1,6 @@
-"""The image grids the train stage logs to MLflow and the evaluate stage writes as PNGs: one row layout, one
-writer (not torchvision's ``save_image``, so that the evaluate stage does not import torchvision)."""
+"""The image grids the train stage logs to MLflow and the evaluate stage writes as PNGs: one row order, one
+layout, one rounding to pixels (torchvision's ``make_grid`` and ``save_image``, written here so that the stages do
+not import torchvision)."""
 from __future__ import annotations
 
 import math
@@ -28,23 +29,35 @@ def interleave_rows(groups: Sequence[torch.Tensor], per_row: int) -> torch.Tenso
 
 
 @torch.no_grad()
-def save_grid_png(images: torch.Tensor, nrow: int, path, padding: int = 2) -> None:
-    """Write ``images`` (N, C, H, W) float in [0, 1], C = 1 or 3, as one PNG grid of ``nrow`` images per row, the
-    pixels torchvision's ``make_grid(images, nrow, padding)`` and ``save_image`` write. Raises ValueError for
-    another shape."""
-    from PIL import Image
-
+def grid_image(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tensor:
+    """``images`` (N, C, H, W) float in [0, 1], C = 1 or 3, laid out ``nrow`` per row on a black background with
+    ``padding`` pixels between and around them (a single image unframed): (3, H', W') float, the tensor
+    torchvision's ``make_grid(images, nrow, padding)`` returns. Raises ValueError for another shape."""
     if images.dim() != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"save_grid_png: expected (N, 1 or 3, H, W) images, got {tuple(images.shape)}")
+        raise ValueError(f"grid_image: expected (N, 1 or 3, H, W) images, got {tuple(images.shape)}")
     n, c, h, w = images.shape
     images = images.expand(n, 3, h, w) if c == 1 else images
     if n == 1:
-        padding = 0                                   # make_grid returns a single image unframed
+        return images[0].clone()
     ncol = min(nrow, n)
     nrows = int(math.ceil(n / ncol))
-    grid = torch.zeros(3, nrows * (h + padding) + padding, ncol * (w + padding) + padding)
+    grid = images.new_zeros(3, nrows * (h + padding) + padding, ncol * (w + padding) + padding)
     for i in range(n):
         top, left = (i // ncol) * (h + padding) + padding, (i % ncol) * (w + padding) + padding
         grid[:, top:top + h, left:left + w] = images[i]
-    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
-    Image.fromarray(pixels).save(path, format="png")
+    return grid
+
+
+def grid_pixels(grid: torch.Tensor):
+    """A (3, H, W) float image in [0, 1] -> (H, W, 3) uint8 numpy pixels, rounded as torchvision's ``save_image``
+    rounds them."""
+    return grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8).numpy()
+
+
+def save_grid_png(images: torch.Tensor, nrow: int, path, padding: int = 2) -> None:
+    """Write ``images`` (N, C, H, W) float in [0, 1], C = 1 or 3, as one PNG of :func:`grid_image`: the pixels
+    torchvision's ``make_grid(images, nrow, padding)`` and ``save_image`` write. Raises ValueError for another
+    shape."""
+    from PIL import Image
+
+    Image.fromarray(grid_pixels(grid_image(images, nrow, padding))).save(path, format="png")

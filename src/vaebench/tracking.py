@@ -83,20 +83,15 @@ def grid_n() -> int:
 
 
 def _grid_to_pil(grid: torch.Tensor, min_width: int = GRID_MIN_WIDTH):
-    """A (C, H, W) float tensor in [0, 1] (``torchvision.utils.make_grid``'s output) -> a PIL image, quantised
-    exactly as ``torchvision.utils.save_image`` writes the evaluate stage's PNGs, then enlarged by a whole factor
-    (nearest neighbour, pixels stay sharp) to at least ``min_width`` pixels wide, so that the MLflow image card
-    shows 28 x 28 digits at a readable size."""
-    import io
-
+    """A (3, H, W) float grid in [0, 1] (:func:`vaebench.grids.grid_image`) -> a PIL image, rounded exactly as the
+    evaluate stage writes its PNGs (:func:`vaebench.grids.grid_pixels`), then enlarged by a whole factor (nearest
+    neighbour, pixels stay sharp) to at least ``min_width`` pixels wide, so that the MLflow image card shows 28 x 28
+    digits at a readable size."""
     from PIL import Image
-    from torchvision.utils import save_image
 
-    buf = io.BytesIO()
-    save_image(grid, buf, format="png")
-    buf.seek(0)
-    img = Image.open(buf)
-    img.load()
+    from vaebench.grids import grid_pixels
+
+    img = Image.fromarray(grid_pixels(grid.detach().float()))
     factor = max(1, math.ceil(min_width / img.width))
     return img if factor == 1 else img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
 

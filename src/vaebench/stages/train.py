@@ -167,11 +167,9 @@ def epoch_grids(model, x_u8: torch.Tensor, x: torch.Tensor, seed: int) -> dict[s
     Args:
         x_u8: (n, C, H, W) uint8 images, or (n, T, C, H, W) videos. x: the same in the model's data space.
     Returns:
-        {name: (3, H', W') float grid in [0, 1]} (``torchvision.utils.make_grid``).
+        {name: (3, H', W') float grid in [0, 1]} (:func:`vaebench.grids.grid_image`).
     """
-    from torchvision.utils import make_grid
-
-    from vaebench.grids import interleave_rows
+    from vaebench.grids import grid_image, interleave_rows
     from vaebench.vae.sampling import prior_samples
 
     n = len(x)
@@ -192,11 +190,11 @@ def epoch_grids(model, x_u8: torch.Tensor, x: torch.Tensor, seed: int) -> dict[s
     if x.dim() == 5:
         nrow = x.shape[1] - 1
         rows = interleave_rows([v.flatten(0, 1) for v in (originals[:, 1:], recons, samples)], nrow)
-        return {"sequences": make_grid(rows, nrow=nrow, padding=2)}
+        return {"sequences": grid_image(rows, nrow)}
     nrow = math.ceil(math.sqrt(n))
-    grids = {"reconstructions": make_grid(interleave_rows([originals, recons], nrow), nrow=nrow, padding=2)}
+    grids = {"reconstructions": grid_image(interleave_rows([originals, recons], nrow), nrow)}
     if samples is not None:
-        grids["samples"] = make_grid(samples.float().cpu(), nrow=nrow, padding=2)
+        grids["samples"] = grid_image(samples.float().cpu(), nrow)
     return grids
 
 
