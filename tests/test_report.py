@@ -929,3 +929,37 @@ def test_numbers_that_would_round_to_zero_keep_two_significant_digits():
     assert num(0.123, ".0f") == "0.12" and num(56.3, ".0f") == "56"     # a sub-second training time, a minute
     assert num(0.0, ".0f") == "0" and num(-0.004, ".2f") == "-0.004" and num(float("nan"), ".2f") == "n/a"
     assert format_ci({"mean": 0.21, "ci_low": 0.1, "ci_high": 0.32}, ".0f") == "0.21 ± 0.11"
+
+
+def test_sigma_and_collapse_flags_are_sentences_in_the_flags_section(report):
+    """A learned sigma away from its optimum (or without a test MSE) and a collapsed posterior each get a sentence
+    under Flags; a converged sigma and a posterior with active units get none."""
+    from vaebench.report.flags import Diagnostics
+    from vaebench.report.tables.diagnostics import collapse_flag_items, sigma_flag_items
+
+    def sigma(model, log_sigma, optimum):
+        diff = None if optimum is None else log_sigma - optimum
+        return {"dataset": "d", "model": model, "seed": 0, "log_sigma": log_sigma, "optimum": optimum,
+                "difference": diff, "tolerance": 0.1, "converged": diff is not None and abs(diff) <= 0.1}
+
+    diag = Diagnostics(sigma=[sigma("a", -1.155, -1.870), sigma("b", -2.0, -2.05), sigma("c", -2.0, None)],
+                       collapse=[{"dataset": "d", "model": "a", "seed": 0, "active_units": 0, "kl": 0.01,
+                                  "collapsed": True},
+                                 {"dataset": "d", "model": "b", "seed": 0, "active_units": 3, "kl": 9.0,
+                                  "collapsed": False}])
+    items = sigma_flag_items("d", diag)
+    assert len(items) == 2 and items[0].startswith("a seed 0: log sigma -1.155") and "-1.870" in items[0]
+    assert "difference 0.715" in items[0] and items[1].startswith("c seed 0") and "unknown" in items[1]
+    assert sigma_flag_items("d", Diagnostics(sigma=[sigma("b", -2.0, -2.05)])) == [
+        "Every learned shared sigma is within the tolerance of its optimum, 1/2 log MSE."]
+    assert sigma_flag_items("other", diag) == [] and collapse_flag_items("other", diag) == []
+    (collapsed,) = collapse_flag_items("d", diag)
+    assert collapsed.startswith("a seed 0: 0 active units")
+
+    root, _ = report
+    flagged = json.loads((root / REPORT_METRICS).read_text())["flags"]["learned_sigma_not_converged"]
+    md = (root / REPORT_MD).read_text()
+    flags = md[md.index("### Flags"):md.index("### Comparison with published numbers")]
+    assert flagged and "Learned sigma, rule: a learned shared sigma with |log sigma - 1/2 log MSE|" in flags
+    for e in flagged:
+        assert f"{e['model']} seed {e['seed']}: log sigma" in flags

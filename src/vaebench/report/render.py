@@ -247,6 +247,14 @@ def _flags(doc: Document, dataset: str, diagnostics: Diagnostics) -> None:
     if not geco.empty:
         doc.paragraph(f"GECO, rule: {RULES['geco_not_settled']}")
         doc.table(geco)
+    sigma = flag_text.sigma_flag_items(dataset, diagnostics)
+    if sigma:
+        doc.paragraph(f"Learned sigma, rule: {RULES['learned_sigma_not_converged']}")
+        doc.bullets(sigma)
+    collapsed = flag_text.collapse_flag_items(dataset, diagnostics)
+    if collapsed:
+        doc.paragraph(f"Collapsed posterior, rule: {RULES['collapsed_posterior']}")
+        doc.bullets(collapsed)
     doc.bullets(flag_text.other_flag_items(dataset, diagnostics))
 
 

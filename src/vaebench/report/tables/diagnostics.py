@@ -1,4 +1,5 @@
-"""The diagnostics as report text: L_k convergence, GECO settling, FID classifier and floor."""
+"""The diagnostics as report text: L_k convergence, GECO settling, learned sigma, collapsed posteriors, FID
+classifier and floor."""
 from __future__ import annotations
 
 import pandas as pd
@@ -41,6 +42,32 @@ def geco_table(dataset: str, diagnostics: Diagnostics) -> pd.DataFrame:
             "settled": "yes" if e["settled"] else "NO: " + "; ".join(e["reasons"]),
         })
     return pd.DataFrame(rows)
+
+
+def sigma_flag_items(dataset: str, diagnostics: Diagnostics) -> list[str]:
+    """One sentence per cell of ``dataset`` whose learned shared sigma is not at its optimum (or one saying every
+    one is; none for a dataset without a learned shared sigma)."""
+    cells = [e for e in diagnostics.sigma if e["dataset"] == dataset]
+    items = []
+    for e in cells:
+        head = f"{e['model']} seed {e['seed']}: log sigma {num(e['log_sigma'], '.3f')} at the end of training"
+        if e["difference"] is None:
+            items.append(f"{head}, no test MSE recorded: whether sigma converged is unknown; a claim that requires "
+                         "it is not tested.")
+        elif not e["converged"]:
+            items.append(f"{head}, its optimum 1/2 log MSE {num(e['optimum'], '.3f')} (difference "
+                         f"{num(e['difference'], '.3g')}, tolerance {plain(e['tolerance'])}): the learned sigma has "
+                         "not converged; a claim that requires it is not tested.")
+    if cells and not items:
+        items.append("Every learned shared sigma is within the tolerance of its optimum, 1/2 log MSE.")
+    return items
+
+
+def collapse_flag_items(dataset: str, diagnostics: Diagnostics) -> list[str]:
+    """One sentence per cell of ``dataset`` whose posterior collapsed (0 active units); none when no cell did."""
+    return [f"{e['model']} seed {e['seed']}: 0 active units (test KL {num(e['kl'], '.3g')} nats): the posterior "
+            "has collapsed, z carries no information about x." for e in diagnostics.collapse
+            if e["dataset"] == dataset and e["collapsed"]]
 
 
 def other_flag_items(dataset: str, diagnostics: Diagnostics) -> list[str]:
