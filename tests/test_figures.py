@@ -294,3 +294,75 @@ def test_model_styles_are_distinct_and_stable():
     assert len({c for c, _ in styles.values()}) == 20
     assert model_styles(models[:5]) == {m: styles[m] for m in models[:5]}
     assert figures.model_styles(MODELS) == model_styles(MODELS)
+
+
+# ------------------------------------------------------------------------------------------------
+# Lossless encoding and the video figures
+
+@pytest.mark.parametrize("mode", ["RGBA", "RGB", "L"])
+def test_smallest_mode_is_lossless_and_drops_only_redundant_channels(mode):
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (9, 7), dtype=np.uint8)
+    rgb = np.stack([grey, grey, grey], -1)
+    if mode != "L":
+        rgb[0, 0] = (1, 2, 3)                                   # one coloured pixel keeps the colour channels
+    rgba = np.concatenate([rgb, np.full((9, 7, 1), 255, np.uint8)], -1)
+    if mode == "RGBA":
+        rgba[1, 1, 3] = 128                                     # one translucent pixel keeps the alpha channel
+    out = figures.smallest_mode(Image.fromarray(rgba, "RGBA"))
+    assert out.mode == mode
+    assert np.array_equal(np.asarray(out.convert("RGBA")), rgba)
+
+
+def _video_grid(path: Path, truth: np.ndarray, rows: list[np.ndarray], padding: int = 2) -> Path:
+    """A grid as evaluate writes it: per sequence, its truth row then ``rows``' rows; frames (S, T, h, w) uint8."""
+    s, t, h, w = truth.shape
+    lines = [r[i] for i in range(s) for r in [truth, *rows]]
+    out = np.zeros((len(lines) * (h + padding) + padding, t * (w + padding) + padding), np.uint8)
+    for i, line in enumerate(lines):
+        for j in range(t):
+            out[padding + i * (h + padding):padding + i * (h + padding) + h,
+                padding + j * (w + padding):padding + j * (w + padding) + w] = line[j]
+    Image.fromarray(out, "L").convert("RGB").save(path)
+    return path
+
+
+def test_continuations_gif_shows_truth_then_each_models_best_continuation(tmp_path):
+    rng = np.random.default_rng(1)
+    s, t, side = 3, 4, 5
+    truth = rng.integers(0, 256, (s, t, side, side), dtype=np.uint8)
+    best = {m: rng.integers(0, 256, (s, t, side, side), dtype=np.uint8) for m in ("a", "b")}
+    panels = [(m, _video_grid(tmp_path / f"{m}.png", truth, [best[m], 255 - best[m]])) for m in best]
+    path = figures.continuations_gif(panels, t, tmp_path / "c.gif", sequences=2)
+    gif = Image.open(path)
+    step = side + 2
+    assert gif.n_frames == t and gif.size == (3 * step + 2, 2 * step + 2)    # truth + 2 models; 2 of 3 sequences
+    for frame in range(t):
+        gif.seek(frame)
+        img = np.asarray(gif.convert("L"))
+        for i in range(2):
+            for j, expected in enumerate([truth, best["a"], best["b"]]):
+                tile = img[2 + i * step:2 + i * step + side, 2 + j * step:2 + j * step + side]
+                assert np.array_equal(tile, expected[i, frame]), (frame, i, j)
+    other = _video_grid(tmp_path / "other.png", 255 - truth, [best["a"], best["a"]])
+    with pytest.raises(ValueError, match="same test sequences"):
+        figures.continuations_gif([panels[0], ("c", other)], t, tmp_path / "d.gif", sequences=2)
+    with pytest.raises(ValueError, match="does not hold 5 frames"):
+        figures.continuations_gif(panels, 5, tmp_path / "e.gif", sequences=2)
+
+
+def test_video_stills_keep_the_first_sequences_rows(tmp_path):
+    rng = np.random.default_rng(2)
+    truth = rng.integers(0, 256, (3, 4, 5, 5), dtype=np.uint8)
+    grid = _video_grid(tmp_path / "g.png", truth, [truth, truth])               # 3 rows per sequence
+    height = figures.video_rows_height([("m", grid)], 4, "samples", 2)
+    assert height == 2 * len(paths.VIDEO_GRID_ROWS["samples_png"]) * 7 + 2
+    assert figures.video_rows_height([("m", grid)], 4, "recon", 1) == 2 * 7 + 2
+    assert figures.video_rows_height([("m", tmp_path / "none.png")], 4, "samples", 2) is None
+    path, layout = plot_image_panels([("m", grid)], tmp_path / "p.png", "t", scale=1, height=height)
+    out = np.asarray(Image.open(path).convert("RGB"))
+    src = np.asarray(Image.open(grid).convert("RGB"))
+    kept, dropped = src[:height], src[:height + 7]
+    hits = lambda a: [(y, x) for y in range(out.shape[0] - a.shape[0] + 1) for x in range(out.shape[1] - a.shape[1] + 1)
+                      if np.array_equal(out[y:y + a.shape[0], x:x + a.shape[1]], a)]
+    assert len(hits(kept)) == 1 and hits(dropped) == []

@@ -234,3 +234,22 @@ def test_invalid_combinations_and_shapes_are_rejected():
         svg(n_past=1)
     with pytest.raises(ValueError, match=r"\(B, T, C, H, W\) uint8 videos"):
         svg().preprocess(torch.zeros(2, 1, 64, 64, dtype=torch.uint8))
+
+
+def test_frame_scores_pair_every_sample_with_its_own_true_frame_whatever_the_chunking():
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    from vaebench.metrics.video import frame_scores
+
+    g = torch.Generator().manual_seed(0)
+    truth = torch.rand(2, 3, 1, 16, 16, generator=g)                       # (N, F, C, H, W)
+    predicted = (truth + 0.2 * torch.randn(4, 2, 3, 1, 16, 16, generator=g)).clamp(0, 1)   # S = 4 samples
+    whole = frame_scores(predicted, truth)
+    for batch_frames in (1, 5, 7):                                          # chunks that cross samples
+        chunked = frame_scores(predicted, truth, batch_frames=batch_frames)
+        assert all(torch.equal(chunked[k], whole[k]) for k in whole)
+    for s, n, f in [(0, 0, 0), (3, 1, 2), (2, 0, 1)]:                      # one frame at a time, by hand
+        p, t = predicted[s, n, f][None], truth[n, f][None]
+        ssim = structural_similarity_index_measure(p, t, gaussian_kernel=False, kernel_size=7, data_range=1.0)
+        assert whole["ssim"][s, n, f] == pytest.approx(float(ssim), abs=1e-6)
+        assert whole["psnr"][s, n, f] == pytest.approx(float(peak_signal_noise_ratio(p, t, data_range=1.0)), rel=1e-5)

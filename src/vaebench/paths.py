@@ -28,6 +28,9 @@ TRAIN_LOG = "data/studies/{study}/history/{dataset}/{model}/seed{seed}/log.csv"
 METRICS = "data/studies/{study}/eval/{dataset}/{model}/seed{seed}/metrics.json"
 SAMPLES_PNG = "data/studies/{study}/eval/{dataset}/{model}/seed{seed}/samples.png"
 RECON_PNG = "data/studies/{study}/eval/{dataset}/{model}/seed{seed}/recon.png"
+# a sequence model's grids: per shown test sequence, these rows of frames 1..T-1, in this order
+VIDEO_GRID_ROWS = {"samples_png": ("true frames", "best continuation", "another continuation"),
+                   "recon_png": ("true frames", "teacher-forced reconstruction")}
 PER_IMAGE = "data/studies/{study}/eval/{dataset}/{model}/seed{seed}/per_image.npz"
 SHARED = "data/shared/{kind}/{dataset}-{key}{suffix}"
 

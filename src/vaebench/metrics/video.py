@@ -26,10 +26,11 @@ def frame_scores(predicted: torch.Tensor, truth: torch.Tensor, batch_frames: int
                          f"{tuple(predicted.shape)} and {tuple(truth.shape)}")
     s, n, f = predicted.shape[:3]
     pred = predicted.reshape(-1, *truth.shape[-3:]).float()
-    target = truth.unsqueeze(0).expand_as(predicted).reshape(-1, *truth.shape[-3:]).float()
+    frames = truth.reshape(-1, *truth.shape[-3:]).float()      # the S samples share them: indexed, never copied S times
     ssim, psnr = [], []
     for i in range(0, len(pred), batch_frames):
-        p, t = pred[i: i + batch_frames], target[i: i + batch_frames]
+        p = pred[i: i + batch_frames]
+        t = frames[torch.arange(i, i + len(p)) % len(frames)]
         per_channel = structural_similarity_index_measure(
             p.flatten(0, 1)[:, None], t.flatten(0, 1)[:, None], gaussian_kernel=False, kernel_size=SSIM_WINDOW,
             data_range=1.0, reduction="none")

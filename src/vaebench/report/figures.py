@@ -1,6 +1,7 @@
 """The report's figures (matplotlib, Agg backend), written atomically under figures/ with no time metadata."""
 from __future__ import annotations
 
+import io
 import math
 import shutil
 import textwrap
@@ -38,7 +39,7 @@ class DatasetFigures:
     test_curves: Path | None = None
     sweeps: Path | None = None
     video_scores: Path | None = None
-    animations: dict[str, Path] = field(default_factory=dict)
+    animation: Path | None = None
     captions: dict[str, str] = field(default_factory=dict)
 
     def files(self) -> list[Path]:
@@ -47,8 +48,8 @@ class DatasetFigures:
         for pair in self.grids.values():
             out += list(pair)
         out += [p for p in (self.rate_distortion, self.fid_nll, self.samples, self.recon, self.training,
-                            self.latent, self.test_curves, self.sweeps, self.video_scores) if p is not None]
-        out += list(self.animations.values())
+                            self.latent, self.test_curves, self.sweeps, self.video_scores, self.animation)
+                if p is not None]
         return out
 
 
@@ -63,13 +64,31 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> Path:
-    """Write ``fig`` to ``path`` as PNG atomically (``DPI``, tight bounding box, no metadata) and close it."""
+    """Write ``fig`` to ``path`` as PNG atomically (``DPI``, tight bounding box, no metadata) and close it, in the
+    smallest lossless mode (:func:`smallest_mode`)."""
+    from PIL import Image
+
     plt = _pyplot()
-    with atomic_path(path) as tmp:
-        # no "Software" (matplotlib version) metadata: the bytes depend on the inputs only
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    buf = io.BytesIO()
+    # no "Software" (matplotlib version) metadata: the bytes depend on the inputs only
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
+    with Image.open(buf) as im, atomic_path(path) as tmp:
+        smallest_mode(im).save(tmp, format="png")
     return path
+
+
+def smallest_mode(image):
+    """``image`` (a PIL image) losslessly in the smallest of the modes 'L' (grey), 'RGB' and 'RGBA': the alpha
+    channel is dropped where every pixel is opaque, the colour channels where they are equal everywhere."""
+    import numpy as np
+
+    a = np.asarray(image.convert("RGBA"))
+    if (a[..., 3] != 255).any():
+        return image.convert("RGBA")
+    if (a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all():
+        return image.convert("L")
+    return image.convert("RGB")
 
 
 def mean_over_seeds(frames: list[pd.DataFrame], column: str) -> pd.Series | None:
@@ -504,18 +523,19 @@ _PAD = 14       # pixels between panels
 _TITLE_PX = 20  # pixels above each panel for the model name
 
 
-def plot_image_panels(panels: list[tuple[str, Path]], path: Path, title: str, scale: int | None = None
-                      ) -> tuple[Path | None, ImageLayout | None]:
+def plot_image_panels(panels: list[tuple[str, Path]], path: Path, title: str, scale: int | None = None,
+                      height: int | None = None) -> tuple[Path | None, ImageLayout | None]:
     """Write one figure with every image of ``panels`` ([(model, PNG path)]) in a grid of panels titled with the
     model, all at one pixel scale (nearest-neighbour, one image pixel = ``scale`` x ``scale`` output pixels, see
-    :func:`image_layout`; a smaller image sits at its panel's top left, unstretched)."""
+    :func:`image_layout`; a smaller image sits at its panel's top left, unstretched). ``height``: show only each
+    image's top ``height`` pixel rows."""
     images, missing = {}, []
     for m, p in panels:
         img = _load_rgb(Path(p))
         if img is None:
             missing.append(m)
         else:
-            images[m] = img
+            images[m] = img if height is None else img[:height]
     if not images:
         return None, None
     layout = image_layout({m: img.shape[:2] for m, img in images.items()}, missing, scale)
@@ -859,20 +879,25 @@ def write_figures(study: str, fig_dir: Path, datasets: list[str], models: list[s
              f"dashed: the FID floor of held-out real images."] + fn.note_lines())
 
         video = is_video(records, d)
+        frames = next((int(r["scored_frames"]) for r in records if r.get("dataset") == d
+                       and r.get("scored_frames") is not None), None)
         if seeds:
             first = seeds[0]
             kinds = VIDEO_GRIDS if video else (("samples", "Samples (decoder means of z ~ p(z))"),
                                                ("recon", "Reconstructions (rows of test images, each followed by "
                                                          "their reconstructions)"))
             for kind, what in kinds:
+                panels = image_panels(study, d, models, first, kind)
+                height = (video_rows_height(panels, frames, kind, VIDEO_SEQUENCES_SHOWN) if video else None)
                 written, layout = plot_image_panels(
-                    image_panels(study, d, models, first, kind), fig_dir / f"{d}_{kind}_by_model.png",
-                    f"{d}: {what.split(' (')[0].lower()} of every model, seed {first}, same pixel scale")
+                    panels, fig_dir / f"{d}_{kind}_by_model.png",
+                    f"{d}: {what.split(' (')[0].lower()} of every model, seed {first}, same pixel scale", height=height)
                 setattr(fig, kind, written)
                 if layout is not None:
                     captions[kind] = (f"{what} of every model, training seed {first}, side by side at one scale "
-                                      f"({layout.scale} output pixel(s) per image pixel, nearest neighbour)."
-                                      + (f" Missing: {', '.join(layout.missing)}." if layout.missing else ""))
+                                      f"({layout.scale} output pixel(s) per image pixel, nearest neighbour)"
+                                      + (f", the first {VIDEO_SEQUENCES_SHOWN} test sequences" if video else "")
+                                      + "." + (f" Missing: {', '.join(layout.missing)}." if layout.missing else ""))
 
         tc = training_curve_data(d, models, seeds, logs)
         fig.training = plot_training_curves(tc, d, fig_dir / f"{d}_training_curves.png", models)
@@ -897,11 +922,15 @@ def write_figures(study: str, fig_dir: Path, datasets: list[str], models: list[s
                 "frames), mean over test sequences and training seeds: solid, the best of N sampled continuations "
                 "per frame (the per-frame maximum); dashed, the single sample of best mean SSIM; dotted, one sample "
                 "(the mean over samples). SSIM: 7x7 uniform window, data range 1 (SVG's scikit-image defaults).")
-            for m in models:
-                cells = [r for r in _cells(records, d, m) if r.get("scored_frames")]
-                if seeds and cells and (m, seeds[0]) in grids:
-                    fig.animations[m] = continuation_gif(grids[(m, seeds[0])][0], int(cells[0]["scored_frames"]),
-                                                         fig_dir / f"{d}_{m}_seed{seeds[0]}_continuations.gif")
+            shown = [(m, grids[(m, seeds[0])][0]) for m in models if seeds and (m, seeds[0]) in grids]
+            if shown and frames is not None:
+                fig.animation = continuations_gif(shown, frames, fig_dir / f"{d}_continuations_seed{seeds[0]}.gif",
+                                                  VIDEO_SEQUENCES_SHOWN)
+                captions["animation"] = (
+                    f"Training seed {seeds[0]}, one line per shown test sequence (the first {VIDEO_SEQUENCES_SHOWN}): "
+                    f"the true frames, then each model's continuation of best mean SSIM ({', '.join(m for m, _ in shown)}, "
+                    f"in this order), side by side, frame by frame (frames 1..T-1; the first n_past - 1 are the "
+                    f"true conditioning frames).")
         fig.test_curves = plot_test_curves(d, models, seeds, logs, published or [], fig_dir / f"{d}_test_curves.png")
         if fig.test_curves is not None:
             captions["test_curves"] = (
@@ -925,32 +954,84 @@ VIDEO_GRIDS = (("samples", "Continuations (per test sequence three rows of frame
                          "predictions from the true previous frames at the posterior means)"))
 
 
-def continuation_gif(grid_png: Path, frames: int, path: Path, padding: int = 2, ms_per_frame: int = 250) -> Path:
-    """An animated GIF of a sequence model's continuation grid (evaluate's ``samples_png``: rows of ``frames``
-    tiles with ``padding``, three rows per test sequence): GIF frame t shows tile t of each row, a sequence's three
-    rows side by side (truth, best continuation, another), one sequence per line. Raises ValueError if the grid's
-    width does not hold ``frames`` square tiles."""
+VIDEO_SEQUENCES_SHOWN = 2   # test sequences in the report's video figures (every one shown is in figures/)
+
+
+def video_tile(width: int, frames: int, padding: int = 2) -> int:
+    """The side in pixels of the square frames of a sequence model's grid ``width`` pixels wide that holds
+    ``frames`` frames per row with ``padding`` (:func:`vaebench.grids.grid_image`). Raises ValueError when it does
+    not hold them."""
+    tile = (width - padding) // max(frames, 1) - padding
+    if frames < 1 or tile < 1 or (tile + padding) * frames + padding != width:
+        raise ValueError(f"a grid {width} pixels wide does not hold {frames} frames per row with padding {padding}")
+    return tile
+
+
+def video_rows_height(panels: list[tuple[str, Path]], frames: int | None, kind: str, sequences: int,
+                      padding: int = 2) -> int | None:
+    """Pixel rows of the first ``sequences`` test sequences of a sequence model's ``kind`` grid ('samples' or
+    'recon', :data:`vaebench.paths.VIDEO_GRID_ROWS` rows each), from the first readable grid of ``panels``; None
+    when none is readable or ``frames`` is None. Raises ValueError from :func:`video_tile`."""
+    img = next((i for i in (_load_rgb(Path(p)) for _, p in panels) if i is not None), None)
+    if img is None or frames is None:
+        return None
+    step = video_tile(img.shape[1], frames, padding) + padding
+    return sequences * len(paths.VIDEO_GRID_ROWS[IMAGE_KINDS[kind]]) * step + padding
+
+
+def continuations_gif(panels: list[tuple[str, Path]], frames: int, path: Path, sequences: int, padding: int = 2,
+                      ms_per_frame: int = 250) -> Path:
+    """An animated GIF of the continuation grids of several sequence models (``panels``: [(model, evaluate's
+    ``samples_png``)], rows of ``frames`` tiles with ``padding``, :data:`vaebench.paths.VIDEO_GRID_ROWS` rows per
+    test sequence): GIF frame t shows, for each of the first ``sequences`` test sequences, tile t of its true frames
+    and of each model's best continuation side by side, one line per sequence, models in ``panels`` order.
+
+    Raises:
+        ValueError: no panel; a grid that does not hold ``frames`` tiles per row (:func:`video_tile`), is not the
+            size of the first one, or whose true frames differ from the first one's (another test subset).
+    """
+    import numpy as np
     from PIL import Image
 
-    grid = Image.open(grid_png).convert("RGB")
-    w, h = grid.size
-    tile = (w - padding) // frames - padding
-    if tile < 1 or (tile + padding) * frames + padding != w:
-        raise ValueError(f"{grid_png}: a {w}x{h} grid does not hold {frames} tiles per row with padding {padding}")
-    rows = (h - padding) // (tile + padding)
-    sequences = rows // 3
+    if not panels:
+        raise ValueError("continuations_gif: no grid")
+    grids = {}
+    for m, p in panels:
+        grids[m] = np.asarray(Image.open(p).convert("RGB"))
+    first = next(iter(grids.values()))
+    tile = video_tile(first.shape[1], frames, padding)
     step = tile + padding
+    rows = len(paths.VIDEO_GRID_ROWS["samples_png"])
+    sequences = max(1, min(sequences, (first.shape[0] - padding) // step // rows))
+    truth_rows = sequences * rows * step + padding
+    for m, g in grids.items():
+        if g.shape != first.shape or not np.array_equal(g[:truth_rows][_truth_mask(truth_rows, rows, step)],
+                                                         first[:truth_rows][_truth_mask(truth_rows, rows, step)]):
+            raise ValueError(f"continuations_gif: {m}'s grid {dict(panels)[m]} is not of the same test sequences "
+                             f"and size as {next(iter(grids))}'s")
+    columns = 1 + len(grids)
     images = []
     for t in range(frames):
-        canvas = Image.new("RGB", (3 * step + padding, sequences * step + padding))
+        canvas = np.zeros((sequences * step + padding, columns * step + padding, 3), dtype=np.uint8)
+        left = padding + t * step
         for i in range(sequences):
-            for j in range(3):
-                left, top = padding + t * step, padding + (3 * i + j) * step
-                canvas.paste(grid.crop((left, top, left + tile, top + tile)), (padding + j * step, padding + i * step))
-        images.append(canvas)
+            top = padding + i * rows * step
+            tiles = [first[top:top + tile, left:left + tile]] + [
+                g[top + step:top + step + tile, left:left + tile] for g in grids.values()]
+            for j, x in enumerate(tiles):
+                canvas[padding + i * step:padding + i * step + tile, padding + j * step:padding + j * step + tile] = x
+        images.append(smallest_mode(Image.fromarray(canvas)))
     with atomic_path(path) as tmp:
         images[0].save(tmp, format="gif", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
     return path
+
+
+def _truth_mask(height: int, rows: int, step: int):
+    """Boolean mask over ``height`` pixel rows of a video grid: the rows of the true frames (the first of every
+    ``rows`` rows of tiles of ``step`` pixels)."""
+    import numpy as np
+
+    return (np.arange(height) // step) % rows == 0
 
 
 def is_video(records: list[dict], dataset: str) -> bool:

@@ -165,13 +165,10 @@ def _pictures(doc: Document, dataset: str, models: list[str], seeds: list, fig: 
         doc.image(Img(path, f"{dataset}: {heading.lower()}"))
         if fig.captions.get(name):
             doc.paragraph(fig.captions[name])
-    if fig.animations:
+    if fig.animation is not None:
         doc.heading(3, "Continuations, animated")
-        doc.paragraph("Per model (training seed " + str(seeds[0]) + "), one line per shown test sequence: the true "
-                      "frames, the continuation of best mean SSIM and another one, side by side, frame by frame "
-                      "(frames 1..T-1; the first n_past - 1 are the true conditioning frames).")
-        for m, path in fig.animations.items():
-            doc.image(Img(path, f"{dataset}: {m}, continuations"))
+        doc.paragraph(fig.captions["animation"])
+        doc.image(Img(fig.animation, f"{dataset}: continuations of every model"))
     doc.heading(3, "Validation curves, all models on one axis")
     doc.image(Img(fig.curves, f"{dataset} validation curves"))
     doc.paragraph(f"Validation -ELBO and the training objective per epoch, mean over seeds. Every cell's sample "

@@ -221,7 +221,7 @@ def run_video(cell, model, ckpt: dict, data: dict, out: dict, device: torch.devi
     values.update({"video_samples": ecfg.video_samples, "n_past": model.n_past, "scored_frames": frames,
                    "predicted_frames": truth.shape[1]})
 
-    n_show = min(ecfg.grid_n // 3 or 1, len(x))
+    n_show = min(ecfg.grid_n // len(paths.VIDEO_GRID_ROWS["samples_png"]) or 1, len(x))
     seen = x_u8[:n_show, 1:].float().cpu() / 255.0             # (n_show, frames, C, H, W)
     shown = torch.arange(n_show)
     chosen = best["best_sample"][:n_show].long()
