@@ -239,9 +239,9 @@ def json_metrics(tmp_path: Path, monkeypatch) -> list[str]:
 
 
 def png_figure(tmp_path: Path, monkeypatch) -> list[str]:
-    """PNG: the report's figures, ``vaebench.report.figures._save`` (matplotlib ``Figure.savefig``); every figure
-    of ``write_figures`` is written by it."""
-    from matplotlib.figure import Figure
+    """PNG: the report's figures, ``vaebench.report.figures._save`` (matplotlib ``Figure.savefig`` to memory, then
+    ``PIL.Image.Image.save`` to the file); every figure of ``write_figures`` is written by it."""
+    from PIL import Image
 
     from vaebench.report import figures
 
@@ -255,15 +255,17 @@ def png_figure(tmp_path: Path, monkeypatch) -> list[str]:
 
     run([1, 2, 3])
     wrote = []
-    real = Figure.savefig
+    real = Image.Image.save
 
-    def savefig(self, fname, **kwargs):
+    def save(self, fp, format=None, **params):      # the file's writer; matplotlib renders to memory through it first
+        if isinstance(fp, io.BytesIO):
+            return real(self, fp, format=format, **params)
         buf = io.BytesIO()
-        real(self, buf, **{**kwargs, "format": "png"})
-        _write_half(fname, buf.getvalue(), wrote)
+        real(self, buf, format="PNG", **params)
+        _write_half(fp, buf.getvalue(), wrote)
 
     with monkeypatch.context() as mp:
-        mp.setattr(Figure, "savefig", savefig)
+        mp.setattr(Image.Image, "save", save)
         problems = _interrupted(dest, lambda: run([3, 1, 2, 5]), wrote)
     plt.close("all")
     return problems
