@@ -144,7 +144,7 @@ def test_svg_trains_and_evaluates_on_real_moving_mnist(tmp_path, mirror, one_thr
 
         from PIL import Image
 
-        from vaebench.report import build_report
+        from vaebench.report import build_report, figures
 
         shutil.copy(REPO / "claims.yaml", "claims.yaml")
         built = build_report(study)
@@ -155,7 +155,8 @@ def test_svg_trains_and_evaluates_on_real_moving_mnist(tmp_path, mirror, one_thr
         assert "active units against the learned prior / latent_dim" in text
         gif = Image.open(f"reports/{study.name}/figures/moving_mnist_continuations_seed0.gif")
         columns = 1 + len(study.model_names)                           # the true frames, then each model's best
-        assert gif.n_frames == 7 and gif.size == (columns * 66 + 2, 2 * 66 + 2)   # 7 frames; 2 sequences
+        shown = figures.VIDEO_SEQUENCES_SHOWN                           # one line per shown test sequence
+        assert gif.n_frames == 7 and gif.size == (columns * 66 + 2, shown * 66 + 2)   # 7 frames
         with Image.open(f"reports/{study.name}/figures/moving_mnist_samples_by_model.png") as still:
             assert still.mode == "L"                                   # grey frames, stored losslessly as grey
         # the SSIM of a frame against itself and against a blank frame, through the same torchmetrics call

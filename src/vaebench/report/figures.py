@@ -954,7 +954,7 @@ VIDEO_GRIDS = (("samples", "Continuations (per test sequence three rows of frame
                          "predictions from the true previous frames at the posterior means)"))
 
 
-VIDEO_SEQUENCES_SHOWN = 2   # test sequences in the report's video figures (every one shown is in figures/)
+VIDEO_SEQUENCES_SHOWN = 1   # test sequences in the report's video figures (every one shown is in figures/)
 
 
 def video_tile(width: int, frames: int, padding: int = 2) -> int:
