@@ -878,9 +878,8 @@ def write_figures(study: str, fig_dir: Path, datasets: list[str], models: list[s
              f"({fn.x_key}, nats per image), one point per model and training seed, one panel per data space; "
              f"dashed: the FID floor of held-out real images."] + fn.note_lines())
 
-        video = is_video(records, d)
-        frames = next((int(r["scored_frames"]) for r in records if r.get("dataset") == d
-                       and r.get("scored_frames") is not None), None)
+        frames = scored_frames(records, d)
+        video = frames is not None
         if seeds:
             first = seeds[0]
             kinds = VIDEO_GRIDS if video else (("samples", "Samples (decoder means of z ~ p(z))"),
@@ -1004,9 +1003,9 @@ def continuations_gif(panels: list[tuple[str, Path]], frames: int, path: Path, s
     rows = len(paths.VIDEO_GRID_ROWS["samples_png"])
     sequences = max(1, min(sequences, (first.shape[0] - padding) // step // rows))
     truth_rows = sequences * rows * step + padding
+    mask = _truth_mask(truth_rows, rows, step)
     for m, g in grids.items():
-        if g.shape != first.shape or not np.array_equal(g[:truth_rows][_truth_mask(truth_rows, rows, step)],
-                                                         first[:truth_rows][_truth_mask(truth_rows, rows, step)]):
+        if g.shape != first.shape or not np.array_equal(g[:truth_rows][mask], first[:truth_rows][mask]):
             raise ValueError(f"continuations_gif: {m}'s grid {dict(panels)[m]} is not of the same test sequences "
                              f"and size as {next(iter(grids))}'s")
     columns = 1 + len(grids)
@@ -1034,9 +1033,11 @@ def _truth_mask(height: int, rows: int, step: int):
     return (np.arange(height) // step) % rows == 0
 
 
-def is_video(records: list[dict], dataset: str) -> bool:
-    """Whether the cells of ``dataset`` are of a sequence model (their records have ``scored_frames``)."""
-    return any(r.get("dataset") == dataset and r.get("scored_frames") is not None for r in records)
+def scored_frames(records: list[dict], dataset: str) -> int | None:
+    """The frames scored per test sequence of ``dataset``'s sequence models (their records' ``scored_frames``);
+    None for a dataset of single images."""
+    return next((int(r["scored_frames"]) for r in records if r.get("dataset") == dataset
+                 and r.get("scored_frames") is not None), None)
 
 
 def plot_video_scores(records: list[dict], dataset: str, models: list[str], path: Path,
